@@ -1,0 +1,467 @@
+"""The one place that knows HTTP: JSON in and out, errors, request ids, identity and policy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import tornado.web
+from pydantic import BaseModel, ValidationError
+
+from handlers.messages import message_for, validation_message
+from models.clock import Clock
+from models.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    Locked,
+    NotAuthenticated,
+    NotFound,
+    RateLimited,
+    Unavailable,
+)
+from models.health import ReadinessService
+from models.policy import ANONYMOUS, PUBLIC, Identity, Policy
+from models.store import as_unavailable
+
+log = logging.getLogger("anbang.http")
+access_log = logging.getLogger("anbang.access")
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+# Domain errors to HTTP statuses: the single table (warehouse and Primero keep theirs in one place).
+STATUS_FOR_ERROR: dict[type[DomainError], int] = {
+    InvalidInput: 422,
+    NotAuthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Locked: 423,
+    RateLimited: 429,
+    Unavailable: 503,
+}
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# Deeper JSON than this is no legitimate request of ours and costs memory and stack to validate.
+MAX_JSON_DEPTH = 32
+
+
+class RequestError(Exception):
+    """An HTTP-level refusal (malformed body, wrong media type, too large) with its status."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class InFlight:
+    """Counts requests being served so a graceful shutdown can wait for them to finish."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def begin(self) -> None:
+        self._count += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        self._count = max(0, self._count - 1)
+        if self._count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, seconds: float) -> bool:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+@dataclass
+class AppContext:
+    """Everything a handler may use, built once by the composition root and injected."""
+
+    policy: Policy
+    readiness: ReadinessService
+    clock: Clock
+    in_flight: InFlight = field(default_factory=InFlight)
+    max_body_bytes: int = 1 << 20
+    # The OpenAPI document is generated from the route table once, lazily, by handlers.openapi.
+    openapi_factory: Callable[[], Mapping[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class EndpointDoc:
+    """What the OpenAPI document says about one handler method."""
+
+    summary: str
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+def endpoint(
+    summary: str,
+    *,
+    body: type[BaseModel] | None = None,
+    response: type[BaseModel] | None = None,
+    status: int = 200,
+    errors: tuple[int, ...] = (),
+    tags: tuple[str, ...] = (),
+) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
+    """Declare a handler method's contract; the OpenAPI document is built from these."""
+
+    def mark(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        method.__endpoint__ = EndpointDoc(  # type: ignore[attr-defined]
+            summary, body, response, status, errors, tags
+        )
+        return method
+
+    return mark
+
+
+def _json_depth(value: Any, depth: int = 0) -> int:
+    if depth > MAX_JSON_DEPTH:
+        return depth
+    if isinstance(value, dict):
+        return max((_json_depth(v, depth + 1) for v in value.values()), default=depth + 1)
+    if isinstance(value, list):
+        return max((_json_depth(v, depth + 1) for v in value), default=depth + 1)
+    return depth
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+@tornado.web.stream_request_body
+class BaseHandler(tornado.web.RequestHandler):
+    """Every route's handler derives from this; it declares `access` for each method it serves.
+
+    Bodies are streamed so that an oversized one is refused (413) on its headers, before it is read.
+    """
+
+    # The policy action each method needs: one action for every method, or a method -> action map.
+    # A handler that declares none is refused for every caller (deny by default).
+    access: ClassVar[str | Mapping[str, str] | None] = None
+    # Who reads this handler's errors: "staff" (English) or "mp" (mini-program users, Chinese).
+    audience: ClassVar[str] = "staff"
+    # Per-route override of the body size limit, in bytes.
+    max_body_bytes: ClassVar[int | None] = None
+
+    identity: Identity = ANONYMOUS
+    request_id: str = ""
+
+    # --- injected services, read through typed accessors -------------------------------------
+
+    @property
+    def ctx(self) -> AppContext:
+        return self.application.settings["anbang"]  # type: ignore[no-any-return]
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def set_default_headers(self) -> None:
+        # API answers hold personal data: never cached, never sniffed, never framed.
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("Referrer-Policy", "no-referrer")
+
+    async def prepare(self) -> None:
+        supplied = self.request.headers.get("X-Request-Id", "")
+        self.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        self.set_header("X-Request-Id", self.request_id)
+        self._chunks: list[bytes] = []
+        self._body_size = 0
+        self._body_too_large = False
+        self._counted = True
+        self.ctx.in_flight.begin()
+
+        declared = self.content_length()
+        if declared is not None and declared > self.body_limit:
+            raise RequestError(
+                413,
+                "body_too_large",
+                f"The request body exceeds {self.body_limit} bytes.",
+                {"limit": self.body_limit},
+            )
+        self.identity = await self.authenticate()
+        self.authorize()
+
+    def data_received(self, chunk: bytes) -> None:
+        # Chunked uploads have no Content-Length: count as they arrive and stop keeping data
+        # once over the limit (the method then answers 413).
+        self._body_size += len(chunk)
+        if self._body_size > self.body_limit:
+            self._body_too_large = True
+            self._chunks.clear()
+        elif not self._body_too_large:
+            self._chunks.append(chunk)
+
+    def on_finish(self) -> None:
+        if getattr(self, "_counted", False):
+            self._counted = False
+            self.ctx.in_flight.end()
+
+    # --- identity and policy --------------------------------------------------------------------
+
+    async def authenticate(self) -> Identity:
+        """Resolve the caller; the access-control layer replaces this with token lookup."""
+        return ANONYMOUS
+
+    def required_action(self) -> str | None:
+        declared = type(self).access
+        if declared is None or isinstance(declared, str):
+            return declared
+        return declared.get(self.request.method or "")
+
+    def authorize(self) -> None:
+        method = (self.request.method or "").lower()
+        implemented = getattr(type(self), method, None)
+        if implemented is None or implemented is getattr(tornado.web.RequestHandler, method, None):
+            raise tornado.web.HTTPError(405)
+        action = self.required_action()
+        if action is None:
+            log.error(
+                "route without policy",
+                extra={"fields": {"handler": type(self).__name__, "request_id": self.request_id}},
+            )
+            raise Forbidden("This route declares no access policy.", code="no_policy")
+        if action == PUBLIC:
+            return
+        if not self.identity.authenticated:
+            raise NotAuthenticated()
+        if not self.ctx.policy.allows(self.identity, action):
+            raise Forbidden()
+
+    # --- request bodies -------------------------------------------------------------------------
+
+    @property
+    def body_limit(self) -> int:
+        return self.max_body_bytes or self.ctx.max_body_bytes
+
+    def content_length(self) -> int | None:
+        raw = self.request.headers.get("Content-Length")
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise RequestError(400, "bad_request", "Content-Length is not a number.") from None
+
+    def raw_body(self) -> bytes:
+        if self._body_too_large:
+            raise RequestError(
+                413,
+                "body_too_large",
+                f"The request body exceeds {self.body_limit} bytes.",
+                {"limit": self.body_limit},
+            )
+        return b"".join(self._chunks)
+
+    def parse(self, model: type[ModelT]) -> ModelT:
+        """The body as `model`: 400 when it is not JSON, 415 when it says it is something else,
+        422 naming each offending field when it does not fit."""
+        raw = self.raw_body()
+        if not raw.strip():
+            raise RequestError(400, "body_required", "A JSON body is required.")
+        content_type = self.request.headers.get("Content-Type", "application/json")
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            raise RequestError(
+                415, "unsupported_media_type", "The request body must be application/json."
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(
+                400, "invalid_json", "The request body is not valid UTF-8.", {"position": exc.start}
+            ) from None
+        try:
+            document = json.loads(text, parse_constant=_reject_constant)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            position = getattr(exc, "pos", None)
+            raise RequestError(
+                400,
+                "invalid_json",
+                "The request body is not valid JSON.",
+                {"line": getattr(exc, "lineno", None), "column": getattr(exc, "colno", None)}
+                if position is not None
+                else None,
+            ) from None
+        except ValueError as exc:
+            raise RequestError(400, "invalid_json", str(exc)) from None
+        if _json_depth(document) > MAX_JSON_DEPTH:
+            raise RequestError(
+                400, "invalid_json", f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels."
+            )
+        if not isinstance(document, dict):
+            raise RequestError(422, "validation_failed", "The request body must be a JSON object.")
+        try:
+            # Strict: a number sent as a string is a wrong type, not something to guess at.
+            return model.model_validate_json(text, strict=True)
+        except ValidationError as exc:
+            raise RequestError(
+                422,
+                "validation_failed",
+                "The request body is not valid.",
+                [self._field_error(error) for error in exc.errors(include_url=False)],
+            ) from None
+
+    def _field_error(self, error: Mapping[str, Any]) -> dict[str, Any]:
+        loc = error.get("loc", ())
+        path = ".".join(str(part) for part in loc) or "(body)"
+        kind = str(error.get("type", "invalid"))
+        if self.audience == "mp":
+            message = validation_message(kind, error.get("ctx"))
+        else:
+            message = str(error.get("msg", "invalid"))
+        return {"field": path, "type": kind, "message": message}
+
+    # --- responses --------------------------------------------------------------------------
+
+    def respond(self, payload: BaseModel | Mapping[str, Any] | None, status: int = 200) -> None:
+        """Write `payload` as JSON with `status` and finish the request."""
+        self.set_status(status)
+        if payload is None:
+            self.finish()
+            return
+        if isinstance(payload, BaseModel):
+            self.finish(payload.model_dump_json(by_alias=True))
+        else:
+            self.finish(json.dumps(payload, ensure_ascii=False, default=str))
+
+    # --- errors -------------------------------------------------------------------------------
+
+    def _describe(self, exc: BaseException | None, status: int) -> tuple[int, str, str, Any, dict]:
+        headers: dict[str, str] = {}
+        if exc is not None and (outage := as_unavailable(exc)) is not None:
+            exc = outage
+        if isinstance(exc, RequestError):
+            message = message_for(exc.code, "zh") if self.audience == "mp" else exc.message
+            return exc.status, exc.code, message, exc.details, headers
+        if isinstance(exc, DomainError):
+            mapped = next(
+                (code for cls, code in STATUS_FOR_ERROR.items() if isinstance(exc, cls)), 400
+            )
+            if isinstance(exc, RateLimited | Unavailable):
+                headers["Retry-After"] = str(exc.retry_after)
+            message = exc.message
+            if self.audience == "mp":
+                message = getattr(exc, "message_zh", None) or message_for(exc.code, "zh")
+            return mapped, exc.code, message, exc.details, headers
+        if isinstance(exc, tornado.web.HTTPError):
+            status = exc.status_code
+        code = {
+            400: "bad_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "body_too_large",
+        }.get(status, "internal_error" if status >= 500 else "error")
+        return status, code, message_for(code, "zh" if self.audience == "mp" else "en"), None, {}
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        exc = exc_info[1] if exc_info else None
+        status, code, message, details, headers = self._describe(exc, status_code)
+        if status == 503 and "Retry-After" not in headers:
+            headers["Retry-After"] = "5"
+        self.clear()
+        self.set_status(status)
+        for name, value in headers.items():
+            self.set_header(name, value)
+        if self.request_id:
+            self.set_header("X-Request-Id", self.request_id)
+        body: dict[str, Any] = {
+            "error": {
+                "code": code,
+                "message": message,
+                "details": details,
+                "request_id": self.request_id or None,
+            }
+        }
+        self.finish(json.dumps(body, ensure_ascii=False, default=str))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        # Expected refusals and database outages (pymongo errors from deep inside a service) are
+        # answered through write_error, which picks the status; they are not server faults.
+        outage = as_unavailable(e)
+        if outage is None and not isinstance(e, DomainError | RequestError):
+            super()._handle_request_exception(e)
+            return
+        if outage is not None:
+            log.warning(
+                "database unavailable",
+                extra={"fields": {"request_id": self.request_id, "exception": type(e).__name__}},
+            )
+        if not self._finished:
+            self.send_error(503 if outage else 400, exc_info=(type(e), e, e.__traceback__))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, tornado.web.HTTPError) and value.status_code < 500:
+            return
+        # Never log an exception's message: it may quote a document (a duplicate key, a value).
+        # Frames only (file, line, function): no source text and no local values.
+        frames = " <- ".join(
+            f"{frame.filename}:{frame.lineno} in {frame.name}"
+            for frame in reversed(traceback.extract_tb(tb))
+        )
+        log.error(
+            "unhandled exception",
+            extra={
+                "fields": {
+                    "request_id": self.request_id,
+                    "exception": getattr(typ, "__name__", str(typ)),
+                    "path": self.request.path,
+                    "stack": frames,
+                }
+            },
+        )
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown routes answer 404 in the error envelope, whatever the method."""
+
+    access = PUBLIC
+
+    async def get(self, *_args: str) -> None:
+        raise tornado.web.HTTPError(404)
+
+    post = put = patch = delete = head = options = get
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's log_function: one structured line per request; never a body, token or query."""
+    request = handler.request
+    status = handler.get_status()
+    fields = {
+        "request_id": getattr(handler, "request_id", None) or None,
+        "method": request.method,
+        "path": request.path,
+        "status": status,
+        "latency_ms": round(request.request_time() * 1000, 2),
+        "remote_ip": request.remote_ip,
+    }
+    level = logging.INFO if status < 500 else logging.ERROR
+    access_log.log(level, "request", extra={"fields": fields})

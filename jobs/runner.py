@@ -1,0 +1,137 @@
+"""The jobs process: one lease holder runs the periodic sweeps; others wait to take over."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from models.clock import Clock
+from models.leases import LeaseService
+
+log = logging.getLogger("anbang.jobs")
+
+JOBS_LEASE = "jobs"
+
+
+class Sweep(Protocol):
+    """A periodic, idempotent pass over everything due; catches up after downtime by itself."""
+
+    name: str
+    interval_seconds: int
+    description: str
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        """Do the work due at `now`; answer counts for the log."""
+        ...
+
+
+@dataclass
+class LeaseSettings:
+    ttl: dt.timedelta = dt.timedelta(seconds=45)
+    # Renew well within the TTL so one slow round trip never loses the lease; a second
+    # process takes over within ttl + renew_every of the holder's death (under a minute).
+    renew_every: dt.timedelta = dt.timedelta(seconds=10)
+
+
+def holder_id() -> str:
+    """A fresh id for this process, made after start (never inherited across a fork)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class JobsProcess:
+    leases: LeaseService
+    sweeps: Sequence[Sweep]
+    clock: Clock
+    lease: LeaseSettings = field(default_factory=LeaseSettings)
+    holder: str = field(default_factory=holder_id)
+    holding: bool = False
+
+    async def run_sweep(self, sweep: Sweep) -> None:
+        if not self.holding:
+            return
+        try:
+            result = await sweep.run(self.clock.now())
+        except Exception as exc:
+            # A failed sweep is retried at its next interval; it never stops the others.
+            log.error(
+                "sweep failed",
+                extra={"fields": {"sweep": sweep.name, "exception": type(exc).__name__}},
+            )
+            return
+        log.info("sweep done", extra={"fields": {"sweep": sweep.name, **result}})
+
+    async def renew_lease(self) -> None:
+        try:
+            held = await self.leases.acquire(JOBS_LEASE, self.holder, self.lease.ttl)
+        except Exception as exc:
+            held = False
+            log.warning("lease renewal failed", extra={"fields": {"exception": type(exc).__name__}})
+        if held != self.holding:
+            log.info(
+                "lease " + ("acquired" if held else "lost"),
+                extra={"fields": {"holder": self.holder}},
+            )
+        self.holding = held
+
+    async def run(self, stop: asyncio.Event) -> None:
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=dt.UTC)
+        scheduler.add_job(
+            self.renew_lease,
+            "interval",
+            id="lease",
+            seconds=self.lease.renew_every.total_seconds(),
+            max_instances=1,
+            coalesce=True,
+        )
+        for sweep in self.sweeps:
+            scheduler.add_job(
+                self.run_sweep,
+                "interval",
+                args=[sweep],
+                id=sweep.name,
+                seconds=sweep.interval_seconds,
+                max_instances=1,
+                coalesce=True,
+            )
+        await self.renew_lease()
+        scheduler.start()
+        log.info(
+            "jobs ready",
+            extra={
+                "fields": {
+                    "holder": self.holder,
+                    "holding": self.holding,
+                    "sweeps": [s.name for s in self.sweeps],
+                }
+            },
+        )
+        try:
+            await stop.wait()
+        finally:
+            scheduler.shutdown(wait=False)
+            if self.holding:
+                # Hand over at once rather than making the standby wait for the TTL.
+                await self.leases.release(JOBS_LEASE, self.holder)
+            log.info("jobs stopped")
+
+
+async def run_once(sweeps: Sequence[Sweep], name: str, now: dt.datetime) -> list[dict[str, Any]]:
+    """Run one sweep (or `all`, in order) at `now`, outside the lease, for operators and tests."""
+    chosen = list(sweeps) if name == "all" else [s for s in sweeps if s.name == name]
+    if not chosen:
+        known = ", ".join(s.name for s in sweeps) or "none yet"
+        raise KeyError(f"no sweep named {name!r}; known sweeps: {known}")
+    results = []
+    for sweep in chosen:
+        results.append({"sweep": sweep.name, **(await sweep.run(now))})
+    return results

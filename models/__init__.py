@@ -1,0 +1,1 @@
+"""The domain: documents, rules, services, persistence and ports. Imports nothing of ours."""

@@ -1,0 +1,41 @@
+"""The clock port: services ask it for the time so tests and `run-once --now` can choose it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+# Windows, deadlines and reports are computed in China Standard Time; storage is UTC.
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+
+
+class Clock(Protocol):
+    def now(self) -> dt.datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+
+class FixedClock:
+    """A clock that stands still until moved; for tests and simulated sweeps."""
+
+    def __init__(self, at: dt.datetime):
+        if at.tzinfo is None:
+            raise ValueError("FixedClock needs a timezone-aware time")
+        self._at = at.astimezone(dt.UTC)
+
+    def now(self) -> dt.datetime:
+        return self._at
+
+    def advance(self, delta: dt.timedelta) -> None:
+        self._at += delta
+
+    def set(self, at: dt.datetime) -> None:
+        if at.tzinfo is None:
+            raise ValueError("FixedClock needs a timezone-aware time")
+        self._at = at.astimezone(dt.UTC)

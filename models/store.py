@@ -1,0 +1,120 @@
+"""Persistence plumbing shared by every service: the database handle, collection specs, indexes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pymongo import AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    AutoReconnect,
+    ConnectionFailure,
+    ExecutionTimeout,
+    NetworkTimeout,
+    NotPrimaryError,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WaitQueueTimeoutError,
+    WTimeoutError,
+)
+from pymongo.read_concern import ReadConcern
+
+from models.errors import Unavailable
+
+# Errors that mean "the database cannot be reached right now", as opposed to a bad command: the
+# caller gets 503 with Retry-After and may retry with the same idempotency key.
+_UNAVAILABLE_ERRORS: tuple[type[PyMongoError], ...] = (
+    ConnectionFailure,
+    AutoReconnect,
+    NetworkTimeout,
+    ServerSelectionTimeoutError,
+    NotPrimaryError,
+    WaitQueueTimeoutError,
+    ExecutionTimeout,
+    WTimeoutError,
+)
+
+
+def as_unavailable(exc: BaseException) -> Unavailable | None:
+    """The domain error for a database outage, or None when `exc` is something else."""
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        return Unavailable("The database is temporarily unavailable; try again shortly.")
+    return None
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """A collection and the indexes its service needs, declared beside that service."""
+
+    name: str
+    indexes: tuple[IndexModel, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    uri: str
+    name: str
+    production: bool
+    app_name: str = "anbang"
+    # Short enough that a request fails fast with 503 instead of hanging while the database is
+    # gone; long enough to ride out a replica-set election (typically under 12 s).
+    server_selection_timeout_ms: int = 5_000
+    connect_timeout_ms: int = 3_000
+    max_pool_size: int = 100
+
+
+class Store:
+    """The one database handle of a process; services get collections from it."""
+
+    def __init__(self, client: AsyncMongoClient, database: AsyncDatabase, production: bool):
+        self._client = client
+        self._db = database
+        self.production = production
+
+    @classmethod
+    def connect(cls, settings: DatabaseSettings) -> Store:
+        """Build the client; no I/O happens until the first operation."""
+        # Production runs a replica set: majority-acknowledged, journaled writes, so an
+        # acknowledged check-in survives the loss of the primary.
+        durability = {"w": "majority", "journal": True} if settings.production else {}
+        client: AsyncMongoClient = AsyncMongoClient(
+            settings.uri,
+            appname=settings.app_name,
+            tz_aware=True,
+            serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
+            connectTimeoutMS=settings.connect_timeout_ms,
+            maxPoolSize=settings.max_pool_size,
+            **durability,
+        )
+        return cls(client, client[settings.name], settings.production)
+
+    @property
+    def database(self) -> AsyncDatabase:
+        return self._db
+
+    def collection(self, spec: CollectionSpec | str) -> AsyncCollection:
+        name = spec.name if isinstance(spec, CollectionSpec) else spec
+        return self._db[name]
+
+    def majority_collection(self, spec: CollectionSpec | str) -> AsyncCollection:
+        """The collection read with majority read concern, for compliance decisions."""
+        return self.collection(spec).with_options(read_concern=ReadConcern("majority"))
+
+    async def ensure_indexes(self, specs: Iterable[CollectionSpec]) -> None:
+        """Create every declared index; idempotent, so every process may run it at start."""
+        for spec in specs:
+            if spec.indexes:
+                await self.collection(spec).create_indexes(list(spec.indexes))
+
+    async def ping(self, timeout_seconds: float = 2.0) -> bool:
+        try:
+            await asyncio.wait_for(self._client.admin.command("ping"), timeout_seconds)
+        except (TimeoutError, PyMongoError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self._client.close()

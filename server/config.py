@@ -1,0 +1,175 @@
+"""Configuration from environment variables: each variable, its default and meaning."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """The environment cannot produce a runnable configuration; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str
+    meaning: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("ANBANG_ENV", "development", "`development` or `production` (strict settings)"),
+    Variable("ANBANG_HOST", "127.0.0.1", "address the API listens on"),
+    Variable("ANBANG_PORT", "8000", "port of the API and console"),
+    Variable("ANBANG_PROCESSES", "1", "API worker processes (`serve --processes` overrides)"),
+    Variable("ANBANG_BEHIND_PROXY", "0", "1: trust X-Forwarded-For / X-Real-Ip from nginx"),
+    Variable("MONGODB_URI", "", "MongoDB connection string; unset: the embedded database"),
+    Variable("ANBANG_DB_NAME", "anbang", "database name"),
+    Variable("ANBANG_DB_PORT", "27018", "port of the embedded database"),
+    Variable("ANBANG_DB_PATH", "var/db", "data directory of the embedded database"),
+    Variable("ANBANG_WECHAT_PORT", "8010", "port of the local WeChat API stand-in"),
+    Variable("WECHAT_APPID", "", "mini-program AppID (production)"),
+    Variable("WECHAT_SECRET", "", "mini-program AppSecret (production)"),
+    Variable("WECHAT_API_BASE", "", "WeChat API base URL; unset: the local stand-in"),
+    Variable("ANBANG_MASTER_KEY_FILE", "var/keys/master.key", "master key file (0600)"),
+    Variable("ANBANG_BOOTSTRAP_ADMIN", "", "`user:password`: first sys_admin when no staff exist"),
+    Variable("ANBANG_REQUIRE_TOTP", "0", "1: every staff account must enrol TOTP (production)"),
+    Variable("ANBANG_DEMO", "1", "0: `make run` seeds no demo data"),
+    Variable("ANBANG_MAX_BODY_BYTES", "1048576", "largest JSON request body, in bytes"),
+    Variable("ANBANG_SHUTDOWN_GRACE", "20", "seconds SIGTERM waits for in-flight requests"),
+    Variable("ANBANG_DB_WAIT", "30", "seconds a process waits for the database at start"),
+    Variable("ANBANG_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    Variable("ANBANG_VAR_DIR", "var", "where development state lives (database, keys, logins)"),
+)
+_DEFAULTS = {v.name: v.default for v in VARIABLES}
+
+
+def _int(environ: Mapping[str, str], name: str, low: int, high: int) -> int:
+    raw = environ.get(name, "").strip() or _DEFAULTS[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    raw = (environ.get(name, "").strip() or _DEFAULTS[name]).lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, not {raw!r}")
+
+
+def _text(environ: Mapping[str, str], name: str) -> str:
+    return environ.get(name, "").strip() or _DEFAULTS[name]
+
+
+@dataclass(frozen=True)
+class Config:
+    env: str
+    host: str
+    port: int
+    processes: int
+    behind_proxy: bool
+    mongodb_uri: str
+    db_name: str
+    db_port: int
+    db_path: Path
+    wechat_port: int
+    wechat_appid: str
+    wechat_secret: str
+    wechat_api_base: str
+    master_key_file: Path
+    bootstrap_admin: str
+    require_totp: bool
+    demo: bool
+    max_body_bytes: int
+    shutdown_grace_seconds: int
+    db_wait_seconds: int
+    log_level: str
+    var_dir: Path
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def embedded_database(self) -> bool:
+        return not self.mongodb_uri
+
+    @property
+    def database_uri(self) -> str:
+        # The embedded database is a single node without retryable-write support.
+        return self.mongodb_uri or f"mongodb://127.0.0.1:{self.db_port}/?retryWrites=false"
+
+    @property
+    def wechat_base_url(self) -> str:
+        return self.wechat_api_base or f"http://127.0.0.1:{self.wechat_port}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        environ = os.environ if environ is None else environ
+        env = _text(environ, "ANBANG_ENV")
+        if env not in ("development", "production"):
+            raise ConfigError(f"ANBANG_ENV must be development or production, not {env!r}")
+        log_level = _text(environ, "ANBANG_LOG_LEVEL").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(
+                f"ANBANG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}"
+            )
+        bootstrap = environ.get("ANBANG_BOOTSTRAP_ADMIN", "").strip()
+        if bootstrap and ":" not in bootstrap:
+            raise ConfigError("ANBANG_BOOTSTRAP_ADMIN must be user:password")
+        config = cls(
+            env=env,
+            host=_text(environ, "ANBANG_HOST"),
+            port=_int(environ, "ANBANG_PORT", 1, 65535),
+            processes=_int(environ, "ANBANG_PROCESSES", 1, 64),
+            behind_proxy=_flag(environ, "ANBANG_BEHIND_PROXY"),
+            mongodb_uri=environ.get("MONGODB_URI", "").strip(),
+            db_name=_text(environ, "ANBANG_DB_NAME"),
+            db_port=_int(environ, "ANBANG_DB_PORT", 1, 65535),
+            db_path=Path(_text(environ, "ANBANG_DB_PATH")),
+            wechat_port=_int(environ, "ANBANG_WECHAT_PORT", 1, 65535),
+            wechat_appid=environ.get("WECHAT_APPID", "").strip(),
+            wechat_secret=environ.get("WECHAT_SECRET", "").strip(),
+            wechat_api_base=environ.get("WECHAT_API_BASE", "").strip().rstrip("/"),
+            master_key_file=Path(_text(environ, "ANBANG_MASTER_KEY_FILE")),
+            bootstrap_admin=bootstrap,
+            require_totp=_flag(environ, "ANBANG_REQUIRE_TOTP"),
+            demo=_flag(environ, "ANBANG_DEMO"),
+            max_body_bytes=_int(environ, "ANBANG_MAX_BODY_BYTES", 1024, 64 << 20),
+            shutdown_grace_seconds=_int(environ, "ANBANG_SHUTDOWN_GRACE", 0, 600),
+            db_wait_seconds=_int(environ, "ANBANG_DB_WAIT", 0, 600),
+            log_level=log_level,
+            var_dir=Path(_text(environ, "ANBANG_VAR_DIR")),
+        )
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Refuse settings that would be unsafe in production."""
+        if not self.production:
+            return
+        missing = []
+        if not self.mongodb_uri:
+            missing.append("MONGODB_URI (production never uses the embedded database)")
+        if not self.require_totp:
+            missing.append("ANBANG_REQUIRE_TOTP=1")
+        if not (self.wechat_appid and self.wechat_secret):
+            missing.append("WECHAT_APPID and WECHAT_SECRET")
+        if missing:
+            raise ConfigError("ANBANG_ENV=production needs " + "; ".join(missing))
+
+
+def describe_variables() -> str:
+    """The variables as a Markdown table, for `python -m server config` and docs/operations.md."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{v.name}` | `{v.default}` | {v.meaning} |" for v in VARIABLES]
+    return "\n".join(lines)
