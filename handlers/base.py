@@ -16,6 +16,9 @@ import tornado.web
 from pydantic import BaseModel, ValidationError
 
 from handlers.messages import message_for, validation_message
+from models.audit import AuditContext, AuditService
+from models.auth import AuthService
+from models.bindings import BindingCodeService
 from models.clock import Clock
 from models.errors import (
     Conflict,
@@ -29,7 +32,9 @@ from models.errors import (
     Unavailable,
 )
 from models.health import ReadinessService
-from models.policy import ANONYMOUS, PUBLIC, Identity, Policy
+from models.orgs import OrgService
+from models.policy import ANONYMOUS, PUBLIC, RESTRICTION_ALLOWS, Identity, Policy
+from models.staff import StaffService
 from models.store import as_unavailable
 
 log = logging.getLogger("anbang.http")
@@ -102,6 +107,11 @@ class AppContext:
     policy: Policy
     readiness: ReadinessService
     clock: Clock
+    audit: AuditService
+    auth: AuthService
+    orgs: OrgService
+    staff: StaffService
+    bindings: BindingCodeService
     in_flight: InFlight = field(default_factory=InFlight)
     max_body_bytes: int = 1 << 20
     # The OpenAPI document is generated from the route table once, lazily, by handlers.openapi.
@@ -207,7 +217,7 @@ class BaseHandler(tornado.web.RequestHandler):
                 {"limit": self.body_limit},
             )
         self.identity = await self.authenticate()
-        self.authorize()
+        await self.authorize()
 
     def data_received(self, chunk: bytes) -> None:
         # Chunked uploads have no Content-Length: count as they arrive and stop keeping data
@@ -226,9 +236,24 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # --- identity and policy --------------------------------------------------------------------
 
+    @property
+    def audit_context(self) -> AuditContext:
+        return AuditContext(self.identity, self.request_id, self.request.remote_ip)
+
     async def authenticate(self) -> Identity:
-        """Resolve the caller; the access-control layer replaces this with token lookup."""
-        return ANONYMOUS
+        """Resolve the caller from `Authorization: Bearer <token>`; anonymous without one."""
+        header = self.request.headers.get("Authorization", "")
+        if not header:
+            return ANONYMOUS
+        scheme, _, token = header.partition(" ")
+        identity = None
+        if scheme.lower() == "bearer" and token.strip():
+            identity = await self.ctx.auth.resolve(token.strip())
+        if identity is None:
+            if self.required_action() == PUBLIC:
+                return ANONYMOUS
+            raise NotAuthenticated("The token is invalid or has expired.", code="invalid_token")
+        return identity
 
     def required_action(self) -> str | None:
         declared = type(self).access
@@ -236,7 +261,7 @@ class BaseHandler(tornado.web.RequestHandler):
             return declared
         return declared.get(self.request.method or "")
 
-    def authorize(self) -> None:
+    async def authorize(self) -> None:
         method = (self.request.method or "").lower()
         implemented = getattr(type(self), method, None)
         if implemented is None or implemented is getattr(tornado.web.RequestHandler, method, None):
@@ -252,7 +277,20 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         if not self.identity.authenticated:
             raise NotAuthenticated()
+        restriction = self.identity.restricted
+        if restriction and action not in RESTRICTION_ALLOWS.get(restriction, frozenset()):
+            raise Forbidden(
+                "Finish the required step first: " + restriction.replace("_", " ") + ".",
+                code=f"{restriction}_required",
+            )
         if not self.ctx.policy.allows(self.identity, action):
+            await self.ctx.audit.record(
+                self.audit_context,
+                action,
+                resource="route",
+                outcome="refused:forbidden",
+                details={"path_pattern": type(self).__name__},
+            )
             raise Forbidden()
 
     # --- request bodies -------------------------------------------------------------------------

@@ -1,42 +1,159 @@
-"""The access policy: every route names an action, and the policy decides who may perform it."""
+"""The access policy: one table of role x action x scope, consulted on every route and record."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 # Actions anyone may perform without an identity (health probes, the API description, login).
 PUBLIC = "public"
+# Actions any signed-in caller may perform on their own account (me, logout).
+SELF = "self"
+
+
+class Role(enum.StrEnum):
+    SYS_ADMIN = "sys_admin"
+    SECURITY_ADMIN = "security_admin"
+    AUDIT_ADMIN = "audit_admin"
+    CITY_OFFICER = "city_officer"
+    COUNTY_OFFICER = "county_officer"
+    STATION_OFFICER = "station_officer"
+    SOCIAL_WORKER = "social_worker"
+    GRID_WORKER = "grid_worker"
+    HEALTH_WORKER = "health_worker"
+    POLICE = "police"
+    ASSISTANCE_COORDINATOR = "assistance_coordinator"
+    OVERSIGHT = "oversight"
+
+
+STAFF_ROLES = frozenset(Role)
+# 三员分立: the three administrators run the system and never read case data.
+ADMIN_ROLES = frozenset({Role.SYS_ADMIN, Role.SECURITY_ADMIN, Role.AUDIT_ADMIN})
+CASE_ROLES = STAFF_ROLES - ADMIN_ROLES
+OFFICER_ROLES = frozenset({Role.CITY_OFFICER, Role.COUNTY_OFFICER, Role.STATION_OFFICER})
+
+
+class Scope(enum.StrEnum):
+    """Which records an allowed role reaches."""
+
+    NONE = "none"  # no record: the action concerns the caller or the system as a whole
+    SUBTREE = "subtree"  # records whose organisation lies in the caller's subtree
+    ASSIGNED = "assigned"  # records the caller is assigned to (within the subtree)
+    REFERRED = "referred"  # subjects referred to the caller's facility (assistance)
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: frozenset[Role]
+    scope: Scope = Scope.SUBTREE
+    # Per role, a narrower scope than the rule's (a social worker sees assigned subjects only).
+    narrower: Mapping[Role, Scope] = field(default_factory=dict)
+    # Fields masked from these roles when the action returns a record.
+    description: str = ""
+
+    def scope_for(self, role: Role) -> Scope:
+        return self.narrower.get(role, self.scope)
+
+
+def _roles(*roles: Role | Iterable[Role]) -> frozenset[Role]:
+    flat: set[Role] = set()
+    for item in roles:
+        if isinstance(item, Role):
+            flat.add(item)
+        else:
+            flat.update(item)
+    return frozenset(flat)
+
+
+# Case-data rules as the issues that add those routes will use them; identity and organisation
+# rules serve the routes that exist now.
+DEFAULT_TABLE: dict[str, Rule] = {
+    # Identity: any signed-in staff member, on their own account.
+    "me.binding_code": Rule(_roles(STAFF_ROLES), Scope.NONE, description="bind own WeChat"),
+    "me.totp": Rule(_roles(STAFF_ROLES), Scope.NONE, description="enrol a second factor"),
+    "me.password": Rule(_roles(STAFF_ROLES), Scope.NONE, description="change own password"),
+    # The organisation tree and accounts: the system administrator only.
+    "orgs.create": Rule(_roles(Role.SYS_ADMIN), description="add a node under one in scope"),
+    "orgs.read": Rule(_roles(Role.SYS_ADMIN, OFFICER_ROLES), description="read the tree"),
+    "staff.create": Rule(_roles(Role.SYS_ADMIN), description="create accounts"),
+    "staff.import": Rule(_roles(Role.SYS_ADMIN), description="import accounts from CSV"),
+    "staff.read": Rule(_roles(Role.SYS_ADMIN, OFFICER_ROLES), description="read accounts"),
+    "staff.manage": Rule(
+        _roles(Role.SYS_ADMIN), description="reset passwords, disable, enable, move"
+    ),
+    # Roles and policy settings: the security administrator only.
+    "policy.read": Rule(_roles(Role.SECURITY_ADMIN), Scope.NONE, description="read the policy"),
+    # The audit log: the audit administrator only.
+    "audit.read": Rule(_roles(Role.AUDIT_ADMIN), description="read the audit log"),
+    # Break-glass: a county officer opens an out-of-scope file with a stated reason.
+    "subjects.break_glass": Rule(_roles(Role.COUNTY_OFFICER), Scope.NONE),
+}
+
+
+class Policy:
+    """Deny by default: an action is allowed only when its rule names the caller's role."""
+
+    def __init__(self, table: Mapping[str, Rule] | None = None):
+        self._table = dict(DEFAULT_TABLE if table is None else table)
+
+    def knows(self, action: str) -> bool:
+        return action in (PUBLIC, SELF) or action in self._table
+
+    def rule(self, action: str) -> Rule | None:
+        return self._table.get(action)
+
+    def actions(self) -> Mapping[str, Rule]:
+        return dict(self._table)
+
+    def allows(self, identity: Identity, action: str) -> bool:
+        if action == PUBLIC:
+            return True
+        if not identity.authenticated:
+            return False
+        if action == SELF:
+            return True
+        rule = self._table.get(action)
+        return rule is not None and identity.role in rule.roles
+
+    def scope(self, identity: Identity, action: str) -> Scope:
+        rule = self._table.get(action)
+        if rule is None or identity.role is None:
+            return Scope.NONE
+        return rule.scope_for(Role(identity.role))
 
 
 @dataclass(frozen=True)
 class Identity:
-    """Who is calling; anonymous callers have no user id."""
+    """Who is calling: the account, its role and where it sits in the organisation tree."""
 
     user_id: str | None = None
     role: str | None = None
     org_id: str | None = None
+    # The caller's node and its ancestors, root first; a record is in the caller's subtree
+    # when its own path contains the caller's org_id.
+    org_path: Sequence[str] = ()
+    session_id: str | None = None
+    # How the session was opened: "staff" (password, plus TOTP when enrolled) or "mp" (WeChat).
+    channel: str = "staff"
+    second_factor: bool = False
+    # A session that may only finish enrolment (TOTP, or a password change) before anything else.
+    restricted: str | None = None
 
     @property
     def authenticated(self) -> bool:
         return self.user_id is not None
 
+    def reaches(self, org_path: Sequence[str]) -> bool:
+        """Whether a record filed under `org_path` lies in this caller's subtree."""
+        return self.org_id is not None and self.org_id in org_path
+
 
 ANONYMOUS = Identity()
 
 
-class Policy:
-    """Deny by default: an action is allowed only when the table names the caller's role."""
-
-    def __init__(self, table: dict[str, frozenset[str]] | None = None):
-        self._table = {PUBLIC: frozenset({"*"}), **(table or {})}
-
-    def knows(self, action: str) -> bool:
-        return action in self._table
-
-    def allows(self, identity: Identity, action: str) -> bool:
-        roles = self._table.get(action)
-        if roles is None:
-            return False
-        if "*" in roles:
-            return True
-        return identity.role is not None and identity.role in roles
+# What a restricted session may still do: finish the step it was opened for, read itself, leave.
+RESTRICTION_ALLOWS: dict[str, frozenset[str]] = {
+    "password_change": frozenset({SELF, "me.password"}),
+    "totp_enrolment": frozenset({SELF, "me.totp"}),
+}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from pymongo import AsyncMongoClient, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -102,6 +104,12 @@ class Store:
     def majority_collection(self, spec: CollectionSpec | str) -> AsyncCollection:
         """The collection read with majority read concern, for compliance decisions."""
         return self.collection(spec).with_options(read_concern=ReadConcern("majority"))
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncClientSession]:
+        """A multi-document transaction: committed when the block ends, aborted if it raises."""
+        async with self._client.start_session() as session, await session.start_transaction():
+            yield session
 
     async def ensure_indexes(self, specs: Iterable[CollectionSpec]) -> None:
         """Create every declared index; idempotent, so every process may run it at start."""

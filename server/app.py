@@ -11,14 +11,23 @@ from typing import Any
 
 import tornado.web
 
-from handlers import ops
+from handlers import admin, auth, ops
 from handlers.base import AppContext, NotFoundHandler, log_request
 from handlers.openapi import build_openapi
+from models.audit import AuditContext, AuditService
+from models.auth import AuthService
+from models.bindings import BindingCodeService
 from models.clock import Clock, SystemClock
+from models.errors import Conflict
 from models.health import ReadinessService
 from models.leases import LeaseService
-from models.policy import Policy
+from models.orgs import OrgKind, OrgService
+from models.passwords import HashCost, PasswordHasher
+from models.policy import Identity, Policy
+from models.sessions import SessionService
+from models.staff import StaffService
 from models.store import CollectionSpec, DatabaseSettings, Store
+from models.throttle import ThrottleService
 from server.config import Config
 
 log = logging.getLogger("anbang.server")
@@ -29,12 +38,20 @@ API_VERSION = "0.1.0"
 
 def all_routes() -> list[tuple[Any, ...]]:
     """Every route of the API process, gathered from each module's own route list."""
-    return [*ops.routes]
+    return [*ops.routes, *auth.routes, *admin.routes]
 
 
 def collection_specs() -> list[CollectionSpec]:
     """Every collection the services declare, for index creation at start."""
-    return [*LeaseService.collections]
+    return [
+        *LeaseService.collections,
+        *AuditService.collections,
+        *OrgService.collections,
+        *StaffService.collections,
+        *SessionService.collections,
+        *ThrottleService.collections,
+        *BindingCodeService.collections,
+    ]
 
 
 class DatabaseNotReady(Exception):
@@ -67,6 +84,7 @@ class ApiRuntime:
     store: Store
     context: AppContext
     app: tornado.web.Application
+    services: Services
 
     async def close(self) -> None:
         await self.store.close()
@@ -90,15 +108,96 @@ def make_app(context: AppContext, routes: Sequence[tuple[Any, ...]]) -> tornado.
     )
 
 
-def assemble_api(store: Store, config: Config, clock: Clock | None = None) -> ApiRuntime:
+@dataclass
+class Services:
+    """The domain services of one process, wired once."""
+
+    audit: AuditService
+    orgs: OrgService
+    staff: StaffService
+    sessions: SessionService
+    auth: AuthService
+    bindings: BindingCodeService
+
+
+def build_services(
+    store: Store, config: Config, clock: Clock, hash_cost: HashCost | None = None
+) -> Services:
+    hasher = PasswordHasher(hash_cost or HashCost())
+    audit = AuditService(store, clock)
+    orgs = OrgService(store, clock, audit)
+    sessions = SessionService(store, clock)
+    staff = StaffService(store, clock, audit, orgs, sessions, hasher)
+    auth_service = AuthService(
+        staff, sessions, ThrottleService(store, clock), audit, hasher, config.require_totp
+    )
+    return Services(
+        audit, orgs, staff, sessions, auth_service, BindingCodeService(store, clock, audit)
+    )
+
+
+def assemble_api(
+    store: Store,
+    config: Config,
+    clock: Clock | None = None,
+    *,
+    hash_cost: HashCost | None = None,
+) -> ApiRuntime:
     """Build the services and the application around an existing store (tests use this too)."""
+    clock = clock or SystemClock()
+    services = build_services(store, config, clock, hash_cost)
     context = AppContext(
         policy=Policy(),
         readiness=ReadinessService({"database": store.ping}),
-        clock=clock or SystemClock(),
+        clock=clock,
+        audit=services.audit,
+        auth=services.auth,
+        orgs=services.orgs,
+        staff=services.staff,
+        bindings=services.bindings,
         max_body_bytes=config.max_body_bytes,
     )
-    return ApiRuntime(store=store, context=context, app=make_app(context, all_routes()))
+    return ApiRuntime(
+        store=store, context=context, app=make_app(context, all_routes()), services=services
+    )
+
+
+SYSTEM = AuditContext(Identity(user_id="system", role="system"), request_id="bootstrap")
+
+
+async def bootstrap_admin(services: Services, config: Config) -> bool:
+    """Create the first sys_admin from ANBANG_BOOTSTRAP_ADMIN when no staff exist yet."""
+    if not config.bootstrap_admin or await services.staff.any_exists():
+        return False
+    username, _, password = config.bootstrap_admin.partition(":")
+    root = await services.orgs.by_code("root")
+    if root is None:
+        try:
+            root = await services.orgs.create(
+                SYSTEM,
+                name="根节点",
+                code="root",
+                kind=OrgKind.CITY,
+                parent_id=None,
+                enforce_scope=False,
+            )
+        except Conflict:
+            root = await services.orgs.by_code("root")
+    assert root is not None
+    try:
+        await services.staff.create(
+            SYSTEM,
+            username=username,
+            password=password,
+            name="系统管理员",
+            role="sys_admin",
+            org_id=root.id,
+            enforce_scope=False,
+        )
+    except Conflict:
+        return False  # another process created it first
+    log.info("bootstrap administrator created", extra={"fields": {"username": username}})
+    return True
 
 
 async def build_api(config: Config, *, clock: Clock | None = None) -> ApiRuntime:
@@ -106,7 +205,9 @@ async def build_api(config: Config, *, clock: Clock | None = None) -> ApiRuntime
     try:
         await wait_for_database(store, config.db_wait_seconds)
         await store.ensure_indexes(collection_specs())
+        runtime = assemble_api(store, config, clock)
+        await bootstrap_admin(runtime.services, config)
     except BaseException:
         await store.close()
         raise
-    return assemble_api(store, config, clock)
+    return runtime

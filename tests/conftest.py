@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,8 +18,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from models.clock import FixedClock
+from models.orgs import Org, OrgKind
+from models.passwords import TEST_COST
+from models.policy import Identity, Role
 from models.store import DatabaseSettings, Store
-from server.app import ApiRuntime, assemble_api, collection_specs
+from server.app import SYSTEM, ApiRuntime, Services, assemble_api, collection_specs
 from server.config import Config
 
 
@@ -88,6 +94,26 @@ class Fetch:
         self.base_url = base_url
         self.client = AsyncHTTPClient(force_instance=True)
         self.token: str | None = None
+        self.answers: list[tuple[str, Answer]] = []
+        # Strings no later answer may contain: (index of the first answer to check, paths
+        # where the value belongs, such as the enrolment answer that shows a TOTP secret).
+        self.secrets: dict[str, tuple[int, frozenset[str]]] = {}
+
+    def never_reveal(self, value: str, *, except_paths: tuple[str, ...] = ()) -> None:
+        if value and value not in self.secrets:
+            self.secrets[value] = (len(self.answers), frozenset(except_paths))
+
+    def leaks(self) -> list[str]:
+        """Every (path, secret) where an answer revealed what it must not."""
+        found = []
+        for index, (path, answer) in enumerate(self.answers):
+            text = answer.body.decode("utf-8", "replace")
+            if "$argon2" in text:
+                found.append(f"{path}: a password hash")
+            for value, (first, allowed) in self.secrets.items():
+                if index >= first and value in text and path not in allowed:
+                    found.append(f"{path}: {value[:6]}…")
+        return found
 
     async def __call__(
         self,
@@ -105,6 +131,10 @@ class Fetch:
             all_headers.setdefault("Content-Type", "application/json")
         if (token or self.token) and "Authorization" not in all_headers:
             all_headers["Authorization"] = f"Bearer {token or self.token}"
+        if isinstance(json_body, dict):
+            for key in ("password", "current_password", "new_password"):
+                if isinstance(json_body.get(key), str):
+                    self.never_reveal(json_body[key])
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = b""
         response: HTTPResponse = await self.client.fetch(
@@ -116,7 +146,13 @@ class Fetch:
             allow_nonstandard_methods=True,
             request_timeout=30,
         )
-        return Answer(response.code, response.headers, response.body or b"")
+        answer = Answer(response.code, response.headers, response.body or b"")
+        self.answers.append((path.split("?", 1)[0], answer))
+        if path == "/api/v1/auth/login" and answer.status == 200:
+            # The token itself is the login answer; its stored hash must never appear anywhere.
+            token = answer.json["token"]
+            self.never_reveal(hashlib.sha256(token.encode()).hexdigest())
+        return answer
 
     def close(self) -> None:
         self.client.close()
@@ -137,13 +173,24 @@ async def serve_runtime(runtime: ApiRuntime) -> ServedApp:
     return ServedApp(runtime, server, f"http://127.0.0.1:{port}")
 
 
+@pytest.fixture
+def clock() -> FixedClock:
+    """The application's clock: real time at the start of the test, moved only by the test."""
+    return FixedClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+
+
 @pytest_asyncio.fixture
-async def api(store: Store, config: Config) -> AsyncIterator[ServedApp]:
+async def api(store: Store, config: Config, clock: FixedClock) -> AsyncIterator[ServedApp]:
     """The real application on a free loopback port, over this test's fresh database."""
-    served = await serve_runtime(assemble_api(store, config))
+    served = await serve_runtime(assemble_api(store, config, clock, hash_cost=TEST_COST))
     yield served
     served.server.stop()
     await served.server.close_all_connections()
+
+
+@pytest.fixture
+def services(api: ServedApp) -> Services:
+    return api.runtime.services
 
 
 @pytest_asyncio.fixture
@@ -151,3 +198,120 @@ async def fetch(api: ServedApp) -> AsyncIterator[Fetch]:
     client = Fetch(api.base_url)
     yield client
     client.close()
+    leaks = client.leaks()
+    assert not leaks, f"answers revealed secrets: {leaks}"
+
+
+@dataclass
+class Tree:
+    """Two cities' worth of organisation: city > county > station > community > grid."""
+
+    city: Org
+    county: Org
+    station: Org
+    station2: Org
+    community: Org
+    grid: Org
+    other_city: Org
+    other_county: Org
+    other_station: Org
+    other_community: Org
+
+    def home_for(self, role: Role, *, other: bool = False) -> Org:
+        """The node where a staff member of `role` naturally sits (in this city or the other)."""
+        placement = {
+            Role.CITY_OFFICER: "city",
+            Role.OVERSIGHT: "county",
+            Role.COUNTY_OFFICER: "county",
+            Role.HEALTH_WORKER: "county",
+            Role.POLICE: "station",
+            Role.ASSISTANCE_COORDINATOR: "station",
+            Role.STATION_OFFICER: "station",
+            Role.SOCIAL_WORKER: "station",
+            Role.GRID_WORKER: "community",
+        }.get(role, "county")
+        return getattr(self, f"other_{placement}" if other else placement)
+
+
+@pytest_asyncio.fixture
+async def tree(services: Services) -> Tree:
+    orgs = services.orgs
+
+    async def add(name: str, code: str, kind: OrgKind, parent: Org | None) -> Org:
+        return await orgs.create(
+            SYSTEM,
+            name=name,
+            code=code,
+            kind=kind,
+            parent_id=parent.id if parent else None,
+            enforce_scope=False,
+        )
+
+    city = await add("温州市", "330300", OrgKind.CITY, None)
+    county = await add("鹿城区司法局", "330302", OrgKind.COUNTY, city)
+    station = await add("五马司法所", "330302001", OrgKind.STATION, county)
+    station2 = await add("南汇司法所", "330302002", OrgKind.STATION, county)
+    community = await add("五马社区", "330302001001", OrgKind.COMMUNITY, station)
+    grid = await add("五马一网格", "330302001001-01", OrgKind.GRID, community)
+    other_city = await add("杭州市", "330100", OrgKind.CITY, None)
+    other_county = await add("上城区司法局", "330102", OrgKind.COUNTY, other_city)
+    other_station = await add("湖滨司法所", "330102001", OrgKind.STATION, other_county)
+    other_community = await add("湖滨社区", "330102001001", OrgKind.COMMUNITY, other_station)
+    return Tree(
+        city,
+        county,
+        station,
+        station2,
+        community,
+        grid,
+        other_city,
+        other_county,
+        other_station,
+        other_community,
+    )
+
+
+@dataclass
+class Account:
+    id: str
+    username: str
+    password: str
+    role: Role
+    org: Org
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(
+            user_id=self.id, role=str(self.role), org_id=self.org.id, org_path=self.org.path
+        )
+
+
+class StaffFactory:
+    def __init__(self, services: Services):
+        self.services = services
+        self.count = 0
+
+    async def __call__(self, role: Role, org: Org, *, is_agency_head: bool = False) -> Account:
+        self.count += 1
+        username = f"{role.value.replace('_', '')}{self.count:03d}"
+        password = f"Good-{uuid.uuid4().hex[:10]}"
+        view = await self.services.staff.create(
+            SYSTEM,
+            username=username,
+            password=password,
+            name=f"职员{self.count}",
+            role=role,
+            org_id=org.id,
+            is_agency_head=is_agency_head,
+            enforce_scope=False,
+        )
+        return Account(view.id, username, password, role, org)
+
+    async def token_for(self, account: Account) -> str:
+        """A session for `account` without the login endpoint (whose address limit would bite)."""
+        return (await self.services.sessions.issue(account.identity)).token
+
+
+@pytest.fixture
+def make_staff(services: Services) -> StaffFactory:
+    return StaffFactory(services)

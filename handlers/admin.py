@@ -1,0 +1,320 @@
+"""Administration endpoints: the organisation tree, staff accounts and the policy table."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers.base import BaseHandler, RequestError, endpoint
+from models.orgs import Org, OrgKind
+from models.policy import Role
+from models.staff import StaffView
+
+ID_PATTERN = r"[0-9a-fA-F]{24}"
+MAX_PAGE = 200
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrgBody(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    code: str = Field(min_length=2, max_length=20)
+    kind: OrgKind
+    parent_id: str | None = Field(default=None, pattern=f"^{ID_PATTERN}$")
+
+
+class OrgOut(BaseModel):
+    id: str
+    name: str
+    code: str
+    kind: str
+    parent_id: str | None
+
+    @classmethod
+    def of(cls, org: Org) -> OrgOut:
+        return cls(id=org.id, name=org.name, code=org.code, kind=org.kind, parent_id=org.parent_id)
+
+
+class OrgList(BaseModel):
+    items: list[OrgOut]
+
+
+class StaffBody(Strict):
+    username: str = Field(min_length=3, max_length=32)
+    password: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=50)
+    role: Role
+    org_id: str = Field(pattern=f"^{ID_PATTERN}$")
+    is_agency_head: bool = False
+
+
+class StaffOut(BaseModel):
+    id: str
+    username: str
+    name: str
+    role: str
+    org_id: str
+    is_agency_head: bool
+    disabled: bool
+    totp_enrolled: bool
+    must_change_password: bool
+    version: int
+
+    @classmethod
+    def of(cls, view: StaffView) -> StaffOut:
+        return cls(**view.__dict__)
+
+
+class StaffPage(BaseModel):
+    items: list[StaffOut]
+    next_cursor: str | None
+
+
+class MoveBody(Strict):
+    org_id: str = Field(pattern=f"^{ID_PATTERN}$")
+
+
+class TemporaryPassword(BaseModel):
+    temporary_password: str
+
+
+class ImportedAccountOut(BaseModel):
+    username: str
+    temporary_password: str
+
+
+class ImportAnswer(BaseModel):
+    imported: int
+    accounts: list[ImportedAccountOut]
+
+
+class PolicyRuleOut(BaseModel):
+    action: str
+    roles: list[str]
+    scope: str
+    narrower: dict[str, str]
+    description: str
+
+
+class PolicyOut(BaseModel):
+    rules: list[PolicyRuleOut]
+
+
+def _limit(handler: BaseHandler) -> int:
+    raw = handler.get_query_argument("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise RequestError(
+            422,
+            "validation_failed",
+            "Invalid query.",
+            [{"field": "limit", "message": f"a whole number from 1 to {MAX_PAGE}"}],
+        )
+    return int(raw)
+
+
+class OrgsHandler(BaseHandler):
+    access = {"POST": "orgs.create", "GET": "orgs.read"}
+
+    @endpoint(
+        "Add a node to the organisation tree, under one in the caller's scope",
+        body=OrgBody,
+        response=OrgOut,
+        status=201,
+        errors=(404, 409),
+        tags=("organisation",),
+    )
+    async def post(self) -> None:
+        body = self.parse(OrgBody)
+        org = await self.ctx.orgs.create(
+            self.audit_context,
+            name=body.name,
+            code=body.code,
+            kind=body.kind,
+            parent_id=body.parent_id,
+        )
+        self.respond(OrgOut.of(org), status=201)
+
+    @endpoint(
+        "The caller's subtree of the organisation tree", response=OrgList, tags=("organisation",)
+    )
+    async def get(self) -> None:
+        orgs = await self.ctx.orgs.subtree(self.identity)
+        self.respond(OrgList(items=[OrgOut.of(org) for org in orgs]))
+
+
+class OrgHandler(BaseHandler):
+    access = "orgs.read"
+
+    @endpoint(
+        "One node of the tree, when in scope",
+        response=OrgOut,
+        errors=(404,),
+        tags=("organisation",),
+    )
+    async def get(self, org_id: str) -> None:
+        self.respond(OrgOut.of(await self.ctx.orgs.get_in_scope(self.identity, org_id)))
+
+
+class StaffListHandler(BaseHandler):
+    access = {"POST": "staff.create", "GET": "staff.read"}
+
+    @endpoint(
+        "Create a staff account in the caller's scope",
+        body=StaffBody,
+        response=StaffOut,
+        status=201,
+        errors=(404, 409),
+        tags=("organisation",),
+    )
+    async def post(self) -> None:
+        body = self.parse(StaffBody)
+        view = await self.ctx.staff.create(
+            self.audit_context,
+            username=body.username,
+            password=body.password,
+            name=body.name,
+            role=body.role,
+            org_id=body.org_id,
+            is_agency_head=body.is_agency_head,
+        )
+        self.respond(StaffOut.of(view), status=201)
+
+    @endpoint(
+        "Staff accounts in the caller's scope, by cursor",
+        response=StaffPage,
+        tags=("organisation",),
+    )
+    async def get(self) -> None:
+        items, next_cursor = await self.ctx.staff.list(
+            self.identity, self.get_query_argument("cursor", None), _limit(self)
+        )
+        self.respond(StaffPage(items=[StaffOut.of(v) for v in items], next_cursor=next_cursor))
+
+
+class StaffHandler(BaseHandler):
+    access = "staff.read"
+
+    @endpoint(
+        "One staff account, when in scope", response=StaffOut, errors=(404,), tags=("organisation",)
+    )
+    async def get(self, staff_id: str) -> None:
+        self.respond(StaffOut.of(await self.ctx.staff.get(self.identity, staff_id)))
+
+
+class StaffPasswordResetHandler(BaseHandler):
+    access = "staff.manage"
+
+    @endpoint(
+        "Reset a password: a temporary one, changed at next login; sessions end",
+        response=TemporaryPassword,
+        errors=(404,),
+        tags=("organisation",),
+    )
+    async def post(self, staff_id: str) -> None:
+        password = await self.ctx.staff.reset_password(self.audit_context, staff_id)
+        self.respond(TemporaryPassword(temporary_password=password))
+
+
+class StaffDisableHandler(BaseHandler):
+    access = "staff.manage"
+    disabled = True
+
+    @endpoint(
+        "Disable an account; its sessions end at once",
+        response=StaffOut,
+        errors=(404, 409),
+        tags=("organisation",),
+    )
+    async def post(self, staff_id: str) -> None:
+        view = await self.ctx.staff.set_disabled(self.audit_context, staff_id, self.disabled)
+        self.respond(StaffOut.of(view))
+
+
+class StaffEnableHandler(StaffDisableHandler):
+    disabled = False
+
+
+class StaffMoveHandler(BaseHandler):
+    access = "staff.manage"
+
+    @endpoint(
+        "Move an account to another node (audited; its sessions end)",
+        body=MoveBody,
+        response=StaffOut,
+        errors=(404,),
+        tags=("organisation",),
+    )
+    async def post(self, staff_id: str) -> None:
+        body = self.parse(MoveBody)
+        view = await self.ctx.staff.move(self.audit_context, staff_id, body.org_id)
+        self.respond(StaffOut.of(view))
+
+
+class StaffImportHandler(BaseHandler):
+    access = "staff.import"
+
+    @endpoint(
+        "Import accounts from a UTF-8 CSV file (text/csv): all rows or none",
+        response=ImportAnswer,
+        status=201,
+        errors=(409,),
+        tags=("organisation",),
+    )
+    async def post(self) -> None:
+        media_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        if media_type != "text/csv":
+            raise RequestError(415, "unsupported_media_type", "Send the file as text/csv.")
+        try:
+            text = self.raw_body().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(
+                400, "bad_encoding", "The file is not UTF-8.", {"byte": exc.start}
+            ) from None
+        accounts = await self.ctx.staff.import_csv(self.audit_context, text)
+        self.respond(
+            ImportAnswer(
+                imported=len(accounts),
+                accounts=[
+                    ImportedAccountOut(username=a.username, temporary_password=a.temporary_password)
+                    for a in accounts
+                ],
+            ),
+            status=201,
+        )
+
+
+class PolicyHandler(BaseHandler):
+    access = "policy.read"
+
+    @endpoint("The access policy table", response=PolicyOut, tags=("organisation",))
+    async def get(self) -> None:
+        rules = [
+            PolicyRuleOut(
+                action=action,
+                roles=sorted(rule.roles),
+                scope=rule.scope,
+                narrower={str(k): str(v) for k, v in rule.narrower.items()},
+                description=rule.description,
+            )
+            for action, rule in sorted(self.ctx.policy.actions().items())
+        ]
+        self.respond(PolicyOut(rules=rules))
+
+
+def _id(name: str) -> str:
+    return f"(?P<{name}>[^/]+)"
+
+
+routes = [
+    (r"/api/v1/orgs", OrgsHandler),
+    (rf"/api/v1/orgs/{_id('org_id')}", OrgHandler),
+    (r"/api/v1/staff", StaffListHandler),
+    (r"/api/v1/staff/import", StaffImportHandler),
+    (rf"/api/v1/staff/{_id('staff_id')}", StaffHandler),
+    (rf"/api/v1/staff/{_id('staff_id')}/password-reset", StaffPasswordResetHandler),
+    (rf"/api/v1/staff/{_id('staff_id')}/disable", StaffDisableHandler),
+    (rf"/api/v1/staff/{_id('staff_id')}/enable", StaffEnableHandler),
+    (rf"/api/v1/staff/{_id('staff_id')}/move", StaffMoveHandler),
+    (r"/api/v1/policy", PolicyHandler),
+]

@@ -1,0 +1,170 @@
+"""The organisation tree: city, county (区县司法局), station (司法所), community, grid."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
+
+from models.audit import AuditContext, AuditService
+from models.clock import Clock
+from models.errors import Conflict, InvalidInput, NotFound
+from models.policy import Identity
+from models.store import CollectionSpec, Store
+
+ORGS = CollectionSpec(
+    "orgs",
+    (
+        IndexModel([("code", ASCENDING)], unique=True),
+        # Subtree queries: every node carries its ancestors' ids, root first, itself last.
+        IndexModel([("path", ASCENDING)]),
+        IndexModel([("parent_id", ASCENDING)]),
+    ),
+)
+
+CODE_PATTERN = re.compile(r"^[0-9A-Za-z-]{2,20}$")
+
+
+class OrgKind(enum.StrEnum):
+    CITY = "city"
+    COUNTY = "county"
+    STATION = "station"
+    COMMUNITY = "community"
+    GRID = "grid"
+
+
+# Each kind sits directly below the one before it.
+LEVELS = list(OrgKind)
+
+
+@dataclass(frozen=True)
+class Org:
+    id: str
+    name: str
+    code: str
+    kind: OrgKind
+    parent_id: str | None
+    path: tuple[str, ...]
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Org:
+        return cls(
+            id=str(doc["_id"]),
+            name=doc["name"],
+            code=doc["code"],
+            kind=OrgKind(doc["kind"]),
+            parent_id=str(doc["parent_id"]) if doc.get("parent_id") else None,
+            path=tuple(doc["path"]),
+        )
+
+    def ancestor_of_kind(self, kind: OrgKind, tree: dict[str, Org]) -> Org | None:
+        for node_id in self.path:
+            node = tree.get(node_id)
+            if node is not None and node.kind == kind:
+                return node
+        return None
+
+
+def parse_id(raw: str, what: str = "record") -> ObjectId:
+    try:
+        return ObjectId(raw)
+    except (InvalidId, TypeError):
+        raise NotFound(f"No such {what}.") from None
+
+
+class OrgService:
+    collections = (ORGS,)
+
+    def __init__(self, store: Store, clock: Clock, audit: AuditService):
+        self._orgs = store.collection(ORGS)
+        self._clock = clock
+        self._audit = audit
+
+    async def create(
+        self,
+        ctx: AuditContext,
+        *,
+        name: str,
+        code: str,
+        kind: OrgKind,
+        parent_id: str | None,
+        enforce_scope: bool = True,
+    ) -> Org:
+        name = name.strip()
+        if not name:
+            raise InvalidInput("The name is empty.", details=[{"field": "name"}])
+        if not CODE_PATTERN.match(code):
+            raise InvalidInput(
+                "The code must be 2 to 20 letters, digits or hyphens.", details=[{"field": "code"}]
+            )
+        if parent_id is None:
+            if kind != OrgKind.CITY:
+                raise InvalidInput(f"A {kind} needs a parent.", details=[{"field": "parent_id"}])
+            if enforce_scope and ctx.identity.org_id is not None:
+                # Only the bootstrap and the CLI create roots; a scoped admin works in its subtree.
+                raise NotFound("No such parent organisation.")
+            path: list[str] = []
+        else:
+            parent = await self.get(parent_id)
+            if enforce_scope and not ctx.identity.reaches(parent.path):
+                raise NotFound("No such parent organisation.")
+            expected = (
+                LEVELS[LEVELS.index(parent.kind) + 1] if parent.kind != OrgKind.GRID else None
+            )
+            if expected != kind:
+                raise InvalidInput(
+                    f"A {kind} cannot sit under a {parent.kind}"
+                    + (f"; expected a {expected}." if expected else "."),
+                    details=[{"field": "kind"}],
+                )
+            path = list(parent.path)
+        new_id = ObjectId()
+        doc = {
+            "_id": new_id,
+            "name": name,
+            "code": code,
+            "kind": str(kind),
+            "parent_id": ObjectId(parent_id) if parent_id else None,
+            "path": [*path, str(new_id)],
+            "created_at": self._clock.now(),
+        }
+        async with self._audit.change(
+            ctx, "orgs.create", resource="org", resource_id=str(new_id), details={"code": code}
+        ):
+            try:
+                await self._orgs.insert_one(doc)
+            except DuplicateKeyError:
+                raise Conflict("An organisation with this code exists.", code="exists") from None
+        return Org.from_doc(doc)
+
+    async def get(self, org_id: str) -> Org:
+        doc = await self._orgs.find_one({"_id": parse_id(org_id, "organisation")})
+        if doc is None:
+            raise NotFound("No such organisation.")
+        return Org.from_doc(doc)
+
+    async def get_in_scope(self, identity: Identity, org_id: str) -> Org:
+        org = await self.get(org_id)
+        if not identity.reaches(org.path):
+            raise NotFound("No such organisation.")
+        return org
+
+    async def by_code(self, code: str) -> Org | None:
+        doc = await self._orgs.find_one({"code": code})
+        return Org.from_doc(doc) if doc else None
+
+    async def subtree(self, identity: Identity, limit: int = 1000) -> list[Org]:
+        """The caller's node and everything below it, in tree order."""
+        if identity.org_id is None:
+            return []
+        cursor = self._orgs.find({"path": identity.org_id}).sort("path", ASCENDING).limit(limit)
+        return [Org.from_doc(doc) async for doc in cursor]
+
+    async def any_exists(self) -> bool:
+        return await self._orgs.find_one({}, {"_id": 1}) is not None
