@@ -94,7 +94,6 @@ class OrgService:
         code: str,
         kind: OrgKind,
         parent_id: str | None,
-        enforce_scope: bool = True,
     ) -> Org:
         name = name.strip()
         if not name:
@@ -106,13 +105,13 @@ class OrgService:
         if parent_id is None:
             if kind != OrgKind.CITY:
                 raise InvalidInput(f"A {kind} needs a parent.", details=[{"field": "parent_id"}])
-            if enforce_scope and ctx.identity.org_id is not None:
+            if not ctx.identity.unscoped:
                 # Only the bootstrap and the CLI create roots; a scoped admin works in its subtree.
                 raise NotFound("No such parent organisation.")
             path: list[str] = []
         else:
             parent = await self.get(parent_id)
-            if enforce_scope and not ctx.identity.reaches(parent.path):
+            if not ctx.identity.reaches(parent.path):
                 raise NotFound("No such parent organisation.")
             expected = (
                 LEVELS[LEVELS.index(parent.kind) + 1] if parent.kind != OrgKind.GRID else None

@@ -231,7 +231,7 @@ class StaffService:
         role: str,
         org_id: str,
         is_agency_head: bool = False,
-        enforce_scope: bool = True,
+        must_change_password: bool = False,
     ) -> StaffView:
         username, name = self._validate_identity_fields(username, name)
         try:
@@ -239,7 +239,7 @@ class StaffService:
         except ValueError:
             raise InvalidInput(f"Unknown role {role!r}.", details=[{"field": "role"}]) from None
         org = await self._orgs.get(org_id)
-        if enforce_scope and not ctx.identity.reaches(org.path):
+        if not ctx.identity.reaches(org.path):
             raise NotFound("No such organisation.")
         self._check_role_place(staff_role, org, is_agency_head)
         check_password_policy(password, username)
@@ -250,7 +250,7 @@ class StaffService:
             org=org,
             is_agency_head=is_agency_head,
             password_hash=await self._hasher.hash(password),
-            must_change_password=False,
+            must_change_password=must_change_password,
         )
         async with self._audit.change(
             ctx,
@@ -272,6 +272,12 @@ class StaffService:
         if not ctx.identity.reaches(doc["org_path"]):
             raise NotFound("No such staff member.")
         return doc
+
+    async def id_for_username(self, username: str) -> str:
+        doc = await self._staff.find_one({"username": normalise_username(username)}, {"_id": 1})
+        if doc is None:
+            raise NotFound("No such staff member.")
+        return str(doc["_id"])
 
     async def reset_password(self, ctx: AuditContext, staff_id: str) -> str:
         """Give the account a temporary password, to be changed at next login; revoke tokens."""
@@ -432,9 +438,7 @@ class StaffService:
 
     # --- bulk import -----------------------------------------------------------------------
 
-    async def import_csv(
-        self, ctx: AuditContext, text: str, *, enforce_scope: bool = True
-    ) -> list[ImportedAccount]:
+    async def import_csv(self, ctx: AuditContext, text: str) -> list[ImportedAccount]:
         """Create every account in a CSV file, or none: a bad row is reported by line number."""
         rows, problems = self._read_rows(text)
         seen: dict[str, int] = {}
@@ -459,7 +463,7 @@ class StaffService:
             if code not in orgs:
                 orgs[code] = await self._orgs.by_code(code)
             org = orgs[code]
-            if org is None or (enforce_scope and not ctx.identity.reaches(org.path)):
+            if org is None or (not ctx.identity.reaches(org.path)):
                 problems.append(ImportProblem(line, "org_code", f"no organisation {code!r}"))
                 continue
             head_raw = (row.get("is_agency_head") or "").strip().lower()

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import sys
 
+from server.admin_cli import add_admin_commands
 from server.config import Config, ConfigError, describe_variables
 from server.logs import configure
 
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("dev", help="run everything for development (what `make run` does)")
     commands.add_parser("wechat-standin", help="run the local WeChat API stand-in")
     commands.add_parser("config", help="print the environment variables and their defaults")
+    admin = commands.add_parser("admin", help="organisation tree and staff accounts")
+    add_admin_commands(admin)
     demo = commands.add_parser("demo", help="demo data")
     demo.add_argument("action", choices=["seed"])
     return parser
@@ -88,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("the WeChat stand-in never runs in production")
             asyncio.run(run_standin(config.wechat_port))
             return 0
+        if args.command == "admin":
+            from server.admin_cli import run_admin
+
+            return asyncio.run(run_admin(config, args))
         if args.command == "demo":
             from server.demo import seed_demo
 

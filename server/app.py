@@ -162,7 +162,9 @@ def assemble_api(
     )
 
 
-SYSTEM = AuditContext(Identity(user_id="system", role="system"), request_id="bootstrap")
+SYSTEM = AuditContext(
+    Identity(user_id="system", role="system", unscoped=True), request_id="bootstrap"
+)
 
 
 async def bootstrap_admin(services: Services, config: Config) -> bool:
@@ -179,7 +181,6 @@ async def bootstrap_admin(services: Services, config: Config) -> bool:
                 code="root",
                 kind=OrgKind.CITY,
                 parent_id=None,
-                enforce_scope=False,
             )
         except Conflict:
             root = await services.orgs.by_code("root")
@@ -192,7 +193,6 @@ async def bootstrap_admin(services: Services, config: Config) -> bool:
             name="系统管理员",
             role="sys_admin",
             org_id=root.id,
-            enforce_scope=False,
         )
     except Conflict:
         return False  # another process created it first

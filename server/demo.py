@@ -1,18 +1,103 @@
-"""Demo data for `make run`: idempotent, so every start may run it."""
+"""Demo data for `make run`: a county with two stations and staff of every role; idempotent."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from server.app import connect_store, wait_for_database
+from models.clock import SystemClock
+from models.orgs import Org, OrgKind
+from models.policy import Role
+from models.staff import temporary_password
+from server.app import (
+    SYSTEM,
+    Services,
+    build_services,
+    collection_specs,
+    connect_store,
+    wait_for_database,
+)
 from server.config import Config
+
+DEMO_TREE = [
+    # (code, name, kind, parent code)
+    ("demo-330300", "温州市（演示）", OrgKind.CITY, None),
+    ("demo-330302", "鹿城区司法局（演示）", OrgKind.COUNTY, "demo-330300"),
+    ("demo-330302001", "五马司法所", OrgKind.STATION, "demo-330302"),
+    ("demo-330302002", "南汇司法所", OrgKind.STATION, "demo-330302"),
+    ("demo-330302001001", "五马社区", OrgKind.COMMUNITY, "demo-330302001"),
+    ("demo-330302002001", "南汇社区", OrgKind.COMMUNITY, "demo-330302002"),
+    ("demo-330302001001-01", "五马社区第一网格", OrgKind.GRID, "demo-330302001001"),
+]
+
+DEMO_STAFF = [
+    # (username, name, role, org code, agency head)
+    ("admin", "系统管理员", Role.SYS_ADMIN, "demo-330302", False),
+    ("security", "安全管理员", Role.SECURITY_ADMIN, "demo-330302", False),
+    ("auditor", "审计管理员", Role.AUDIT_ADMIN, "demo-330302", False),
+    ("city.officer", "陈市局", Role.CITY_OFFICER, "demo-330300", False),
+    ("county.head", "林局长", Role.COUNTY_OFFICER, "demo-330302", True),
+    ("county.officer", "周科员", Role.COUNTY_OFFICER, "demo-330302", False),
+    ("wuma.officer", "吴所长", Role.STATION_OFFICER, "demo-330302001", False),
+    ("nanhui.officer", "郑所长", Role.STATION_OFFICER, "demo-330302002", False),
+    ("wuma.social", "王社工", Role.SOCIAL_WORKER, "demo-330302001", False),
+    ("nanhui.social", "冯社工", Role.SOCIAL_WORKER, "demo-330302002", False),
+    ("wuma.grid", "赵网格员", Role.GRID_WORKER, "demo-330302001001", False),
+    ("health", "钱医生", Role.HEALTH_WORKER, "demo-330302", False),
+    ("police", "孙民警", Role.POLICE, "demo-330302001", False),
+    ("sunshine", "李协调员", Role.ASSISTANCE_COORDINATOR, "demo-330302", False),
+    ("procurator", "何检察官", Role.OVERSIGHT, "demo-330302", False),
+]
+
+
+async def _ensure_tree(services: Services) -> dict[str, Org]:
+    nodes: dict[str, Org] = {}
+    for code, name, kind, parent in DEMO_TREE:
+        existing = await services.orgs.by_code(code)
+        nodes[code] = existing or await services.orgs.create(
+            SYSTEM,
+            name=name,
+            code=code,
+            kind=kind,
+            parent_id=nodes[parent].id if parent else None,
+        )
+    return nodes
 
 
 async def seed_demo(config: Config) -> dict[str, Any]:
     store = connect_store(config)
     try:
         await wait_for_database(store, config.db_wait_seconds)
-        # The organisation tree, staff and subjects arrive with the services that own them.
-        return {"seeded": []}
+        await store.ensure_indexes(collection_specs())
+        services = build_services(store, config, SystemClock())
+        nodes = await _ensure_tree(services)
+        created = []
+        for username, name, role, org_code, head in DEMO_STAFF:
+            if await services.staff.find_for_login(username) is not None:
+                continue
+            password = temporary_password()
+            await services.staff.create(
+                SYSTEM,
+                username=username,
+                password=password,
+                name=name,
+                role=role,
+                org_id=nodes[org_code].id,
+                is_agency_head=head,
+            )
+            created.append((username, name, role, password))
+        if created:
+            _write_logins(config.var_dir / "demo-logins.txt", created)
+        return {"orgs": len(nodes), "staff_created": len(created)}
     finally:
         await store.close()
+
+
+def _write_logins(path: Path, created: list[tuple[str, str, Role, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(descriptor, "a", encoding="utf-8") as out:
+        for username, name, role, password in created:
+            out.write(f"{role.value:24} {username:16} {password}  {name}\n")
+    print(f"demo logins written to {path}")

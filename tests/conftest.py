@@ -244,7 +244,6 @@ async def tree(services: Services) -> Tree:
             code=code,
             kind=kind,
             parent_id=parent.id if parent else None,
-            enforce_scope=False,
         )
 
     city = await add("温州市", "330300", OrgKind.CITY, None)
@@ -303,7 +302,6 @@ class StaffFactory:
             role=role,
             org_id=org.id,
             is_agency_head=is_agency_head,
-            enforce_scope=False,
         )
         return Account(view.id, username, password, role, org)
 

@@ -1,0 +1,136 @@
+"""`python -m server admin ...`: the tree and staff accounts from the command line, audited."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from models.audit import AuditContext
+from models.clock import SystemClock
+from models.errors import DomainError
+from models.orgs import OrgKind
+from models.policy import Identity, Role
+from models.staff import temporary_password
+from server.app import Services, build_services, collection_specs, connect_store, wait_for_database
+from server.config import Config
+
+
+def add_admin_commands(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="admin_command", required=True)
+    org = commands.add_parser("create-org", help="add a node to the organisation tree")
+    org.add_argument("--name", required=True)
+    org.add_argument("--code", required=True, help="administrative code, unique")
+    org.add_argument("--kind", required=True, choices=[k.value for k in OrgKind])
+    org.add_argument("--parent-code", default=None, help="code of the parent (none for a city)")
+
+    staff = commands.add_parser(
+        "create-staff",
+        help="create an account; prints a temporary password that must be changed at first login",
+    )
+    staff.add_argument("--username", required=True)
+    staff.add_argument("--name", required=True)
+    staff.add_argument("--role", required=True, choices=[r.value for r in Role])
+    staff.add_argument("--org-code", required=True)
+    staff.add_argument("--agency-head", action="store_true")
+
+    imported = commands.add_parser("import-staff", help="import accounts from a UTF-8 CSV file")
+    imported.add_argument("file", type=Path)
+    imported.add_argument(
+        "--passwords-out",
+        type=Path,
+        required=True,
+        help="where to write the temporary passwords (created 0600)",
+    )
+
+    for name, help_text in (
+        ("reset-password", "give an account a temporary password"),
+        ("disable", "disable an account; its sessions end"),
+        ("enable", "enable a disabled account"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("username")
+
+    move = commands.add_parser("move", help="move an account to another node")
+    move.add_argument("username")
+    move.add_argument("--org-code", required=True)
+
+
+async def run_admin(config: Config, args: argparse.Namespace) -> int:
+    store = connect_store(config)
+    try:
+        await wait_for_database(store, config.db_wait_seconds)
+        await store.ensure_indexes(collection_specs())
+        services = build_services(store, config, SystemClock())
+        operator = f"cli:{getpass.getuser()}"
+        ctx = AuditContext(
+            Identity(user_id=operator, role="sys_admin", unscoped=True), request_id="cli"
+        )
+        try:
+            return await _dispatch(services, ctx, args)
+        except DomainError as exc:
+            print(f"anbang: {exc.message}", file=sys.stderr)
+            for detail in exc.details or []:
+                print(f"  {detail}", file=sys.stderr)
+            return 1
+    finally:
+        await store.close()
+
+
+async def _org_id(services: Services, code: str) -> str:
+    org = await services.orgs.by_code(code)
+    if org is None:
+        raise DomainError(f"No organisation with code {code!r}.")
+    return org.id
+
+
+async def _dispatch(services: Services, ctx: AuditContext, args: argparse.Namespace) -> int:
+    command = args.admin_command
+    if command == "create-org":
+        parent = await _org_id(services, args.parent_code) if args.parent_code else None
+        org = await services.orgs.create(
+            ctx,
+            name=args.name,
+            code=args.code,
+            kind=OrgKind(args.kind),
+            parent_id=parent,
+        )
+        print(f"created {org.kind} {org.code} ({org.id})")
+        return 0
+    if command == "create-staff":
+        password = temporary_password()
+        view = await services.staff.create(
+            ctx,
+            username=args.username,
+            password=password,
+            name=args.name,
+            role=args.role,
+            org_id=await _org_id(services, args.org_code),
+            is_agency_head=args.agency_head,
+            must_change_password=True,
+        )
+        print(f"created {view.role} {view.username} ({view.id}); temporary password: {password}")
+        return 0
+    if command == "import-staff":
+        text = args.file.read_text(encoding="utf-8")
+        accounts = await services.staff.import_csv(ctx, text)
+        descriptor = os.open(args.passwords_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write("username,temporary_password\n")
+            for account in accounts:
+                out.write(f"{account.username},{account.temporary_password}\n")
+        print(f"imported {len(accounts)} account(s); temporary passwords in {args.passwords_out}")
+        return 0
+    staff_id = await services.staff.id_for_username(args.username)
+    if command == "reset-password":
+        password = await services.staff.reset_password(ctx, staff_id)
+        print(f"temporary password for {args.username}: {password}")
+    elif command in ("disable", "enable"):
+        await services.staff.set_disabled(ctx, staff_id, command == "disable")
+        print(f"{args.username} {command}d")
+    elif command == "move":
+        view = await services.staff.move(ctx, staff_id, await _org_id(services, args.org_code))
+        print(f"{args.username} moved to {view.org_id}")
+    return 0

@@ -1,0 +1,292 @@
+"""The organisation tree, staff accounts, CSV import and the policy table, through the API."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.policy import Role
+
+
+@pytest.fixture
+async def admin(tree, make_staff):
+    account = await make_staff(Role.SYS_ADMIN, tree.county)
+    account.token = await make_staff.token_for(account)
+    return account
+
+
+async def test_orgs_follow_the_levels_of_the_tree(fetch, admin, tree):
+    community = await fetch(
+        "/api/v1/orgs",
+        "POST",
+        token=admin.token,
+        json_body={
+            "name": "南汇社区",
+            "code": "330302002001",
+            "kind": "community",
+            "parent_id": tree.station2.id,
+        },
+    )
+    assert community.status == 201
+    assert community.json["parent_id"] == tree.station2.id
+    wrong_level = await fetch(
+        "/api/v1/orgs",
+        "POST",
+        token=admin.token,
+        json_body={"name": "错层", "code": "X-1", "kind": "county", "parent_id": tree.station.id},
+    )
+    assert wrong_level.status == 422
+    assert wrong_level.error["details"][0]["field"] == "kind"
+    duplicate = await fetch(
+        "/api/v1/orgs",
+        "POST",
+        token=admin.token,
+        json_body={
+            "name": "重复",
+            "code": "330302002001",
+            "kind": "community",
+            "parent_id": tree.station2.id,
+        },
+    )
+    assert duplicate.status == 409 and duplicate.error["code"] == "exists"
+
+
+async def test_a_scoped_admin_cannot_add_outside_its_subtree(fetch, admin, tree):
+    outside = await fetch(
+        "/api/v1/orgs",
+        "POST",
+        token=admin.token,
+        json_body={
+            "name": "外部社区",
+            "code": "330102001009",
+            "kind": "community",
+            "parent_id": tree.other_station.id,
+        },
+    )
+    assert outside.status == 404
+    root = await fetch(
+        "/api/v1/orgs",
+        "POST",
+        token=admin.token,
+        json_body={"name": "新市", "code": "999999", "kind": "city"},
+    )
+    assert root.status == 404
+
+
+async def test_the_tree_lists_only_the_callers_subtree(fetch, admin, tree):
+    answer = await fetch("/api/v1/orgs", token=admin.token)
+    ids = {org["id"] for org in answer.json["items"]}
+    assert {tree.county.id, tree.station.id, tree.grid.id} <= ids
+    assert tree.city.id not in ids and tree.other_county.id not in ids
+
+
+async def test_staff_creation_validates_each_field(fetch, admin, tree):
+    good = {
+        "username": "wang.fang",
+        "password": "Long-enough-77",
+        "name": "王芳",
+        "role": "social_worker",
+        "org_id": tree.station.id,
+    }
+    created = await fetch("/api/v1/staff", "POST", token=admin.token, json_body=good)
+    assert created.status == 201
+    assert created.json["name"] == "王芳" and created.json["role"] == "social_worker"
+    assert set(created.json) == {
+        "id",
+        "username",
+        "name",
+        "role",
+        "org_id",
+        "is_agency_head",
+        "disabled",
+        "totp_enrolled",
+        "must_change_password",
+        "version",
+    }
+    again = await fetch(
+        "/api/v1/staff", "POST", token=admin.token, json_body={**good, "username": "WANG.FANG"}
+    )
+    assert again.status == 409
+    bad_role = await fetch(
+        "/api/v1/staff",
+        "POST",
+        token=admin.token,
+        json_body={**good, "username": "x1y2z3", "role": "king"},
+    )
+    assert bad_role.status == 422 and bad_role.error["details"][0]["field"] == "role"
+    misplaced = await fetch(
+        "/api/v1/staff",
+        "POST",
+        token=admin.token,
+        json_body={**good, "username": "county.sw", "role": "county_officer"},
+    )
+    assert misplaced.status == 422 and misplaced.error["details"][0]["field"] == "org_id"
+    head = await fetch(
+        "/api/v1/staff",
+        "POST",
+        token=admin.token,
+        json_body={**good, "username": "head.sw", "is_agency_head": True},
+    )
+    assert head.status == 422 and head.error["details"][0]["field"] == "is_agency_head"
+    weak = await fetch(
+        "/api/v1/staff",
+        "POST",
+        token=admin.token,
+        json_body={**good, "username": "weak.one", "password": "1234567890"},
+    )
+    assert weak.status == 422 and weak.error["code"] == "weak_password"
+
+
+async def test_staff_list_pages_by_cursor_within_scope(fetch, admin, tree, make_staff):
+    for _ in range(5):
+        await make_staff(Role.SOCIAL_WORKER, tree.station)
+    await make_staff(Role.SOCIAL_WORKER, tree.other_station)
+    seen, cursor = [], None
+    while True:
+        query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = await fetch("/api/v1/staff" + query, token=admin.token)
+        assert page.status == 200 and len(page.json["items"]) <= 2
+        seen += [item["org_id"] for item in page.json["items"]]
+        cursor = page.json["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 6  # five workers and the admin itself
+    assert tree.other_station.id not in seen
+    assert (await fetch("/api/v1/staff?limit=0", token=admin.token)).status == 422
+
+
+async def test_moving_staff_is_audited_and_ends_their_sessions(
+    fetch, services, admin, tree, make_staff
+):
+    worker = await make_staff(Role.SOCIAL_WORKER, tree.station)
+    worker_token = await make_staff.token_for(worker)
+    moved = await fetch(
+        f"/api/v1/staff/{worker.id}/move",
+        "POST",
+        token=admin.token,
+        json_body={"org_id": tree.station2.id},
+    )
+    assert moved.status == 200 and moved.json["org_id"] == tree.station2.id
+    assert (await fetch("/api/v1/me", token=worker_token)).status == 401
+    entries = await services.audit.entries_for(worker.id)
+    move = next(e for e in entries if e["action"] == "staff.move")
+    assert move["actor_id"] == admin.id and move["outcome"] == "ok"
+    assert move["details"] == {"from_org_id": tree.station.id, "to_org_id": tree.station2.id}
+    outside = await fetch(
+        f"/api/v1/staff/{worker.id}/move",
+        "POST",
+        token=admin.token,
+        json_body={"org_id": tree.other_station.id},
+    )
+    assert outside.status == 404
+
+
+async def test_an_admin_cannot_disable_itself(fetch, admin):
+    answer = await fetch(f"/api/v1/staff/{admin.id}/disable", "POST", token=admin.token)
+    assert answer.status == 409
+
+
+async def test_disabled_then_enabled_account_logs_in_again(fetch, admin, tree, make_staff):
+    worker = await make_staff(Role.SOCIAL_WORKER, tree.station)
+    await fetch(f"/api/v1/staff/{worker.id}/disable", "POST", token=admin.token)
+    enabled = await fetch(f"/api/v1/staff/{worker.id}/enable", "POST", token=admin.token)
+    assert enabled.json["disabled"] is False
+    login = await fetch(
+        "/api/v1/auth/login",
+        "POST",
+        json_body={"username": worker.username, "password": worker.password},
+    )
+    assert login.status == 200
+
+
+CSV_HEADER = "username,name,role,org_code,is_agency_head\n"
+
+
+async def test_csv_import_creates_accounts_with_chinese_names(fetch, admin, tree, services):
+    text = (
+        CSV_HEADER + "li.na,李娜,social_worker,330302001,0\n"
+        "zhao.lei,赵磊,grid_worker,330302001001,\n"
+        "sun.li,孙丽,station_officer,330302002,否\n"
+    )
+    answer = await fetch(
+        "/api/v1/staff/import",
+        "POST",
+        token=admin.token,
+        body=("\ufeff" + text).encode("utf-8"),
+        headers={"Content-Type": "text/csv; charset=utf-8"},
+    )
+    assert answer.status == 201
+    assert answer.json["imported"] == 3
+    accounts = {a["username"]: a["temporary_password"] for a in answer.json["accounts"]}
+    assert set(accounts) == {"li.na", "zhao.lei", "sun.li"}
+    login = await fetch(
+        "/api/v1/auth/login", "POST", json_body={"username": "li.na", "password": accounts["li.na"]}
+    )
+    assert login.status == 200 and login.json["required_step"] == "password_change"
+    me = await fetch("/api/v1/me", token=login.json["token"])
+    assert me.json["name"] == "李娜"
+
+
+async def test_a_bad_csv_row_is_reported_by_line_and_nothing_is_imported(
+    fetch, admin, tree, make_staff
+):
+    existing = await make_staff(Role.SOCIAL_WORKER, tree.station)
+    text = (
+        CSV_HEADER
+        + "good.one,好人,social_worker,330302001,0\n"
+        + "bad role,坏名,social_worker,330302001,0\n"
+        + "third.one,三号,wizard,330302001,0\n"
+        + f"{existing.username},重复,social_worker,330302001,0\n"
+        + "fifth.one,五号,social_worker,330102001,0\n"
+        + "good.one,重复行,social_worker,330302001,0\n"
+    )
+    answer = await fetch(
+        "/api/v1/staff/import",
+        "POST",
+        token=admin.token,
+        body=text.encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert answer.status == 422
+    assert answer.error["code"] == "bad_rows"
+    problems = [(p["line"], p["field"]) for p in answer.error["details"]]
+    assert problems == [
+        (3, "username"),
+        (4, "role"),
+        (5, "username"),
+        (6, "org_code"),
+        (7, "username"),
+    ]
+    listed = await fetch("/api/v1/staff?limit=200", token=admin.token)
+    assert "good.one" not in {item["username"] for item in listed.json["items"]}
+
+
+async def test_csv_import_refuses_other_encodings_and_headers(fetch, admin):
+    gbk = (CSV_HEADER + "li.na,李娜,social_worker,330302001,0\n").encode("gbk")
+    answer = await fetch(
+        "/api/v1/staff/import",
+        "POST",
+        token=admin.token,
+        body=gbk,
+        headers={"Content-Type": "text/csv"},
+    )
+    assert answer.status == 400 and answer.error["code"] == "bad_encoding"
+    no_header = await fetch(
+        "/api/v1/staff/import",
+        "POST",
+        token=admin.token,
+        body=b"li.na,x,y\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert no_header.status == 422 and no_header.error["details"][0]["line"] == 1
+    as_json = await fetch("/api/v1/staff/import", "POST", token=admin.token, json_body={})
+    assert as_json.status == 415
+
+
+async def test_security_admin_reads_the_policy_but_no_accounts(fetch, tree, make_staff):
+    security = await make_staff(Role.SECURITY_ADMIN, tree.county)
+    token = await make_staff.token_for(security)
+    policy = await fetch("/api/v1/policy", token=token)
+    assert policy.status == 200
+    rules = {rule["action"]: rule for rule in policy.json["rules"]}
+    assert rules["staff.create"]["roles"] == ["sys_admin"]
+    assert (await fetch("/api/v1/staff", token=token)).status == 403

@@ -1,0 +1,145 @@
+"""The admin command line, the bootstrap administrator and the demo seed, on a real database."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.clock import SystemClock
+from models.passwords import TEST_COST
+from server.app import bootstrap_admin, build_services
+from server.demo import DEMO_STAFF, seed_demo
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(config, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MONGODB_URI": config.database_uri,
+        "ANBANG_DB_NAME": config.db_name,
+        "ANBANG_DB_WAIT": "10",
+        "ANBANG_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "server", "admin", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+async def test_cli_builds_a_tree_and_accounts_that_can_log_in(store, config, tmp_path):
+    assert (
+        run_cli(
+            config, "create-org", "--name", "温州市", "--code", "330300", "--kind", "city"
+        ).returncode
+        == 0
+    )
+    assert (
+        run_cli(
+            config,
+            "create-org",
+            "--name",
+            "鹿城区司法局",
+            "--code",
+            "330302",
+            "--kind",
+            "county",
+            "--parent-code",
+            "330300",
+        ).returncode
+        == 0
+    )
+    wrong = run_cli(
+        config,
+        "create-org",
+        "--name",
+        "错",
+        "--code",
+        "X9",
+        "--kind",
+        "grid",
+        "--parent-code",
+        "330300",
+    )
+    assert wrong.returncode == 1 and "cannot sit under" in wrong.stderr
+    created = run_cli(
+        config,
+        "create-staff",
+        "--username",
+        "lin.head",
+        "--name",
+        "林局长",
+        "--role",
+        "county_officer",
+        "--org-code",
+        "330302",
+        "--agency-head",
+    )
+    assert created.returncode == 0, created.stderr
+    temporary = created.stdout.rsplit("temporary password: ", 1)[1].strip()
+
+    csv_file = tmp_path / "staff.csv"
+    csv_file.write_text(
+        "username,name,role,org_code,is_agency_head\nzhou.ke,周科员,county_officer,330302,0\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "passwords.csv"
+    imported = run_cli(config, "import-staff", str(csv_file), "--passwords-out", str(out))
+    assert imported.returncode == 0, imported.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert out.read_text(encoding="utf-8").startswith("username,temporary_password\nzhou.ke,")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "username,name,role,org_code\nok.user,好,county_officer,330302\n"
+        "x,坏,county_officer,nowhere\n",
+        encoding="utf-8",
+    )
+    refused = run_cli(config, "import-staff", str(bad), "--passwords-out", str(tmp_path / "p2.csv"))
+    assert refused.returncode == 1
+    assert "'line': 3" in refused.stderr and "nothing was imported" in refused.stderr
+
+    services = build_services(store, config, SystemClock(), TEST_COST)
+    doc = await services.staff.find_for_login("lin.head")
+    assert doc["is_agency_head"] is True and doc["must_change_password"] is True
+    assert await services.staff.find_for_login("ok.user") is None
+    from models.passwords import PasswordHasher
+
+    assert await PasswordHasher().verify(doc["password_hash"], temporary)
+    assert run_cli(config, "disable", "lin.head").returncode == 0
+    assert (await services.staff.find_for_login("lin.head"))["disabled"] is True
+    unknown = run_cli(config, "reset-password", "nobody")
+    assert unknown.returncode == 1 and "No such staff member" in unknown.stderr
+
+
+async def test_bootstrap_admin_is_created_once(store, config):
+    services = build_services(store, config, SystemClock(), TEST_COST)
+    with_admin = dataclasses.replace(config, bootstrap_admin="root.admin:Bootstrap-pass-1")
+    assert await bootstrap_admin(services, with_admin) is True
+    assert await bootstrap_admin(services, with_admin) is False
+    doc = await services.staff.find_for_login("root.admin")
+    assert doc["role"] == "sys_admin"
+
+
+async def test_demo_seed_is_idempotent_and_writes_logins(store, config):
+    first = await seed_demo(config)
+    again = await seed_demo(config)
+    assert first["staff_created"] == len(DEMO_STAFF)
+    assert again == {"orgs": first["orgs"], "staff_created": 0}
+    logins = config.var_dir / "demo-logins.txt"
+    assert logins.stat().st_mode & 0o777 == 0o600
+    lines = logins.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(DEMO_STAFF)
+    roles = {line.split()[0] for line in lines}
+    assert len(roles) == 12  # every staff role
