@@ -169,8 +169,12 @@ async def test_moving_staff_is_audited_and_ends_their_sessions(
     assert (await fetch("/api/v1/me", token=worker_token)).status == 401
     entries = await services.audit.entries_for(worker.id)
     move = next(e for e in entries if e["action"] == "staff.move")
-    assert move["actor_id"] == admin.id and move["outcome"] == "ok"
+    assert move["actor_id"] == admin.id and move["outcome"] == "pending"
     assert move["details"] == {"from_org_id": tree.station.id, "to_org_id": tree.station2.id}
+    outcome = next(e for e in entries if e["action"] == "staff.move.outcome")
+    assert outcome["details"] == {"entry": move["_id"]} and outcome["outcome"] == "ok"
+    # The entry was written before the change it records.
+    assert (move["chain_id"], move["seq"]) < (outcome["chain_id"], outcome["seq"])
     outside = await fetch(
         f"/api/v1/staff/{worker.id}/move",
         "POST",
