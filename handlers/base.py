@@ -16,10 +16,12 @@ import tornado.web
 from pydantic import BaseModel, ValidationError
 
 from handlers.messages import message_for, validation_message
+from models.alerts import AlertService
 from models.audit import AuditContext, AuditService
 from models.auth import AuthService
 from models.bindings import BindingCodeService
 from models.clock import Clock
+from models.codec import IntegrityError, Shredded
 from models.errors import (
     Conflict,
     DomainError,
@@ -36,6 +38,7 @@ from models.orgs import OrgService
 from models.policy import ANONYMOUS, PUBLIC, RESTRICTION_ALLOWS, Identity, Policy
 from models.staff import StaffService
 from models.store import as_unavailable
+from models.subjects import SubjectService
 
 log = logging.getLogger("anbang.http")
 access_log = logging.getLogger("anbang.access")
@@ -52,6 +55,9 @@ STATUS_FOR_ERROR: dict[type[DomainError], int] = {
     Locked: 423,
     RateLimited: 429,
     Unavailable: 503,
+    Shredded: 410,
+    # A stored ciphertext that fails authentication is the server's problem, not the caller's.
+    IntegrityError: 500,
 }
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -112,6 +118,8 @@ class AppContext:
     orgs: OrgService
     staff: StaffService
     bindings: BindingCodeService
+    subjects: SubjectService
+    alerts: AlertService
     in_flight: InFlight = field(default_factory=InFlight)
     max_body_bytes: int = 1 << 20
     # The OpenAPI document is generated from the route table once, lazily, by handlers.openapi.

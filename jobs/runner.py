@@ -125,12 +125,20 @@ class JobsProcess:
             log.info("jobs stopped")
 
 
-async def run_once(sweeps: Sequence[Sweep], name: str, now: dt.datetime) -> list[dict[str, Any]]:
-    """Run one sweep (or `all`, in order) at `now`, outside the lease, for operators and tests."""
-    chosen = list(sweeps) if name == "all" else [s for s in sweeps if s.name == name]
+def select_sweeps(sweeps: Sequence[Sweep], name: str) -> list[Sweep]:
+    """The sweeps `name` designates (`all`: every one, in order); KeyError for an unknown name."""
+    if name == "all":
+        return list(sweeps)
+    chosen = [s for s in sweeps if s.name == name]
     if not chosen:
         known = ", ".join(s.name for s in sweeps) or "none yet"
         raise KeyError(f"no sweep named {name!r}; known sweeps: {known}")
+    return chosen
+
+
+async def run_once(sweeps: Sequence[Sweep], name: str, now: dt.datetime) -> list[dict[str, Any]]:
+    """Run one sweep (or `all`, in order) at `now`, outside the lease, for operators and tests."""
+    chosen = select_sweeps(sweeps, name)
     results = []
     for sweep in chosen:
         results.append({"sweep": sweep.name, **(await sweep.run(now))})

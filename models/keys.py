@@ -95,7 +95,8 @@ class LocalKeyFile:
         self._keys, self._current = keys, current
 
     def create(self) -> None:
-        """Write a new file with one random key; refuses to overwrite an existing file."""
+        """Write a new file with one random key; never replaces an existing one (when another
+        process created it first, that one is loaded)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kid = f"kek-{secrets.token_hex(4)}"
         self._write({kid: new_key(self.suite)}, kid, exclusive=True)
@@ -122,17 +123,23 @@ class LocalKeyFile:
             "current": current,
             "keys": {kid: base64.b64encode(key).decode("ascii") for kid, key in keys.items()},
         }
-        temporary = self.path.with_suffix(".tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        if exclusive and self.path.exists():
-            raise MasterKeyError(f"{self.path} exists; refusing to replace a master key")
-        descriptor = os.open(temporary, flags, 0o600)
+        temporary = self.path.with_name(f"{self.path.name}.{secrets.token_hex(4)}.tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as out:
             json.dump(document, out)
             out.flush()
             os.fsync(out.fileno())
-        # Atomic replace: a crash leaves the old file or the new one, never half of one.
-        os.replace(temporary, self.path)
+        try:
+            if exclusive:
+                # link() fails when the file exists: a key is never written over another.
+                with contextlib.suppress(FileExistsError):
+                    os.link(temporary, self.path)
+            else:
+                # Atomic replace: a crash leaves the old file or the new one, never half.
+                os.replace(temporary, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
 
     @property
     def current_id(self) -> str:
@@ -148,6 +155,10 @@ class LocalKeyFile:
 
     def unwrap(self, kek_id: str, wrapped: bytes, aad: bytes) -> bytes:
         kek = self._keys.get(kek_id)
+        if kek is None:
+            # Another process may have rotated the master key since this one started.
+            self.load()
+            kek = self._keys.get(kek_id)
         if kek is None:
             raise MasterKeyError(f"master key {kek_id} is not in {self.path}")
         return aead_decrypt(self.suite, kek, wrapped[:12], wrapped[12:], aad)
@@ -213,28 +224,33 @@ class KeyVault:
         self._cache = cache or KeyCache()
         self.ready = False
 
+    @property
+    def master(self) -> MasterKeyProvider:
+        return self._master
+
+    async def holds_keys(self) -> bool:
+        return await self._vault.find_one({}, {"_id": 1}) is not None
+
     async def open(self) -> None:
         """Check the master key against the canary, writing it on first start."""
         doc = await self._vault.find_one({"_id": CANARY_ID})
         if doc is None:
             if await self._vault.find_one({"purpose": {"$ne": "canary"}}, {"_id": 1}):
                 raise MasterKeyError("the key vault holds keys but no canary; refusing to start")
-            await self._store_key(CANARY_ID, "canary", CANARY_PLAINTEXT)
-        else:
-            try:
-                plain = self._master.unwrap(
-                    doc["kek_id"], doc["wrapped"], _aad(CANARY_ID, "canary")
-                )
-            except CryptoError:
-                raise MasterKeyError(
-                    "the master key does not open this database's key vault (wrong key file?)"
-                ) from None
-            if plain != CANARY_PLAINTEXT:
-                raise MasterKeyError("the master key canary does not match")
-            if doc.get("suite", str(self.suite)) != str(self.suite):
-                raise MasterKeyError(
-                    f"the vault was made with suite {doc['suite']}, not {self.suite}"
-                )
+            with contextlib.suppress(DuplicateKeyError):
+                await self._store_key(CANARY_ID, "canary", CANARY_PLAINTEXT)
+            doc = await self._vault.find_one({"_id": CANARY_ID})
+            assert doc is not None
+        if doc.get("suite", str(self.suite)) != str(self.suite):
+            raise MasterKeyError(f"the vault was made with suite {doc['suite']}, not {self.suite}")
+        try:
+            plain = self._master.unwrap(doc["kek_id"], doc["wrapped"], _aad(CANARY_ID, "canary"))
+        except CryptoError:
+            raise MasterKeyError(
+                "the master key does not open this database's key vault (wrong key file?)"
+            ) from None
+        if plain != CANARY_PLAINTEXT:
+            raise MasterKeyError("the master key canary does not match")
         self.ready = True
 
     async def _store_key(self, key_id: str, purpose: str, key: bytes, **extra: Any) -> None:

@@ -154,6 +154,12 @@ class OrgService:
             raise NotFound("No such organisation.")
         return org
 
+    async def ancestor(self, path: list[str] | tuple[str, ...], kind: OrgKind) -> Org | None:
+        """The node of `kind` on `path` (a record's county, say)."""
+        ids = [ObjectId(node) for node in path]
+        doc = await self._orgs.find_one({"_id": {"$in": ids}, "kind": str(kind)})
+        return Org.from_doc(doc) if doc else None
+
     async def by_code(self, code: str) -> Org | None:
         doc = await self._orgs.find_one({"code": code})
         return Org.from_doc(doc) if doc else None

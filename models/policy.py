@@ -41,6 +41,7 @@ class Scope(enum.StrEnum):
     SUBTREE = "subtree"  # records whose organisation lies in the caller's subtree
     ASSIGNED = "assigned"  # records the caller is assigned to (within the subtree)
     REFERRED = "referred"  # subjects referred to the caller's facility (assistance)
+    HEALTH = "health"  # mental-health cases in the caller's subtree (精神卫生法 Art. 4)
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,70 @@ DEFAULT_TABLE: dict[str, Rule] = {
     "policy.read": Rule(_roles(Role.SECURITY_ADMIN), Scope.NONE, description="read the policy"),
     # The audit log: the audit administrator only.
     "audit.read": Rule(_roles(Role.AUDIT_ADMIN), description="read the audit log"),
+    # Case files.
+    "subjects.create": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.SOCIAL_WORKER),
+        description="open a case file in scope",
+    ),
+    "subjects.read": Rule(
+        _roles(CASE_ROLES),
+        narrower={
+            Role.SOCIAL_WORKER: Scope.ASSIGNED,
+            Role.HEALTH_WORKER: Scope.HEALTH,
+            Role.ASSISTANCE_COORDINATOR: Scope.REFERRED,
+        },
+        description="read a case file (masked per role)",
+    ),
+    "subjects.search": Rule(
+        _roles(CASE_ROLES),
+        narrower={
+            Role.SOCIAL_WORKER: Scope.ASSIGNED,
+            Role.HEALTH_WORKER: Scope.HEALTH,
+            Role.ASSISTANCE_COORDINATOR: Scope.REFERRED,
+        },
+        description="find case files by exact ID number, phone or name",
+    ),
+    "subjects.update": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.SOCIAL_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="edit a case file",
+    ),
+    "subjects.assign": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER),
+        description="assign workers and the 矫正小组",
+    ),
+    "subjects.notes": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.SOCIAL_WORKER, Role.GRID_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="read and write notes on a case file",
+    ),
+    "subjects.photo": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.SOCIAL_WORKER, Role.GRID_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="store a subject's photo",
+    ),
+    "subjects.import": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER),
+        description="import case files from CSV",
+    ),
+    "subjects.access_log": Rule(
+        _roles(Role.AUDIT_ADMIN, Role.COUNTY_OFFICER, Role.CITY_OFFICER),
+        description="who read or changed a case file",
+    ),
     # Break-glass: a county officer opens an out-of-scope file with a stated reason.
     "subjects.break_glass": Rule(_roles(Role.COUNTY_OFFICER), Scope.NONE),
+    "alerts.read": Rule(_roles(CASE_ROLES), description="alerts in scope"),
+}
+
+
+# Which identity fields each role may see in a case file it can read; anything else is masked.
+IDENTITY_FIELDS = frozenset(
+    {"name", "id_type", "id_number", "phone", "gender", "birth_date", "address"}
+)
+VISIBLE_FIELDS: dict[Role, frozenset[str]] = {
+    **{role: IDENTITY_FIELDS for role in CASE_ROLES},
+    Role.POLICE: frozenset({"name", "id_type", "id_number", "phone", "gender", "address"}),
+    Role.ASSISTANCE_COORDINATOR: frozenset({"name", "gender", "phone"}),
 }
 
 

@@ -137,6 +137,13 @@ class StaffService:
             raise NotFound("No such staff member.")
         return doc
 
+    async def lookup(self, staff_id: str) -> dict[str, Any] | None:
+        """The raw account document, or None; for services checking an assignment."""
+        try:
+            return await self.get_doc(staff_id)
+        except NotFound:
+            return None
+
     async def get(self, identity: Identity, staff_id: str) -> StaffView:
         doc = await self.get_doc(staff_id)
         if not identity.reaches(doc["org_path"]):

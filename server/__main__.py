@@ -9,16 +9,19 @@ import json
 import sys
 
 from server.admin_cli import add_admin_commands
+from server.audit_cli import add_audit_commands
 from server.config import Config, ConfigError, describe_variables
 from server.logs import configure
 
 
-def _parse_now(raw: str | None) -> dt.datetime:
-    if raw is None:
-        return dt.datetime.now(dt.UTC)
-    moment = dt.datetime.fromisoformat(raw)
+def _moment(raw: str) -> dt.datetime:
+    """An ISO-8601 time with its offset, for `--now`."""
+    try:
+        moment = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {raw!r}") from None
     if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError("--now needs an offset, e.g. 2026-11-24T08:00:00+08:00")
+        raise argparse.ArgumentTypeError("needs an offset, e.g. 2026-11-24T08:00:00+08:00")
     return moment
 
 
@@ -34,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_commands.add_parser("list", help="name the sweeps")
     once = jobs_commands.add_parser("run-once", help="run one sweep once, outside the lease")
     once.add_argument("sweep", help="a sweep name, or `all`")
-    once.add_argument("--now", default=None, help="ISO-8601 time with offset")
+    once.add_argument("--now", type=_moment, default=None, help="ISO-8601 time with offset")
 
     commands.add_parser("db", help="run the embedded development database")
     commands.add_parser("dev", help="run everything for development (what `make run` does)")
@@ -42,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("config", help="print the environment variables and their defaults")
     admin = commands.add_parser("admin", help="organisation tree and staff accounts")
     add_admin_commands(admin)
+    audit = commands.add_parser("audit", help="the audit log")
+    add_audit_commands(audit)
     demo = commands.add_parser("demo", help="demo data")
     demo.add_argument("action", choices=["seed"])
     return parser
@@ -67,12 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "jobs":
             from server.jobs import jobs_main
 
-            return jobs_main(
-                config,
-                args.jobs_command,
-                getattr(args, "sweep", None),
-                _parse_now(getattr(args, "now", None)),
-            )
+            now = getattr(args, "now", None) or dt.datetime.now(dt.UTC)
+            return jobs_main(config, args.jobs_command, getattr(args, "sweep", None), now)
         if args.command == "db":
             from server.embedded_db import run_embedded_database
 
@@ -95,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             from server.admin_cli import run_admin
 
             return asyncio.run(run_admin(config, args))
+        if args.command == "audit":
+            from server.audit_cli import run_audit
+
+            return asyncio.run(run_audit(config, args))
         if args.command == "demo":
             from server.demo import seed_demo
 

@@ -11,10 +11,18 @@ from pathlib import Path
 from models.audit import AuditContext
 from models.clock import SystemClock
 from models.errors import DomainError
+from models.keys import LocalKeyFile
 from models.orgs import OrgKind
 from models.policy import Identity, Role
 from models.staff import temporary_password
-from server.app import Services, build_services, collection_specs, connect_store, wait_for_database
+from server.app import (
+    Services,
+    build_services,
+    collection_specs,
+    connect_store,
+    open_vault,
+    wait_for_database,
+)
 from server.config import Config
 
 
@@ -57,13 +65,34 @@ def add_admin_commands(parser: argparse.ArgumentParser) -> None:
     move.add_argument("username")
     move.add_argument("--org-code", required=True)
 
+    keys = commands.add_parser("keys", help="master-key rotation, data-key rotation, shredding")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_commands.add_parser(
+        "rotate-master",
+        help="a new master key rewraps every key (run again to finish an interrupted rotation)",
+    )
+    retire = key_commands.add_parser(
+        "retire-master", help="drop an old master key once no key and no backup still needs it"
+    )
+    retire.add_argument("kek_id")
+    rotate_subject = key_commands.add_parser(
+        "rotate-subject", help="re-encrypt one case file under a new data key"
+    )
+    rotate_subject.add_argument("subject_id")
+    shred = key_commands.add_parser(
+        "shred",
+        help="crypto-shred a case file: destroy its data keys and blind indexes (irreversible)",
+    )
+    shred.add_argument("subject_id")
+
 
 async def run_admin(config: Config, args: argparse.Namespace) -> int:
     store = connect_store(config)
     try:
         await wait_for_database(store, config.db_wait_seconds)
         await store.ensure_indexes(collection_specs())
-        services = build_services(store, config, SystemClock())
+        vault = await open_vault(config, store, SystemClock())
+        services = build_services(store, config, SystemClock(), vault)
         operator = f"cli:{getpass.getuser()}"
         ctx = AuditContext(
             Identity(user_id=operator, role="sys_admin", unscoped=True), request_id="cli"
@@ -123,6 +152,8 @@ async def _dispatch(services: Services, ctx: AuditContext, args: argparse.Namesp
                 out.write(f"{account.username},{account.temporary_password}\n")
         print(f"imported {len(accounts)} account(s); temporary passwords in {args.passwords_out}")
         return 0
+    if command == "keys":
+        return await _keys(services, ctx, args)
     staff_id = await services.staff.id_for_username(args.username)
     if command == "reset-password":
         password = await services.staff.reset_password(ctx, staff_id)
@@ -133,4 +164,44 @@ async def _dispatch(services: Services, ctx: AuditContext, args: argparse.Namesp
     elif command == "move":
         view = await services.staff.move(ctx, staff_id, await _org_id(services, args.org_code))
         print(f"{args.username} moved to {view.org_id}")
+    return 0
+
+
+async def _keys(services: Services, ctx: AuditContext, args: argparse.Namespace) -> int:
+    vault = services.vault
+    master = vault.master
+    if args.keys_command == "rotate-master":
+        if not isinstance(master, LocalKeyFile):
+            raise DomainError("Rotate a KMS or HSM master key with its own tools.")
+        unfinished = await vault.kek_ids_in_use() - {master.current_id}
+        if unfinished:
+            print(f"resuming an unfinished rotation (keys still under {sorted(unfinished)})")
+        else:
+            print(f"new master key {master.add_new_current()}")
+        async with services.audit.change(
+            ctx, "keys.rotate_master", resource="key_vault", details={"to": master.current_id}
+        ):
+            count = await vault.rewrap_all()
+        print(
+            f"rewrapped {count} key(s) under {master.current_id}; restart the API and jobs "
+            "processes so they wrap new keys with it"
+        )
+        return 0
+    if args.keys_command == "retire-master":
+        if not isinstance(master, LocalKeyFile):
+            raise DomainError("Retire a KMS or HSM master key with its own tools.")
+        if args.kek_id in await vault.kek_ids_in_use():
+            raise DomainError(f"Keys are still wrapped by {args.kek_id}; run rotate-master first.")
+        async with services.audit.change(
+            ctx, "keys.retire_master", resource="key_vault", details={"kek_id": args.kek_id}
+        ):
+            master.retire(args.kek_id)
+        print(f"retired {args.kek_id}")
+        return 0
+    if args.keys_command == "rotate-subject":
+        new_id = await services.subjects.rotate_data_key(ctx, args.subject_id)
+        print(f"case file {args.subject_id} re-encrypted under {new_id}")
+        return 0
+    await services.subjects.shred(ctx, args.subject_id)
+    print(f"case file {args.subject_id} shredded")
     return 0

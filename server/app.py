@@ -11,15 +11,19 @@ from typing import Any
 
 import tornado.web
 
-from handlers import admin, auth, ops
+from handlers import admin, alerts, auth, ops, subjects
 from handlers.base import AppContext, NotFoundHandler, log_request
 from handlers.openapi import build_openapi
+from models.alerts import AlertService
 from models.audit import AuditContext, AuditService
 from models.auth import AuthService
 from models.bindings import BindingCodeService
 from models.clock import Clock, SystemClock
+from models.codec import FieldCodec
+from models.crypto import Suite
 from models.errors import Conflict
 from models.health import ReadinessService
+from models.keys import KeyVault, LocalKeyFile, MasterKeyError
 from models.leases import LeaseService
 from models.orgs import OrgKind, OrgService
 from models.passwords import HashCost, PasswordHasher
@@ -27,6 +31,7 @@ from models.policy import Identity, Policy
 from models.sessions import SessionService
 from models.staff import StaffService
 from models.store import CollectionSpec, DatabaseSettings, Store
+from models.subjects import SubjectService
 from models.throttle import ThrottleService
 from server.config import Config
 
@@ -38,7 +43,7 @@ API_VERSION = "0.1.0"
 
 def all_routes() -> list[tuple[Any, ...]]:
     """Every route of the API process, gathered from each module's own route list."""
-    return [*ops.routes, *auth.routes, *admin.routes]
+    return [*ops.routes, *auth.routes, *admin.routes, *subjects.routes, *alerts.routes]
 
 
 def collection_specs() -> list[CollectionSpec]:
@@ -51,6 +56,9 @@ def collection_specs() -> list[CollectionSpec]:
         *SessionService.collections,
         *ThrottleService.collections,
         *BindingCodeService.collections,
+        *KeyVault.collections,
+        *AlertService.collections,
+        *SubjectService.collections,
     ]
 
 
@@ -108,6 +116,25 @@ def make_app(context: AppContext, routes: Sequence[tuple[Any, ...]]) -> tornado.
     )
 
 
+async def open_vault(config: Config, store: Store, clock: Clock) -> KeyVault:
+    """The key vault under the configured master key; a missing or wrong key stops the process
+    with a clear message, and a new key is never created over a vault that holds keys."""
+    suite = Suite(config.crypto_suite)
+    provider = LocalKeyFile(config.master_key_file, suite)
+    vault = KeyVault(store, provider, suite, clock)
+    if config.master_key_file.exists():
+        provider.load()
+    elif await vault.holds_keys():
+        raise MasterKeyError(
+            f"the master key file {config.master_key_file} is missing, but this database's key "
+            "vault holds keys: restore the file (a new key would make every record unreadable)"
+        )
+    else:
+        provider.create()
+    await vault.open()
+    return vault
+
+
 @dataclass
 class Services:
     """The domain services of one process, wired once."""
@@ -118,43 +145,73 @@ class Services:
     sessions: SessionService
     auth: AuthService
     bindings: BindingCodeService
+    vault: KeyVault
+    alerts: AlertService
+    subjects: SubjectService
+    policy: Policy
 
 
 def build_services(
-    store: Store, config: Config, clock: Clock, hash_cost: HashCost | None = None
+    store: Store,
+    config: Config,
+    clock: Clock,
+    vault: KeyVault,
+    hash_cost: HashCost | None = None,
+    process_role: str = "api",
 ) -> Services:
     hasher = PasswordHasher(hash_cost or HashCost())
-    audit = AuditService(store, clock)
+    policy = Policy()
+    audit = AuditService(store, clock, vault.suite, process_role)
     orgs = OrgService(store, clock, audit)
     sessions = SessionService(store, clock)
     staff = StaffService(store, clock, audit, orgs, sessions, hasher)
     auth_service = AuthService(
         staff, sessions, ThrottleService(store, clock), audit, hasher, config.require_totp
     )
+    alerts_service = AlertService(store, clock, audit)
+    subjects_service = SubjectService(
+        store, clock, audit, FieldCodec(vault), vault, orgs, alerts_service, policy
+    )
     return Services(
-        audit, orgs, staff, sessions, auth_service, BindingCodeService(store, clock, audit)
+        audit=audit,
+        orgs=orgs,
+        staff=staff,
+        sessions=sessions,
+        auth=auth_service,
+        bindings=BindingCodeService(store, clock, audit),
+        vault=vault,
+        alerts=alerts_service,
+        subjects=subjects_service,
+        policy=policy,
     )
 
 
 def assemble_api(
     store: Store,
     config: Config,
+    vault: KeyVault,
     clock: Clock | None = None,
     *,
     hash_cost: HashCost | None = None,
 ) -> ApiRuntime:
-    """Build the services and the application around an existing store (tests use this too)."""
+    """Build the services and the application around an open store and vault (tests too)."""
     clock = clock or SystemClock()
-    services = build_services(store, config, clock, hash_cost)
+    services = build_services(store, config, clock, vault, hash_cost)
+
+    async def keys_loaded() -> bool:
+        return vault.ready
+
     context = AppContext(
-        policy=Policy(),
-        readiness=ReadinessService({"database": store.ping}),
+        policy=services.policy,
+        readiness=ReadinessService({"database": store.ping, "keys": keys_loaded}),
         clock=clock,
         audit=services.audit,
         auth=services.auth,
         orgs=services.orgs,
         staff=services.staff,
         bindings=services.bindings,
+        subjects=services.subjects,
+        alerts=services.alerts,
         max_body_bytes=config.max_body_bytes,
     )
     return ApiRuntime(
@@ -205,7 +262,8 @@ async def build_api(config: Config, *, clock: Clock | None = None) -> ApiRuntime
     try:
         await wait_for_database(store, config.db_wait_seconds)
         await store.ensure_indexes(collection_specs())
-        runtime = assemble_api(store, config, clock)
+        vault = await open_vault(config, store, clock or SystemClock())
+        runtime = assemble_api(store, config, vault, clock)
         await bootstrap_admin(runtime.services, config)
     except BaseException:
         await store.close()

@@ -34,6 +34,17 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WECHAT_SECRET", "", "mini-program AppSecret (production)"),
     Variable("WECHAT_API_BASE", "", "WeChat API base URL; unset: the local stand-in"),
     Variable("ANBANG_MASTER_KEY_FILE", "var/keys/master.key", "master key file (0600)"),
+    Variable(
+        "ANBANG_CRYPTO_SUITE",
+        "standard",
+        "`standard` (AES-GCM, HMAC-SHA-256, Ed25519) or "
+        "`sm` (国密: SM4-GCM, HMAC-SM3, SM2), for the whole system",
+    ),
+    Variable(
+        "ANBANG_AUDIT_EXPORT",
+        "var/audit/checkpoints.jsonl",
+        "file (outside the database) where signed audit checkpoints are appended",
+    ),
     Variable("ANBANG_BOOTSTRAP_ADMIN", "", "`user:password`: first sys_admin when no staff exist"),
     Variable("ANBANG_REQUIRE_TOTP", "0", "1: every staff account must enrol TOTP (production)"),
     Variable("ANBANG_DEMO", "1", "0: `make run` seeds no demo data"),
@@ -41,7 +52,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ANBANG_SHUTDOWN_GRACE", "20", "seconds SIGTERM waits for in-flight requests"),
     Variable("ANBANG_DB_WAIT", "30", "seconds a process waits for the database at start"),
     Variable("ANBANG_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
-    Variable("ANBANG_VAR_DIR", "var", "where development state lives (database, keys, logins)"),
+    Variable(
+        "ANBANG_VAR_DIR",
+        "var",
+        "where local state lives; the `var/...` defaults above move with it",
+    ),
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 
@@ -70,6 +85,14 @@ def _text(environ: Mapping[str, str], name: str) -> str:
     return environ.get(name, "").strip() or _DEFAULTS[name]
 
 
+def _var_path(environ: Mapping[str, str], name: str, var_dir: Path) -> Path:
+    """A path that defaults to a place under ANBANG_VAR_DIR (`var/x` -> `<var dir>/x`)."""
+    given = environ.get(name, "").strip()
+    if given:
+        return Path(given)
+    return var_dir / Path(_DEFAULTS[name]).relative_to("var")
+
+
 @dataclass(frozen=True)
 class Config:
     env: str
@@ -86,6 +109,8 @@ class Config:
     wechat_secret: str
     wechat_api_base: str
     master_key_file: Path
+    crypto_suite: str
+    audit_export: Path
     bootstrap_admin: str
     require_totp: bool
     demo: bool
@@ -123,9 +148,13 @@ class Config:
             raise ConfigError(
                 f"ANBANG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}"
             )
+        suite = _text(environ, "ANBANG_CRYPTO_SUITE")
+        if suite not in ("standard", "sm"):
+            raise ConfigError(f"ANBANG_CRYPTO_SUITE must be standard or sm, not {suite!r}")
         bootstrap = environ.get("ANBANG_BOOTSTRAP_ADMIN", "").strip()
         if bootstrap and ":" not in bootstrap:
             raise ConfigError("ANBANG_BOOTSTRAP_ADMIN must be user:password")
+        var_dir = Path(_text(environ, "ANBANG_VAR_DIR"))
         config = cls(
             env=env,
             host=_text(environ, "ANBANG_HOST"),
@@ -135,12 +164,14 @@ class Config:
             mongodb_uri=environ.get("MONGODB_URI", "").strip(),
             db_name=_text(environ, "ANBANG_DB_NAME"),
             db_port=_int(environ, "ANBANG_DB_PORT", 1, 65535),
-            db_path=Path(_text(environ, "ANBANG_DB_PATH")),
+            db_path=_var_path(environ, "ANBANG_DB_PATH", var_dir),
             wechat_port=_int(environ, "ANBANG_WECHAT_PORT", 1, 65535),
             wechat_appid=environ.get("WECHAT_APPID", "").strip(),
             wechat_secret=environ.get("WECHAT_SECRET", "").strip(),
             wechat_api_base=environ.get("WECHAT_API_BASE", "").strip().rstrip("/"),
-            master_key_file=Path(_text(environ, "ANBANG_MASTER_KEY_FILE")),
+            master_key_file=_var_path(environ, "ANBANG_MASTER_KEY_FILE", var_dir),
+            crypto_suite=suite,
+            audit_export=_var_path(environ, "ANBANG_AUDIT_EXPORT", var_dir),
             bootstrap_admin=bootstrap,
             require_totp=_flag(environ, "ANBANG_REQUIRE_TOTP"),
             demo=_flag(environ, "ANBANG_DEMO"),
@@ -148,7 +179,7 @@ class Config:
             shutdown_grace_seconds=_int(environ, "ANBANG_SHUTDOWN_GRACE", 0, 600),
             db_wait_seconds=_int(environ, "ANBANG_DB_WAIT", 0, 600),
             log_level=log_level,
-            var_dir=Path(_text(environ, "ANBANG_VAR_DIR")),
+            var_dir=var_dir,
         )
         config.check()
         return config

@@ -16,6 +16,7 @@ from server.app import (
     build_services,
     collection_specs,
     connect_store,
+    open_vault,
     wait_for_database,
 )
 from server.config import Config
@@ -70,7 +71,8 @@ async def seed_demo(config: Config) -> dict[str, Any]:
     try:
         await wait_for_database(store, config.db_wait_seconds)
         await store.ensure_indexes(collection_specs())
-        services = build_services(store, config, SystemClock())
+        vault = await open_vault(config, store, SystemClock())
+        services = build_services(store, config, SystemClock(), vault)
         nodes = await _ensure_tree(services)
         created = []
         for username, name, role, org_code, head in DEMO_STAFF:

@@ -1,64 +1,109 @@
-"""Wiring of the jobs process: its store, lease, sweeps, and the `jobs` sub-commands."""
+"""Wiring of the jobs process: its store, keys, lease, sweeps, and the `jobs` sub-commands."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from jobs.runner import JobsProcess, Sweep, run_once
-from models.clock import FixedClock, SystemClock
+from jobs.runner import JobsProcess, Sweep, run_once, select_sweeps
+from jobs.sweeps import AuditCheckpointSweep
+from models.audit import SIGNING_KEY_ID, AuditCheckpointer
+from models.clock import Clock, FixedClock, SystemClock
+from models.crypto import new_signing_key
+from models.keys import KeyVault
 from models.leases import LeaseService
-from server.app import collection_specs, connect_store, wait_for_database
+from models.store import Store
+from server.app import collection_specs, connect_store, open_vault, wait_for_database
 from server.config import Config
 from server.processes import stop_event_on_signals
 
 
-def build_sweeps() -> Sequence[Sweep]:
-    """The periodic sweeps, in the order `run-once all` runs them; later issues add theirs."""
-    return []
+@dataclass(frozen=True)
+class JobsContext:
+    store: Store
+    config: Config
+    clock: Clock
+    vault: KeyVault
 
 
-async def _run_jobs(config: Config) -> None:
-    stop = stop_event_on_signals()
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    interval_seconds: int
+    description: str
+    build: Callable[[JobsContext], Sweep]
+
+
+async def audit_checkpointer(ctx: JobsContext) -> AuditCheckpointer:
+    """Only the jobs process unwraps the audit signing key."""
+    key = await ctx.vault.get_or_create(
+        SIGNING_KEY_ID, "audit_signing", lambda: new_signing_key(ctx.vault.suite)
+    )
+    return AuditCheckpointer(ctx.store, ctx.clock, ctx.vault.suite, key, ctx.config.audit_export)
+
+
+# The sweeps in the order `run-once all` runs them; later issues add theirs.
+SWEEPS: tuple[SweepSpec, ...] = (
+    SweepSpec(
+        AuditCheckpointSweep.name,
+        AuditCheckpointSweep.interval_seconds,
+        AuditCheckpointSweep.description,
+        lambda ctx: AuditCheckpointSweep(lambda: audit_checkpointer(ctx)),
+    ),
+)
+
+
+async def _context(config: Config, clock: Clock) -> JobsContext:
     store = connect_store(config)
     try:
         await wait_for_database(store, config.db_wait_seconds)
         await store.ensure_indexes(collection_specs())
-        clock = SystemClock()
-        process = JobsProcess(leases=LeaseService(store, clock), sweeps=build_sweeps(), clock=clock)
+        vault = await open_vault(config, store, clock)
+    except BaseException:
+        await store.close()
+        raise
+    return JobsContext(store, config, clock, vault)
+
+
+async def _run_jobs(config: Config) -> None:
+    stop = stop_event_on_signals()
+    clock = SystemClock()
+    ctx = await _context(config, clock)
+    try:
+        sweeps = [spec.build(ctx) for spec in SWEEPS]
+        process = JobsProcess(leases=LeaseService(ctx.store, clock), sweeps=sweeps, clock=clock)
         await process.run(stop)
     finally:
-        await store.close()
+        await ctx.store.close()
 
 
 async def _run_once(config: Config, name: str, now: dt.datetime) -> list[dict]:
     # The simulated time lives in this process's clock only, never in shared state.
-    store = connect_store(config)
+    ctx = await _context(config, FixedClock(now))
     try:
-        await wait_for_database(store, config.db_wait_seconds)
-        _clock = FixedClock(now)
-        return await run_once(build_sweeps(), name, now)
+        return await run_once([spec.build(ctx) for spec in SWEEPS], name, now)
     finally:
-        await store.close()
+        await ctx.store.close()
 
 
 def jobs_main(config: Config, command: str | None, sweep: str | None, now: dt.datetime) -> int:
     if command == "list":
-        sweeps = build_sweeps()
-        for item in sweeps:
-            print(f"{item.name}\tevery {item.interval_seconds} s\t{item.description}")
-        if not sweeps:
-            print("(no sweeps registered yet)")
+        for spec in SWEEPS:
+            print(f"{spec.name}\tevery {spec.interval_seconds} s\t{spec.description}")
         return 0
     if command == "run-once":
         assert sweep is not None
         try:
-            results = asyncio.run(_run_once(config, sweep, now))
+            # Check the name before any connection: a typo answers at once.
+            select_sweeps(SWEEPS, sweep)  # type: ignore[arg-type]
         except KeyError as exc:
-            print(f"anbang: {exc.args[0]}")
+            print(f"anbang: {exc.args[0]}", file=sys.stderr)
             return 2
+        results = asyncio.run(_run_once(config, sweep, now))
         print(json.dumps(results, ensure_ascii=False, default=str))
         return 0
     asyncio.run(_run_jobs(config))

@@ -19,11 +19,12 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from models.clock import FixedClock
+from models.keys import KeyVault
 from models.orgs import Org, OrgKind
 from models.passwords import TEST_COST
 from models.policy import Identity, Role
 from models.store import DatabaseSettings, Store
-from server.app import SYSTEM, ApiRuntime, Services, assemble_api, collection_specs
+from server.app import SYSTEM, ApiRuntime, Services, assemble_api, collection_specs, open_vault
 from server.config import Config
 
 
@@ -51,10 +52,7 @@ def database_uri(database_server: SecantusDBServer) -> str:
 def config(database_uri: str, tmp_path: Any) -> Config:
     base = Config.from_env({"ANBANG_VAR_DIR": str(tmp_path / "var")})
     return dataclasses.replace(
-        base,
-        mongodb_uri=database_uri,
-        db_name=f"test_{uuid.uuid4().hex[:12]}",
-        master_key_file=tmp_path / "var" / "keys" / "master.key",
+        base, mongodb_uri=database_uri, db_name=f"test_{uuid.uuid4().hex[:12]}"
     )
 
 
@@ -180,9 +178,17 @@ def clock() -> FixedClock:
 
 
 @pytest_asyncio.fixture
-async def api(store: Store, config: Config, clock: FixedClock) -> AsyncIterator[ServedApp]:
+async def vault(store: Store, config: Config, clock: FixedClock) -> KeyVault:
+    """The key vault under a master key file made for this test."""
+    return await open_vault(config, store, clock)
+
+
+@pytest_asyncio.fixture
+async def api(
+    store: Store, config: Config, clock: FixedClock, vault: KeyVault
+) -> AsyncIterator[ServedApp]:
     """The real application on a free loopback port, over this test's fresh database."""
-    served = await serve_runtime(assemble_api(store, config, clock, hash_cost=TEST_COST))
+    served = await serve_runtime(assemble_api(store, config, vault, clock, hash_cost=TEST_COST))
     yield served
     served.server.stop()
     await served.server.close_all_connections()

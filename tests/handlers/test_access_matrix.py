@@ -7,16 +7,22 @@ anonymous caller gets 401. A route added without a case here fails the first tes
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bson import ObjectId
+
 from models import totp
+from models.identity_numbers import IdType
 from models.orgs import Org, OrgKind
 from models.policy import PUBLIC, SELF, Policy, Role
-from server.app import all_routes
+from models.subjects import SUBJECT_ORG_KINDS, SubjectInput
+from server.app import SYSTEM, all_routes
 from tests.conftest import Account, StaffFactory, Tree
+from tests.subject_factories import resident_id, subject_body
 
 # The role a node of each kind naturally holds, for targets created in a given node.
 ROLE_FOR_KIND = {
@@ -134,6 +140,82 @@ async def confirm_totp(env: Env, in_scope: bool) -> Request:
     return Request("/api/v1/me/totp/confirm", {"code": totp.code_at(secret, clock_now)})
 
 
+def subject_home(env: Env, in_scope: bool) -> Org:
+    """Where a case file in (or out of) the caller's scope is filed."""
+    if not in_scope:
+        return env.tree.other_station
+    return env.caller.org if env.caller.org.kind in SUBJECT_ORG_KINDS else env.tree.station
+
+
+async def target_subject(env: Env, in_scope: bool) -> str:
+    """A case file the caller reaches in scope: filed in its subtree, assigned to it, a
+    mental-health case, referred to its node (whatever its role's scope asks); or one it
+    does not reach."""
+    services = env.make_staff.services
+    birth = dt.date(1988, 8, 8)
+    view = await services.subjects.create(
+        SYSTEM,
+        SubjectInput(
+            name="矩阵",
+            id_type=IdType.RESIDENT,
+            id_number=resident_id(birth, "male"),
+            phone="13800138000",
+            gender="male",
+            birth_date=birth,
+            address="测试路 1 号",
+            org_id=subject_home(env, in_scope).id,
+        ),
+    )
+    if in_scope:
+        await services.subjects._subjects.update_one(
+            {"_id": ObjectId(view.id)},
+            {
+                "$set": {
+                    "assignments.social_worker_ids": [env.caller.id],
+                    "assignments.grid_worker_ids": [env.caller.id],
+                    "populations": ["mental_health"],
+                    "referred_to_org_ids": [env.caller.org.id],
+                }
+            },
+        )
+    return view.id
+
+
+def on_subject(suffix: str, body: Callable[[Env, bool], Any] | None = None) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        sid = await target_subject(env, in_scope)
+        return Request(f"/api/v1/subjects/{sid}{suffix}", body(env, in_scope) if body else None)
+
+    return build
+
+
+async def new_subject(env: Env, in_scope: bool) -> Request:
+    return Request("/api/v1/subjects", subject_body(subject_home(env, in_scope).id))
+
+
+async def import_subjects(env: Env, in_scope: bool) -> Request:
+    org = subject_home(env, in_scope)
+    birth = dt.date(1979, 9, 9)
+    text = (
+        "name,id_type,id_number,phone,gender,birth_date,address,org_code\n"
+        f"导入,resident,{resident_id(birth, 'female')},13700000009,female,1979-09-09,"
+        f"测试路 2 号,{org.code}\n"
+    )
+    return Request(
+        "/api/v1/subjects/import", body=text.encode(), headers={"Content-Type": "text/csv"}
+    )
+
+
+async def one_alert(env: Env, in_scope: bool) -> Request:
+    node = env.node(in_scope)
+    alert_id = await env.make_staff.services.alerts.raise_alert(
+        kind="test", org_id=node.id, org_path=node.path
+    )
+    return Request(f"/api/v1/alerts/{alert_id}/ack")
+
+
+BREAK_GLASS_REASON = {"reason": "协查：该人员在本区涉嫌违法，需核实身份"}
+
 # (path pattern, method) -> (builder, success status, status outside scope or None: no target)
 CASES: dict[tuple[str, str], tuple[Builder, int, int | None]] = {
     ("/api/v1/auth/logout", "POST"): (plain("/api/v1/auth/logout"), 204, None),
@@ -163,6 +245,40 @@ CASES: dict[tuple[str, str], tuple[Builder, int, int | None]] = {
         404,
     ),
     ("/api/v1/policy", "GET"): (plain("/api/v1/policy"), 200, None),
+    ("/api/v1/subjects", "POST"): (new_subject, 201, 404),
+    ("/api/v1/subjects", "GET"): (plain("/api/v1/subjects"), 200, None),
+    ("/api/v1/subjects/search", "POST"): (plain("/api/v1/subjects/search", {}), 200, None),
+    ("/api/v1/subjects/import", "POST"): (import_subjects, 201, 422),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)", "GET"): (on_subject(""), 200, 404),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)", "PATCH"): (
+        on_subject("", lambda env, _in: {"version": 1, "phone": "13900139000"}),
+        200,
+        404,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/assignments", "PUT"): (
+        on_subject("/assignments", lambda env, _in: {}),
+        200,
+        404,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/notes", "GET"): (on_subject("/notes"), 200, 404),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/notes", "POST"): (
+        on_subject("/notes", lambda env, _in: {"text": "走访记录"}),
+        201,
+        404,
+    ),
+    # Break-glass is for files outside the caller's scope: inside it there is nothing to open.
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/break-glass", "POST"): (
+        on_subject("/break-glass", lambda env, _in: BREAK_GLASS_REASON),
+        409,
+        201,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/access-log", "GET"): (
+        on_subject("/access-log"),
+        200,
+        404,
+    ),
+    ("/api/v1/alerts", "GET"): (plain("/api/v1/alerts"), 200, None),
+    ("/api/v1/alerts/(?P<alert_id>[^/]+)/ack", "POST"): (one_alert, 200, 404),
 }
 
 

@@ -255,14 +255,14 @@ async def test_enrolment_cannot_be_repeated(fetch, officer, clock):
 
 
 async def test_required_totp_restricts_the_session_until_enrolled(
-    store, config, clock, tree, make_staff
+    store, config, clock, vault, tree, make_staff
 ):
     from models.passwords import TEST_COST
     from server.app import assemble_api
     from tests.conftest import Fetch, serve_runtime
 
     strict = dataclasses.replace(config, require_totp=True)
-    served = await serve_runtime(assemble_api(store, strict, clock, hash_cost=TEST_COST))
+    served = await serve_runtime(assemble_api(store, strict, vault, clock, hash_cost=TEST_COST))
     client = Fetch(served.base_url)
     try:
         officer = await make_staff(Role.STATION_OFFICER, tree.station)

@@ -17,7 +17,7 @@ async def test_healthz_answers_ok(fetch):
 async def test_readyz_reports_database_reachable(fetch):
     answer = await fetch("/readyz")
     assert answer.status == 200
-    assert answer.json == {"status": "ready", "checks": {"database": True}}
+    assert answer.json == {"status": "ready", "checks": {"database": True, "keys": True}}
 
 
 async def test_openapi_document_is_generated_from_routes(fetch):

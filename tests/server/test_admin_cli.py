@@ -12,7 +12,7 @@ import pytest
 
 from models.clock import SystemClock
 from models.passwords import TEST_COST
-from server.app import bootstrap_admin, build_services
+from server.app import bootstrap_admin, build_services, open_vault
 from server.demo import DEMO_STAFF, seed_demo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +23,8 @@ def run_cli(config, *args: str) -> subprocess.CompletedProcess[str]:
         **os.environ,
         "MONGODB_URI": config.database_uri,
         "ANBANG_DB_NAME": config.db_name,
+        "ANBANG_MASTER_KEY_FILE": str(config.master_key_file),
+        "ANBANG_VAR_DIR": str(config.var_dir),
         "ANBANG_DB_WAIT": "10",
         "ANBANG_LOG_LEVEL": "WARNING",
     }
@@ -110,7 +112,9 @@ async def test_cli_builds_a_tree_and_accounts_that_can_log_in(store, config, tmp
     assert refused.returncode == 1
     assert "'line': 3" in refused.stderr and "nothing was imported" in refused.stderr
 
-    services = build_services(store, config, SystemClock(), TEST_COST)
+    services = build_services(
+        store, config, SystemClock(), await open_vault(config, store, SystemClock()), TEST_COST
+    )
     doc = await services.staff.find_for_login("lin.head")
     assert doc["is_agency_head"] is True and doc["must_change_password"] is True
     assert await services.staff.find_for_login("ok.user") is None
@@ -124,7 +128,9 @@ async def test_cli_builds_a_tree_and_accounts_that_can_log_in(store, config, tmp
 
 
 async def test_bootstrap_admin_is_created_once(store, config):
-    services = build_services(store, config, SystemClock(), TEST_COST)
+    services = build_services(
+        store, config, SystemClock(), await open_vault(config, store, SystemClock()), TEST_COST
+    )
     with_admin = dataclasses.replace(config, bootstrap_admin="root.admin:Bootstrap-pass-1")
     assert await bootstrap_admin(services, with_admin) is True
     assert await bootstrap_admin(services, with_admin) is False

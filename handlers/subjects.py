@@ -1,0 +1,369 @@
+"""Case-file endpoints: create, read, edit, assign, search, notes, break-glass, access log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers.base import BaseHandler, RequestError, endpoint
+from models.identity_numbers import IdType
+from models.subjects import SubjectInput, SubjectView
+
+ID_PATTERN = r"^[0-9a-fA-F]{24}$"
+MAX_PAGE = 100
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubjectBody(Strict):
+    name: str = Field(min_length=1, max_length=50)
+    id_type: IdType = IdType.RESIDENT
+    id_number: str = Field(min_length=5, max_length=30)
+    phone: str = Field(min_length=5, max_length=30)
+    gender: Literal["male", "female"]
+    birth_date: dt.date
+    address: str = Field(min_length=2, max_length=200)
+    org_id: str = Field(pattern=ID_PATTERN)
+
+
+class SubjectPatch(Strict):
+    version: int = Field(ge=1)
+    name: str | None = Field(default=None, min_length=1, max_length=50)
+    id_number: str | None = Field(default=None, min_length=5, max_length=30)
+    phone: str | None = Field(default=None, min_length=5, max_length=30)
+    gender: Literal["male", "female"] | None = None
+    birth_date: dt.date | None = None
+    address: str | None = Field(default=None, min_length=2, max_length=200)
+    org_id: str | None = Field(default=None, pattern=ID_PATTERN)
+
+
+class TeamMember(Strict):
+    name: str = Field(min_length=1, max_length=50)
+    relation: str = Field(min_length=1, max_length=50)
+    phone: str | None = Field(default=None, max_length=30)
+    gender: Literal["male", "female"] | None = None
+
+
+class AssignmentsBody(Strict):
+    social_worker_ids: list[str] = Field(default_factory=list, max_length=20)
+    grid_worker_ids: list[str] = Field(default_factory=list, max_length=20)
+    team: list[TeamMember] = Field(default_factory=list, max_length=20)
+
+
+class Assignments(BaseModel):
+    social_worker_ids: list[str]
+    grid_worker_ids: list[str]
+    team: list[dict[str, Any]] | None = None
+
+
+class SubjectOut(BaseModel):
+    id: str
+    version: int
+    org_id: str
+    status: str
+    populations: list[str]
+    juvenile: bool
+    name: str | None = None
+    id_type: str | None = None
+    id_number: str | None = None
+    phone: str | None = None
+    gender: str | None = None
+    birth_date: str | None = None
+    address: str | None = None
+    masked: list[str]
+    has_photo: bool
+    access: str
+    assignments: Assignments | None = None
+
+    @classmethod
+    def of(cls, view: SubjectView) -> SubjectOut:
+        return cls(
+            id=view.id,
+            version=view.version,
+            org_id=view.org_id,
+            status=view.status,
+            populations=view.populations,
+            juvenile=view.juvenile,
+            masked=view.masked,
+            has_photo=view.has_photo,
+            access=view.access,
+            assignments=Assignments(**view.assignments) if view.assignments else None,
+            **{k: (str(v) if v is not None else None) for k, v in view.fields.items()},
+        )
+
+
+class SubjectPage(BaseModel):
+    items: list[SubjectOut]
+    next_cursor: str | None
+
+
+class SearchBody(Strict):
+    id_number: str | None = Field(default=None, min_length=1, max_length=30)
+    phone: str | None = Field(default=None, min_length=1, max_length=30)
+    name: str | None = Field(default=None, min_length=1, max_length=50)
+    population: str | None = Field(default=None, max_length=40)
+    status: str | None = Field(default=None, max_length=40)
+    cursor: str | None = Field(default=None, pattern=ID_PATTERN)
+    limit: int = Field(default=20, ge=1, le=MAX_PAGE)
+
+
+class NoteBody(Strict):
+    text: str = Field(min_length=1, max_length=5000)
+
+
+class NoteOut(BaseModel):
+    id: str
+    at: dt.datetime
+    author_id: str
+    text: str | None = None
+
+
+class NoteList(BaseModel):
+    items: list[NoteOut]
+
+
+class BreakGlassBody(Strict):
+    reason: str = Field(min_length=10, max_length=500)
+
+
+class BreakGlassOut(BaseModel):
+    subject_id: str
+    expires_at: dt.datetime
+
+
+class AccessEntry(BaseModel):
+    at: dt.datetime
+    actor_id: str | None
+    role: str | None
+    action: str
+    outcome: str | None
+    reason: str | None
+    request_id: str | None
+
+
+class AccessLog(BaseModel):
+    items: list[AccessEntry]
+
+
+class ImportOut(BaseModel):
+    imported: int
+    ids: list[str]
+
+
+def _query_limit(handler: BaseHandler) -> int:
+    raw = handler.get_query_argument("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise RequestError(
+            422,
+            "validation_failed",
+            "Invalid query.",
+            [{"field": "limit", "message": f"a whole number from 1 to {MAX_PAGE}"}],
+        )
+    return int(raw)
+
+
+class SubjectsHandler(BaseHandler):
+    access = {"POST": "subjects.create", "GET": "subjects.read"}
+
+    @endpoint(
+        "Open a case file; 409 `exists` (in scope, with its id) or `exists_elsewhere`",
+        body=SubjectBody,
+        response=SubjectOut,
+        status=201,
+        errors=(404, 409),
+        tags=("case files",),
+    )
+    async def post(self) -> None:
+        body = self.parse(SubjectBody)
+        view = await self.ctx.subjects.create(self.audit_context, SubjectInput(**body.model_dump()))
+        self.respond(SubjectOut.of(view), status=201)
+
+    @endpoint(
+        "The caller's case files (no personal data in the query)",
+        response=SubjectPage,
+        tags=("case files",),
+    )
+    async def get(self) -> None:
+        page = await self.ctx.subjects.list(
+            self.audit_context,
+            population=self.get_query_argument("population", None),
+            status=self.get_query_argument("status", None),
+            cursor=self.get_query_argument("cursor", None),
+            limit=_query_limit(self),
+        )
+        self.respond(
+            SubjectPage(items=[SubjectOut.of(v) for v in page.items], next_cursor=page.next_cursor)
+        )
+
+
+class SubjectSearchHandler(BaseHandler):
+    access = "subjects.search"
+
+    @endpoint(
+        "Find case files by exact ID number, phone or name (blind indexes)",
+        body=SearchBody,
+        response=SubjectPage,
+        tags=("case files",),
+    )
+    async def post(self) -> None:
+        body = self.parse(SearchBody)
+        page = await self.ctx.subjects.search(
+            self.audit_context,
+            id_number=body.id_number,
+            phone=body.phone,
+            name=body.name,
+            population=body.population,
+            status=body.status,
+            cursor=body.cursor,
+            limit=body.limit,
+        )
+        self.respond(
+            SubjectPage(items=[SubjectOut.of(v) for v in page.items], next_cursor=page.next_cursor)
+        )
+
+
+class SubjectHandler(BaseHandler):
+    access = {"GET": "subjects.read", "PATCH": "subjects.update"}
+
+    @endpoint(
+        "A case file, decrypted and masked per role; 404 when out of scope",
+        response=SubjectOut,
+        errors=(404, 410),
+        tags=("case files",),
+    )
+    async def get(self, subject_id: str) -> None:
+        self.respond(SubjectOut.of(await self.ctx.subjects.read(self.audit_context, subject_id)))
+
+    @endpoint(
+        "Edit a case file naming the version read; 409 when it is stale",
+        body=SubjectPatch,
+        response=SubjectOut,
+        errors=(404, 409),
+        tags=("case files",),
+    )
+    async def patch(self, subject_id: str) -> None:
+        body = self.parse(SubjectPatch)
+        changes = body.model_dump(exclude={"version"}, exclude_none=True)
+        view = await self.ctx.subjects.update(self.audit_context, subject_id, body.version, changes)
+        self.respond(SubjectOut.of(view))
+
+
+class AssignmentsHandler(BaseHandler):
+    access = "subjects.assign"
+
+    @endpoint(
+        "Assign social workers, grid workers and the 矫正小组",
+        body=AssignmentsBody,
+        response=SubjectOut,
+        errors=(404, 422),
+        tags=("case files",),
+    )
+    async def put(self, subject_id: str) -> None:
+        body = self.parse(AssignmentsBody)
+        view = await self.ctx.subjects.set_assignments(
+            self.audit_context,
+            subject_id,
+            body.social_worker_ids,
+            body.grid_worker_ids,
+            [member.model_dump(exclude_none=True) for member in body.team],
+            self.ctx.staff.lookup,
+        )
+        self.respond(SubjectOut.of(view))
+
+
+class NotesHandler(BaseHandler):
+    access = "subjects.notes"
+
+    @endpoint(
+        "Add a note (encrypted at rest)",
+        body=NoteBody,
+        response=NoteOut,
+        status=201,
+        errors=(404,),
+        tags=("case files",),
+    )
+    async def post(self, subject_id: str) -> None:
+        body = self.parse(NoteBody)
+        note = await self.ctx.subjects.add_note(self.audit_context, subject_id, body.text)
+        self.respond(NoteOut(**note), status=201)
+
+    @endpoint("The notes on a case file", response=NoteList, errors=(404,), tags=("case files",))
+    async def get(self, subject_id: str) -> None:
+        notes = await self.ctx.subjects.notes(self.audit_context, subject_id)
+        self.respond(NoteList(items=[NoteOut(**note) for note in notes]))
+
+
+class BreakGlassHandler(BaseHandler):
+    access = "subjects.break_glass"
+
+    @endpoint(
+        "Open an out-of-scope case file for 3 hours, stating why (audited, alerted)",
+        body=BreakGlassBody,
+        response=BreakGlassOut,
+        status=201,
+        errors=(404, 409),
+        tags=("case files",),
+    )
+    async def post(self, subject_id: str) -> None:
+        body = self.parse(BreakGlassBody)
+        grant = await self.ctx.subjects.break_glass(self.audit_context, subject_id, body.reason)
+        self.respond(BreakGlassOut(**grant), status=201)
+
+
+class AccessLogHandler(BaseHandler):
+    access = "subjects.access_log"
+
+    @endpoint(
+        "Who read or changed this case file, when and why",
+        response=AccessLog,
+        errors=(404,),
+        tags=("case files",),
+    )
+    async def get(self, subject_id: str) -> None:
+        entries = await self.ctx.subjects.access_log(self.audit_context, subject_id)
+        self.respond(AccessLog(items=[AccessEntry(**entry) for entry in entries]))
+
+
+class SubjectImportHandler(BaseHandler):
+    access = "subjects.import"
+    max_body_bytes = 8 << 20
+
+    @endpoint(
+        "Import case files from a UTF-8 CSV file (text/csv): all rows or none",
+        response=ImportOut,
+        status=201,
+        errors=(409,),
+        tags=("case files",),
+    )
+    async def post(self) -> None:
+        media_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        if media_type != "text/csv":
+            raise RequestError(415, "unsupported_media_type", "Send the file as text/csv.")
+        try:
+            text = self.raw_body().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(
+                400, "bad_encoding", "The file is not UTF-8.", {"byte": exc.start}
+            ) from None
+        ids = await self.ctx.subjects.import_csv(self.audit_context, text)
+        self.respond(ImportOut(imported=len(ids), ids=ids), status=201)
+
+
+def _id(name: str) -> str:
+    return f"(?P<{name}>[^/]+)"
+
+
+routes = [
+    (r"/api/v1/subjects", SubjectsHandler),
+    (r"/api/v1/subjects/search", SubjectSearchHandler),
+    (r"/api/v1/subjects/import", SubjectImportHandler),
+    (rf"/api/v1/subjects/{_id('subject_id')}", SubjectHandler),
+    (rf"/api/v1/subjects/{_id('subject_id')}/assignments", AssignmentsHandler),
+    (rf"/api/v1/subjects/{_id('subject_id')}/notes", NotesHandler),
+    (rf"/api/v1/subjects/{_id('subject_id')}/break-glass", BreakGlassHandler),
+    (rf"/api/v1/subjects/{_id('subject_id')}/access-log", AccessLogHandler),
+]

@@ -1,0 +1,128 @@
+"""Alerts: something a person at a given node (or one named person) must look at and acknowledge."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+
+from models.audit import AuditContext, AuditService
+from models.clock import Clock
+from models.errors import NotFound
+from models.orgs import parse_id
+from models.policy import Identity
+from models.store import CollectionSpec, Store
+
+ALERTS = CollectionSpec(
+    "alerts",
+    (
+        IndexModel([("org_path", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)]),
+        IndexModel([("to_user_id", ASCENDING), ("status", ASCENDING)]),
+    ),
+)
+
+
+class AlertStatus(enum.StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: str
+    kind: str
+    org_id: str
+    status: str
+    subject_id: str | None
+    to_user_id: str | None
+    created_at: Any
+    details: dict[str, Any]
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Alert:
+        return cls(
+            id=str(doc["_id"]),
+            kind=doc["kind"],
+            org_id=doc["org_id"],
+            status=doc["status"],
+            subject_id=doc.get("subject_id"),
+            to_user_id=doc.get("to_user_id"),
+            created_at=doc["created_at"],
+            details=doc.get("details", {}),
+        )
+
+
+class AlertService:
+    collections = (ALERTS,)
+
+    def __init__(self, store: Store, clock: Clock, audit: AuditService):
+        self._alerts = store.collection(ALERTS)
+        self._clock = clock
+        self._audit = audit
+
+    async def raise_alert(
+        self,
+        *,
+        kind: str,
+        org_id: str,
+        org_path: list[str] | tuple[str, ...],
+        subject_id: str | None = None,
+        to_user_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> str:
+        """Open an alert for the node `org_id`; `details` hold ids and codes, not personal data."""
+        doc = {
+            "_id": ObjectId(),
+            "kind": kind,
+            "org_id": org_id,
+            "org_path": list(org_path),
+            "subject_id": subject_id,
+            "to_user_id": to_user_id,
+            "status": str(AlertStatus.OPEN),
+            "created_at": self._clock.now(),
+            "details": details or {},
+        }
+        await self._alerts.insert_one(doc)
+        return str(doc["_id"])
+
+    async def list(
+        self, identity: Identity, *, status: str | None, mine: bool, limit: int = 100
+    ) -> list[Alert]:
+        query: dict[str, Any] = {"org_path": identity.org_id}
+        if status:
+            query["status"] = status
+        if mine:
+            query["$or"] = [
+                {"to_user_id": identity.user_id},
+                {"to_user_id": None, "org_id": identity.org_id},
+            ]
+        cursor = self._alerts.find(query).sort("created_at", DESCENDING).limit(limit)
+        return [Alert.from_doc(doc) async for doc in cursor]
+
+    async def acknowledge(self, ctx: AuditContext, alert_id: str) -> Alert:
+        oid = parse_id(alert_id, "alert")
+        doc = await self._alerts.find_one({"_id": oid})
+        if doc is None or not ctx.identity.reaches(doc["org_path"]):
+            raise NotFound("No such alert.")
+        async with self._audit.change(
+            ctx,
+            "alerts.ack",
+            resource="alert",
+            resource_id=alert_id,
+            subject_id=doc.get("subject_id"),
+        ):
+            updated = await self._alerts.find_one_and_update(
+                {"_id": oid, "status": str(AlertStatus.OPEN)},
+                {
+                    "$set": {
+                        "status": str(AlertStatus.ACKNOWLEDGED),
+                        "acknowledged_at": self._clock.now(),
+                        "acknowledged_by": ctx.identity.user_id,
+                    }
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+        return Alert.from_doc(updated or doc)

@@ -1,0 +1,79 @@
+"""The field codec: encrypts case fields with the subject's data key and computes blind indexes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bson import Binary
+
+from models.crypto import CryptoError, Sealed, field_aad, keyed_hash, open_value, seal_value
+from models.errors import DomainError
+from models.keys import KeyShredded, KeyVault
+
+log = logging.getLogger("anbang.crypto")
+
+
+class IntegrityError(DomainError):
+    """A stored ciphertext failed authentication: tampered with, or moved from elsewhere."""
+
+    code = "integrity_error"
+    default_message = "This record failed its integrity check; the incident has been logged."
+
+
+class Shredded(DomainError):
+    """The record's data key was destroyed at the end of retention."""
+
+    code = "shredded"
+    default_message = "This record was erased at the end of its retention period."
+
+
+class FieldCodec:
+    """Seal and open one field at a time; every ciphertext is bound to collection, id and field."""
+
+    def __init__(self, vault: KeyVault):
+        self._vault = vault
+
+    async def seal(
+        self,
+        subject_id: str,
+        key_id: str | None,
+        collection: str,
+        document_id: str,
+        field: str,
+        value: Any,
+    ) -> Binary:
+        key = await self._vault.data_key(subject_id, key_id)
+        aad = field_aad(collection, document_id, field)
+        return Binary(seal_value(key.suite, key.key_id, key.key, value, aad))
+
+    async def open(self, collection: str, document_id: str, field: str, blob: bytes) -> Any:
+        try:
+            sealed = Sealed.from_bytes(bytes(blob))
+            key = await self._vault.get(sealed.key_id)
+            return open_value(sealed, key, field_aad(collection, document_id, field))
+        except KeyShredded:
+            raise Shredded() from None
+        except CryptoError:
+            # Logged by place only: never the value, which may be someone's data.
+            log.error(
+                "ciphertext failed authentication",
+                extra={
+                    "fields": {"collection": collection, "document_id": document_id, "field": field}
+                },
+            )
+            raise IntegrityError() from None
+
+    async def open_fields(
+        self, collection: str, document_id: str, sealed: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            name: await self.open(collection, document_id, name, blob)
+            for name, blob in sealed.items()
+            if blob is not None
+        }
+
+    async def blind_index(self, kind: str, normalised: str) -> str:
+        """An exact-match search token: HMAC under a key kept only for this kind of value."""
+        key = await self._vault.get_or_create(f"bi:{kind}", "blind_index")
+        return keyed_hash(self._vault.suite, key, normalised.encode("utf-8")).hex()

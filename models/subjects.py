@@ -1,0 +1,1028 @@
+"""Case files: encrypted identity fields, blind-index search, scope, masking, notes, shredding."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from models.alerts import AlertService
+from models.audit import AuditContext, AuditService
+from models.clock import LOCAL_TZ, Clock
+from models.codec import FieldCodec, IntegrityError, Shredded
+from models.errors import Conflict, Forbidden, InvalidInput, NotFound
+from models.identity_numbers import (
+    IdType,
+    check_id_number,
+    check_phone,
+    normalise_id_number,
+    normalise_name,
+    normalise_phone,
+)
+from models.keys import KeyVault
+from models.orgs import OrgKind, OrgService, parse_id
+from models.policy import IDENTITY_FIELDS, VISIBLE_FIELDS, Identity, Policy, Role, Scope
+from models.store import CollectionSpec, Store
+
+SUBJECTS = CollectionSpec(
+    "subjects",
+    (
+        # One case file per person: a second intake of the same ID number is a duplicate.
+        IndexModel(
+            [("bi.id_number", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"bi.id_number": {"$type": "string"}},
+        ),
+        IndexModel([("bi.phone", ASCENDING)]),
+        IndexModel([("bi.name", ASCENDING)]),
+        IndexModel([("org_path", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("assignments.social_worker_ids", ASCENDING)]),
+        IndexModel([("assignments.grid_worker_ids", ASCENDING)]),
+    ),
+)
+NOTES = CollectionSpec(
+    "subject_notes", (IndexModel([("subject_id", ASCENDING), ("at", DESCENDING)]),)
+)
+GRANTS = CollectionSpec(
+    "break_glass_grants",
+    (
+        IndexModel([("staff_id", ASCENDING), ("subject_id", ASCENDING)]),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+    ),
+)
+
+SEALED_FIELDS = ("name", "id_number", "phone", "gender", "birth_date", "address")
+SUBJECT_ORG_KINDS = frozenset({OrgKind.STATION, OrgKind.COMMUNITY, OrgKind.GRID})
+BREAK_GLASS_FOR = dt.timedelta(hours=3)
+MAX_IMPORT_ROWS = 5000
+IMPORT_COLUMNS = (
+    "name",
+    "id_type",
+    "id_number",
+    "phone",
+    "gender",
+    "birth_date",
+    "address",
+    "org_code",
+)
+ADULT_AGE = 18
+
+
+class SubjectStatus:
+    ACTIVE = "active"
+    SHREDDED = "shredded"
+
+
+@dataclass(frozen=True)
+class SubjectInput:
+    name: str
+    id_type: IdType
+    id_number: str
+    phone: str
+    gender: str
+    birth_date: dt.date
+    address: str
+    org_id: str
+
+
+@dataclass
+class SubjectView:
+    """A case file as one caller may see it: fields outside their view are absent or masked."""
+
+    id: str
+    version: int
+    org_id: str
+    status: str
+    populations: list[str]
+    juvenile: bool
+    fields: dict[str, Any] = field(default_factory=dict)
+    masked: list[str] = field(default_factory=list)
+    assignments: dict[str, Any] = field(default_factory=dict)
+    has_photo: bool = False
+    access: str = "scope"  # "scope", or "break_glass" when opened with a stated reason
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[SubjectView]
+    next_cursor: str | None
+
+
+def age_on(birth_date: dt.date, day: dt.date) -> int:
+    return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
+
+
+def mask_value(name: str, value: Any) -> str:
+    text = str(value)
+    if name == "name":
+        return text[:1] + "*" * max(1, len(text) - 1)
+    if name in ("id_number", "phone") and len(text) > 4:
+        return text[:2] + "*" * (len(text) - 4) + text[-2:]
+    return "***"
+
+
+class SubjectService:
+    collections = (SUBJECTS, NOTES, GRANTS)
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        audit: AuditService,
+        codec: FieldCodec,
+        vault: KeyVault,
+        orgs: OrgService,
+        alerts: AlertService,
+        policy: Policy,
+    ):
+        self._subjects = store.collection(SUBJECTS)
+        self._notes = store.collection(NOTES)
+        self._grants = store.collection(GRANTS)
+        self._store = store
+        self._clock = clock
+        self._audit = audit
+        self._codec = codec
+        self._vault = vault
+        self._orgs = orgs
+        self._alerts = alerts
+        self._policy = policy
+
+    # --- scope ------------------------------------------------------------------------------
+
+    def _scope_filter(self, identity: Identity, action: str) -> dict[str, Any] | None:
+        """The query that selects what `identity` may reach for `action`; None: nothing."""
+        if not identity.authenticated or not self._policy.allows(identity, action):
+            return None
+        scope = self._policy.scope(identity, action)
+        base: dict[str, Any] = {"org_path": identity.org_id}
+        if scope is Scope.SUBTREE:
+            return base
+        if scope is Scope.ASSIGNED:
+            return {
+                **base,
+                "$or": [
+                    {"assignments.social_worker_ids": identity.user_id},
+                    {"assignments.grid_worker_ids": identity.user_id},
+                ],
+            }
+        if scope is Scope.HEALTH:
+            return {**base, "populations": "mental_health"}
+        if scope is Scope.REFERRED:
+            return {"referred_to_org_ids": identity.org_id}
+        return None
+
+    def _reaches(self, identity: Identity, action: str, doc: dict[str, Any]) -> bool:
+        scope_filter = self._scope_filter(identity, action)
+        if scope_filter is None:
+            return False
+        return _matches(scope_filter, doc)
+
+    async def _granted(self, identity: Identity, subject_id: str) -> dict[str, Any] | None:
+        return await self._grants.find_one(
+            {
+                "staff_id": identity.user_id,
+                "subject_id": subject_id,
+                "expires_at": {"$gt": self._clock.now()},
+            }
+        )
+
+    async def _load(
+        self, ctx: AuditContext, subject_id: str, action: str, *, allow_grant: bool = False
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The document when the caller reaches it (or holds a break-glass grant); else 404."""
+        doc = await self._subjects.find_one({"_id": parse_id(subject_id, "case file")})
+        if doc is None:
+            raise NotFound("No such case file.")
+        if self._reaches(ctx.identity, action, doc):
+            return doc, None
+        if allow_grant:
+            grant = await self._granted(ctx.identity, subject_id)
+            if grant is not None:
+                return doc, grant
+        await self._audit.record(
+            ctx,
+            action,
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            outcome="refused:out_of_scope",
+        )
+        raise NotFound("No such case file.")
+
+    # --- views --------------------------------------------------------------------------------
+
+    async def _view(
+        self, identity: Identity, doc: dict[str, Any], access: str = "scope"
+    ) -> SubjectView:
+        subject_id = str(doc["_id"])
+        view = SubjectView(
+            id=subject_id,
+            version=int(doc.get("version", 1)),
+            org_id=str(doc["org_id"]),
+            status=doc.get("status", SubjectStatus.ACTIVE),
+            populations=list(doc.get("populations", [])),
+            juvenile=bool(doc.get("juvenile")),
+            has_photo=doc.get("photo_id") is not None,
+            access=access,
+        )
+        if view.status == SubjectStatus.SHREDDED:
+            return view
+        try:
+            plain = await self._codec.open_fields("subjects", subject_id, doc.get("enc", {}))
+        except Shredded:
+            view.status = SubjectStatus.SHREDDED
+            return view
+        plain["id_type"] = doc.get("id_type")
+        role = Role(identity.role) if identity.role in Role.__members__.values() else None
+        visible = VISIBLE_FIELDS.get(role, frozenset()) if role else frozenset()
+        assigned = identity.user_id in _assigned_ids(doc)
+        # Juveniles' identity is confidential to all but those assigned (社区矫正法 Art. 54).
+        juvenile_masked = view.juvenile and not assigned
+        for name in sorted(IDENTITY_FIELDS):
+            if name not in plain:
+                continue
+            if name not in visible:
+                continue
+            if juvenile_masked and name != "gender":
+                view.fields[name] = (
+                    mask_value(name, plain[name])
+                    if name in ("name", "id_number", "phone")
+                    else None
+                )
+                view.masked.append(name)
+            else:
+                view.fields[name] = plain[name]
+        assignments = doc.get("assignments", {})
+        view.assignments = {
+            "social_worker_ids": list(assignments.get("social_worker_ids", [])),
+            "grid_worker_ids": list(assignments.get("grid_worker_ids", [])),
+        }
+        if assignments.get("team") is not None and not juvenile_masked:
+            view.assignments["team"] = await self._codec.open(
+                "subjects", subject_id, "team", assignments["team"]
+            )
+        return view
+
+    # --- create -------------------------------------------------------------------------------
+
+    def _today(self) -> dt.date:
+        return self._clock.now().astimezone(LOCAL_TZ).date()
+
+    async def _validated(self, ctx: AuditContext, data: SubjectInput) -> dict[str, Any]:
+        name = normalise_name(data.name)
+        if not 1 <= len(name) <= 50:
+            raise InvalidInput(
+                "The name must be 1 to 50 characters.",
+                details=[{"field": "name", "type": "invalid"}],
+            )
+        if data.gender not in ("male", "female"):
+            raise InvalidInput("Gender is male or female.", details=[{"field": "gender"}])
+        today = self._today()
+        if data.birth_date > today:
+            raise InvalidInput(
+                "The birth date is in the future.", details=[{"field": "birth_date"}]
+            )
+        id_number = check_id_number(
+            data.id_type, data.id_number, data.birth_date, data.gender, today
+        )
+        phone = check_phone(data.phone)
+        address = " ".join(data.address.split())
+        if not 2 <= len(address) <= 200:
+            raise InvalidInput(
+                "The address must be 2 to 200 characters.", details=[{"field": "address"}]
+            )
+        org = await self._orgs.get(data.org_id)
+        if not ctx.identity.reaches(org.path):
+            raise NotFound("No such organisation.")
+        if org.kind not in SUBJECT_ORG_KINDS:
+            raise InvalidInput(
+                "A case file belongs to a station, community or grid.",
+                details=[{"field": "org_id"}],
+            )
+        return {
+            "name": name,
+            "id_number": id_number,
+            "phone": phone,
+            "gender": data.gender,
+            "birth_date": data.birth_date.isoformat(),
+            "address": address,
+            "id_type": str(data.id_type),
+            "org": org,
+        }
+
+    async def _blind_indexes(self, values: dict[str, Any]) -> dict[str, str]:
+        return {
+            "id_number": await self._codec.blind_index(
+                "id_number", normalise_id_number(values["id_number"])
+            ),
+            "phone": await self._codec.blind_index("phone", normalise_phone(values["phone"])),
+            "name": await self._codec.blind_index("name", normalise_name(values["name"])),
+        }
+
+    async def _refuse_duplicate(
+        self, ctx: AuditContext, existing: dict[str, Any], id_index: str
+    ) -> Conflict:
+        existing_id = str(existing["_id"])
+        if self._reaches(ctx.identity, "subjects.read", existing):
+            await self._audit.record(
+                ctx,
+                "subjects.create",
+                resource="subject",
+                resource_id=existing_id,
+                subject_id=existing_id,
+                outcome="refused:exists",
+            )
+            return Conflict(
+                "A case file for this person exists.", code="exists", details={"id": existing_id}
+            )
+        await self._audit.record(
+            ctx,
+            "subjects.create",
+            resource="subject",
+            resource_id=existing_id,
+            subject_id=existing_id,
+            outcome="refused:exists_elsewhere",
+            details={"bi_id_number": id_index},
+        )
+        county = await self._orgs.ancestor(existing["org_path"], OrgKind.COUNTY)
+        owner = county.id if county else str(existing["org_id"])
+        await self._alerts.raise_alert(
+            kind="duplicate_intake_elsewhere",
+            org_id=owner,
+            org_path=county.path if county else existing["org_path"],
+            subject_id=existing_id,
+            details={"requested_by": ctx.identity.user_id, "requesting_org": ctx.identity.org_id},
+        )
+        return Conflict(
+            "A case file for this person exists in another jurisdiction.", code="exists_elsewhere"
+        )
+
+    async def create(self, ctx: AuditContext, data: SubjectInput) -> SubjectView:
+        values = await self._validated(ctx, data)
+        org = values.pop("org")
+        indexes = await self._blind_indexes(values)
+        existing = await self._subjects.find_one({"bi.id_number": indexes["id_number"]})
+        if existing is not None:
+            raise await self._refuse_duplicate(ctx, existing, indexes["id_number"])
+        subject_id = ObjectId()
+        sid = str(subject_id)
+        enc = {
+            name: await self._codec.seal(sid, None, "subjects", sid, name, values[name])
+            for name in SEALED_FIELDS
+        }
+        now = self._clock.now()
+        doc = {
+            "_id": subject_id,
+            "org_id": ObjectId(org.id),
+            "org_path": list(org.path),
+            "id_type": values["id_type"],
+            "status": SubjectStatus.ACTIVE,
+            "populations": [],
+            "juvenile": age_on(dt.date.fromisoformat(values["birth_date"]), self._today())
+            < ADULT_AGE,
+            "enc": enc,
+            "bi": indexes,
+            "assignments": {"social_worker_ids": [], "grid_worker_ids": [], "team": None},
+            "photo_id": None,
+            "created_at": now,
+            "updated_at": now,
+            "created_by": ctx.identity.user_id,
+            "version": 1,
+        }
+        async with self._audit.change(
+            ctx, "subjects.create", resource="subject", resource_id=sid, subject_id=sid
+        ):
+            try:
+                await self._subjects.insert_one(doc)
+            except DuplicateKeyError:
+                # A concurrent intake of the same person won the race.
+                existing = await self._subjects.find_one({"bi.id_number": indexes["id_number"]})
+                if existing is None:
+                    raise
+                raise await self._refuse_duplicate(ctx, existing, indexes["id_number"]) from None
+        # The creator may not reach it (a social worker is not yet assigned): answer in full.
+        return await self._view(
+            Identity(
+                user_id=ctx.identity.user_id,
+                role=ctx.identity.role,
+                org_id=ctx.identity.org_id,
+                org_path=ctx.identity.org_path,
+            ),
+            doc,
+        )
+
+    # --- read, update, assign ---------------------------------------------------------------
+
+    async def read(self, ctx: AuditContext, subject_id: str) -> SubjectView:
+        doc, grant = await self._load(ctx, subject_id, "subjects.read", allow_grant=True)
+        access = "break_glass" if grant else "scope"
+        view = await self._view(ctx.identity, doc, access)
+        await self._audit.record(
+            ctx,
+            "subjects.read",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            reason=grant["reason"] if grant else None,
+            details={"access": access, "masked": view.masked},
+        )
+        return view
+
+    async def update(
+        self, ctx: AuditContext, subject_id: str, version: int, changes: dict[str, Any]
+    ) -> SubjectView:
+        doc, _ = await self._load(ctx, subject_id, "subjects.update")
+        if doc.get("status") == SubjectStatus.SHREDDED:
+            raise Conflict("The case file was erased.", code="shredded")
+        current = await self._codec.open_fields("subjects", subject_id, doc["enc"])
+        merged = {
+            **current,
+            "id_type": doc["id_type"],
+            "org_id": str(doc["org_id"]),
+            **{k: v for k, v in changes.items() if v is not None},
+        }
+        data = SubjectInput(
+            name=merged["name"],
+            id_type=IdType(merged["id_type"]),
+            id_number=merged["id_number"],
+            phone=merged["phone"],
+            gender=merged["gender"],
+            birth_date=merged["birth_date"]
+            if isinstance(merged["birth_date"], dt.date)
+            else dt.date.fromisoformat(merged["birth_date"]),
+            address=merged["address"],
+            org_id=merged["org_id"],
+        )
+        values = await self._validated(ctx, data)
+        org = values.pop("org")
+        indexes = await self._blind_indexes(values)
+        if indexes["id_number"] != doc["bi"].get("id_number"):
+            clash = await self._subjects.find_one(
+                {"bi.id_number": indexes["id_number"], "_id": {"$ne": doc["_id"]}}
+            )
+            if clash is not None:
+                raise await self._refuse_duplicate(ctx, clash, indexes["id_number"])
+        key_id = doc.get("dek_id")
+        enc = {
+            name: await self._codec.seal(
+                subject_id, key_id, "subjects", subject_id, name, values[name]
+            )
+            for name in SEALED_FIELDS
+        }
+        changed = sorted(k for k in SEALED_FIELDS if values[k] != current.get(k))
+        if str(org.id) != str(doc["org_id"]):
+            changed.append("org_id")
+        async with self._audit.change(
+            ctx,
+            "subjects.update",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"fields": changed},
+        ):
+            updated = await self._subjects.find_one_and_update(
+                {"_id": doc["_id"], "version": version},
+                {
+                    "$set": {
+                        "enc": enc,
+                        "bi": indexes,
+                        "id_type": values["id_type"],
+                        "org_id": ObjectId(org.id),
+                        "org_path": list(org.path),
+                        "juvenile": age_on(
+                            dt.date.fromisoformat(values["birth_date"]), self._today()
+                        )
+                        < ADULT_AGE,
+                        "updated_at": self._clock.now(),
+                    },
+                    "$inc": {"version": 1},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+            if updated is None:
+                raise Conflict(
+                    "The case file changed since you read it.",
+                    code="stale_version",
+                    details={"current_version": int(doc.get("version", 1))},
+                )
+        return await self._view(ctx.identity, updated)
+
+    async def set_assignments(
+        self,
+        ctx: AuditContext,
+        subject_id: str,
+        social_worker_ids: list[str],
+        grid_worker_ids: list[str],
+        team: list[dict[str, Any]],
+        staff_lookup: Any,
+    ) -> SubjectView:
+        doc, _ = await self._load(ctx, subject_id, "subjects.assign")
+        for field_name, ids, roles in (
+            ("social_worker_ids", social_worker_ids, {Role.SOCIAL_WORKER}),
+            ("grid_worker_ids", grid_worker_ids, {Role.GRID_WORKER}),
+        ):
+            for staff_id in ids:
+                member = await staff_lookup(staff_id)
+                if (
+                    member is None
+                    or member.get("disabled")
+                    or member["role"] not in roles
+                    or not ctx.identity.reaches(member["org_path"])
+                ):
+                    raise InvalidInput(
+                        "Assign active workers of the right role in your scope.",
+                        details=[{"field": field_name, "value": staff_id}],
+                    )
+        if team:
+            plain = await self._codec.open_fields(
+                "subjects", subject_id, {"gender": doc["enc"]["gender"]}
+            )
+            # 社区矫正法 Art. 25: a female subject's 矫正小组 includes a woman.
+            if plain["gender"] == "female" and not any(m.get("gender") == "female" for m in team):
+                raise InvalidInput(
+                    "A woman's correction team must include a woman.",
+                    details=[{"field": "team", "type": "female_member_required"}],
+                )
+        sealed_team = (
+            await self._codec.seal(
+                subject_id, doc.get("dek_id"), "subjects", subject_id, "team", team
+            )
+            if team
+            else None
+        )
+        async with self._audit.change(
+            ctx,
+            "subjects.assign",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={
+                "social_worker_ids": social_worker_ids,
+                "grid_worker_ids": grid_worker_ids,
+                "team_size": len(team),
+            },
+        ):
+            updated = await self._subjects.find_one_and_update(
+                {"_id": doc["_id"]},
+                {
+                    "$set": {
+                        "assignments": {
+                            "social_worker_ids": list(dict.fromkeys(social_worker_ids)),
+                            "grid_worker_ids": list(dict.fromkeys(grid_worker_ids)),
+                            "team": sealed_team,
+                        },
+                        "updated_at": self._clock.now(),
+                    },
+                    "$inc": {"version": 1},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+        return await self._view(ctx.identity, updated)
+
+    # --- notes --------------------------------------------------------------------------------
+
+    async def add_note(self, ctx: AuditContext, subject_id: str, text: str) -> dict[str, Any]:
+        doc, _ = await self._load(ctx, subject_id, "subjects.notes")
+        text = text.strip()
+        if not 1 <= len(text) <= 5000:
+            raise InvalidInput("A note is 1 to 5000 characters.", details=[{"field": "text"}])
+        note_id = ObjectId()
+        nid = str(note_id)
+        sealed = await self._codec.seal(
+            subject_id, doc.get("dek_id"), "subject_notes", nid, "text", text
+        )
+        note = {
+            "_id": note_id,
+            "subject_id": subject_id,
+            "author_id": ctx.identity.user_id,
+            "at": self._clock.now(),
+            "text": sealed,
+        }
+        async with self._audit.change(
+            ctx, "subjects.note", resource="note", resource_id=nid, subject_id=subject_id
+        ):
+            await self._notes.insert_one(note)
+        return {"id": nid, "at": note["at"], "author_id": note["author_id"]}
+
+    async def notes(self, ctx: AuditContext, subject_id: str, limit: int = 100) -> list[dict]:
+        await self._load(ctx, subject_id, "subjects.notes")
+        items = []
+        async for note in (
+            self._notes.find({"subject_id": subject_id}).sort("at", DESCENDING).limit(limit)
+        ):
+            nid = str(note["_id"])
+            try:
+                text = await self._codec.open("subject_notes", nid, "text", note["text"])
+            except Shredded:
+                text = None
+            items.append(
+                {"id": nid, "at": note["at"], "author_id": note["author_id"], "text": text}
+            )
+        await self._audit.record(
+            ctx,
+            "subjects.notes.read",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"count": len(items)},
+        )
+        return items
+
+    # --- search and lists ---------------------------------------------------------------------
+
+    async def search(
+        self,
+        ctx: AuditContext,
+        *,
+        id_number: str | None,
+        phone: str | None,
+        name: str | None,
+        population: str | None,
+        status: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page:
+        scope = self._scope_filter(ctx.identity, "subjects.search")
+        if scope is None:
+            raise Forbidden()
+        query: dict[str, Any] = dict(scope)
+        indexes: dict[str, str] = {}
+        if id_number:
+            indexes["id_number"] = await self._codec.blind_index(
+                "id_number", normalise_id_number(id_number)
+            )
+        if phone:
+            indexes["phone"] = await self._codec.blind_index("phone", normalise_phone(phone))
+        if name:
+            indexes["name"] = await self._codec.blind_index("name", normalise_name(name))
+        for kind, value in indexes.items():
+            query[f"bi.{kind}"] = value
+        page = await self._page(ctx, query, population, status, cursor, limit)
+        # The audit names the blind-index values searched for, never the identifiers.
+        await self._audit.record(
+            ctx,
+            "subjects.search",
+            resource="subject",
+            details={"bi": indexes, "found": len(page.items)},
+        )
+        return page
+
+    async def list(
+        self,
+        ctx: AuditContext,
+        *,
+        population: str | None,
+        status: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page:
+        scope = self._scope_filter(ctx.identity, "subjects.read")
+        if scope is None:
+            raise Forbidden()
+        page = await self._page(ctx, dict(scope), population, status, cursor, limit)
+        await self._audit.record(
+            ctx, "subjects.list", resource="subject", details={"found": len(page.items)}
+        )
+        return page
+
+    async def _page(
+        self,
+        ctx: AuditContext,
+        query: dict[str, Any],
+        population: str | None,
+        status: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page:
+        if population:
+            query["populations"] = population
+        if status:
+            query["status"] = status
+        if cursor:
+            query["_id"] = {"$gt": parse_id(cursor, "cursor")}
+        docs = [d async for d in self._subjects.find(query).sort("_id", ASCENDING).limit(limit + 1)]
+        items = []
+        for doc in docs[:limit]:
+            try:
+                items.append(await self._view(ctx.identity, doc))
+            except IntegrityError:
+                continue  # logged by the codec; one bad record does not hide the rest
+        next_cursor = str(docs[limit - 1]["_id"]) if len(docs) > limit else None
+        return Page(items=items, next_cursor=next_cursor)
+
+    # --- break-glass, access log ----------------------------------------------------------------
+
+    async def break_glass(self, ctx: AuditContext, subject_id: str, reason: str) -> dict[str, Any]:
+        """Open an out-of-scope file for 3 hours with a stated reason; audited and alerted."""
+        reason = " ".join(reason.split())
+        if len(reason) < 10:
+            raise InvalidInput(
+                "State the reason in at least 10 characters.", details=[{"field": "reason"}]
+            )
+        doc = await self._subjects.find_one({"_id": parse_id(subject_id, "case file")})
+        if doc is None:
+            raise NotFound("No such case file.")
+        if self._reaches(ctx.identity, "subjects.read", doc):
+            raise Conflict("This case file is already in your scope.", code="in_scope")
+        now = self._clock.now()
+        grant = {
+            "_id": ObjectId(),
+            "staff_id": ctx.identity.user_id,
+            "subject_id": subject_id,
+            "reason": reason,
+            "granted_at": now,
+            "expires_at": now + BREAK_GLASS_FOR,
+        }
+        async with self._audit.change(
+            ctx,
+            "subjects.break_glass",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            reason=reason,
+        ):
+            await self._grants.insert_one(grant)
+        caller_county = await self._orgs.ancestor(ctx.identity.org_path, OrgKind.COUNTY)
+        owner_county = await self._orgs.ancestor(doc["org_path"], OrgKind.COUNTY)
+        for county in {c.id: c for c in (caller_county, owner_county) if c}.values():
+            await self._alerts.raise_alert(
+                kind="break_glass",
+                org_id=county.id,
+                org_path=county.path,
+                subject_id=subject_id,
+                details={"staff_id": ctx.identity.user_id},
+            )
+        return {"subject_id": subject_id, "expires_at": grant["expires_at"]}
+
+    async def access_log(self, ctx: AuditContext, subject_id: str) -> list[dict[str, Any]]:
+        doc = await self._subjects.find_one({"_id": parse_id(subject_id, "case file")})
+        if (
+            doc is None
+            or not (ctx.identity.role == Role.AUDIT_ADMIN or ctx.identity.reaches(doc["org_path"]))
+            or not ctx.identity.reaches(doc["org_path"])
+        ):
+            raise NotFound("No such case file.")
+        entries = await self._audit.entries_for_subject(subject_id)
+        await self._audit.record(
+            ctx,
+            "subjects.access_log",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+        )
+        return [
+            {
+                "at": e["at"],
+                "actor_id": e.get("actor_id"),
+                "role": e.get("role"),
+                "action": e["action"],
+                "outcome": e.get("outcome"),
+                "reason": e.get("reason"),
+                "request_id": e.get("request_id"),
+            }
+            for e in entries
+        ]
+
+    # --- keys: shredding and rotation --------------------------------------------------------
+
+    async def shred(self, ctx: AuditContext, subject_id: str) -> None:
+        """Crypto-shredding (PIPL Art. 19): destroy the data keys, delete the blind indexes."""
+        oid = parse_id(subject_id, "case file")
+        if await self._subjects.find_one({"_id": oid}, {"_id": 1}) is None:
+            raise NotFound("No such case file.")
+        async with self._audit.change(
+            ctx, "subjects.shred", resource="subject", resource_id=subject_id, subject_id=subject_id
+        ):
+            await self._vault.destroy_subject_keys(subject_id)
+            await self._subjects.update_one(
+                {"_id": oid},
+                {
+                    "$set": {
+                        "status": SubjectStatus.SHREDDED,
+                        "enc": {},
+                        "assignments.team": None,
+                        "shredded_at": self._clock.now(),
+                    },
+                    "$unset": {"bi": ""},
+                    "$inc": {"version": 1},
+                },
+            )
+
+    async def rotate_data_key(self, ctx: AuditContext, subject_id: str) -> str:
+        """Re-encrypt one subject's fields and notes under a new data key; destroy the old."""
+        oid = parse_id(subject_id, "case file")
+        doc = await self._subjects.find_one({"_id": oid})
+        if doc is None or doc.get("status") == SubjectStatus.SHREDDED:
+            raise NotFound("No such case file.")
+        old_key_id = doc.get("dek_id") or f"dek:{subject_id}"
+        new_key = await self._vault.new_data_key(subject_id)
+        async with self._audit.change(
+            ctx,
+            "subjects.rotate_key",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"from": old_key_id, "to": new_key.key_id},
+        ):
+            plain = await self._codec.open_fields("subjects", subject_id, doc["enc"])
+            enc = {
+                name: await self._codec.seal(
+                    subject_id, new_key.key_id, "subjects", subject_id, name, value
+                )
+                for name, value in plain.items()
+            }
+            team = doc.get("assignments", {}).get("team")
+            update: dict[str, Any] = {"enc": enc, "dek_id": new_key.key_id}
+            if team is not None:
+                team_plain = await self._codec.open("subjects", subject_id, "team", team)
+                update["assignments.team"] = await self._codec.seal(
+                    subject_id, new_key.key_id, "subjects", subject_id, "team", team_plain
+                )
+            async for note in self._notes.find({"subject_id": subject_id}):
+                nid = str(note["_id"])
+                text = await self._codec.open("subject_notes", nid, "text", note["text"])
+                await self._notes.update_one(
+                    {"_id": note["_id"]},
+                    {
+                        "$set": {
+                            "text": await self._codec.seal(
+                                subject_id, new_key.key_id, "subject_notes", nid, "text", text
+                            )
+                        }
+                    },
+                )
+            await self._subjects.update_one({"_id": oid}, {"$set": update})
+            await self._vault.destroy(old_key_id)
+        return new_key.key_id
+
+    # --- bulk import -----------------------------------------------------------------------
+
+    async def import_csv(self, ctx: AuditContext, text: str) -> list[str]:
+        """Create every case file in a CSV file, or none; bad rows are reported by line."""
+        text = text.removeprefix("\ufeff")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = [h.strip() for h in reader.fieldnames or []]
+        missing = [c for c in IMPORT_COLUMNS if c not in header]
+        if missing:
+            raise InvalidInput(
+                "The header row must name " + ", ".join(IMPORT_COLUMNS) + ".",
+                details=[{"line": 1, "field": c, "message": "missing column"} for c in missing],
+                code="bad_rows",
+            )
+        reader.fieldnames = header
+        problems: list[dict[str, Any]] = []
+        prepared: list[tuple[int, dict[str, Any]]] = []
+        seen: dict[str, int] = {}
+        orgs_by_code: dict[str, str | None] = {}
+        for row in reader:
+            line = reader.line_num
+            if len(prepared) + len(problems) >= MAX_IMPORT_ROWS:
+                raise InvalidInput(
+                    f"A file may hold at most {MAX_IMPORT_ROWS} case files.", code="too_many_rows"
+                )
+            if None in row:
+                problems.append(
+                    {"line": line, "field": "(row)", "message": "more fields than the header"}
+                )
+                continue
+            if not any((v or "").strip() for v in row.values()):
+                continue
+            code = (row["org_code"] or "").strip()
+            if code not in orgs_by_code:
+                org = await self._orgs.by_code(code)
+                orgs_by_code[code] = org.id if org else None
+            if orgs_by_code[code] is None:
+                problems.append(
+                    {"line": line, "field": "org_code", "message": "no such organisation"}
+                )
+                continue
+            try:
+                data = SubjectInput(
+                    name=row["name"] or "",
+                    id_type=IdType((row["id_type"] or "resident").strip()),
+                    id_number=row["id_number"] or "",
+                    phone=row["phone"] or "",
+                    gender=(row["gender"] or "").strip(),
+                    birth_date=dt.date.fromisoformat((row["birth_date"] or "").strip()),
+                    address=row["address"] or "",
+                    org_id=orgs_by_code[code] or "",
+                )
+            except ValueError as exc:
+                field_name = "id_type" if "IdType" in str(exc) else "birth_date"
+                problems.append({"line": line, "field": field_name, "message": "invalid value"})
+                continue
+            try:
+                values = await self._validated(ctx, data)
+            except (InvalidInput, NotFound) as exc:
+                detail = (exc.details or [{"field": "org_code"}])[0]
+                problems.append(
+                    {
+                        "line": line,
+                        "field": detail.get("field", "(row)"),
+                        "message": detail.get("message", exc.message),
+                    }
+                )
+                continue
+            if values["id_number"] in seen:
+                problems.append(
+                    {
+                        "line": line,
+                        "field": "id_number",
+                        "message": f"repeats line {seen[values['id_number']]}",
+                    }
+                )
+                continue
+            seen[values["id_number"]] = line
+            prepared.append((line, values))
+        indexed = []
+        for line, values in prepared:
+            indexes = await self._blind_indexes(values)
+            if await self._subjects.find_one({"bi.id_number": indexes["id_number"]}, {"_id": 1}):
+                problems.append(
+                    {
+                        "line": line,
+                        "field": "id_number",
+                        "message": "a case file for this person exists",
+                    }
+                )
+            indexed.append((values, indexes))
+        if problems:
+            raise InvalidInput(
+                f"The file has {len(problems)} bad row(s); nothing was imported.",
+                details=sorted(problems, key=lambda p: p["line"]),
+                code="bad_rows",
+            )
+        if not indexed:
+            raise InvalidInput("The file holds no case files.", code="bad_rows")
+        docs = []
+        now = self._clock.now()
+        for values, indexes in indexed:
+            oid = ObjectId()
+            sid = str(oid)
+            org = values["org"]
+            docs.append(
+                {
+                    "_id": oid,
+                    "org_id": ObjectId(org.id),
+                    "org_path": list(org.path),
+                    "id_type": values["id_type"],
+                    "status": SubjectStatus.ACTIVE,
+                    "populations": [],
+                    "juvenile": age_on(dt.date.fromisoformat(values["birth_date"]), self._today())
+                    < ADULT_AGE,
+                    "enc": {
+                        name: await self._codec.seal(sid, None, "subjects", sid, name, values[name])
+                        for name in SEALED_FIELDS
+                    },
+                    "bi": indexes,
+                    "assignments": {"social_worker_ids": [], "grid_worker_ids": [], "team": None},
+                    "photo_id": None,
+                    "created_at": now,
+                    "updated_at": now,
+                    "created_by": ctx.identity.user_id,
+                    "version": 1,
+                }
+            )
+        async with (
+            self._audit.change(
+                ctx, "subjects.import", resource="subject", details={"count": len(docs)}
+            ),
+            self._store.transaction() as session,
+        ):
+            try:
+                await self._subjects.insert_many(docs, ordered=True, session=session)
+            except DuplicateKeyError:
+                raise Conflict(
+                    "A person in the file was registered meanwhile; nothing was imported.",
+                    code="exists",
+                ) from None
+        return [str(d["_id"]) for d in docs]
+
+
+def _assigned_ids(doc: dict[str, Any]) -> set[str]:
+    assignments = doc.get("assignments", {})
+    return {*assignments.get("social_worker_ids", []), *assignments.get("grid_worker_ids", [])}
+
+
+def _matches(query: dict[str, Any], doc: dict[str, Any]) -> bool:
+    """Evaluate the small scope filters of `_scope_filter` against a loaded document."""
+    for key, expected in query.items():
+        if key == "$or":
+            if not any(_matches(option, doc) for option in expected):
+                return False
+            continue
+        value: Any = doc
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, list):
+            if expected not in value:
+                return False
+        elif value != expected:
+            return False
+    return True

@@ -1,0 +1,52 @@
+"""`python -m server audit verify`: walk every audit chain and the exported checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from models.audit import SIGNING_KEY_ID, read_exported_checkpoints, verify_audit
+from models.clock import SystemClock
+from models.crypto import public_key
+from models.keys import KeyShredded
+from server.app import collection_specs, connect_store, open_vault, wait_for_database
+from server.config import Config
+
+
+def add_audit_commands(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="audit_command", required=True)
+    verify = commands.add_parser(
+        "verify", help="detect edited, deleted, reordered or truncated entries and missing chains"
+    )
+    verify.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=None,
+        help="the exported checkpoint file (default: ANBANG_AUDIT_EXPORT)",
+    )
+
+
+async def run_audit(config: Config, args: argparse.Namespace) -> int:
+    store = connect_store(config)
+    try:
+        await wait_for_database(store, config.db_wait_seconds)
+        await store.ensure_indexes(collection_specs())
+        vault = await open_vault(config, store, SystemClock())
+        try:
+            signing = await vault.get(SIGNING_KEY_ID)
+            verify_key: bytes | None = public_key(vault.suite, signing)
+        except KeyShredded:
+            verify_key = None  # no checkpoint was ever signed
+        path = args.checkpoints or config.audit_export
+        checkpoints = read_exported_checkpoints(path)
+        report = await verify_audit(store, vault.suite, verify_key, checkpoints)
+    finally:
+        await store.close()
+    if report.ok:
+        print(
+            f"audit log intact: {report.chains} chain(s), {report.entries} entries, "
+            f"{len(checkpoints)} checkpoint(s) from {path}"
+        )
+        return 0
+    print(f"AUDIT LOG BROKEN: {report.problem}")
+    return 1

@@ -1,0 +1,489 @@
+"""The real command line as separate processes: the database, `dev`, `serve` and `jobs`.
+
+Every process runs on free loopback ports with its state under the test's temporary directory,
+has a timeout, and is killed (with everything it started) when the test ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import http.client
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+from tornado.netutil import bind_sockets
+
+from server.config import VARIABLES
+from server.serving import serve_sockets
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- helpers: ports, environment, processes ------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {seconds:.0f} s")
+        time.sleep(0.05)
+
+
+def environment(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """The test process's environment without any setting of ours; state under `tmp_path`."""
+    ours = {v.name for v in VARIABLES}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ours and not name.startswith(("ANBANG_", "WECHAT_"))
+    }
+    var = tmp_path / "var"
+    env.update(
+        ANBANG_VAR_DIR=str(var),
+        ANBANG_DB_PATH=str(var / "db"),
+        ANBANG_MASTER_KEY_FILE=str(var / "keys" / "master.key"),
+        ANBANG_DB_PORT=str(free_port()),
+        ANBANG_PORT=str(free_port()),
+        ANBANG_WECHAT_PORT=str(free_port()),
+        ANBANG_DB_WAIT="20",
+        ANBANG_SHUTDOWN_GRACE="5",
+        ANBANG_DEMO="0",
+    )
+    env.update(overrides)
+    return env
+
+
+@dataclass(frozen=True)
+class ProcessId:
+    """A process as the kernel knows it: its pid and start time, so a reused pid is not it."""
+
+    pid: int
+    started: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessId | None:
+        stat = _stat(pid)
+        return None if stat is None else cls(pid, int(stat[19]))
+
+    @property
+    def alive(self) -> bool:
+        stat = _stat(self.pid)
+        # A zombie has exited; it only waits for a parent to collect its status.
+        return stat is not None and int(stat[19]) == self.started and stat[0] != "Z"
+
+    @property
+    def command(self) -> str:
+        try:
+            raw = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except OSError:
+            return ""
+        return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from the state field on (the command name may contain spaces)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def descendants(pid: int) -> list[ProcessId]:
+    found: list[ProcessId] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            ident = ProcessId.of(int(child))
+            if ident is not None:
+                found.append(ident)
+                found.extend(descendants(ident.pid))
+    return found
+
+
+class Launched:
+    """`python -m server <args>` with its output in a file; killed with its descendants at exit."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.log_path = log
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "server", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.pid = self.process.pid
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, seconds: float) -> int:
+        try:
+            return self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"`{' '.join(self.process.args[3:])}` still running after {seconds:.0f} s:\n"
+                + self.output
+            ) from None
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def kill_everything(self) -> None:
+        left = [p for p in descendants(self.pid) if p.alive]
+        if self.running():
+            self.process.kill()
+        for ident in left:
+            if ident.alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(ident.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def launched(args: list[str], env: dict[str, str], log: Path) -> Iterator[Launched]:
+    process = Launched(args, env, log)
+    try:
+        yield process
+    finally:
+        process.kill_everything()
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def wait_for_ready(process: Launched, port: int, seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.running(), f"exited with {process.process.returncode}:\n{process.output}"
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, body = get(port, "/readyz")
+            if status == 200:
+                return json.loads(body)  # type: ignore[no-any-return]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/readyz not 200 within {seconds:.0f} s:\n{process.output}")
+        time.sleep(0.1)
+
+
+def start_dev(tmp_path: Path, stack: contextlib.ExitStack) -> tuple[Launched, dict[str, str]]:
+    """`python -m server dev`, fully started (API ready, jobs holding the lease)."""
+    env = environment(tmp_path, ANBANG_DEMO="1")
+    dev = stack.enter_context(launched(["dev"], env, tmp_path / "dev.log"))
+    ready = wait_for_ready(dev, int(env["ANBANG_PORT"]), 60)
+    assert ready == {"status": "ready", "checks": {"database": True, "keys": True}}
+    wait_until(lambda: '"msg": "jobs ready"' in dev.output, 30, "the jobs process starting")
+    return dev, env
+
+
+def role(ident: ProcessId) -> str:
+    match = re.search(r"-m server (\S+)", ident.command)
+    return match.group(1) if match else ident.command
+
+
+# --- the embedded database ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_database_keeps_data_across_a_restart(tmp_path):
+    env = environment(tmp_path)
+    port = int(env["ANBANG_DB_PORT"])
+    uri = f"mongodb://127.0.0.1:{port}/?retryWrites=false"
+
+    with launched(["db"], env, tmp_path / "db-1.log") as db:
+        wait_until(lambda: port_open(port) or not db.running(), 30, "the database listening")
+        assert db.running(), db.output
+        with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+            client.anbang.kept.insert_one({"_id": "case-1", "note": "survives a restart"})
+        db.process.send_signal(signal.SIGTERM)
+        assert db.wait(20) == 0, db.output
+        assert "embedded database stopped" in db.output
+    assert not port_open(port)
+    assert any((tmp_path / "var" / "db").iterdir()), "no data in ANBANG_DB_PATH"
+
+    with launched(["db"], env, tmp_path / "db-2.log") as db:
+        wait_until(lambda: port_open(port) or not db.running(), 30, "the database listening")
+        assert db.running(), db.output
+        with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+            found = client.anbang.kept.find_one({"_id": "case-1"})
+        assert found == {"_id": "case-1", "note": "survives a restart"}
+        db.process.send_signal(signal.SIGTERM)
+        assert db.wait(20) == 0, db.output
+
+
+# --- `dev`: everything on one machine, and nothing left behind -----------------------------------
+
+
+@pytest.mark.slow
+def test_dev_serves_and_sigterm_stops_every_child(tmp_path):
+    with contextlib.ExitStack() as stack:
+        dev, env = start_dev(tmp_path, stack)
+        children = descendants(dev.pid)
+        assert sorted(role(c) for c in children) == ["db", "jobs", "serve", "wechat-standin"]
+
+        dev.process.send_signal(signal.SIGTERM)
+        assert dev.wait(40) == 0, dev.output
+        left = [f"{c.pid} {c.command}" for c in children if c.alive]
+        assert left == [], dev.output
+        for name in ("ANBANG_DB_PORT", "ANBANG_PORT", "ANBANG_WECHAT_PORT"):
+            assert not port_open(int(env[name])), f"{name} still open"
+        # Stopped in order and cleanly, not killed after the grace period.
+        assert "embedded database stopped" in dev.output
+        assert "did not stop" not in dev.output
+
+
+@pytest.mark.slow
+def test_dev_killed_outright_leaves_no_process_behind(tmp_path):
+    with contextlib.ExitStack() as stack:
+        dev, env = start_dev(tmp_path, stack)
+        children = descendants(dev.pid)
+        assert sorted(role(c) for c in children) == ["db", "jobs", "serve", "wechat-standin"]
+
+        dev.process.kill()
+        assert dev.wait(10) == -signal.SIGKILL
+        wait_until(
+            lambda: not any(c.alive for c in children),
+            15,
+            "every child exiting after its parent was killed: "
+            + ", ".join(f"{c.pid} {role(c)}" for c in children if c.alive),
+        )
+        wait_until(lambda: not port_open(int(env["ANBANG_DB_PORT"])), 5, "the db port closing")
+        assert not port_open(int(env["ANBANG_PORT"]))
+        assert not port_open(int(env["ANBANG_WECHAT_PORT"]))
+
+
+@pytest.mark.slow
+def test_dev_refuses_to_start_when_the_database_port_is_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = environment(tmp_path, ANBANG_DB_PORT=str(taken.getsockname()[1]))
+        with launched(["dev"], env, tmp_path / "dev.log") as dev:
+            code = dev.wait(30)
+            assert code != 0
+            assert "already in use" in dev.output
+            assert "ANBANG_DB_PORT" in dev.output
+
+
+# --- `serve`: graceful shutdown, in this process ----------------------------------------------
+# A subprocess cannot be given a slow handler, so the API runs here through serve_sockets, the
+# function `python -m server serve` runs, and the in-flight request is a client that has sent its
+# headers but not yet all of its body (a slow upload).
+
+BODY = b'{"slow": "upload"}'
+REQUEST_HEAD = (
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n"
+)
+
+
+async def _refuses_connections(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return True
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return False
+
+
+async def _serving(port: int, task: asyncio.Task) -> None:
+    async with asyncio.timeout(20):
+        while True:
+            assert not task.done(), task
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await writer.wait_closed()
+                return
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def serving_api(config):
+    """serve_sockets on a free port; its SIGTERM handler is removed again afterwards."""
+    loop = asyncio.get_running_loop()
+    sockets = bind_sockets(0, "127.0.0.1")
+    port = sockets[0].getsockname()[1]
+    task = asyncio.create_task(serve_sockets(config, sockets))
+    try:
+        await _serving(port, task)
+        yield port, task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        for sock in sockets:
+            sock.close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+    return head, await reader.readexactly(length)
+
+
+async def test_serve_finishes_an_in_flight_request_on_sigterm(store, config):
+    config = dataclasses.replace(config, shutdown_grace_seconds=10)
+    async with serving_api(config) as (port, task):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(REQUEST_HEAD + BODY[:5])
+            await writer.drain()
+            await asyncio.sleep(0.3)  # the server has the headers and waits for the rest
+
+            os.kill(os.getpid(), signal.SIGTERM)
+            async with asyncio.timeout(5):
+                while True:
+                    if await _refuses_connections(port):
+                        break
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            assert not task.done(), "serve stopped before the in-flight request finished"
+
+            writer.write(BODY[5:])
+            await writer.drain()
+            async with asyncio.timeout(5):
+                head, body = await _read_response(reader)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert json.loads(body) == {"status": "ok"}
+            await asyncio.wait_for(task, 10)
+        finally:
+            writer.close()
+
+
+async def test_serve_stops_after_the_grace_period_when_a_request_never_ends(store, config, caplog):
+    config = dataclasses.replace(config, shutdown_grace_seconds=1)
+    async with serving_api(config) as (port, task):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(REQUEST_HEAD + BODY[:5])  # and never the rest
+            await writer.drain()
+            await asyncio.sleep(0.3)
+
+            started = time.monotonic()
+            with caplog.at_level(logging.WARNING, logger="anbang.server"):
+                os.kill(os.getpid(), signal.SIGTERM)
+                await asyncio.wait_for(task, 10)
+            waited = time.monotonic() - started
+            assert 0.9 <= waited < 5, waited
+            assert any(
+                r.getMessage() == "requests still running at shutdown" for r in caplog.records
+            )
+            # The stuck connection was closed, not left hanging.
+            async with asyncio.timeout(5):
+                assert await reader.read() == b""
+        finally:
+            writer.close()
+
+
+# --- `jobs` on the command line ------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_jobs_list_names_the_sweeps(tmp_path):
+    answer = run_cli("jobs", "list", env=environment(tmp_path))
+    assert answer.returncode == 0, answer.stderr
+    lines = answer.stdout.splitlines()
+    assert any(line.startswith("audit_checkpoint\t") for line in lines), lines
+    for line in lines:
+        assert re.fullmatch(r"[a-z0-9_-]+\tevery \d+ s\t\S.*", line), line
+
+
+def test_jobs_run_once_with_an_unknown_sweep_exits_2_naming_it(tmp_path, database_uri):
+    env = environment(tmp_path, MONGODB_URI=database_uri, ANBANG_DB_NAME="run_once_unknown")
+    answer = run_cli("jobs", "run-once", "nosuch", env=env)
+    assert answer.returncode == 2
+    said = answer.stdout + answer.stderr
+    assert "no sweep named 'nosuch'" in said
+    assert "known sweeps" in said
+    assert "Traceback" not in said
+
+
+def test_jobs_run_once_reports_an_unknown_sweep_on_stderr(tmp_path, database_uri):
+    # stdout carries the JSON results for scripts; a refusal belongs on stderr like every other
+    # error of the command line.
+    env = environment(tmp_path, MONGODB_URI=database_uri, ANBANG_DB_NAME="run_once_unknown")
+    answer = run_cli("jobs", "run-once", "nosuch", env=env)
+    assert answer.returncode == 2
+    assert "no sweep named 'nosuch'" in answer.stderr
+    assert answer.stdout == ""
+
+
+def test_jobs_run_once_all_prints_the_results_as_json(tmp_path, database_uri):
+    env = environment(tmp_path, MONGODB_URI=database_uri, ANBANG_DB_NAME="run_once_all")
+    answer = run_cli("jobs", "run-once", "all", "--now", "2026-11-24T08:00:00+08:00", env=env)
+    assert answer.returncode == 0, answer.stderr
+    results = json.loads(answer.stdout)
+    assert isinstance(results, list)
+    assert all("sweep" in result for result in results)
+
+
+def test_jobs_run_once_refuses_a_time_without_offset(tmp_path, database_uri):
+    env = environment(tmp_path, MONGODB_URI=database_uri, ANBANG_DB_NAME="run_once_naive")
+    answer = run_cli("jobs", "run-once", "all", "--now", "2026-11-24T08:00:00", env=env)
+    assert answer.returncode != 0
+    assert "--now" in answer.stderr
+    assert "Traceback" not in answer.stderr
+    assert answer.stdout == ""
