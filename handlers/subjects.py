@@ -6,8 +6,11 @@ import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from tornado.ioloop import IOLoop
 
 from handlers.base import BaseHandler, RequestError, endpoint
+from models.attachments import AttachmentWriter
+from models.errors import DomainError
 from models.identity_numbers import IdType
 from models.subjects import SubjectInput, SubjectView
 
@@ -353,6 +356,104 @@ class SubjectImportHandler(BaseHandler):
         self.respond(ImportOut(imported=len(ids), ids=ids), status=201)
 
 
+class PhotoOut(BaseModel):
+    attachment_id: str
+    content_type: str
+    size: int
+
+
+# Recognised by content, never by the name or header a client claims.
+IMAGE_SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
+
+
+class SubjectPhotoHandler(BaseHandler):
+    """The subject's photo: encrypted while it streams in, decrypted while it streams out."""
+
+    access = {"PUT": "subjects.photo", "GET": "subjects.read"}
+    max_body_bytes = 5 << 20
+
+    async def prepare(self) -> None:
+        self._writer: AttachmentWriter | None = None
+        self._head = b""
+        self._refusal: RequestError | None = None
+        await super().prepare()
+        if self.request.method != "PUT":
+            return
+        declared = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        if declared not in IMAGE_SIGNATURES.values():
+            raise RequestError(415, "unsupported_media_type", "Send a JPEG or PNG image.")
+        self._writer = await self.ctx.subjects.begin_photo(
+            self.audit_context, self.path_kwargs["subject_id"], declared, self.body_limit
+        )
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._writer is None:
+            super().data_received(chunk)
+            return
+        if self._refusal is not None:
+            return
+        if len(self._head) < 8:
+            self._head += chunk[: 8 - len(self._head)]
+            if len(self._head) >= 8 and not any(
+                self._head.startswith(sig) and kind == self._writer.content_type
+                for sig, kind in IMAGE_SIGNATURES.items()
+            ):
+                self._refusal = RequestError(
+                    415, "unsupported_media_type", "The file is not the image it claims to be."
+                )
+                return
+        try:
+            await self._writer.write(chunk)
+        except ValueError:
+            self._refusal = RequestError(
+                413, "body_too_large", "The photo is too large.", {"limit": self.body_limit}
+            )
+
+    def on_connection_close(self) -> None:
+        if self._writer is not None:
+            IOLoop.current().add_callback(self._writer.abort)
+
+    @endpoint(
+        "Store the subject's photo (JPEG or PNG body, at most 5 MiB), encrypted",
+        response=PhotoOut,
+        status=201,
+        errors=(404, 413, 415),
+        tags=("case files",),
+    )
+    async def put(self, subject_id: str) -> None:
+        assert self._writer is not None
+        if self._refusal is None and len(self._head) < 8:
+            self._refusal = RequestError(415, "unsupported_media_type", "Send a JPEG or PNG image.")
+        if self._refusal is not None:
+            await self._writer.abort()
+            raise self._refusal
+        info = await self.ctx.subjects.finish_photo(self.audit_context, self._writer)
+        self._writer = None
+        self.respond(
+            PhotoOut(attachment_id=info.id, content_type=info.content_type, size=info.size),
+            status=201,
+        )
+
+    @endpoint("The subject's photo, streamed", errors=(404,), tags=("case files",))
+    async def get(self, subject_id: str) -> None:
+        info, chunks = await self.ctx.subjects.photo(self.audit_context, subject_id)
+        self.set_header("Content-Type", info.content_type)
+        try:
+            async for chunk in chunks:
+                self.write(chunk)
+                await self.flush()
+        except DomainError:
+            if not self._headers_written:
+                raise
+            # Part of the file was sent before a later record failed its check: cut the
+            # connection so the client sees a broken transfer, never a complete-looking file.
+            self.request.connection.close()  # type: ignore[union-attr]
+            self._finished = True
+            self.on_finish()
+            return
+        self.finish()
+
+
 def _id(name: str) -> str:
     return f"(?P<{name}>[^/]+)"
 
@@ -366,4 +467,5 @@ routes = [
     (rf"/api/v1/subjects/{_id('subject_id')}/notes", NotesHandler),
     (rf"/api/v1/subjects/{_id('subject_id')}/break-glass", BreakGlassHandler),
     (rf"/api/v1/subjects/{_id('subject_id')}/access-log", AccessLogHandler),
+    (rf"/api/v1/subjects/{_id('subject_id')}/photo", SubjectPhotoHandler),
 ]

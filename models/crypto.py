@@ -136,6 +136,15 @@ def seal_value(suite: Suite, key_id: str, key: bytes, value: Any, aad: bytes) ->
     return Sealed(suite, key_id, nonce, body).to_bytes()
 
 
+def seal_bytes(suite: Suite, key_id: str, key: bytes, data: bytes, aad: bytes) -> bytes:
+    nonce, body = aead_encrypt(suite, key, data, aad)
+    return Sealed(suite, key_id, nonce, body).to_bytes()
+
+
+def open_bytes(sealed: Sealed, key: bytes, aad: bytes) -> bytes:
+    return aead_decrypt(sealed.suite, key, sealed.nonce, sealed.body, aad)
+
+
 def open_value(sealed: Sealed, key: bytes, aad: bytes) -> Any:
     plaintext = aead_decrypt(sealed.suite, key, sealed.nonce, sealed.body, aad)
     return json.loads(plaintext.decode("utf-8"))

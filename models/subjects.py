@@ -13,6 +13,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from models.alerts import AlertService
+from models.attachments import AttachmentInfo, AttachmentService, AttachmentWriter
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec, IntegrityError, Shredded
@@ -140,6 +141,7 @@ class SubjectService:
         orgs: OrgService,
         alerts: AlertService,
         policy: Policy,
+        attachments: AttachmentService,
     ):
         self._subjects = store.collection(SUBJECTS)
         self._notes = store.collection(NOTES)
@@ -152,11 +154,14 @@ class SubjectService:
         self._orgs = orgs
         self._alerts = alerts
         self._policy = policy
+        self._attachments = attachments
 
     # --- scope ------------------------------------------------------------------------------
 
     def _scope_filter(self, identity: Identity, action: str) -> dict[str, Any] | None:
         """The query that selects what `identity` may reach for `action`; None: nothing."""
+        if identity.unscoped:
+            return {}  # the command line and the bootstrap
         if not identity.authenticated or not self._policy.allows(identity, action):
             return None
         scope = self._policy.scope(identity, action)
@@ -584,6 +589,47 @@ class SubjectService:
                 return_document=ReturnDocument.AFTER,
             )
         return await self._view(ctx.identity, updated)
+
+    # --- photo --------------------------------------------------------------------------------
+
+    async def begin_photo(self, ctx: AuditContext, subject_id: str, content_type: str,
+                          max_bytes: int) -> AttachmentWriter:
+        """A writer that encrypts the photo as it streams in; `finish_photo` files it."""
+        doc, _ = await self._load(ctx, subject_id, "subjects.photo")
+        if doc.get("status") == SubjectStatus.SHREDDED:
+            raise Conflict("The case file was erased.", code="shredded")
+        return self._attachments.writer(subject_id, doc.get("dek_id"), content_type, max_bytes)
+
+    async def finish_photo(self, ctx: AuditContext, writer: AttachmentWriter) -> AttachmentInfo:
+        subject_id = writer.subject_id
+        async with self._audit.change(ctx, "subjects.photo", resource="attachment",
+                                      resource_id=writer.id, subject_id=subject_id,
+                                      details={"bytes": writer.size}):
+            info = await writer.finish()
+            previous = await self._subjects.find_one_and_update(
+                {"_id": ObjectId(subject_id)},
+                {"$set": {"photo_id": info.id, "updated_at": self._clock.now()}},
+            )
+        if previous and previous.get("photo_id"):
+            await self._attachments.delete(previous["photo_id"])
+        return info
+
+    async def photo(self, ctx: AuditContext, subject_id: str) -> tuple[AttachmentInfo, Any]:
+        """The photo's description and its plaintext stream, when the caller may see it."""
+        doc, grant = await self._load(ctx, subject_id, "subjects.read", allow_grant=True)
+        role = Role(ctx.identity.role) if ctx.identity.role in Role.__members__.values() else None
+        sees_identity = role is not None and "id_number" in VISIBLE_FIELDS.get(role, frozenset())
+        juvenile_hidden = doc.get("juvenile") and ctx.identity.user_id not in _assigned_ids(doc)
+        photo_id = doc.get("photo_id")
+        if not sees_identity or juvenile_hidden or not photo_id:
+            raise NotFound("No photo.")
+        info = await self._attachments.info(photo_id)
+        if info is None:
+            raise NotFound("No photo.")
+        await self._audit.record(ctx, "subjects.photo.read", resource="attachment",
+                                 resource_id=photo_id, subject_id=subject_id,
+                                 reason=grant["reason"] if grant else None)
+        return info, self._attachments.read(photo_id)
 
     # --- notes --------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from handlers import admin, alerts, auth, ops, subjects
 from handlers.base import AppContext, NotFoundHandler, log_request
 from handlers.openapi import build_openapi
 from models.alerts import AlertService
+from models.attachments import AttachmentService
 from models.audit import AuditContext, AuditService
 from models.auth import AuthService
 from models.bindings import BindingCodeService
@@ -59,6 +60,7 @@ def collection_specs() -> list[CollectionSpec]:
         *KeyVault.collections,
         *AlertService.collections,
         *SubjectService.collections,
+        *AttachmentService.collections,
     ]
 
 
@@ -170,7 +172,15 @@ def build_services(
     )
     alerts_service = AlertService(store, clock, audit)
     subjects_service = SubjectService(
-        store, clock, audit, FieldCodec(vault), vault, orgs, alerts_service, policy
+        store,
+        clock,
+        audit,
+        FieldCodec(vault),
+        vault,
+        orgs,
+        alerts_service,
+        policy,
+        AttachmentService(store, vault),
     )
     return Services(
         audit=audit,
