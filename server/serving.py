@@ -11,6 +11,7 @@ from tornado.netutil import bind_sockets
 
 from server.app import build_api
 from server.config import Config
+from server.logs import configure
 from server.processes import run_forked, stop_event_on_signals
 
 log = logging.getLogger("anbang.server")
@@ -57,7 +58,9 @@ def serve(config: Config, processes: int | None = None) -> int:
 
     # Sockets are bound before the fork so workers share the port; everything else (the
     # database client above all) is built after it, in each worker.
-    def worker(_index: int) -> int:
+    def worker(index: int) -> int:
+        # The log writer thread does not survive a fork: each worker starts its own.
+        configure(config.log_level, f"serve-{index}")
         asyncio.run(serve_sockets(config, sockets))
         return 0
 
