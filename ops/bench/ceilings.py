@@ -7,8 +7,10 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ops.bench.apiserver import running_api
+from ops.bench.casefile import measure_casefile
 from ops.bench.dbinsert import InsertSpec, measure_inserts
 from ops.bench.loadgen import LoadSpec, drive
 from ops.bench.measure import BenchError, Run
@@ -35,6 +37,8 @@ class Ceilings:
     """
 
     runs: dict[str, Run] = field(default_factory=dict)
+    # Encryption and audit costs (ops.bench.casefile), per suite.
+    casefile: dict[str, Any] = field(default_factory=dict)
 
     def ratios(self) -> dict[str, float]:
         healthz = self.runs["healthz_keep_alive"].rate
@@ -123,6 +127,7 @@ def run_ceilings(options: CeilingOptions) -> Ceilings:
             )
             ceilings.runs["insert_one_sequential"] = _check(sequential)
             ceilings.runs["insert_one_concurrent"] = _check(concurrent)
+            ceilings.casefile = measure_casefile(uri)
         finally:
             database.stop()
     return ceilings

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ops.bench.casefile import casefile_table
 from ops.bench.ceilings import CeilingOptions, Ceilings
 from ops.bench.measure import Run
 
@@ -49,6 +50,8 @@ def table(ceilings: Ceilings) -> str:
         f"{ratios['healthz_per_insert_concurrent']:.2f}",
     ]
     lines += [f"note: {note}" for note in caveats(ceilings)]
+    if ceilings.casefile:
+        lines += ["", casefile_table(ceilings.casefile)]
     return "\n".join(lines)
 
 
@@ -101,6 +104,7 @@ def document(ceilings: Ceilings, options: CeilingOptions) -> dict[str, Any]:
         "settings": asdict(options),
         "results": {key: run.as_dict() for key, run in ceilings.runs.items()},
         "ratios": ceilings.ratios(),
+        "casefile": ceilings.casefile,
         "caveats": caveats(ceilings),
     }
 
