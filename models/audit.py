@@ -50,6 +50,8 @@ def entry_id(chain_id: str, seq: int) -> str:
 def chain_range(chain_id: str) -> dict[str, Any]:
     """The _id range of one chain's entries (":" sorts just before ";")."""
     return {"_id": {"$gt": f"{chain_id}:", "$lt": f"{chain_id};"}}
+
+
 AUDIT_CHAINS = CollectionSpec("audit_chains")
 AUDIT_CHECKPOINTS = CollectionSpec("audit_checkpoints", (IndexModel([("at", DESCENDING)]),))
 

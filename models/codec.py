@@ -13,6 +13,8 @@ from models.keys import KeyShredded, KeyVault
 
 log = logging.getLogger("anbang.crypto")
 
+SECRETS_KEY_ID = "secrets"
+
 
 class IntegrityError(DomainError):
     """A stored ciphertext failed authentication: tampered with, or moved from elsewhere."""
@@ -46,6 +48,14 @@ class FieldCodec:
         key = await self._vault.data_key(subject_id, key_id)
         aad = field_aad(collection, document_id, field)
         return Binary(seal_value(key.suite, key.key_id, key.key, value, aad))
+
+    async def seal_secret(
+        self, collection: str, document_id: str, field: str, value: Any
+    ) -> Binary:
+        """Seal a system secret (a TOTP seed, a session key) under the vault's secrets key."""
+        key = await self._vault.get_or_create(SECRETS_KEY_ID, "secret")
+        aad = field_aad(collection, document_id, field)
+        return Binary(seal_value(self._vault.suite, SECRETS_KEY_ID, key, value, aad))
 
     async def open(self, collection: str, document_id: str, field: str, blob: bytes) -> Any:
         try:

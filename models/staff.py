@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from models import totp
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
+from models.codec import FieldCodec
 from models.errors import Conflict, InvalidInput, NotFound
 from models.orgs import Org, OrgKind, OrgService, parse_id
 from models.passwords import PasswordHasher, check_password_policy
@@ -117,6 +118,7 @@ class StaffService:
         orgs: OrgService,
         sessions: SessionService,
         hasher: PasswordHasher,
+        codec: FieldCodec,
     ):
         self._store = store
         self._staff = store.collection(STAFF)
@@ -125,6 +127,7 @@ class StaffService:
         self._orgs = orgs
         self._sessions = sessions
         self._hasher = hasher
+        self._codec = codec
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -397,25 +400,29 @@ class StaffService:
         if doc.get("totp_secret"):
             raise Conflict("A second factor is already enrolled.", code="already_enrolled")
         secret = totp.new_secret()
-        await self._staff.update_one({"_id": doc["_id"]}, {"$set": {"totp_pending_secret": secret}})
+        sealed = await self._codec.seal_secret("staff", str(doc["_id"]), "totp_pending", secret)
+        await self._staff.update_one({"_id": doc["_id"]}, {"$set": {"totp_pending_secret": sealed}})
         return secret, totp.provisioning_uri(secret, doc["username"])
 
     async def confirm_totp(self, ctx: AuditContext, code: str) -> None:
         doc = await self.get_doc(ctx.identity.user_id or "")
-        pending = doc.get("totp_pending_secret")
-        if doc.get("totp_secret") or not pending:
+        sealed_pending = doc.get("totp_pending_secret")
+        if doc.get("totp_secret") or not sealed_pending:
             raise Conflict("No enrolment is in progress.", code="no_enrolment")
+        staff_id = str(doc["_id"])
+        pending = await self._codec.open("staff", staff_id, "totp_pending", sealed_pending)
         step = totp.matching_step(pending, code, self._clock.now())
         if step is None:
             raise InvalidInput("The code is wrong.", details=[{"field": "code"}], code="wrong_code")
+        sealed = await self._codec.seal_secret("staff", staff_id, "totp_secret", pending)
         async with self._audit.change(
-            ctx, "staff.totp_enrol", resource="staff", resource_id=str(doc["_id"])
+            ctx, "staff.totp_enrol", resource="staff", resource_id=staff_id
         ):
             await self._staff.update_one(
-                {"_id": doc["_id"], "totp_pending_secret": pending},
+                {"_id": doc["_id"], "totp_pending_secret": sealed_pending},
                 {
                     "$set": {
-                        "totp_secret": pending,
+                        "totp_secret": sealed,
                         "totp_pending_secret": None,
                         "totp_last_step": step,
                     }
@@ -424,9 +431,10 @@ class StaffService:
 
     async def consume_totp(self, doc: dict[str, Any], code: str | None) -> bool:
         """Whether `code` is valid for the account and unused: each step's code works once."""
-        secret = doc.get("totp_secret")
-        if not secret or not code:
+        sealed = doc.get("totp_secret")
+        if not sealed or not code:
             return False
+        secret = await self._codec.open("staff", str(doc["_id"]), "totp_secret", sealed)
         step = totp.matching_step(secret, code, self._clock.now())
         if step is None:
             return False

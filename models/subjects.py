@@ -592,8 +592,9 @@ class SubjectService:
 
     # --- photo --------------------------------------------------------------------------------
 
-    async def begin_photo(self, ctx: AuditContext, subject_id: str, content_type: str,
-                          max_bytes: int) -> AttachmentWriter:
+    async def begin_photo(
+        self, ctx: AuditContext, subject_id: str, content_type: str, max_bytes: int
+    ) -> AttachmentWriter:
         """A writer that encrypts the photo as it streams in; `finish_photo` files it."""
         doc, _ = await self._load(ctx, subject_id, "subjects.photo")
         if doc.get("status") == SubjectStatus.SHREDDED:
@@ -602,9 +603,14 @@ class SubjectService:
 
     async def finish_photo(self, ctx: AuditContext, writer: AttachmentWriter) -> AttachmentInfo:
         subject_id = writer.subject_id
-        async with self._audit.change(ctx, "subjects.photo", resource="attachment",
-                                      resource_id=writer.id, subject_id=subject_id,
-                                      details={"bytes": writer.size}):
+        async with self._audit.change(
+            ctx,
+            "subjects.photo",
+            resource="attachment",
+            resource_id=writer.id,
+            subject_id=subject_id,
+            details={"bytes": writer.size},
+        ):
             info = await writer.finish()
             previous = await self._subjects.find_one_and_update(
                 {"_id": ObjectId(subject_id)},
@@ -626,9 +632,14 @@ class SubjectService:
         info = await self._attachments.info(photo_id)
         if info is None:
             raise NotFound("No photo.")
-        await self._audit.record(ctx, "subjects.photo.read", resource="attachment",
-                                 resource_id=photo_id, subject_id=subject_id,
-                                 reason=grant["reason"] if grant else None)
+        await self._audit.record(
+            ctx,
+            "subjects.photo.read",
+            resource="attachment",
+            resource_id=photo_id,
+            subject_id=subject_id,
+            reason=grant["reason"] if grant else None,
+        )
         return info, self._attachments.read(photo_id)
 
     # --- notes --------------------------------------------------------------------------------

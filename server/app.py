@@ -166,7 +166,8 @@ def build_services(
     audit = AuditService(store, clock, vault.suite, process_role)
     orgs = OrgService(store, clock, audit)
     sessions = SessionService(store, clock)
-    staff = StaffService(store, clock, audit, orgs, sessions, hasher)
+    codec = FieldCodec(vault)
+    staff = StaffService(store, clock, audit, orgs, sessions, hasher, codec)
     auth_service = AuthService(
         staff, sessions, ThrottleService(store, clock), audit, hasher, config.require_totp
     )
@@ -175,7 +176,7 @@ def build_services(
         store,
         clock,
         audit,
-        FieldCodec(vault),
+        codec,
         vault,
         orgs,
         alerts_service,

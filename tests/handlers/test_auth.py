@@ -331,3 +331,11 @@ def test_default_limits_are_the_documented_ones():
         dt.timedelta(minutes=15),
     )
     assert (rules.attempts_per_address, rules.address_window) == (30, dt.timedelta(minutes=1))
+
+
+async def test_the_totp_secret_rests_encrypted(fetch, officer, clock, store):
+    token = (await login(fetch, officer.username, officer.password)).json["token"]
+    secret = await enrol(fetch, clock, token)
+    doc = await store.database["staff"].find_one({"username": officer.username})
+    assert secret not in repr(doc)
+    assert secret.encode() not in bytes(doc["totp_secret"])
