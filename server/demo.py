@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
 
 from models.clock import SystemClock
+from models.errors import Conflict
+from models.identity_numbers import IdType, gb11643_check_digit
 from models.orgs import Org, OrgKind
 from models.policy import Role
 from models.staff import temporary_password
+from models.subjects import SubjectInput
 from server.app import (
     SYSTEM,
     Services,
@@ -91,9 +95,84 @@ async def seed_demo(config: Config) -> dict[str, Any]:
             created.append((username, name, role, password))
         if created:
             _write_logins(config.var_dir / "demo-logins.txt", created)
-        return {"orgs": len(nodes), "staff_created": len(created)}
+        subjects = await _ensure_subjects(services, nodes)
+        return {"orgs": len(nodes), "staff_created": len(created), "subjects_created": subjects}
     finally:
         await store.close()
+
+
+# Invented people (the ID numbers are valid in form only); the populations arrive with programs.
+DEMO_SUBJECTS = [
+    # (name, gender, birth date, sequence, phone, address, org code, social worker)
+    (
+        "陈国强",
+        "male",
+        dt.date(1985, 4, 12),
+        "131",
+        "13905770001",
+        "五马街道解放北路12号",
+        "demo-330302001",
+        "wuma.social",
+    ),
+    (
+        "林秀英",
+        "female",
+        dt.date(1972, 9, 3),
+        "242",
+        "13905770002",
+        "五马街道公园路5号",
+        "demo-330302001",
+        "wuma.social",
+    ),
+    (
+        "黄志明",
+        "male",
+        dt.date(1999, 1, 25),
+        "357",
+        "13905770003",
+        "南汇街道锦江路88号",
+        "demo-330302002",
+        "nanhui.social",
+    ),
+    (
+        "吴小军",
+        "male",
+        dt.date(2010, 6, 1),
+        "463",
+        "13905770004",
+        "五马街道信河街3号",
+        "demo-330302001001",
+        "wuma.social",
+    ),
+]
+
+
+async def _ensure_subjects(services: Services, nodes: dict[str, Org]) -> int:
+    created = 0
+    for name, gender, born, seq, phone, address, org_code, worker in DEMO_SUBJECTS:
+        first17 = f"330302{born:%Y%m%d}{seq}"
+        try:
+            view = await services.subjects.create(
+                SYSTEM,
+                SubjectInput(
+                    name=name,
+                    id_type=IdType.RESIDENT,
+                    id_number=first17 + gb11643_check_digit(first17),
+                    phone=phone,
+                    gender=gender,
+                    birth_date=born,
+                    address=address,
+                    org_id=nodes[org_code].id,
+                ),
+            )
+        except Conflict:
+            continue  # seeded by an earlier start
+        worker_id = await services.staff.id_for_username(worker)
+        await services.subjects.set_assignments(
+            SYSTEM, view.id, [worker_id], [], [], services.staff.lookup
+        )
+        created += 1
+    return created
 
 
 def _write_logins(path: Path, created: list[tuple[str, str, Role, str]]) -> None:

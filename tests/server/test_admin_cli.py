@@ -13,7 +13,7 @@ import pytest
 from models.clock import SystemClock
 from models.passwords import TEST_COST
 from server.app import bootstrap_admin, build_services, open_vault
-from server.demo import DEMO_STAFF, seed_demo
+from server.demo import DEMO_STAFF, DEMO_SUBJECTS, seed_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,7 +142,8 @@ async def test_demo_seed_is_idempotent_and_writes_logins(store, config):
     first = await seed_demo(config)
     again = await seed_demo(config)
     assert first["staff_created"] == len(DEMO_STAFF)
-    assert again == {"orgs": first["orgs"], "staff_created": 0}
+    assert first["subjects_created"] == len(DEMO_SUBJECTS)
+    assert again == {"orgs": first["orgs"], "staff_created": 0, "subjects_created": 0}
     logins = config.var_dir / "demo-logins.txt"
     assert logins.stat().st_mode & 0o777 == 0o600
     lines = logins.read_text(encoding="utf-8").splitlines()
