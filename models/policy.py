@@ -154,6 +154,14 @@ VISIBLE_FIELDS: dict[Role, frozenset[str]] = {
 }
 
 
+def visible_fields(identity: Identity) -> frozenset[str]:
+    """The identity fields of a case file `identity`'s role may see."""
+    try:
+        return VISIBLE_FIELDS.get(Role(identity.role or ""), frozenset())
+    except ValueError:
+        return frozenset()
+
+
 class Policy:
     """Deny by default: an action is allowed only when its rule names the caller's role."""
 
