@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import tornado.web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
 from handlers.messages import message_for, validation_message
 from models.alerts import AlertService
@@ -36,6 +36,8 @@ from models.errors import (
 from models.health import ReadinessService
 from models.orgs import OrgService
 from models.policy import ANONYMOUS, PUBLIC, RESTRICTION_ALLOWS, Identity, Policy
+from models.programs import ProgramService
+from models.rules import RulesService
 from models.staff import StaffService
 from models.store import as_unavailable
 from models.subjects import SubjectService
@@ -118,6 +120,8 @@ class AppContext:
     bindings: BindingCodeService
     subjects: SubjectService
     alerts: AlertService
+    programs: ProgramService
+    rules: RulesService
     in_flight: InFlight = field(default_factory=InFlight)
     max_body_bytes: int = 1 << 20
     # The OpenAPI document is generated from the route table once, lazily, by handlers.openapi.
@@ -363,21 +367,28 @@ class BaseHandler(tornado.web.RequestHandler):
                     "The request body is not valid JSON.",
                     {"reason": str(malformed[0].get("ctx", {}).get("error", "malformed"))},
                 ) from None
-            if any(e.get("type") == "model_type" and not e.get("loc") for e in errors):
+            if any(
+                e.get("type") in ("model_type", "dict_type") and not e.get("loc") for e in errors
+            ):
                 raise RequestError(
                     422, "validation_failed", "The request body must be a JSON object."
                 ) from None
+            # A discriminated union (RootModel) puts the chosen tag first in each error's
+            # path: the caller named that with `type` and wants the field itself.
+            tagged = issubclass(model, RootModel)
             raise RequestError(
                 422,
                 "validation_failed",
                 "The request body is not valid.",
-                [self._field_error(error) for error in errors],
+                [self._field_error(error, tagged) for error in errors],
             ) from None
 
-    def _field_error(self, error: Mapping[str, Any]) -> dict[str, Any]:
-        loc = error.get("loc", ())
-        path = ".".join(str(part) for part in loc) or "(body)"
+    def _field_error(self, error: Mapping[str, Any], tagged: bool = False) -> dict[str, Any]:
+        loc = tuple(error.get("loc", ()))
         kind = str(error.get("type", "invalid"))
+        if tagged:
+            loc = ("type",) if kind.startswith("union_tag") else loc[1:]
+        path = ".".join(str(part) for part in loc) or "(body)"
         if self.audience == "mp":
             message = validation_message(kind, error.get("ctx"))
         else:

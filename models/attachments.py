@@ -18,7 +18,7 @@ from gridfs import AsyncGridFSBucket, NoFile
 
 from models.codec import IntegrityError, Shredded
 from models.crypto import CryptoError, Sealed, open_bytes, seal_bytes
-from models.keys import KeyShredded, KeyVault
+from models.keys import KeyShredded, KeyUnknown, KeyVault
 from models.store import CollectionSpec, Store
 
 ATTACHMENT_FILES = CollectionSpec("attachments.files")
@@ -160,7 +160,7 @@ class AttachmentService:
                 plaintext = open_bytes(sealed, await self._vault.get(sealed.key_id), aad)
             except KeyShredded:
                 raise Shredded() from None
-            except CryptoError:
+            except (CryptoError, KeyUnknown):
                 raise IntegrityError() from None
             yield plaintext
             index += 1

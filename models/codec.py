@@ -9,7 +9,7 @@ from bson import Binary
 
 from models.crypto import CryptoError, Sealed, field_aad, keyed_hash, open_value, seal_value
 from models.errors import DomainError
-from models.keys import KeyShredded, KeyVault
+from models.keys import KeyShredded, KeyUnknown, KeyVault
 
 log = logging.getLogger("anbang.crypto")
 
@@ -64,7 +64,7 @@ class FieldCodec:
             return open_value(sealed, key, field_aad(collection, document_id, field))
         except KeyShredded:
             raise Shredded() from None
-        except CryptoError:
+        except (CryptoError, KeyUnknown):
             # Logged by place only: never the value, which may be someone's data.
             log.error(
                 "ciphertext failed authentication",

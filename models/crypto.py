@@ -96,18 +96,32 @@ def digest(suite: Suite, message: bytes) -> str:
     return h.finalize().hex()
 
 
+def _header(suite: Suite, key_id: str) -> bytes:
+    kid = key_id.encode("ascii")
+    if len(kid) > 255:
+        raise ValueError("key id too long")
+    return bytes([FORMAT_VERSION, suite.code, len(kid)]) + kid
+
+
 @dataclass(frozen=True)
 class Sealed:
-    """A parsed ciphertext: version, suite, key id, nonce and the sealed bytes."""
+    """A parsed ciphertext: version, suite, key id, nonce and the sealed bytes.
+
+    The header (version, suite, key id) is authenticated with the ciphertext: it is prepended to
+    the associated data, so a changed header fails like a changed body.
+    """
 
     suite: Suite
     key_id: str
     nonce: bytes
     body: bytes
 
+    @property
+    def header(self) -> bytes:
+        return _header(self.suite, self.key_id)
+
     def to_bytes(self) -> bytes:
-        kid = self.key_id.encode("ascii")
-        return bytes([FORMAT_VERSION, self.suite.code, len(kid)]) + kid + self.nonce + self.body
+        return self.header + self.nonce + self.body
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Sealed:
@@ -117,9 +131,13 @@ class Sealed:
         kid_end = 3 + raw[2]
         if len(raw) < kid_end + NONCE_BYTES + TAG_BYTES:
             raise CryptoError("ciphertext too short")
+        try:
+            key_id = raw[3:kid_end].decode("ascii")
+        except UnicodeDecodeError:
+            raise CryptoError("malformed key id") from None
         return cls(
             suite=suite,
-            key_id=raw[3:kid_end].decode("ascii"),
+            key_id=key_id,
             nonce=raw[kid_end : kid_end + NONCE_BYTES],
             body=raw[kid_end + NONCE_BYTES :],
         )
@@ -130,24 +148,23 @@ def field_aad(collection: str, document_id: str, field: str) -> bytes:
     return f"anbang/v1\x00{collection}\x00{document_id}\x00{field}".encode()
 
 
-def seal_value(suite: Suite, key_id: str, key: bytes, value: Any, aad: bytes) -> bytes:
-    plaintext = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    nonce, body = aead_encrypt(suite, key, plaintext, aad)
-    return Sealed(suite, key_id, nonce, body).to_bytes()
-
-
 def seal_bytes(suite: Suite, key_id: str, key: bytes, data: bytes, aad: bytes) -> bytes:
-    nonce, body = aead_encrypt(suite, key, data, aad)
-    return Sealed(suite, key_id, nonce, body).to_bytes()
+    header = _header(suite, key_id)
+    nonce, body = aead_encrypt(suite, key, data, header + aad)
+    return header + nonce + body
 
 
 def open_bytes(sealed: Sealed, key: bytes, aad: bytes) -> bytes:
-    return aead_decrypt(sealed.suite, key, sealed.nonce, sealed.body, aad)
+    return aead_decrypt(sealed.suite, key, sealed.nonce, sealed.body, sealed.header + aad)
+
+
+def seal_value(suite: Suite, key_id: str, key: bytes, value: Any, aad: bytes) -> bytes:
+    plaintext = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return seal_bytes(suite, key_id, key, plaintext, aad)
 
 
 def open_value(sealed: Sealed, key: bytes, aad: bytes) -> Any:
-    plaintext = aead_decrypt(sealed.suite, key, sealed.nonce, sealed.body, aad)
-    return json.loads(plaintext.decode("utf-8"))
+    return json.loads(open_bytes(sealed, key, aad).decode("utf-8"))
 
 
 # --- signatures (audit checkpoints) ----------------------------------------------------------
@@ -203,10 +220,11 @@ def verify_signature(suite: Suite, public: bytes, message: bytes, signature: byt
         return True
     from gmssl import sm2
 
-    verifier = sm2.CryptSM2(private_key="", public_key=public.decode("ascii"))
     try:
+        verifier = sm2.CryptSM2(private_key="", public_key=public.decode("ascii"))
         return bool(verifier.verify_with_sm3(signature.decode("ascii"), message))
     except Exception:
+        # gmssl raises all sorts on malformed input: any of them means "not a valid signature".
         return False
 
 

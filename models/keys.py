@@ -47,6 +47,10 @@ class KeyShredded(Exception):
     """The key was destroyed (crypto-shredding): what it protected is gone for good."""
 
 
+class KeyUnknown(Exception):
+    """No key was ever stored under this id: the ciphertext naming it was forged or damaged."""
+
+
 class MasterKeyProvider(Protocol):
     """The KEK port: a local key file today, a KMS or HSM behind the same three calls."""
 
@@ -290,7 +294,7 @@ class KeyVault:
             return cached
         doc = await self._vault.find_one({"_id": key_id})
         if doc is None:
-            raise KeyShredded(key_id)
+            raise KeyUnknown(key_id)
         return self._unwrap_doc(doc)
 
     def _unwrap_doc(self, doc: dict[str, Any]) -> bytes:

@@ -140,6 +140,33 @@ DEFAULT_TABLE: dict[str, Rule] = {
     # Break-glass: a county officer opens an out-of-scope file with a stated reason.
     "subjects.break_glass": Rule(_roles(Role.COUNTY_OFFICER), Scope.NONE),
     "alerts.read": Rule(_roles(CASE_ROLES), description="alerts in scope"),
+    # Programs: one per legal status, with the rules they enforce.
+    "programs.create": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.HEALTH_WORKER),
+        description="open a program (health workers: mental-health programs)",
+    ),
+    "programs.read": Rule(
+        _roles(CASE_ROLES),
+        narrower={
+            Role.SOCIAL_WORKER: Scope.ASSIGNED,
+            Role.HEALTH_WORKER: Scope.HEALTH,
+            Role.ASSISTANCE_COORDINATOR: Scope.REFERRED,
+        },
+        description="read programs (health details: health roles and assigned workers)",
+    ),
+    "programs.manage": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.HEALTH_WORKER),
+        narrower={Role.HEALTH_WORKER: Scope.HEALTH},
+        description="intake, lifecycle, supervision and risk levels",
+    ),
+    # The statutory rules: read by officers; overridden for a jurisdiction by its bureau.
+    "rules.read": Rule(
+        _roles(OFFICER_ROLES, Role.SYS_ADMIN), Scope.NONE, description="the effective rules"
+    ),
+    "rules.manage": Rule(
+        _roles(Role.CITY_OFFICER, Role.COUNTY_OFFICER, Role.SYS_ADMIN),
+        description="override rules for a jurisdiction in scope",
+    ),
 }
 
 

@@ -220,6 +220,17 @@ class SubjectService:
         )
         raise NotFound("No such case file.")
 
+    async def require(self, ctx: AuditContext, subject_id: str, action: str) -> dict[str, Any]:
+        """The case file's document when the caller may perform `action` on it; else 404."""
+        doc, _ = await self._load(ctx, subject_id, action)
+        return doc
+
+    async def set_populations(self, subject_id: str, populations: list[str]) -> None:
+        """Which programs are open for the person (kept by the program service)."""
+        await self._subjects.update_one(
+            {"_id": parse_id(subject_id, "case file")}, {"$set": {"populations": populations}}
+        )
+
     # --- views --------------------------------------------------------------------------------
 
     async def _view(

@@ -11,7 +11,7 @@ from typing import Any
 
 import tornado.web
 
-from handlers import admin, alerts, auth, ops, subjects
+from handlers import admin, alerts, auth, ops, programs, subjects
 from handlers.base import AppContext, NotFoundHandler, log_request
 from handlers.openapi import build_openapi
 from models.alerts import AlertService
@@ -29,11 +29,14 @@ from models.leases import LeaseService
 from models.orgs import OrgKind, OrgService
 from models.passwords import HashCost, PasswordHasher
 from models.policy import Identity, Policy
+from models.programs import ProgramService
+from models.rules import RuleBook, RulesService
 from models.sessions import SessionService
 from models.staff import StaffService
 from models.store import CollectionSpec, DatabaseSettings, Store
 from models.subjects import SubjectService
 from models.throttle import ThrottleService
+from models.workdays import WorkdayCalendar
 from server.config import Config
 
 log = logging.getLogger("anbang.server")
@@ -44,7 +47,14 @@ API_VERSION = "0.1.0"
 
 def all_routes() -> list[tuple[Any, ...]]:
     """Every route of the API process, gathered from each module's own route list."""
-    return [*ops.routes, *auth.routes, *admin.routes, *subjects.routes, *alerts.routes]
+    return [
+        *ops.routes,
+        *auth.routes,
+        *admin.routes,
+        *subjects.routes,
+        *programs.routes,
+        *alerts.routes,
+    ]
 
 
 def collection_specs() -> list[CollectionSpec]:
@@ -61,6 +71,8 @@ def collection_specs() -> list[CollectionSpec]:
         *AlertService.collections,
         *SubjectService.collections,
         *AttachmentService.collections,
+        *RulesService.collections,
+        *ProgramService.collections,
     ]
 
 
@@ -151,6 +163,8 @@ class Services:
     alerts: AlertService
     subjects: SubjectService
     policy: Policy
+    rules: RulesService
+    programs: ProgramService
 
 
 def build_services(
@@ -183,7 +197,13 @@ def build_services(
         policy,
         AttachmentService(store, vault),
     )
+    rules = RulesService(store, clock, audit, orgs, RuleBook.load())
+    program_service = ProgramService(
+        store, clock, audit, codec, subjects_service, rules, WorkdayCalendar.load()
+    )
     return Services(
+        rules=rules,
+        programs=program_service,
         audit=audit,
         orgs=orgs,
         staff=staff,
@@ -223,6 +243,8 @@ def assemble_api(
         bindings=services.bindings,
         subjects=services.subjects,
         alerts=services.alerts,
+        programs=services.programs,
+        rules=services.rules,
         max_body_bytes=config.max_body_bytes,
     )
     return ApiRuntime(

@@ -8,7 +8,7 @@ from pathlib import Path
 from models.audit import SIGNING_KEY_ID, read_exported_checkpoints, verify_audit
 from models.clock import SystemClock
 from models.crypto import public_key
-from models.keys import KeyShredded
+from models.keys import KeyShredded, KeyUnknown
 from server.app import collection_specs, connect_store, open_vault, wait_for_database
 from server.config import Config
 
@@ -35,7 +35,7 @@ async def run_audit(config: Config, args: argparse.Namespace) -> int:
         try:
             signing = await vault.get(SIGNING_KEY_ID)
             verify_key: bytes | None = public_key(vault.suite, signing)
-        except KeyShredded:
+        except (KeyShredded, KeyUnknown):
             verify_key = None  # no checkpoint was ever signed
         path = args.checkpoints or config.audit_export
         checkpoints = read_exported_checkpoints(path)

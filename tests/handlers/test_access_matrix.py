@@ -167,18 +167,53 @@ async def target_subject(env: Env, in_scope: bool) -> str:
         ),
     )
     if in_scope:
-        await services.subjects._subjects.update_one(
-            {"_id": ObjectId(view.id)},
-            {
-                "$set": {
-                    "assignments.social_worker_ids": [env.caller.id],
-                    "assignments.grid_worker_ids": [env.caller.id],
-                    "populations": ["mental_health"],
-                    "referred_to_org_ids": [env.caller.org.id],
-                }
-            },
-        )
+        await mark_in_scope(env, view.id)
     return view.id
+
+
+async def mark_in_scope(env: Env, subject_id: str) -> None:
+    await env.make_staff.services.subjects._subjects.update_one(
+        {"_id": ObjectId(subject_id)},
+        {
+            "$set": {
+                "assignments.social_worker_ids": [env.caller.id],
+                "assignments.grid_worker_ids": [env.caller.id],
+                "populations": ["mental_health", "community_corrections"],
+                "referred_to_org_ids": [env.caller.org.id],
+            }
+        },
+    )
+
+
+MENTAL_HEALTH = {
+    "type": "mental_health",
+    "start_date": "2026-01-05",
+    "diagnosis": "诊断",
+    "risk_level": 1,
+    "guardian": {"name": "家属", "phone": "13900000000", "relation": "母亲"},
+}
+CORRECTIONS = {
+    "type": "community_corrections",
+    "start_date": "2026-02-09",
+    "end_date": "2027-02-08",
+    "sentence_type": "probation",
+}
+
+
+def on_program(kind: dict[str, Any], suffix: str, body: Any = None) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        sid = await target_subject(env, in_scope)
+        program = await env.make_staff.services.programs.create(SYSTEM, sid, dict(kind))
+        if in_scope:
+            await mark_in_scope(env, sid)  # opening the program reset its populations
+        return Request(f"/api/v1/programs/{program.id}{suffix}", body)
+
+    return build
+
+
+async def own_jurisdiction(env: Env, in_scope: bool) -> Request:
+    code = env.caller.org.code if in_scope else env.tree.other_county.code
+    return Request(f"/api/v1/rules/{code}", {"rules": {}, "source": "matrix test"})
 
 
 def on_subject(suffix: str, body: Callable[[Env, bool], Any] | None = None) -> Builder:
@@ -303,6 +338,44 @@ CASES: dict[tuple[str, str], tuple[Builder, int | Callable[[Role], int], int | N
     ),
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/photo", "PUT"): (put_photo, 201, 404),
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/photo", "GET"): (with_photo, photo_visible, 404),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/programs", "POST"): (
+        on_subject("/programs", lambda env, _in: MENTAL_HEALTH),
+        201,
+        404,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/programs", "GET"): (on_subject("/programs"), 200, 404),
+    ("/api/v1/programs/(?P<program_id>[^/]+)", "GET"): (on_program(MENTAL_HEALTH, ""), 200, 404),
+    ("/api/v1/programs/(?P<program_id>[^/]+)/transition", "POST"): (
+        on_program(MENTAL_HEALTH, "/transition", {"to": "suspended", "reason": "住院治疗"}),
+        200,
+        404,
+    ),
+    ("/api/v1/programs/(?P<program_id>[^/]+)/intake", "POST"): (
+        on_program(CORRECTIONS, "/intake", {"date": "2026-02-20"}),
+        200,
+        404,
+    ),
+    ("/api/v1/programs/(?P<program_id>[^/]+)/supervision-level", "POST"): (
+        on_program(
+            CORRECTIONS,
+            "/supervision-level",
+            {"level": "normal", "from_date": "2026-06-01", "reason": "评估"},
+        ),
+        200,
+        404,
+    ),
+    ("/api/v1/programs/(?P<program_id>[^/]+)/risk", "POST"): (
+        on_program(MENTAL_HEALTH, "/risk", {"level": 2, "on": "2026-06-01", "reason": "随访"}),
+        200,
+        404,
+    ),
+    ("/api/v1/programs/(?P<program_id>[^/]+)/incidents", "POST"): (
+        on_program(MENTAL_HEALTH, "/incidents", {"on": "2026-06-01"}),
+        200,
+        404,
+    ),
+    ("/api/v1/rules/effective", "GET"): (plain("/api/v1/rules/effective"), 200, None),
+    ("/api/v1/rules/(?P<code>[^/]+)", "PUT"): (own_jurisdiction, 200, 404),
     ("/api/v1/alerts", "GET"): (plain("/api/v1/alerts"), 200, None),
     ("/api/v1/alerts/(?P<alert_id>[^/]+)/ack", "POST"): (one_alert, 200, 404),
 }

@@ -1,0 +1,328 @@
+"""Program endpoints: open a program, read a person's programs, move them through their lifecycle,
+and read or override the statutory rules of a jurisdiction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from handlers.base import BaseHandler, endpoint
+from models.programs import ProgramView
+from models.rules import EffectiveRules
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CorrectionsBody(Strict):
+    type: Literal["community_corrections"]
+    start_date: dt.date
+    end_date: dt.date
+    sentence_type: Literal["control", "probation", "parole", "medical_parole"]
+    supervision_level: Literal["strict", "normal", "lenient"] | None = None
+    prohibitions: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=20
+    )
+    plan: str | None = Field(default=None, max_length=5000)
+
+
+class ResettlementBody(Strict):
+    type: Literal["resettlement"]
+    start_date: dt.date
+    release_date: dt.date
+    end_date: dt.date | None = None
+    key_person: bool = False
+    volunteer_checkins: bool = False
+
+
+class DrugRehabBody(Strict):
+    type: Literal["drug_rehab"]
+    start_date: dt.date
+    end_date: dt.date | None = None
+    mode: Literal["community_detox", "community_rehab"]
+    working_group: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(
+        default_factory=list, max_length=20
+    )
+
+
+class Guardian(Strict):
+    name: str = Field(min_length=1, max_length=50)
+    phone: str = Field(min_length=5, max_length=30)
+    relation: str = Field(min_length=1, max_length=20)
+
+
+class MentalHealthBody(Strict):
+    type: Literal["mental_health"]
+    start_date: dt.date
+    end_date: dt.date | None = None
+    diagnosis: str = Field(min_length=1, max_length=200)
+    risk_level: int = Field(ge=0, le=5)
+    guardian: Guardian
+    care_team: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(
+        default_factory=list, max_length=20
+    )
+
+
+class ProgramBody(
+    RootModel[
+        Annotated[
+            CorrectionsBody | ResettlementBody | DrugRehabBody | MentalHealthBody,
+            Field(discriminator="type"),
+        ]
+    ]
+):
+    """One of the four kinds, told apart by `type`."""
+
+
+class ProgramOut(BaseModel):
+    id: str
+    subject_id: str
+    type: str
+    status: str
+    start_date: str
+    end_date: str | None
+    rules_version: str
+    details: dict[str, Any]
+    obligation_rules: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    version: int
+
+    @classmethod
+    def of(cls, view: ProgramView) -> ProgramOut:
+        return cls(**view.__dict__)
+
+
+class ProgramList(BaseModel):
+    items: list[ProgramOut]
+
+
+class TransitionBody(Strict):
+    to: Literal["active", "suspended", "transferred", "ended"]
+    reason: str = Field(min_length=2, max_length=500)
+    effective_date: dt.date | None = None
+
+
+class IntakeBody(Strict):
+    date: dt.date
+
+
+class LevelBody(Strict):
+    level: Literal["strict", "normal", "lenient"]
+    from_date: dt.date
+    reason: str = Field(min_length=2, max_length=500)
+
+
+class RiskBody(Strict):
+    level: int = Field(ge=0, le=5)
+    on: dt.date
+    reason: str = Field(min_length=2, max_length=500)
+
+
+class IncidentBody(Strict):
+    on: dt.date
+
+
+class RuleOut(BaseModel):
+    key: str
+    value: Any
+    unit: str | None
+    source: str
+
+
+class EffectiveRulesOut(BaseModel):
+    version: str
+    rules: list[RuleOut]
+
+    @classmethod
+    def of(cls, effective: EffectiveRules) -> EffectiveRulesOut:
+        return cls(
+            version=effective.version,
+            rules=[
+                RuleOut(key=key, value=effective[key], unit=rule.unit, source=effective.source(key))
+                for key, rule in sorted(effective.book.rules.items())
+            ],
+        )
+
+
+class OverrideBody(Strict):
+    rules: dict[str, Any] = Field(max_length=200)
+    source: str = Field(min_length=2, max_length=500)
+
+
+class OverrideOut(BaseModel):
+    code: str
+    version: int
+    rules: dict[str, Any]
+    source: str | None
+
+
+class SubjectProgramsHandler(BaseHandler):
+    access = {"POST": "programs.create", "GET": "programs.read"}
+
+    @endpoint(
+        "Open a program (`type` chooses the fields); its obligations follow from the rules",
+        body=ProgramBody,
+        response=ProgramOut,
+        status=201,
+        errors=(404, 409),
+        tags=("programs",),
+    )
+    async def post(self, subject_id: str) -> None:
+        body = self.parse(ProgramBody).root
+        view = await self.ctx.programs.create(self.audit_context, subject_id, body.model_dump())
+        self.respond(ProgramOut.of(view), status=201)
+
+    @endpoint(
+        "A person's programs, with their obligation rules",
+        response=ProgramList,
+        errors=(404,),
+        tags=("programs",),
+    )
+    async def get(self, subject_id: str) -> None:
+        views = await self.ctx.programs.list_for_subject(self.audit_context, subject_id)
+        self.respond(ProgramList(items=[ProgramOut.of(v) for v in views]))
+
+
+class ProgramHandler(BaseHandler):
+    access = "programs.read"
+
+    @endpoint("One program", response=ProgramOut, errors=(404,), tags=("programs",))
+    async def get(self, program_id: str) -> None:
+        self.respond(ProgramOut.of(await self.ctx.programs.get(self.audit_context, program_id)))
+
+
+class TransitionHandler(BaseHandler):
+    access = "programs.manage"
+
+    @endpoint(
+        "Move a program through its lifecycle; 409 with the current state when forbidden",
+        body=TransitionBody,
+        response=ProgramOut,
+        errors=(404, 409),
+        tags=("programs",),
+    )
+    async def post(self, program_id: str) -> None:
+        body = self.parse(TransitionBody)
+        view = await self.ctx.programs.transition(
+            self.audit_context, program_id, body.to, body.reason, effective=body.effective_date
+        )
+        self.respond(ProgramOut.of(view))
+
+
+class IntakeHandler(BaseHandler):
+    access = "programs.manage"
+
+    @endpoint(
+        "Record the person's intake report; a report after the deadline is flagged late",
+        body=IntakeBody,
+        response=ProgramOut,
+        errors=(404, 409),
+        tags=("programs",),
+    )
+    async def post(self, program_id: str) -> None:
+        body = self.parse(IntakeBody)
+        view = await self.ctx.programs.record_intake(self.audit_context, program_id, body.date)
+        self.respond(ProgramOut.of(view))
+
+
+class LevelHandler(BaseHandler):
+    access = "programs.manage"
+
+    @endpoint(
+        "Change the supervision level (严管/普管/宽管) from a date",
+        body=LevelBody,
+        response=ProgramOut,
+        errors=(404, 409),
+        tags=("programs",),
+    )
+    async def post(self, program_id: str) -> None:
+        body = self.parse(LevelBody)
+        view = await self.ctx.programs.change_level(
+            self.audit_context, program_id, body.level, body.from_date, body.reason
+        )
+        self.respond(ProgramOut.of(view))
+
+
+class RiskHandler(BaseHandler):
+    access = "programs.manage"
+
+    @endpoint(
+        "Record a mental-health risk assessment (0-5)",
+        body=RiskBody,
+        response=ProgramOut,
+        errors=(404, 409),
+        tags=("programs",),
+    )
+    async def post(self, program_id: str) -> None:
+        body = self.parse(RiskBody)
+        view = await self.ctx.programs.change_risk(
+            self.audit_context, program_id, body.level, body.on, body.reason
+        )
+        self.respond(ProgramOut.of(view))
+
+
+class IncidentHandler(BaseHandler):
+    access = "programs.manage"
+
+    @endpoint(
+        "Record an incident in a mental-health program",
+        body=IncidentBody,
+        response=ProgramOut,
+        errors=(404, 409),
+        tags=("programs",),
+    )
+    async def post(self, program_id: str) -> None:
+        body = self.parse(IncidentBody)
+        view = await self.ctx.programs.record_incident(self.audit_context, program_id, body.on)
+        self.respond(ProgramOut.of(view))
+
+
+class EffectiveRulesHandler(BaseHandler):
+    access = "rules.read"
+
+    @endpoint(
+        "The rules in force for an organisation (`?org_id=`; default: the caller's)",
+        response=EffectiveRulesOut,
+        errors=(404,),
+        tags=("rules",),
+    )
+    async def get(self) -> None:
+        org_id = self.get_query_argument("org_id", None) or self.identity.org_id or ""
+        org = await self.ctx.orgs.get_in_scope(self.identity, org_id)
+        self.respond(EffectiveRulesOut.of(await self.ctx.rules.for_org(org.id)))
+
+
+class RuleOverrideHandler(BaseHandler):
+    access = "rules.manage"
+
+    @endpoint(
+        "Replace a jurisdiction's overrides (province code, or a city or county in scope)",
+        body=OverrideBody,
+        response=OverrideOut,
+        errors=(404, 422),
+        tags=("rules",),
+    )
+    async def put(self, code: str) -> None:
+        body = self.parse(OverrideBody)
+        result = await self.ctx.rules.override(self.audit_context, code, body.rules, body.source)
+        self.respond(OverrideOut(**result))
+
+
+def _id(name: str) -> str:
+    return f"(?P<{name}>[^/]+)"
+
+
+routes = [
+    (rf"/api/v1/subjects/{_id('subject_id')}/programs", SubjectProgramsHandler),
+    (rf"/api/v1/programs/{_id('program_id')}", ProgramHandler),
+    (rf"/api/v1/programs/{_id('program_id')}/transition", TransitionHandler),
+    (rf"/api/v1/programs/{_id('program_id')}/intake", IntakeHandler),
+    (rf"/api/v1/programs/{_id('program_id')}/supervision-level", LevelHandler),
+    (rf"/api/v1/programs/{_id('program_id')}/risk", RiskHandler),
+    (rf"/api/v1/programs/{_id('program_id')}/incidents", IncidentHandler),
+    (r"/api/v1/rules/effective", EffectiveRulesHandler),
+    (rf"/api/v1/rules/{_id('code')}", RuleOverrideHandler),
+]

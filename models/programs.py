@@ -1,0 +1,833 @@
+"""Programs: one per legal status a person is under, with its lifecycle and the rules it enforces.
+
+A person may be under several at once (corrections and drug rehabilitation, say). Each program
+computes its deadlines and its obligation rules (what is due, how often, over which period) from
+the effective rules of its jurisdiction; the scheduler materialises those rules into occurrences.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+
+from models.audit import AuditContext, AuditService
+from models.clock import LOCAL_TZ, Clock
+from models.codec import FieldCodec
+from models.errors import Conflict, InvalidInput, NotFound
+from models.orgs import parse_id
+from models.periods import add_months, add_years, program_year
+from models.policy import Identity, Role
+from models.rules import EffectiveRules, RulesService
+from models.store import CollectionSpec, Store
+from models.subjects import SubjectService
+from models.workdays import CalendarUnavailable, WorkdayCalendar
+
+log = logging.getLogger("anbang.programs")
+
+PROGRAMS = CollectionSpec(
+    "programs",
+    (
+        IndexModel([("subject_id", ASCENDING), ("status", ASCENDING)]),
+        IndexModel([("org_path", ASCENDING), ("type", ASCENDING), ("status", ASCENDING)]),
+    ),
+)
+
+
+class ProgramType(enum.StrEnum):
+    COMMUNITY_CORRECTIONS = "community_corrections"
+    RESETTLEMENT = "resettlement"
+    DRUG_REHAB = "drug_rehab"
+    MENTAL_HEALTH = "mental_health"
+
+
+class ProgramStatus(enum.StrEnum):
+    PENDING_INTAKE = "pending_intake"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    TRANSFERRED = "transferred"
+    ENDED = "ended"
+
+
+# The lifecycle: a transition not listed here answers 409 with the current state.
+TRANSITIONS: dict[ProgramStatus, frozenset[ProgramStatus]] = {
+    ProgramStatus.PENDING_INTAKE: frozenset({ProgramStatus.ACTIVE, ProgramStatus.ENDED}),
+    ProgramStatus.ACTIVE: frozenset(
+        {ProgramStatus.SUSPENDED, ProgramStatus.TRANSFERRED, ProgramStatus.ENDED}
+    ),
+    ProgramStatus.SUSPENDED: frozenset({ProgramStatus.ACTIVE, ProgramStatus.ENDED}),
+    ProgramStatus.TRANSFERRED: frozenset({ProgramStatus.ACTIVE, ProgramStatus.ENDED}),
+    ProgramStatus.ENDED: frozenset(),
+}
+OPEN_STATUSES = (
+    ProgramStatus.PENDING_INTAKE,
+    ProgramStatus.ACTIVE,
+    ProgramStatus.SUSPENDED,
+    ProgramStatus.TRANSFERRED,
+)
+
+SENTENCE_TYPES = ("control", "probation", "parole", "medical_parole")
+LEVELS = ("strict", "normal", "lenient")
+HEALTH_FIELDS = ("diagnosis", "guardian", "care_team", "risk_level", "risk_history", "subsidy")
+
+
+@dataclass(frozen=True)
+class ObligationRule:
+    """What a program asks for over a period: every N days or months, or hours a month."""
+
+    kind: str
+    start: dt.date
+    end: dt.date | None
+    every_days: int | None = None
+    every_months: int | None = None
+    hours_per_month: int | None = None
+    rule_keys: tuple[str, ...] = ()
+    rules_version: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["start"] = self.start.isoformat()
+        data["end"] = self.end.isoformat() if self.end else None
+        data["rule_keys"] = list(self.rule_keys)
+        return data
+
+
+@dataclass
+class ProgramView:
+    id: str
+    subject_id: str
+    type: str
+    status: str
+    start_date: str
+    end_date: str | None
+    rules_version: str
+    details: dict[str, Any] = field(default_factory=dict)
+    obligation_rules: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    version: int = 1
+
+
+def _date(value: Any) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
+
+
+def level_on(details: dict[str, Any], day: dt.date) -> str:
+    """The supervision level in force on `day`: 严管 until `strict_until`, then the assessed
+    level, as changed over time by recorded decisions."""
+    if day < _date(details["strict_until"]):
+        return "strict"
+    level = details.get("supervision_level", "normal")
+    for change in details.get("level_history", []):
+        if _date(change["from"]) <= day:
+            level = change["level"]
+    return level
+
+
+def followup_days(rules: EffectiveRules, risk_level: int) -> tuple[int, str]:
+    if risk_level == 0:
+        key = "mental_health.followup_days_level0"
+    elif risk_level <= 2:
+        key = "mental_health.followup_days_level1_2"
+    else:
+        key = "mental_health.followup_days_level3_5"
+    return rules.int(key), key
+
+
+def obligation_rules(doc: dict[str, Any], rules: EffectiveRules) -> list[ObligationRule]:
+    """The recurring obligations a program imposes over its term, period by period."""
+    kind = ProgramType(doc["type"])
+    details = doc["details"]
+    start = _date(doc["start_date"])
+    end = _date(doc["end_date"]) if doc.get("end_date") else None
+    version = rules.version
+    out: list[ObligationRule] = []
+    if kind is ProgramType.COMMUNITY_CORRECTIONS:
+        periods: list[tuple[dt.date, dt.date | None, str]] = []
+        strict_until = _date(details["strict_until"])
+        boundaries = [(start, "strict")] if strict_until > start else []
+        first_assessed = details.get("supervision_level", "normal")
+        boundaries.append((max(start, strict_until), first_assessed))
+        for change in details.get("level_history", []):
+            boundaries.append((max(_date(change["from"]), strict_until), change["level"]))
+        boundaries.sort(key=lambda item: item[0])
+        for index, (begin, level) in enumerate(boundaries):
+            stop = boundaries[index + 1][0] if index + 1 < len(boundaries) else end
+            if stop is not None and stop <= begin:
+                continue
+            periods.append((begin, stop, level))
+        for begin, stop, level in periods:
+            prefix = f"corrections.{level}"
+            for obligation, key in (
+                ("in_person_report", f"{prefix}.report_every_days"),
+                ("written_report", f"{prefix}.written_report_every_days"),
+                ("remote_checkin", f"{prefix}.checkin_every_days"),
+            ):
+                out.append(
+                    ObligationRule(
+                        obligation,
+                        begin,
+                        stop,
+                        every_days=rules.int(key),
+                        rule_keys=(key,),
+                        rules_version=version,
+                    )
+                )
+            for obligation, key in (
+                ("education", f"{prefix}.education_hours_per_month"),
+                ("community_service", f"{prefix}.community_service_hours_per_month"),
+            ):
+                out.append(
+                    ObligationRule(
+                        obligation,
+                        begin,
+                        stop,
+                        hours_per_month=rules.int(key),
+                        rule_keys=(key,),
+                        rules_version=version,
+                    )
+                )
+        if details.get("sentence_type") == "medical_parole":
+            key = "corrections.medical_parole.reexam_every_months"
+            out.append(
+                ObligationRule(
+                    "medical_reexam",
+                    start,
+                    end,
+                    every_months=rules.int(key),
+                    rule_keys=(key,),
+                    rules_version=version,
+                )
+            )
+    elif kind is ProgramType.RESETTLEMENT:
+        key = (
+            "resettlement.key_person_contact_every_days"
+            if details.get("key_person")
+            else "resettlement.contact_every_days"
+        )
+        out.append(
+            ObligationRule(
+                "contact",
+                start,
+                end,
+                every_days=rules.int(key),
+                rule_keys=(key,),
+                rules_version=version,
+            )
+        )
+        if details.get("volunteer_checkins"):
+            # Free citizens: location check-ins only when the person asks for them.
+            key = "corrections.lenient.checkin_every_days"
+            out.append(
+                ObligationRule(
+                    "remote_checkin",
+                    start,
+                    end,
+                    every_days=rules.int(key),
+                    rule_keys=(key,),
+                    rules_version=version,
+                )
+            )
+    elif kind is ProgramType.DRUG_REHAB:
+        for year in (1, 2, 3):
+            begin = add_years(start, year - 1)
+            stop = add_years(start, year)
+            if end is not None:
+                if begin >= end:
+                    break
+                stop = min(stop, end)
+            key = f"drug_rehab.test_every_months_year{year}"
+            out.append(
+                ObligationRule(
+                    "drug_test",
+                    begin,
+                    stop,
+                    every_months=rules.int(key),
+                    rule_keys=(key,),
+                    rules_version=version,
+                )
+            )
+    elif kind is ProgramType.MENTAL_HEALTH:
+        history = details.get("risk_history") or [
+            {"level": details.get("risk_level", 0), "at": doc["start_date"]}
+        ]
+        for index, change in enumerate(history):
+            begin = max(_date(str(change["at"])[:10]), start)
+            stop = _date(str(history[index + 1]["at"])[:10]) if index + 1 < len(history) else end
+            if stop is not None and stop <= begin:
+                continue
+            days, key = followup_days(rules, int(change["level"]))
+            out.append(
+                ObligationRule(
+                    "mental_followup",
+                    begin,
+                    stop,
+                    every_days=days,
+                    rule_keys=(key,),
+                    rules_version=version,
+                )
+            )
+    return out
+
+
+class ProgramService:
+    collections = (PROGRAMS,)
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        audit: AuditService,
+        codec: FieldCodec,
+        subjects: SubjectService,
+        rules: RulesService,
+        calendar: WorkdayCalendar,
+    ):
+        self._programs = store.collection(PROGRAMS)
+        self._clock = clock
+        self._audit = audit
+        self._codec = codec
+        self._subjects = subjects
+        self._rules = rules
+        self._calendar = calendar
+
+    def today(self) -> dt.date:
+        return self._clock.now().astimezone(LOCAL_TZ).date()
+
+    # --- creation -----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        ctx: AuditContext,
+        subject_id: str,
+        data: dict[str, Any],
+        *,
+        from_program: dict[str, Any] | None = None,
+    ) -> ProgramView:
+        subject = await self._subjects.require(ctx, subject_id, "programs.create")
+        kind = ProgramType(data["type"])
+        if ctx.identity.role == Role.HEALTH_WORKER and kind is not ProgramType.MENTAL_HEALTH:
+            raise InvalidInput(
+                "A health worker opens mental-health programs only.", details=[{"field": "type"}]
+            )
+        clash = await self._programs.find_one(
+            {
+                "subject_id": subject_id,
+                "type": str(kind),
+                "status": {"$in": [str(s) for s in OPEN_STATUSES]},
+            }
+        )
+        if clash is not None:
+            raise Conflict(
+                f"An open {kind} program exists for this person.",
+                code="exists",
+                details={"id": str(clash["_id"]), "status": clash["status"]},
+            )
+        rules = await self._rules.for_org(str(subject["org_id"]))
+        start = _date(data["start_date"])
+        program_id = ObjectId()
+        pid = str(program_id)
+        details, sealed_plain, status, end = self._type_fields(
+            kind, data, start, rules, from_program
+        )
+        sealed = {
+            name: await self._codec.seal(
+                subject_id, subject.get("dek_id"), "programs", pid, name, value
+            )
+            for name, value in sealed_plain.items()
+            if value is not None
+        }
+        now = self._clock.now()
+        doc = {
+            "_id": program_id,
+            "subject_id": subject_id,
+            "org_id": subject["org_id"],
+            "org_path": subject["org_path"],
+            "type": str(kind),
+            "status": str(status),
+            "start_date": start.isoformat(),
+            "end_date": end.isoformat() if end else None,
+            "details": details,
+            "sealed": sealed,
+            "rules_version": rules.version,
+            "history": [
+                {
+                    "to": str(status),
+                    "at": now,
+                    "by": ctx.identity.user_id,
+                    "reason": "opened",
+                    "rules_version": rules.version,
+                }
+            ],
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        }
+        async with self._audit.change(
+            ctx,
+            "programs.create",
+            resource="program",
+            resource_id=pid,
+            subject_id=subject_id,
+            details={"type": str(kind), "rules_version": rules.version},
+        ):
+            await self._programs.insert_one(doc)
+        await self._refresh_populations(subject_id)
+        return await self._view(ctx.identity, doc, subject)
+
+    def _type_fields(
+        self,
+        kind: ProgramType,
+        data: dict[str, Any],
+        start: dt.date,
+        rules: EffectiveRules,
+        from_program: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], dict[str, Any], ProgramStatus, dt.date | None]:
+        end = _date(data["end_date"]) if data.get("end_date") else None
+        if end is not None and end <= start:
+            raise InvalidInput(
+                "The end date must come after the start date.", details=[{"field": "end_date"}]
+            )
+        if kind is ProgramType.COMMUNITY_CORRECTIONS:
+            if end is None:
+                raise InvalidInput(
+                    "A corrections program needs its end date (the term).",
+                    details=[{"field": "end_date"}],
+                )
+            level = data.get("supervision_level") or rules["corrections.level_after_strict"]
+            strict_until = add_months(start, rules.int("corrections.new_subject_strict_months"))
+            details = {
+                "sentence_type": data["sentence_type"],
+                "supervision_level": level,
+                "strict_until": strict_until.isoformat(),
+                "level_history": [],
+                # The subject reports within N working days of the judgment taking effect.
+                "intake_due": self._calendar.deadline(
+                    start, rules.int("corrections.intake_working_days")
+                ).isoformat(),
+                "intake_done": None,
+            }
+            sealed = {"prohibitions": data.get("prohibitions") or None, "plan": data.get("plan")}
+            return details, sealed, ProgramStatus.PENDING_INTAKE, end
+        if kind is ProgramType.RESETTLEMENT:
+            release = _date(data["release_date"])
+            # 帮教期 runs from release, or from the end of corrections that chained into it.
+            begins = _date(from_program["end_date"]) if from_program else release
+            start = begins
+            end = add_years(begins, rules.int("resettlement.term_years"))
+            details = {
+                "release_date": release.isoformat(),
+                "term_from": "end_of_corrections" if from_program else "release",
+                "from_program_id": str(from_program["_id"]) if from_program else None,
+                "key_person": bool(data.get("key_person")),
+                "volunteer_checkins": bool(data.get("volunteer_checkins")),
+                "intake_due": (
+                    release + dt.timedelta(days=rules.int("resettlement.intake_days"))
+                ).isoformat(),
+                "intake_done": None,
+            }
+            return details, {}, ProgramStatus.PENDING_INTAKE, end
+        if kind is ProgramType.DRUG_REHAB:
+            mode = data["mode"]
+            if mode == "community_detox":
+                fixed = add_years(start, rules.int("drug_rehab.detox_term_years"))
+                if end is not None and end != fixed:
+                    raise InvalidInput(
+                        "社区戒毒 lasts exactly its statutory term.",
+                        details=[{"field": "end_date"}],
+                    )
+                end = fixed
+            else:
+                longest = add_years(start, rules.int("drug_rehab.rehab_max_term_years"))
+                if end is not None and end > longest:
+                    raise InvalidInput(
+                        "社区康复 lasts at most its statutory term.",
+                        details=[{"field": "end_date"}],
+                    )
+                end = end or longest
+            details = {
+                "mode": mode,
+                "intake_due": (
+                    start + dt.timedelta(days=rules.int("drug_rehab.intake_days"))
+                ).isoformat(),
+                "intake_done": None,
+                "agreement_signed": None,
+            }
+            return (
+                details,
+                {"working_group": data.get("working_group")},
+                ProgramStatus.PENDING_INTAKE,
+                end,
+            )
+        risk = int(data["risk_level"])
+        now = self._clock.now()
+        details = {
+            "risk_level": risk,
+            "risk_history": [
+                {
+                    "level": risk,
+                    "at": start.isoformat(),
+                    "recorded_at": now,
+                    "rules_version": rules.version,
+                }
+            ],
+            "incidents": [],
+        }
+        sealed = {
+            "diagnosis": data["diagnosis"],
+            "guardian": data["guardian"],
+            "care_team": data.get("care_team"),
+        }
+        return details, sealed, ProgramStatus.ACTIVE, end
+
+    def _working_day_deadline(self, start: dt.date, days: int) -> dict[str, Any]:
+        """`intake_due`, and `intake_due_provisional` when the holiday calendar of a year is not
+        yet loaded: then weekends alone are skipped, the deadline is marked provisional and the
+        operator is told to add the year's calendar file."""
+        try:
+            return {
+                "intake_due": self._calendar.deadline(start, days).isoformat(),
+                "intake_due_provisional": False,
+            }
+        except CalendarUnavailable as exc:
+            log.warning(
+                "holiday calendar missing; deadline provisional",
+                extra={"fields": {"year": exc.year}},
+            )
+            day, left = start, days
+            while left > 0:
+                day += dt.timedelta(days=1)
+                if day.weekday() < 5:
+                    left -= 1
+            return {"intake_due": day.isoformat(), "intake_due_provisional": True}
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def list_for_subject(self, ctx: AuditContext, subject_id: str) -> list[ProgramView]:
+        subject = await self._subjects.require(ctx, subject_id, "programs.read")
+        views = [
+            await self._view(ctx.identity, doc, subject)
+            async for doc in self._programs.find({"subject_id": subject_id}).sort(
+                "created_at", ASCENDING
+            )
+        ]
+        await self._audit.record(
+            ctx,
+            "programs.read",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"count": len(views)},
+        )
+        return views
+
+    async def _load(
+        self, ctx: AuditContext, program_id: str, action: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        doc = await self._programs.find_one({"_id": parse_id(program_id, "program")})
+        if doc is None:
+            raise NotFound("No such program.")
+        subject = await self._subjects.require(ctx, doc["subject_id"], action)
+        return doc, subject
+
+    async def get(self, ctx: AuditContext, program_id: str) -> ProgramView:
+        doc, subject = await self._load(ctx, program_id, "programs.read")
+        return await self._view(ctx.identity, doc, subject)
+
+    async def _view(
+        self, identity: Identity, doc: dict[str, Any], subject: dict[str, Any]
+    ) -> ProgramView:
+        pid = str(doc["_id"])
+        rules = await self._rules.for_org(str(doc["org_id"]))
+        details = dict(doc["details"])
+        health = doc["type"] == ProgramType.MENTAL_HEALTH
+        assigned = identity.user_id in {
+            *subject.get("assignments", {}).get("social_worker_ids", []),
+            *subject.get("assignments", {}).get("grid_worker_ids", []),
+        }
+        # Health data: health roles and the assigned workers only (精神卫生法 Art. 4).
+        sees_health = identity.unscoped or identity.role == Role.HEALTH_WORKER or assigned
+        if health and not sees_health:
+            details = {k: v for k, v in details.items() if k not in HEALTH_FIELDS}
+        else:
+            for name, blob in (doc.get("sealed") or {}).items():
+                details[name] = await self._codec.open("programs", pid, name, blob)
+        if health and sees_health:
+            details["subsidy"] = self.subsidy_eligibility(doc, rules)
+        if doc["type"] == ProgramType.COMMUNITY_CORRECTIONS:
+            details["supervision_level_today"] = level_on(doc["details"], self.today())
+        return ProgramView(
+            id=pid,
+            subject_id=doc["subject_id"],
+            type=doc["type"],
+            status=doc["status"],
+            start_date=doc["start_date"],
+            end_date=doc.get("end_date"),
+            rules_version=doc["rules_version"],
+            details=_jsonable(details),
+            obligation_rules=[]
+            if health and not sees_health
+            else [r.as_dict() for r in obligation_rules(doc, rules)],
+            history=_jsonable([{k: v for k, v in h.items()} for h in doc.get("history", [])]),
+            version=int(doc.get("version", 1)),
+        )
+
+    async def rules_for(self, doc: dict[str, Any]) -> list[ObligationRule]:
+        return obligation_rules(doc, await self._rules.for_org(str(doc["org_id"])))
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def transition(
+        self,
+        ctx: AuditContext,
+        program_id: str,
+        to: str,
+        reason: str,
+        *,
+        effective: dt.date | None = None,
+    ) -> ProgramView:
+        doc, subject = await self._load(ctx, program_id, "programs.manage")
+        try:
+            target = ProgramStatus(to)
+        except ValueError:
+            raise InvalidInput(f"Unknown status {to!r}.", details=[{"field": "to"}]) from None
+        current = ProgramStatus(doc["status"])
+        if target not in TRANSITIONS[current]:
+            raise Conflict(
+                f"A program that is {current} cannot become {target}.",
+                code="invalid_transition",
+                details={"status": str(current)},
+            )
+        now = self._clock.now()
+        rules = await self._rules.for_org(str(doc["org_id"]))
+        update: dict[str, Any] = {"status": str(target), "updated_at": now}
+        if target is ProgramStatus.ENDED:
+            update["ended_on"] = (effective or self.today()).isoformat()
+            update["end_reason"] = reason
+        chained = None
+        async with self._audit.change(
+            ctx,
+            "programs.transition",
+            resource="program",
+            resource_id=program_id,
+            subject_id=doc["subject_id"],
+            reason=reason,
+            details={"from": str(current), "to": str(target), "rules_version": rules.version},
+        ):
+            updated = await self._programs.find_one_and_update(
+                {"_id": doc["_id"], "status": str(current)},
+                {
+                    "$set": update,
+                    "$push": {
+                        "history": {
+                            "from": str(current),
+                            "to": str(target),
+                            "at": now,
+                            "by": ctx.identity.user_id,
+                            "reason": reason,
+                            "rules_version": rules.version,
+                        }
+                    },
+                    "$inc": {"version": 1},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+            if updated is None:
+                fresh = await self._programs.find_one({"_id": doc["_id"]})
+                raise Conflict(
+                    "The program changed meanwhile.",
+                    code="invalid_transition",
+                    details={"status": fresh["status"] if fresh else None},
+                )
+        if (
+            target is ProgramStatus.ENDED
+            and doc["type"] == ProgramType.COMMUNITY_CORRECTIONS
+            and reason == "completed"
+        ):
+            # 解除: a completed sentence chains into 安置帮教, counted from its end.
+            ended = dict(updated, end_date=update["ended_on"])
+            chained = await self.create(
+                ctx,
+                doc["subject_id"],
+                {
+                    "type": ProgramType.RESETTLEMENT,
+                    "start_date": update["ended_on"],
+                    "release_date": update["ended_on"],
+                },
+                from_program=ended,
+            )
+        await self._refresh_populations(doc["subject_id"])
+        view = await self._view(ctx.identity, updated, subject)
+        if chained is not None:
+            view.details["chained_program_id"] = chained.id
+        return view
+
+    async def record_intake(self, ctx: AuditContext, program_id: str, on: dt.date) -> ProgramView:
+        """The person reported: the program becomes active; a late report is flagged."""
+        doc, subject = await self._load(ctx, program_id, "programs.manage")
+        if doc["status"] != ProgramStatus.PENDING_INTAKE:
+            raise Conflict(
+                "Intake is recorded once, on a pending program.",
+                code="invalid_transition",
+                details={"status": doc["status"]},
+            )
+        due = _date(doc["details"]["intake_due"])
+        late = on > due
+        async with self._audit.change(
+            ctx,
+            "programs.intake",
+            resource="program",
+            resource_id=program_id,
+            subject_id=doc["subject_id"],
+            details={"late": late},
+        ):
+            updated = await self._programs.find_one_and_update(
+                {"_id": doc["_id"], "status": str(ProgramStatus.PENDING_INTAKE)},
+                {
+                    "$set": {
+                        "status": str(ProgramStatus.ACTIVE),
+                        "details.intake_done": on.isoformat(),
+                        "details.intake_late": late,
+                        "updated_at": self._clock.now(),
+                    },
+                    "$push": {
+                        "history": {
+                            "from": str(ProgramStatus.PENDING_INTAKE),
+                            "to": str(ProgramStatus.ACTIVE),
+                            "at": self._clock.now(),
+                            "by": ctx.identity.user_id,
+                            "reason": "intake",
+                            "rules_version": doc["rules_version"],
+                        }
+                    },
+                    "$inc": {"version": 1},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+        if updated is None:
+            raise Conflict("The program changed meanwhile.", code="invalid_transition")
+        return await self._view(ctx.identity, updated, subject)
+
+    async def change_level(
+        self, ctx: AuditContext, program_id: str, level: str, on: dt.date, reason: str
+    ) -> ProgramView:
+        doc, subject = await self._load(ctx, program_id, "programs.manage")
+        if doc["type"] != ProgramType.COMMUNITY_CORRECTIONS:
+            raise Conflict("Only a corrections program has a supervision level.", code="wrong_type")
+        if level not in LEVELS:
+            raise InvalidInput(
+                "The level is strict, normal or lenient.", details=[{"field": "level"}]
+            )
+        return await self._push_change(
+            ctx,
+            doc,
+            subject,
+            "programs.level",
+            "level_history",
+            {"level": level, "from": on.isoformat(), "reason": reason},
+        )
+
+    async def change_risk(
+        self, ctx: AuditContext, program_id: str, level: int, on: dt.date, reason: str
+    ) -> ProgramView:
+        doc, subject = await self._load(ctx, program_id, "programs.manage")
+        if doc["type"] != ProgramType.MENTAL_HEALTH:
+            raise Conflict("Only a mental-health program has a risk level.", code="wrong_type")
+        if not 0 <= level <= 5:
+            raise InvalidInput("The risk level is 0 to 5.", details=[{"field": "level"}])
+        view = await self._push_change(
+            ctx,
+            doc,
+            subject,
+            "programs.risk",
+            "risk_history",
+            {"level": level, "at": on.isoformat(), "recorded_at": self._clock.now()},
+            also={"details.risk_level": level},
+        )
+        return view
+
+    async def record_incident(self, ctx: AuditContext, program_id: str, on: dt.date) -> ProgramView:
+        """An incident (肇事肇祸) in a mental-health program: it costs that year's subsidy."""
+        doc, subject = await self._load(ctx, program_id, "programs.manage")
+        if doc["type"] != ProgramType.MENTAL_HEALTH:
+            raise Conflict("Only a mental-health program records incidents.", code="wrong_type")
+        return await self._push_change(
+            ctx, doc, subject, "programs.incident", "incidents", {"on": on.isoformat()}
+        )
+
+    async def _push_change(
+        self,
+        ctx: AuditContext,
+        doc: dict[str, Any],
+        subject: dict[str, Any],
+        action: str,
+        history_field: str,
+        entry: dict[str, Any],
+        also: dict[str, Any] | None = None,
+    ) -> ProgramView:
+        rules = await self._rules.for_org(str(doc["org_id"]))
+        entry = {**entry, "by": ctx.identity.user_id, "rules_version": rules.version}
+        async with self._audit.change(
+            ctx,
+            action,
+            resource="program",
+            resource_id=str(doc["_id"]),
+            subject_id=doc["subject_id"],
+            details={"rules_version": rules.version},
+        ):
+            updated = await self._programs.find_one_and_update(
+                {"_id": doc["_id"]},
+                {
+                    "$push": {f"details.{history_field}": entry},
+                    "$set": {"updated_at": self._clock.now(), **(also or {})},
+                    "$inc": {"version": 1},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+        return await self._view(ctx.identity, updated, subject)
+
+    def subsidy_eligibility(self, doc: dict[str, Any], rules: EffectiveRules) -> dict[str, Any]:
+        """以奖代补 by calendar year: the patient was at the rule's risk level or above in the
+        year, and no incident happened in it."""
+        threshold = rules.int("mental_health.subsidy_from_level")
+        details = doc["details"]
+        history = details.get("risk_history", [])
+        incidents = {str(i["on"])[:4] for i in details.get("incidents", [])}
+        start_year = int(doc["start_date"][:4])
+        years: dict[str, bool] = {}
+        for year in range(start_year, self.today().year + 1):
+            levels = [int(h["level"]) for h in history if str(h["at"])[:4] <= str(year)]
+            in_year = [int(h["level"]) for h in history if str(h["at"])[:4] == str(year)]
+            at_start = levels[-len(in_year) - 1] if len(levels) > len(in_year) else None
+            reached = any(
+                level >= threshold
+                for level in in_year + ([at_start] if at_start is not None else [])
+            )
+            years[str(year)] = reached and str(year) not in incidents
+        return {"threshold": threshold, "years": years, "rules_version": rules.version}
+
+    async def _refresh_populations(self, subject_id: str) -> None:
+        types = await self._programs.distinct(
+            "type", {"subject_id": subject_id, "status": {"$in": [str(s) for s in OPEN_STATUSES]}}
+        )
+        await self._subjects.set_populations(subject_id, sorted(types))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def program_year_on(doc: dict[str, Any], day: dt.date) -> int:
+    return program_year(_date(doc["start_date"]), day)
