@@ -138,6 +138,7 @@ class AuditService:
         self._chain_id, self._seq, self._head = chain_id, 0, GENESIS
         await self._append(
             {
+                "at": _now_ms(self._clock),
                 "action": "chain.open",
                 "resource": "audit_chain",
                 "resource_id": chain_id,
@@ -379,8 +380,19 @@ async def verify_audit(
             expected_seq += 1
         heads[chain_id] = (expected_seq - 1, prev)
 
-    for checkpoint in checkpoints:
+    previous_id: str | None = None
+    for index, checkpoint in enumerate(checkpoints):
         label = f"checkpoint {checkpoint.get('_id')} of {checkpoint.get('at')}"
+        # Each checkpoint names the one before it: a line removed from the export shows.
+        if index > 0 and checkpoint.get("previous") != previous_id:
+            return VerifyReport(
+                False,
+                len(chains),
+                seen_entries,
+                f"{label}: does not follow the checkpoint before it "
+                "(a checkpoint was removed from the export)",
+            )
+        previous_id = checkpoint.get("_id")
         if public_key is not None:
             signature = bytes.fromhex(checkpoint.get("signature", ""))
             if not crypto.verify_signature(

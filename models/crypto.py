@@ -221,7 +221,9 @@ def verify_signature(suite: Suite, public: bytes, message: bytes, signature: byt
     from gmssl import sm2
 
     try:
-        verifier = sm2.CryptSM2(private_key="", public_key=public.decode("ascii"))
+        verifier = _with_public_key(
+            sm2.CryptSM2(private_key="", public_key=""), public.decode("ascii")
+        )
         return bool(verifier.verify_with_sm3(signature.decode("ascii"), message))
     except Exception:
         # gmssl raises all sorts on malformed input: any of them means "not a valid signature".
@@ -233,6 +235,14 @@ def _sm2(private: bytes) -> Any:
 
     private_hex = private.hex()
     # The public key is the private scalar times the curve's base point.
-    helper = sm2.CryptSM2(private_key=private_hex, public_key="")
-    public_hex = helper._kg(int(private_hex, 16), sm2.default_ecc_table["g"])
-    return sm2.CryptSM2(private_key=private_hex, public_key=public_hex)
+    signer = sm2.CryptSM2(private_key=private_hex, public_key="")
+    public_hex = signer._kg(int(private_hex, 16), sm2.default_ecc_table["g"])
+    return _with_public_key(signer, public_hex)
+
+
+def _with_public_key(crypt: Any, public_hex: str) -> Any:
+    # gmssl's constructor strips a leading "04" (the uncompressed-point prefix) with lstrip,
+    # which also eats the first digits of an x coordinate that begins with 0 or 4: set the key
+    # after construction instead. Its own _kg output carries no prefix.
+    crypt.public_key = public_hex.removeprefix("04") if len(public_hex) == 130 else public_hex
+    return crypt

@@ -669,16 +669,21 @@ class SubjectService:
         return {"id": nid, "at": note["at"], "author_id": note["author_id"]}
 
     async def notes(self, ctx: AuditContext, subject_id: str, limit: int = 100) -> list[dict]:
-        await self._load(ctx, subject_id, "subjects.notes")
+        doc, _ = await self._load(ctx, subject_id, "subjects.notes")
+        # Another process may still hold the destroyed key in its cache: never decrypt a
+        # shredded file's notes.
+        shredded = doc.get("status") == SubjectStatus.SHREDDED
         items = []
         async for note in (
             self._notes.find({"subject_id": subject_id}).sort("at", DESCENDING).limit(limit)
         ):
             nid = str(note["_id"])
-            try:
-                text = await self._codec.open("subject_notes", nid, "text", note["text"])
-            except Shredded:
-                text = None
+            text = None
+            if not shredded:
+                try:
+                    text = await self._codec.open("subject_notes", nid, "text", note["text"])
+                except Shredded:
+                    text = None
             items.append(
                 {"id": nid, "at": note["at"], "author_id": note["author_id"], "text": text}
             )

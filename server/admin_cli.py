@@ -11,7 +11,7 @@ from pathlib import Path
 from models.audit import AuditContext
 from models.clock import SystemClock
 from models.errors import DomainError
-from models.keys import LocalKeyFile
+from models.keys import LocalKeyFile, MasterKeyError
 from models.orgs import OrgKind
 from models.policy import Identity, Role
 from models.staff import temporary_password
@@ -99,6 +99,9 @@ async def run_admin(config: Config, args: argparse.Namespace) -> int:
         )
         try:
             return await _dispatch(services, ctx, args)
+        except MasterKeyError as exc:
+            print(f"anbang: {exc}", file=sys.stderr)
+            return 1
         except DomainError as exc:
             print(f"anbang: {exc.message}", file=sys.stderr)
             for detail in exc.details or []:

@@ -39,6 +39,13 @@ async def run_audit(config: Config, args: argparse.Namespace) -> int:
             verify_key = None  # no checkpoint was ever signed
         path = args.checkpoints or config.audit_export
         checkpoints = read_exported_checkpoints(path)
+        if checkpoints and verify_key is None:
+            # Checkpoints that cannot be checked vouch for nothing: the key was deleted.
+            print(
+                "AUDIT LOG BROKEN: there are signed checkpoints but no audit signing key "
+                "to check them with (was it deleted from the key vault?)"
+            )
+            return 1
         report = await verify_audit(store, vault.suite, verify_key, checkpoints)
     finally:
         await store.close()
