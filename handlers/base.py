@@ -34,6 +34,7 @@ from models.errors import (
     Unavailable,
 )
 from models.health import ReadinessService
+from models.investigations import InvestigationService
 from models.orgs import OrgService
 from models.policy import ANONYMOUS, PUBLIC, RESTRICTION_ALLOWS, Identity, Policy
 from models.programs import ProgramService
@@ -122,6 +123,7 @@ class AppContext:
     alerts: AlertService
     programs: ProgramService
     rules: RulesService
+    investigations: InvestigationService
     in_flight: InFlight = field(default_factory=InFlight)
     max_body_bytes: int = 1 << 20
     # The OpenAPI document is generated from the route table once, lazily, by handlers.openapi.

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from handlers.base import BaseHandler, endpoint
+from models.investigations import InvestigationView
 from models.programs import ProgramView
 from models.rules import EffectiveRules
 
@@ -325,4 +326,142 @@ routes = [
     (rf"/api/v1/programs/{_id('program_id')}/incidents", IncidentHandler),
     (r"/api/v1/rules/effective", EffectiveRulesHandler),
     (rf"/api/v1/rules/{_id('code')}", RuleOverrideHandler),
+]
+
+
+class InvestigationBody(Strict):
+    subject_id: str = Field(pattern=r"^[0-9a-fA-F]{24}$")
+    court: str = Field(min_length=2, max_length=100)
+    requested_on: dt.date
+    expedited: bool = False
+
+
+class AssignBody(Strict):
+    station_id: str = Field(pattern=r"^[0-9a-fA-F]{24}$")
+
+
+class ReportBody(Strict):
+    recommendation: Literal["suitable", "unsuitable"]
+    opinion: str = Field(min_length=2, max_length=5000)
+    on: dt.date
+
+
+class CloseBody(Strict):
+    withdrawn: bool = False
+
+
+class InvestigationOut(BaseModel):
+    id: str
+    subject_id: str
+    status: str
+    court: str
+    requested_on: str
+    expedited: bool
+    due: str
+    county_id: str
+    station_id: str | None
+    recommendation: str | None
+    opinion: str | None
+    reported_on: str | None
+    late: bool | None
+    rules_version: str
+    history: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, view: InvestigationView) -> InvestigationOut:
+        return cls(**view.__dict__)
+
+
+class InvestigationsHandler(BaseHandler):
+    access = "investigations.manage"
+
+    @endpoint(
+        "Record a court's request for a 调查评估; its deadline counts working days",
+        body=InvestigationBody,
+        response=InvestigationOut,
+        status=201,
+        errors=(404,),
+        tags=("programs",),
+    )
+    async def post(self) -> None:
+        body = self.parse(InvestigationBody)
+        view = await self.ctx.investigations.request(
+            self.audit_context,
+            subject_id=body.subject_id,
+            court=body.court,
+            requested_on=body.requested_on,
+            expedited=body.expedited,
+        )
+        self.respond(InvestigationOut.of(view), status=201)
+
+
+class InvestigationHandler(BaseHandler):
+    access = "investigations.read"
+
+    @endpoint("One investigation", response=InvestigationOut, errors=(404,), tags=("programs",))
+    async def get(self, investigation_id: str) -> None:
+        view = await self.ctx.investigations.get(self.audit_context, investigation_id)
+        self.respond(InvestigationOut.of(view))
+
+
+class InvestigationAssignHandler(BaseHandler):
+    access = "investigations.manage"
+
+    @endpoint(
+        "The county assigns the investigation to one of its stations",
+        body=AssignBody,
+        response=InvestigationOut,
+        errors=(404, 409, 422),
+        tags=("programs",),
+    )
+    async def post(self, investigation_id: str) -> None:
+        body = self.parse(AssignBody)
+        view = await self.ctx.investigations.assign(
+            self.audit_context, investigation_id, body.station_id
+        )
+        self.respond(InvestigationOut.of(view))
+
+
+class InvestigationReportHandler(BaseHandler):
+    access = "investigations.manage"
+
+    @endpoint(
+        "The station's opinion (encrypted at rest); after the deadline it is marked late",
+        body=ReportBody,
+        response=InvestigationOut,
+        errors=(404, 409),
+        tags=("programs",),
+    )
+    async def post(self, investigation_id: str) -> None:
+        body = self.parse(ReportBody)
+        view = await self.ctx.investigations.report(
+            self.audit_context, investigation_id, body.recommendation, body.opinion, body.on
+        )
+        self.respond(InvestigationOut.of(view))
+
+
+class InvestigationCloseHandler(BaseHandler):
+    access = "investigations.manage"
+
+    @endpoint(
+        "Close a reported investigation, or record the court's withdrawal",
+        body=CloseBody,
+        response=InvestigationOut,
+        errors=(404, 409),
+        tags=("programs",),
+    )
+    async def post(self, investigation_id: str) -> None:
+        body = self.parse(CloseBody)
+        view = await self.ctx.investigations.close(
+            self.audit_context, investigation_id, body.withdrawn
+        )
+        self.respond(InvestigationOut.of(view))
+
+
+routes += [
+    (r"/api/v1/investigations", InvestigationsHandler),
+    (rf"/api/v1/investigations/{_id('investigation_id')}", InvestigationHandler),
+    (rf"/api/v1/investigations/{_id('investigation_id')}/assign", InvestigationAssignHandler),
+    (rf"/api/v1/investigations/{_id('investigation_id')}/report", InvestigationReportHandler),
+    (rf"/api/v1/investigations/{_id('investigation_id')}/close", InvestigationCloseHandler),
 ]

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from models.audit import AuditCheckpointer
+from models.clock import LOCAL_TZ
+from models.programs import ProgramService
 
 
 class AuditCheckpointSweep:
@@ -26,3 +28,18 @@ class AuditCheckpointSweep:
             self._checkpointer = await self._open()
         document = await self._checkpointer.checkpoint()
         return {"chains": len(document["heads"])}
+
+
+class IntakeDeadlineSweep:
+    """Alerts the station when a person has not reported for intake by the deadline."""
+
+    name = "intake_deadlines"
+    interval_seconds = 900
+    description = "alert stations about intake reports past their deadline"
+
+    def __init__(self, programs: ProgramService):
+        self._programs = programs
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        today = now.astimezone(LOCAL_TZ).date()
+        return {"alerts": await self._programs.alert_missed_intakes(today)}

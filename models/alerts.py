@@ -8,6 +8,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
@@ -21,6 +22,11 @@ ALERTS = CollectionSpec(
     (
         IndexModel([("org_path", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)]),
         IndexModel([("to_user_id", ASCENDING), ("status", ASCENDING)]),
+        IndexModel(
+            [("dedupe_key", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"dedupe_key": {"$type": "string"}},
+        ),
     ),
 )
 
@@ -72,8 +78,11 @@ class AlertService:
         subject_id: str | None = None,
         to_user_id: str | None = None,
         details: dict[str, Any] | None = None,
+        dedupe_key: str | None = None,
     ) -> str:
-        """Open an alert for the node `org_id`; `details` hold ids and codes, not personal data."""
+        """Open an alert for the node `org_id`; `details` hold ids and codes, not personal data.
+        With `dedupe_key`, raising the same alert again (a sweep that ran twice, or resumed
+        after a crash) returns the first one instead of a duplicate."""
         doc = {
             "_id": ObjectId(),
             "kind": kind,
@@ -85,7 +94,15 @@ class AlertService:
             "created_at": self._clock.now(),
             "details": details or {},
         }
-        await self._alerts.insert_one(doc)
+        if dedupe_key is not None:
+            doc["dedupe_key"] = dedupe_key
+        try:
+            await self._alerts.insert_one(doc)
+        except DuplicateKeyError:
+            existing = await self._alerts.find_one({"dedupe_key": dedupe_key}, {"_id": 1})
+            if existing is None:
+                raise
+            return str(existing["_id"])
         return str(doc["_id"])
 
     async def list(

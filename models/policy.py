@@ -159,6 +159,12 @@ DEFAULT_TABLE: dict[str, Rule] = {
         narrower={Role.HEALTH_WORKER: Scope.HEALTH},
         description="intake, lifecycle, supervision and risk levels",
     ),
+    # 调查评估: the county receives the court's request and assigns a station, which reports.
+    "investigations.manage": Rule(
+        _roles(Role.COUNTY_OFFICER, Role.STATION_OFFICER),
+        description="record, assign and report pre-sentencing investigations",
+    ),
+    "investigations.read": Rule(_roles(OFFICER_ROLES), description="read investigations"),
     # The statutory rules: read by officers; overridden for a jurisdiction by its bureau.
     "rules.read": Rule(
         _roles(OFFICER_ROLES, Role.SYS_ADMIN), Scope.NONE, description="the effective rules"

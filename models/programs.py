@@ -16,6 +16,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
+from models.alerts import AlertService
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
@@ -286,6 +287,7 @@ class ProgramService:
         subjects: SubjectService,
         rules: RulesService,
         calendar: WorkdayCalendar,
+        alerts: AlertService,
     ):
         self._programs = store.collection(PROGRAMS)
         self._clock = clock
@@ -294,6 +296,7 @@ class ProgramService:
         self._subjects = subjects
         self._rules = rules
         self._calendar = calendar
+        self._alerts = alerts
 
     def today(self) -> dt.date:
         return self._clock.now().astimezone(LOCAL_TZ).date()
@@ -809,6 +812,37 @@ class ProgramService:
             )
             years[str(year)] = reached and str(year) not in incidents
         return {"threshold": threshold, "years": years, "rules_version": rules.version}
+
+    async def alert_missed_intakes(self, today: dt.date) -> int:
+        """Alert the station of every program whose intake deadline passed without a report.
+        Idempotent: each program's alert is raised once, whenever the sweep runs."""
+        raised = 0
+        cursor = self._programs.find(
+            {
+                "status": str(ProgramStatus.PENDING_INTAKE),
+                "details.intake_due": {"$lt": today.isoformat()},
+                "details.intake_alerted": {"$ne": True},
+            }
+        )
+        async for doc in cursor:
+            pid = str(doc["_id"])
+            await self._alerts.raise_alert(
+                kind="intake_overdue",
+                org_id=str(doc["org_id"]),
+                org_path=doc["org_path"],
+                subject_id=doc["subject_id"],
+                details={
+                    "program_id": pid,
+                    "type": doc["type"],
+                    "due": doc["details"]["intake_due"],
+                },
+                dedupe_key=f"intake_overdue:{pid}",
+            )
+            await self._programs.update_one(
+                {"_id": doc["_id"]}, {"$set": {"details.intake_alerted": True}}
+            )
+            raised += 1
+        return raised
 
     async def _refresh_populations(self, subject_id: str) -> None:
         types = await self._programs.distinct(

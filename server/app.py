@@ -24,6 +24,7 @@ from models.codec import FieldCodec
 from models.crypto import Suite
 from models.errors import Conflict
 from models.health import ReadinessService
+from models.investigations import InvestigationService
 from models.keys import KeyVault, LocalKeyFile, MasterKeyError
 from models.leases import LeaseService
 from models.orgs import OrgKind, OrgService
@@ -73,6 +74,7 @@ def collection_specs() -> list[CollectionSpec]:
         *AttachmentService.collections,
         *RulesService.collections,
         *ProgramService.collections,
+        *InvestigationService.collections,
     ]
 
 
@@ -165,6 +167,7 @@ class Services:
     policy: Policy
     rules: RulesService
     programs: ProgramService
+    investigations: InvestigationService
 
 
 def build_services(
@@ -198,10 +201,15 @@ def build_services(
         AttachmentService(store, vault),
     )
     rules = RulesService(store, clock, audit, orgs, RuleBook.load())
+    calendar = WorkdayCalendar.load()
     program_service = ProgramService(
-        store, clock, audit, codec, subjects_service, rules, WorkdayCalendar.load()
+        store, clock, audit, codec, subjects_service, rules, calendar, alerts_service
+    )
+    investigations = InvestigationService(
+        store, clock, audit, codec, subjects_service, orgs, rules, calendar
     )
     return Services(
+        investigations=investigations,
         rules=rules,
         programs=program_service,
         audit=audit,
@@ -245,6 +253,7 @@ def assemble_api(
         alerts=services.alerts,
         programs=services.programs,
         rules=services.rules,
+        investigations=services.investigations,
         max_body_bytes=config.max_body_bytes,
     )
     return ApiRuntime(

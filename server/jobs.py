@@ -10,14 +10,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jobs.runner import JobsProcess, Sweep, run_once, select_sweeps
-from jobs.sweeps import AuditCheckpointSweep
+from jobs.sweeps import AuditCheckpointSweep, IntakeDeadlineSweep
 from models.audit import SIGNING_KEY_ID, AuditCheckpointer
 from models.clock import Clock, FixedClock, SystemClock
 from models.crypto import new_signing_key
 from models.keys import KeyVault
 from models.leases import LeaseService
 from models.store import Store
-from server.app import collection_specs, connect_store, open_vault, wait_for_database
+from server.app import (
+    Services,
+    build_services,
+    collection_specs,
+    connect_store,
+    open_vault,
+    wait_for_database,
+)
 from server.config import Config
 from server.processes import stop_event_on_signals
 
@@ -28,6 +35,7 @@ class JobsContext:
     config: Config
     clock: Clock
     vault: KeyVault
+    services: Services
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,12 @@ async def audit_checkpointer(ctx: JobsContext) -> AuditCheckpointer:
 # The sweeps in the order `run-once all` runs them; later issues add theirs.
 SWEEPS: tuple[SweepSpec, ...] = (
     SweepSpec(
+        IntakeDeadlineSweep.name,
+        IntakeDeadlineSweep.interval_seconds,
+        IntakeDeadlineSweep.description,
+        lambda ctx: IntakeDeadlineSweep(ctx.services.programs),
+    ),
+    SweepSpec(
         AuditCheckpointSweep.name,
         AuditCheckpointSweep.interval_seconds,
         AuditCheckpointSweep.description,
@@ -66,7 +80,8 @@ async def _context(config: Config, clock: Clock) -> JobsContext:
     except BaseException:
         await store.close()
         raise
-    return JobsContext(store, config, clock, vault)
+    services = build_services(store, config, clock, vault, process_role="jobs")
+    return JobsContext(store, config, clock, vault, services)
 
 
 async def _run_jobs(config: Config) -> None:

@@ -12,7 +12,10 @@ _sequence = itertools.count(101)
 
 def resident_id(birth: dt.date, gender: str, region: str = "330302") -> str:
     """A valid GB 11643 number: region, birth date, a sequence odd for men, check digit."""
-    seq = next(_sequence) % 500 * 2 + (1 if gender == "male" else 0)
+    n = next(_sequence)
+    seq = n % 500 * 2 + (1 if gender == "male" else 0)
+    # Past 500 people of one birth date and gender, move to another district's code.
+    region = region[:4] + f"{(int(region[4:]) + n // 500) % 100:02d}"
     first17 = f"{region}{birth:%Y%m%d}{seq:03d}"
     return first17 + gb11643_check_digit(first17)
 

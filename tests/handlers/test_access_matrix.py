@@ -211,6 +211,32 @@ def on_program(kind: dict[str, Any], suffix: str, body: Any = None) -> Builder:
     return build
 
 
+def on_investigation(stage: str, suffix: str, body: Any = None) -> Builder:
+    """An investigation of a case file in (or out of) scope, taken to `stage` beforehand."""
+
+    async def build(env: Env, in_scope: bool) -> Request:
+        sid = await target_subject(env, in_scope)
+        investigations = env.make_staff.services.investigations
+        view = await investigations.request(
+            SYSTEM, subject_id=sid, court="法院", requested_on=dt.date(2026, 9, 18), expedited=False
+        )
+        station = subject_home(env, in_scope)
+        station = station if station.kind is OrgKind.STATION else env.tree.station
+        if stage in ("assigned", "reported"):
+            await investigations.assign(SYSTEM, view.id, station.id)
+        if stage == "reported":
+            await investigations.report(SYSTEM, view.id, "suitable", "意见", dt.date(2026, 10, 9))
+        payload = body(env, in_scope) if callable(body) else body
+        return Request(f"/api/v1/investigations/{view.id}{suffix}", payload)
+
+    return build
+
+
+def county_only(role: Role) -> int:
+    """Assignment is the county's act: a station does not see an unassigned request."""
+    return 200 if role is Role.COUNTY_OFFICER else 404
+
+
 async def own_jurisdiction(env: Env, in_scope: bool) -> Request:
     code = env.caller.org.code if in_scope else env.tree.other_county.code
     return Request(f"/api/v1/rules/{code}", {"rules": {}, "source": "matrix test"})
@@ -220,6 +246,13 @@ def on_subject(suffix: str, body: Callable[[Env, bool], Any] | None = None) -> B
     async def build(env: Env, in_scope: bool) -> Request:
         sid = await target_subject(env, in_scope)
         return Request(f"/api/v1/subjects/{sid}{suffix}", body(env, in_scope) if body else None)
+
+    return build
+
+
+def on_subject_body(path: str, body: Callable[[str], Any]) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        return Request(path, body(await target_subject(env, in_scope)))
 
     return build
 
@@ -376,6 +409,40 @@ CASES: dict[tuple[str, str], tuple[Builder, int | Callable[[Role], int], int | N
     ),
     ("/api/v1/rules/effective", "GET"): (plain("/api/v1/rules/effective"), 200, None),
     ("/api/v1/rules/(?P<code>[^/]+)", "PUT"): (own_jurisdiction, 200, 404),
+    ("/api/v1/investigations", "POST"): (
+        on_subject_body(
+            "/api/v1/investigations",
+            lambda sid: {"subject_id": sid, "court": "法院", "requested_on": "2026-09-18"},
+        ),
+        201,
+        404,
+    ),
+    ("/api/v1/investigations/(?P<investigation_id>[^/]+)", "GET"): (
+        on_investigation("assigned", ""),
+        200,
+        404,
+    ),
+    ("/api/v1/investigations/(?P<investigation_id>[^/]+)/assign", "POST"): (
+        on_investigation(
+            "requested", "/assign", lambda env, _in: {"station_id": env.tree.station.id}
+        ),
+        county_only,
+        404,
+    ),
+    ("/api/v1/investigations/(?P<investigation_id>[^/]+)/report", "POST"): (
+        on_investigation(
+            "assigned",
+            "/report",
+            {"recommendation": "suitable", "opinion": "意见", "on": "2026-10-09"},
+        ),
+        200,
+        404,
+    ),
+    ("/api/v1/investigations/(?P<investigation_id>[^/]+)/close", "POST"): (
+        on_investigation("reported", "/close", {}),
+        200,
+        404,
+    ),
     ("/api/v1/alerts", "GET"): (plain("/api/v1/alerts"), 200, None),
     ("/api/v1/alerts/(?P<alert_id>[^/]+)/ack", "POST"): (one_alert, 200, 404),
 }

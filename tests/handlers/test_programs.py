@@ -483,3 +483,70 @@ async def test_overrides_are_checked_and_scoped(fetch, staff, tree):
         json_body={"rules": {}, "source": "x1"},
     )
     assert province.status == 404
+
+
+async def test_an_investigation_runs_from_court_to_station_by_its_deadline(
+    fetch, staff, subject, tree, make_staff
+):
+    other_station = await make_staff(Role.STATION_OFFICER, tree.station2)
+    other_station.token = await make_staff.token_for(other_station)
+    requested = await fetch(
+        "/api/v1/investigations",
+        "POST",
+        token=staff["county"].token,
+        json_body={"subject_id": subject, "court": "鹿城区人民法院", "requested_on": "2026-09-18"},
+    )
+    assert requested.status == 201
+    investigation = requested.json
+    # 10 working days from Friday 18 Sep 2026, across 中秋 and the National Day holiday with
+    # its 调休 working Sunday 20 Sep: Friday 9 Oct.
+    assert investigation["due"] == "2026-10-09"
+    path = f"/api/v1/investigations/{investigation['id']}"
+    # Until the county assigns it, the station does not see it, and nobody can report.
+    opinion = {"recommendation": "suitable", "opinion": "家庭支持良好", "on": "2026-10-08"}
+    hidden = await fetch(f"{path}/report", "POST", token=staff["station"].token, json_body=opinion)
+    assert hidden.status == 404
+    early = await fetch(f"{path}/report", "POST", token=staff["county"].token, json_body=opinion)
+    assert early.status == 409 and early.error["details"] == {"status": "requested"}
+    assigned = await fetch(
+        f"{path}/assign",
+        "POST",
+        token=staff["county"].token,
+        json_body={"station_id": tree.station.id},
+    )
+    assert assigned.status == 200 and assigned.json["status"] == "assigned"
+    assert (await fetch(path, token=other_station.token)).status == 404
+    reported = await fetch(
+        f"{path}/report",
+        "POST",
+        token=staff["station"].token,
+        json_body={
+            "recommendation": "suitable",
+            "opinion": "家庭支持良好，社区同意接收",
+            "on": "2026-10-09",
+        },
+    )
+    assert reported.status == 200
+    assert reported.json["late"] is False and reported.json["opinion"].startswith("家庭")
+    closed = await fetch(f"{path}/close", "POST", token=staff["county"].token, json_body={})
+    assert closed.json["status"] == "closed"
+    again = await fetch(
+        f"{path}/close", "POST", token=staff["county"].token, json_body={"withdrawn": True}
+    )
+    assert again.status == 409 and again.error["details"] == {"status": "closed"}
+
+
+async def test_an_expedited_investigation_has_five_working_days(fetch, staff, subject):
+    requested = await fetch(
+        "/api/v1/investigations",
+        "POST",
+        token=staff["county"].token,
+        json_body={
+            "subject_id": subject,
+            "court": "鹿城区人民法院",
+            "requested_on": "2026-09-18",
+            "expedited": True,
+        },
+    )
+    # 20 (a 调休 Sunday), 21, 22, 23, 24 September.
+    assert requested.json["due"] == "2026-09-24"
