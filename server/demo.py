@@ -27,32 +27,32 @@ from server.config import Config
 
 DEMO_TREE = [
     # (code, name, kind, parent code)
-    ("demo-330300", "温州市（演示）", OrgKind.CITY, None),
-    ("demo-330302", "鹿城区司法局（演示）", OrgKind.COUNTY, "demo-330300"),
-    ("demo-330302001", "五马司法所", OrgKind.STATION, "demo-330302"),
-    ("demo-330302002", "南汇司法所", OrgKind.STATION, "demo-330302"),
-    ("demo-330302001001", "五马社区", OrgKind.COMMUNITY, "demo-330302001"),
-    ("demo-330302002001", "南汇社区", OrgKind.COMMUNITY, "demo-330302002"),
-    ("demo-330302001001-01", "五马社区第一网格", OrgKind.GRID, "demo-330302001001"),
+    ("330300", "温州市（演示）", OrgKind.CITY, None),
+    ("330302", "鹿城区司法局（演示）", OrgKind.COUNTY, "330300"),
+    ("330302001", "五马司法所", OrgKind.STATION, "330302"),
+    ("330302002", "南汇司法所", OrgKind.STATION, "330302"),
+    ("330302001001", "五马社区", OrgKind.COMMUNITY, "330302001"),
+    ("330302002001", "南汇社区", OrgKind.COMMUNITY, "330302002"),
+    ("330302001001-01", "五马社区第一网格", OrgKind.GRID, "330302001001"),
 ]
 
 DEMO_STAFF = [
     # (username, name, role, org code, agency head)
-    ("admin", "系统管理员", Role.SYS_ADMIN, "demo-330302", False),
-    ("security", "安全管理员", Role.SECURITY_ADMIN, "demo-330302", False),
-    ("auditor", "审计管理员", Role.AUDIT_ADMIN, "demo-330302", False),
-    ("city.officer", "陈市局", Role.CITY_OFFICER, "demo-330300", False),
-    ("county.head", "林局长", Role.COUNTY_OFFICER, "demo-330302", True),
-    ("county.officer", "周科员", Role.COUNTY_OFFICER, "demo-330302", False),
-    ("wuma.officer", "吴所长", Role.STATION_OFFICER, "demo-330302001", False),
-    ("nanhui.officer", "郑所长", Role.STATION_OFFICER, "demo-330302002", False),
-    ("wuma.social", "王社工", Role.SOCIAL_WORKER, "demo-330302001", False),
-    ("nanhui.social", "冯社工", Role.SOCIAL_WORKER, "demo-330302002", False),
-    ("wuma.grid", "赵网格员", Role.GRID_WORKER, "demo-330302001001", False),
-    ("health", "钱医生", Role.HEALTH_WORKER, "demo-330302", False),
-    ("police", "孙民警", Role.POLICE, "demo-330302001", False),
-    ("sunshine", "李协调员", Role.ASSISTANCE_COORDINATOR, "demo-330302", False),
-    ("procurator", "何检察官", Role.OVERSIGHT, "demo-330302", False),
+    ("admin", "系统管理员", Role.SYS_ADMIN, "330302", False),
+    ("security", "安全管理员", Role.SECURITY_ADMIN, "330302", False),
+    ("auditor", "审计管理员", Role.AUDIT_ADMIN, "330302", False),
+    ("city.officer", "陈市局", Role.CITY_OFFICER, "330300", False),
+    ("county.head", "林局长", Role.COUNTY_OFFICER, "330302", True),
+    ("county.officer", "周科员", Role.COUNTY_OFFICER, "330302", False),
+    ("wuma.officer", "吴所长", Role.STATION_OFFICER, "330302001", False),
+    ("nanhui.officer", "郑所长", Role.STATION_OFFICER, "330302002", False),
+    ("wuma.social", "王社工", Role.SOCIAL_WORKER, "330302001", False),
+    ("nanhui.social", "冯社工", Role.SOCIAL_WORKER, "330302002", False),
+    ("wuma.grid", "赵网格员", Role.GRID_WORKER, "330302001001", False),
+    ("health", "钱医生", Role.HEALTH_WORKER, "330302", False),
+    ("police", "孙民警", Role.POLICE, "330302001", False),
+    ("sunshine", "李协调员", Role.ASSISTANCE_COORDINATOR, "330302", False),
+    ("procurator", "何检察官", Role.OVERSIGHT, "330302", False),
 ]
 
 
@@ -101,9 +101,9 @@ async def seed_demo(config: Config) -> dict[str, Any]:
         await store.close()
 
 
-# Invented people (the ID numbers are valid in form only); the populations arrive with programs.
+# Invented people (the ID numbers are valid in form only), one for each population.
 DEMO_SUBJECTS = [
-    # (name, gender, birth date, sequence, phone, address, org code, social worker)
+    # (name, gender, birth date, sequence, phone, address, org code, social worker, program)
     (
         "陈国强",
         "male",
@@ -111,8 +111,14 @@ DEMO_SUBJECTS = [
         "131",
         "13905770001",
         "五马街道解放北路12号",
-        "demo-330302001",
+        "330302001",
         "wuma.social",
+        {
+            "type": "community_corrections",
+            "start_date": "2026-10-12",
+            "end_date": "2027-10-11",
+            "sentence_type": "probation",
+        },
     ),
     (
         "林秀英",
@@ -121,8 +127,15 @@ DEMO_SUBJECTS = [
         "242",
         "13905770002",
         "五马街道公园路5号",
-        "demo-330302001",
+        "330302001",
         "wuma.social",
+        {
+            "type": "mental_health",
+            "start_date": "2026-03-01",
+            "diagnosis": "精神分裂症",
+            "risk_level": 1,
+            "guardian": {"name": "林建华", "phone": "13905770012", "relation": "配偶"},
+        },
     ),
     (
         "黄志明",
@@ -131,25 +144,32 @@ DEMO_SUBJECTS = [
         "357",
         "13905770003",
         "南汇街道锦江路88号",
-        "demo-330302002",
+        "330302002",
         "nanhui.social",
+        {"type": "drug_rehab", "start_date": "2026-05-20", "mode": "community_detox"},
     ),
     (
-        "吴小军",
+        "吴大勇",
         "male",
-        dt.date(2010, 6, 1),
+        dt.date(1980, 6, 1),
         "463",
         "13905770004",
         "五马街道信河街3号",
-        "demo-330302001001",
+        "330302001001",
         "wuma.social",
+        {
+            "type": "resettlement",
+            "start_date": "2026-08-01",
+            "release_date": "2026-08-01",
+            "key_person": True,
+        },
     ),
 ]
 
 
 async def _ensure_subjects(services: Services, nodes: dict[str, Org]) -> int:
     created = 0
-    for name, gender, born, seq, phone, address, org_code, worker in DEMO_SUBJECTS:
+    for name, gender, born, seq, phone, address, org_code, worker, program in DEMO_SUBJECTS:
         first17 = f"330302{born:%Y%m%d}{seq}"
         try:
             view = await services.subjects.create(
@@ -171,6 +191,7 @@ async def _ensure_subjects(services: Services, nodes: dict[str, Org]) -> int:
         await services.subjects.set_assignments(
             SYSTEM, view.id, [worker_id], [], [], services.staff.lookup
         )
+        await services.programs.create(SYSTEM, view.id, program)
         created += 1
     return created
 
