@@ -102,6 +102,9 @@ class JobsProcess:
                 seconds=sweep.interval_seconds,
                 max_instances=1,
                 coalesce=True,
+                # Run once at start as well: a process that was down catches up at once
+                # instead of one interval later.
+                next_run_time=dt.datetime.now(dt.UTC),
             )
         await self.renew_lease()
         scheduler.start()
