@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handlers.base import BaseHandler, RequestError, endpoint
+from handlers.base import BaseHandler, endpoint
 from models.orgs import Org, OrgKind
 from models.policy import Role
 from models.staff import StaffView
@@ -101,18 +101,6 @@ class PolicyOut(BaseModel):
     rules: list[PolicyRuleOut]
 
 
-def _limit(handler: BaseHandler) -> int:
-    raw = handler.get_query_argument("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise RequestError(
-            422,
-            "validation_failed",
-            "Invalid query.",
-            [{"field": "limit", "message": f"a whole number from 1 to {MAX_PAGE}"}],
-        )
-    return int(raw)
-
-
 class OrgsHandler(BaseHandler):
     access = {"POST": "orgs.create", "GET": "orgs.read"}
 
@@ -187,7 +175,7 @@ class StaffListHandler(BaseHandler):
     )
     async def get(self) -> None:
         items, next_cursor = await self.ctx.staff.list(
-            self.identity, self.get_query_argument("cursor", None), _limit(self)
+            self.identity, self.get_query_argument("cursor", None), self.query_limit(50, MAX_PAGE)
         )
         self.respond(StaffPage(items=[StaffOut.of(v) for v in items], next_cursor=next_cursor))
 
@@ -262,15 +250,7 @@ class StaffImportHandler(BaseHandler):
         tags=("organisation",),
     )
     async def post(self) -> None:
-        media_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip()
-        if media_type != "text/csv":
-            raise RequestError(415, "unsupported_media_type", "Send the file as text/csv.")
-        try:
-            text = self.raw_body().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RequestError(
-                400, "bad_encoding", "The file is not UTF-8.", {"byte": exc.start}
-            ) from None
+        text = self.csv_text()
         accounts = await self.ctx.staff.import_csv(self.audit_context, text)
         self.respond(
             ImportAnswer(

@@ -324,6 +324,30 @@ class BaseHandler(tornado.web.RequestHandler):
             )
         return b"".join(self._chunks)
 
+    def csv_text(self) -> str:
+        """The body of a CSV upload: declared text/csv (415 otherwise), UTF-8 (400 otherwise)."""
+        media_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        if media_type != "text/csv":
+            raise RequestError(415, "unsupported_media_type", "Send the file as text/csv.")
+        try:
+            return self.raw_body().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(
+                400, "bad_encoding", "The file is not UTF-8.", {"byte": exc.start}
+            ) from None
+
+    def query_limit(self, default: int, maximum: int) -> int:
+        """`?limit=`: a page size from 1 to `maximum` (422 naming the field otherwise)."""
+        raw = self.get_query_argument("limit", str(default))
+        if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+            raise RequestError(
+                422,
+                "validation_failed",
+                "Invalid query.",
+                [{"field": "limit", "message": f"a whole number from 1 to {maximum}"}],
+            )
+        return int(raw)
+
     def parse(self, model: type[ModelT]) -> ModelT:
         """The body as `model`: 400 when it is not JSON, 415 when it says it is something else,
         422 naming each offending field when it does not fit."""

@@ -157,18 +157,6 @@ class ImportOut(BaseModel):
     ids: list[str]
 
 
-def _query_limit(handler: BaseHandler) -> int:
-    raw = handler.get_query_argument("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise RequestError(
-            422,
-            "validation_failed",
-            "Invalid query.",
-            [{"field": "limit", "message": f"a whole number from 1 to {MAX_PAGE}"}],
-        )
-    return int(raw)
-
-
 class SubjectsHandler(BaseHandler):
     access = {"POST": "subjects.create", "GET": "subjects.read"}
 
@@ -196,7 +184,7 @@ class SubjectsHandler(BaseHandler):
             population=self.get_query_argument("population", None),
             status=self.get_query_argument("status", None),
             cursor=self.get_query_argument("cursor", None),
-            limit=_query_limit(self),
+            limit=self.query_limit(20, MAX_PAGE),
         )
         self.respond(
             SubjectPage(items=[SubjectOut.of(v) for v in page.items], next_cursor=page.next_cursor)
@@ -343,15 +331,7 @@ class SubjectImportHandler(BaseHandler):
         tags=("case files",),
     )
     async def post(self) -> None:
-        media_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip()
-        if media_type != "text/csv":
-            raise RequestError(415, "unsupported_media_type", "Send the file as text/csv.")
-        try:
-            text = self.raw_body().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RequestError(
-                400, "bad_encoding", "The file is not UTF-8.", {"byte": exc.start}
-            ) from None
+        text = self.csv_text()
         ids = await self.ctx.subjects.import_csv(self.audit_context, text)
         self.respond(ImportOut(imported=len(ids), ids=ids), status=201)
 

@@ -378,21 +378,18 @@ class SubjectService:
             "A case file for this person exists in another jurisdiction.", code="exists_elsewhere"
         )
 
-    async def create(self, ctx: AuditContext, data: SubjectInput) -> SubjectView:
-        values = await self._validated(ctx, data)
-        org = values.pop("org")
-        indexes = await self._blind_indexes(values)
-        existing = await self._subjects.find_one({"bi.id_number": indexes["id_number"]})
-        if existing is not None:
-            raise await self._refuse_duplicate(ctx, existing, indexes["id_number"])
-        subject_id = ObjectId()
+    async def _new_document(
+        self,
+        ctx: AuditContext,
+        subject_id: ObjectId,
+        values: dict[str, Any],
+        indexes: dict[str, str],
+    ) -> dict[str, Any]:
+        """A new case file's document: identity sealed field by field, blind indexes beside."""
         sid = str(subject_id)
-        enc = {
-            name: await self._codec.seal(sid, None, "subjects", sid, name, values[name])
-            for name in SEALED_FIELDS
-        }
+        org = values["org"]
         now = self._clock.now()
-        doc = {
+        return {
             "_id": subject_id,
             "org_id": ObjectId(org.id),
             "org_path": list(org.path),
@@ -401,7 +398,10 @@ class SubjectService:
             "populations": [],
             "juvenile": age_on(dt.date.fromisoformat(values["birth_date"]), self._today())
             < ADULT_AGE,
-            "enc": enc,
+            "enc": {
+                name: await self._codec.seal(sid, None, "subjects", sid, name, values[name])
+                for name in SEALED_FIELDS
+            },
             "bi": indexes,
             "assignments": {"social_worker_ids": [], "grid_worker_ids": [], "team": None},
             "photo_id": None,
@@ -410,6 +410,16 @@ class SubjectService:
             "created_by": ctx.identity.user_id,
             "version": 1,
         }
+
+    async def create(self, ctx: AuditContext, data: SubjectInput) -> SubjectView:
+        values = await self._validated(ctx, data)
+        indexes = await self._blind_indexes(values)
+        existing = await self._subjects.find_one({"bi.id_number": indexes["id_number"]})
+        if existing is not None:
+            raise await self._refuse_duplicate(ctx, existing, indexes["id_number"])
+        subject_id = ObjectId()
+        sid = str(subject_id)
+        doc = await self._new_document(ctx, subject_id, values, indexes)
         async with self._audit.change(
             ctx, "subjects.create", resource="subject", resource_id=sid, subject_id=sid
         ):
@@ -1019,35 +1029,10 @@ class SubjectService:
             )
         if not indexed:
             raise InvalidInput("The file holds no case files.", code="bad_rows")
-        docs = []
-        now = self._clock.now()
-        for values, indexes in indexed:
-            oid = ObjectId()
-            sid = str(oid)
-            org = values["org"]
-            docs.append(
-                {
-                    "_id": oid,
-                    "org_id": ObjectId(org.id),
-                    "org_path": list(org.path),
-                    "id_type": values["id_type"],
-                    "status": SubjectStatus.ACTIVE,
-                    "populations": [],
-                    "juvenile": age_on(dt.date.fromisoformat(values["birth_date"]), self._today())
-                    < ADULT_AGE,
-                    "enc": {
-                        name: await self._codec.seal(sid, None, "subjects", sid, name, values[name])
-                        for name in SEALED_FIELDS
-                    },
-                    "bi": indexes,
-                    "assignments": {"social_worker_ids": [], "grid_worker_ids": [], "team": None},
-                    "photo_id": None,
-                    "created_at": now,
-                    "updated_at": now,
-                    "created_by": ctx.identity.user_id,
-                    "version": 1,
-                }
-            )
+        docs = [
+            await self._new_document(ctx, ObjectId(), values, indexes)
+            for values, indexes in indexed
+        ]
         async with (
             self._audit.change(
                 ctx, "subjects.import", resource="subject", details={"count": len(docs)}
