@@ -35,6 +35,7 @@ from models.errors import (
 )
 from models.health import ReadinessService
 from models.investigations import InvestigationService
+from models.obligations import ObligationService
 from models.orgs import OrgService
 from models.policy import ANONYMOUS, PUBLIC, RESTRICTION_ALLOWS, Identity, Policy
 from models.programs import ProgramService
@@ -124,6 +125,7 @@ class AppContext:
     programs: ProgramService
     rules: RulesService
     investigations: InvestigationService
+    obligations: ObligationService
     in_flight: InFlight = field(default_factory=InFlight)
     max_body_bytes: int = 1 << 20
     # The OpenAPI document is generated from the route table once, lazily, by handlers.openapi.

@@ -8,6 +8,7 @@ from typing import Any
 
 from models.audit import AuditCheckpointer
 from models.clock import LOCAL_TZ
+from models.obligations import ObligationService
 from models.programs import ProgramService
 
 
@@ -43,3 +44,31 @@ class IntakeDeadlineSweep:
     async def run(self, now: dt.datetime) -> dict[str, Any]:
         today = now.astimezone(LOCAL_TZ).date()
         return {"alerts": await self._programs.alert_missed_intakes(today)}
+
+
+class MaterialiseSweep:
+    """Stores every open program's occurrences up to the horizon (what is stored is skipped)."""
+
+    name = "materialise"
+    interval_seconds = 3600
+    description = "store the occurrences of every open program up to the horizon"
+
+    def __init__(self, obligations: ObligationService):
+        self._obligations = obligations
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        return await self._obligations.materialise_all(now)
+
+
+class CloseWindowsSweep:
+    """Marks windows that ended unmet as missed and alerts whoever must act."""
+
+    name = "close_windows"
+    interval_seconds = 300
+    description = "mark ended, unmet windows missed and raise their alerts"
+
+    def __init__(self, obligations: ObligationService):
+        self._obligations = obligations
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        return await self._obligations.close_windows(now)

@@ -159,6 +159,21 @@ DEFAULT_TABLE: dict[str, Rule] = {
         narrower={Role.HEALTH_WORKER: Scope.HEALTH},
         description="intake, lifecycle, supervision and risk levels",
     ),
+    # Obligations: what a person must do, when, and whether they did it.
+    "obligations.read": Rule(
+        _roles(CASE_ROLES),
+        narrower={
+            Role.SOCIAL_WORKER: Scope.ASSIGNED,
+            Role.HEALTH_WORKER: Scope.HEALTH,
+            Role.ASSISTANCE_COORDINATOR: Scope.REFERRED,
+        },
+        description="a person's obligations, stored and projected",
+    ),
+    "obligations.excuse": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.SOCIAL_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="excuse an occurrence with a reason",
+    ),
     # 调查评估: the county receives the court's request and assigns a station, which reports.
     "investigations.manage": Rule(
         _roles(Role.COUNTY_OFFICER, Role.STATION_OFFICER),

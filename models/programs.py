@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -297,6 +298,24 @@ class ProgramService:
         self._rules = rules
         self._calendar = calendar
         self._alerts = alerts
+        self._listeners: list[Callable[[dict[str, Any]], Awaitable[Any]]] = []
+
+    def subscribe(self, listener: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:
+        """Call `listener` with a program's document after every change that alters what it
+        asks for (the scheduler replans from it)."""
+        self._listeners.append(listener)
+
+    async def _changed(self, doc: dict[str, Any]) -> None:
+        for listener in self._listeners:
+            await listener(doc)
+
+    async def open_programs(self) -> AsyncIterator[dict[str, Any]]:
+        async for doc in self._programs.find({"status": {"$in": [str(s) for s in OPEN_STATUSES]}}):
+            yield doc
+
+    async def programs_of(self, subject_id: str) -> AsyncIterator[dict[str, Any]]:
+        async for doc in self._programs.find({"subject_id": subject_id}):
+            yield doc
 
     def today(self) -> dt.date:
         return self._clock.now().astimezone(LOCAL_TZ).date()
@@ -380,6 +399,7 @@ class ProgramService:
         ):
             await self._programs.insert_one(doc)
         await self._refresh_populations(subject_id)
+        await self._changed(doc)
         return await self._view(ctx.identity, doc, subject)
 
     def _type_fields(
@@ -582,6 +602,24 @@ class ProgramService:
     async def rules_for(self, doc: dict[str, Any]) -> list[ObligationRule]:
         return obligation_rules(doc, await self._rules.for_org(str(doc["org_id"])))
 
+    async def open_program(self, subject_id: str, kind: ProgramType) -> dict[str, Any] | None:
+        """The person's open program of `kind`, for services deciding on it (leave, sanctions,
+        e-location); the caller has already checked its scope on the case file."""
+        return await self._programs.find_one(
+            {
+                "subject_id": subject_id,
+                "type": str(kind),
+                "status": {"$in": [str(s) for s in OPEN_STATUSES]},
+            }
+        )
+
+    async def prohibitions(self, doc: dict[str, Any]) -> list[str]:
+        """The 禁止令 recorded (sealed) on a corrections program; empty when there are none."""
+        blob = (doc.get("sealed") or {}).get("prohibitions")
+        if blob is None:
+            return []
+        return list(await self._codec.open("programs", str(doc["_id"]), "prohibitions", blob))
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def transition(
@@ -664,6 +702,7 @@ class ProgramService:
                 from_program=ended,
             )
         await self._refresh_populations(doc["subject_id"])
+        await self._changed(updated)
         view = await self._view(ctx.identity, updated, subject)
         if chained is not None:
             view.details["chained_program_id"] = chained.id
@@ -713,6 +752,7 @@ class ProgramService:
             )
         if updated is None:
             raise Conflict("The program changed meanwhile.", code="invalid_transition")
+        await self._changed(updated)
         return await self._view(ctx.identity, updated, subject)
 
     async def change_level(
@@ -791,6 +831,7 @@ class ProgramService:
                 },
                 return_document=ReturnDocument.AFTER,
             )
+        await self._changed(updated)
         return await self._view(ctx.identity, updated, subject)
 
     def subsidy_eligibility(self, doc: dict[str, Any], rules: EffectiveRules) -> dict[str, Any]:

@@ -225,6 +225,11 @@ class SubjectService:
         doc, _ = await self._load(ctx, subject_id, action)
         return doc
 
+    async def document(self, subject_id: str) -> dict[str, Any] | None:
+        """The raw document, for services acting without a caller (sweeps): no scope, no
+        decryption, and so no audit entry."""
+        return await self._subjects.find_one({"_id": parse_id(subject_id, "case file")})
+
     async def set_populations(self, subject_id: str, populations: list[str]) -> None:
         """Which programs are open for the person (kept by the program service)."""
         await self._subjects.update_one(

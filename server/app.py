@@ -11,7 +11,7 @@ from typing import Any
 
 import tornado.web
 
-from handlers import admin, alerts, auth, ops, programs, subjects
+from handlers import admin, alerts, auth, obligations, ops, programs, subjects
 from handlers.base import AppContext, NotFoundHandler, log_request
 from handlers.openapi import build_openapi
 from models.alerts import AlertService
@@ -27,6 +27,7 @@ from models.health import ReadinessService
 from models.investigations import InvestigationService
 from models.keys import KeyVault, LocalKeyFile, MasterKeyError
 from models.leases import LeaseService
+from models.obligations import ObligationService
 from models.orgs import OrgKind, OrgService
 from models.passwords import HashCost, PasswordHasher
 from models.policy import Identity, Policy
@@ -54,6 +55,7 @@ def all_routes() -> list[tuple[Any, ...]]:
         *admin.routes,
         *subjects.routes,
         *programs.routes,
+        *obligations.routes,
         *alerts.routes,
     ]
 
@@ -75,6 +77,7 @@ def collection_specs() -> list[CollectionSpec]:
         *RulesService.collections,
         *ProgramService.collections,
         *InvestigationService.collections,
+        *ObligationService.collections,
     ]
 
 
@@ -168,6 +171,7 @@ class Services:
     rules: RulesService
     programs: ProgramService
     investigations: InvestigationService
+    obligations: ObligationService
 
 
 def build_services(
@@ -208,7 +212,13 @@ def build_services(
     investigations = InvestigationService(
         store, clock, audit, codec, subjects_service, orgs, rules, calendar
     )
+    obligation_service = ObligationService(
+        store, clock, audit, program_service, subjects_service, alerts_service
+    )
+    # A change to a program replans what lies ahead.
+    program_service.subscribe(obligation_service.reschedule)
     return Services(
+        obligations=obligation_service,
         investigations=investigations,
         rules=rules,
         programs=program_service,
@@ -254,6 +264,7 @@ def assemble_api(
         programs=services.programs,
         rules=services.rules,
         investigations=services.investigations,
+        obligations=services.obligations,
         max_body_bytes=config.max_body_bytes,
     )
     return ApiRuntime(

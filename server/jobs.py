@@ -10,7 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jobs.runner import JobsProcess, Sweep, run_once, select_sweeps
-from jobs.sweeps import AuditCheckpointSweep, IntakeDeadlineSweep
+from jobs.sweeps import (
+    AuditCheckpointSweep,
+    CloseWindowsSweep,
+    IntakeDeadlineSweep,
+    MaterialiseSweep,
+)
 from models.audit import SIGNING_KEY_ID, AuditCheckpointer
 from models.clock import Clock, FixedClock, SystemClock
 from models.crypto import new_signing_key
@@ -56,6 +61,18 @@ async def audit_checkpointer(ctx: JobsContext) -> AuditCheckpointer:
 
 # The sweeps in the order `run-once all` runs them; later issues add theirs.
 SWEEPS: tuple[SweepSpec, ...] = (
+    SweepSpec(
+        MaterialiseSweep.name,
+        MaterialiseSweep.interval_seconds,
+        MaterialiseSweep.description,
+        lambda ctx: MaterialiseSweep(ctx.services.obligations),
+    ),
+    SweepSpec(
+        CloseWindowsSweep.name,
+        CloseWindowsSweep.interval_seconds,
+        CloseWindowsSweep.description,
+        lambda ctx: CloseWindowsSweep(ctx.services.obligations),
+    ),
     SweepSpec(
         IntakeDeadlineSweep.name,
         IntakeDeadlineSweep.interval_seconds,

@@ -1,0 +1,98 @@
+"""Obligation endpoints: a person's obligations over any range, and excusing one."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers.base import BaseHandler, RequestError, endpoint
+from models.clock import LOCAL_TZ
+from models.obligations import OccurrenceView
+
+
+class OccurrenceOut(BaseModel):
+    id: str | None
+    program_id: str
+    kind: str
+    window_start: dt.datetime
+    window_end: dt.datetime
+    status: str
+    projected: bool
+    required_hours: int | None = None
+    excuse_reason: str | None = None
+
+    @classmethod
+    def of(cls, view: OccurrenceView) -> OccurrenceOut:
+        return cls(**view.__dict__)
+
+
+class OccurrenceList(BaseModel):
+    items: list[OccurrenceOut]
+
+
+class ExcuseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=2, max_length=500)
+
+
+def _date_argument(handler: BaseHandler, name: str, default: dt.date) -> dt.date:
+    raw = handler.get_query_argument(name, None)
+    if raw is None:
+        return default
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise RequestError(
+            422,
+            "validation_failed",
+            "Invalid query.",
+            [{"field": name, "message": "a date, YYYY-MM-DD"}],
+        ) from None
+
+
+class SubjectObligationsHandler(BaseHandler):
+    access = "obligations.read"
+
+    @endpoint(
+        "Obligations in `?from=&to=` (default: the next 30 days): stored ones and, further "
+        "ahead, projected from the rules (`projected: true`, no id); `&status=&kind=`",
+        response=OccurrenceList,
+        errors=(404, 422),
+        tags=("obligations",),
+    )
+    async def get(self, subject_id: str) -> None:
+        today = self.ctx.clock.now().astimezone(LOCAL_TZ).date()
+        start = _date_argument(self, "from", today)
+        end = _date_argument(self, "to", start + dt.timedelta(days=30))
+        views = await self.ctx.obligations.for_subject(
+            self.audit_context,
+            subject_id,
+            start=start,
+            end=end,
+            status=self.get_query_argument("status", None),
+            kind=self.get_query_argument("kind", None),
+        )
+        self.respond(OccurrenceList(items=[OccurrenceOut.of(v) for v in views]))
+
+
+class ExcuseHandler(BaseHandler):
+    access = "obligations.excuse"
+
+    @endpoint(
+        "Excuse an occurrence with a reason (audited); never counted as missed",
+        body=ExcuseBody,
+        response=OccurrenceOut,
+        errors=(404, 409),
+        tags=("obligations",),
+    )
+    async def post(self, occurrence_id: str) -> None:
+        body = self.parse(ExcuseBody)
+        view = await self.ctx.obligations.excuse(self.audit_context, occurrence_id, body.reason)
+        self.respond(OccurrenceOut.of(view))
+
+
+routes = [
+    (r"/api/v1/subjects/(?P<subject_id>[^/]+)/obligations", SubjectObligationsHandler),
+    (r"/api/v1/obligations/(?P<occurrence_id>[^/]+)/excuse", ExcuseHandler),
+]

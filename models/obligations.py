@@ -1,0 +1,472 @@
+"""Obligations: the occurrences a program's rules ask for, each with a window in local time.
+
+Occurrences are materialised over a rolling horizon as documents indexed by when they fall due;
+further ahead they are projected from the same rules on demand. Sweeps close windows that ended
+unmet (missed) and alert whoever must act; both are idempotent and catch up after downtime.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.errors import BulkWriteError
+
+from models.alerts import AlertService
+from models.audit import AuditContext, AuditService
+from models.clock import LOCAL_TZ, Clock
+from models.errors import Conflict, InvalidInput, NotFound
+from models.periods import add_months
+from models.programs import OPEN_STATUSES, ObligationRule, ProgramService
+from models.store import CollectionSpec, Store
+from models.subjects import SubjectService
+
+log = logging.getLogger("anbang.obligations")
+
+OCCURRENCES = CollectionSpec(
+    "occurrences",
+    (
+        # The sweeps: everything whose window has ended (or is about to open), by status.
+        IndexModel([("status", ASCENDING), ("window_end", ASCENDING)]),
+        IndexModel([("subject_id", ASCENDING), ("window_start", ASCENDING)]),
+        IndexModel([("program_id", ASCENDING), ("window_start", ASCENDING)]),
+        # Caseloads: what is due in a worker's part of the tree.
+        IndexModel([("org_path", ASCENDING), ("status", ASCENDING), ("window_end", ASCENDING)]),
+        IndexModel([("alert_pending", ASCENDING)], sparse=True),
+    ),
+)
+
+HORIZON = dt.timedelta(days=60)
+MAX_RANGE_DAYS = 800  # a range asked of the API: about two years of daily occurrences at most
+KINDS = (
+    "remote_checkin",
+    "in_person_report",
+    "written_report",
+    "education",
+    "community_service",
+    "drug_test",
+    "medical_reexam",
+    "mental_followup",
+    "counseling",
+    "contact",
+)
+# Obligations a worker meets (a contact, a follow-up visit), not the person: alerts go to them.
+STAFF_KINDS = frozenset({"contact", "mental_followup"})
+
+
+class OccurrenceStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"  # stored; shown as "open" while its window runs
+    OPEN = "open"
+    DONE = "done"
+    LATE = "late"
+    MISSED = "missed"
+    EXCUSED = "excused"
+
+
+@dataclass(frozen=True)
+class Window:
+    kind: str
+    start: dt.datetime  # UTC
+    end: dt.datetime  # UTC, exclusive
+    required_hours: int | None
+    rule: ObligationRule
+
+
+def _local_midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=LOCAL_TZ).astimezone(dt.UTC)
+
+
+def windows(rule: ObligationRule, until: dt.date, since: dt.date | None = None) -> Iterator[Window]:
+    """The rule's windows that start before `until` (and end after `since`): each period of the
+    cadence is one window, from local midnight to local midnight, clipped to the rule's period."""
+    end_day = min(rule.end, until) if rule.end else until
+    index = 0
+    while True:
+        if rule.every_days:
+            begin = rule.start + dt.timedelta(days=index * rule.every_days)
+            stop = begin + dt.timedelta(days=rule.every_days)
+        else:
+            months = rule.every_months or 1  # hours per month: monthly windows
+            begin = add_months(rule.start, index * months)
+            stop = add_months(rule.start, (index + 1) * months)
+        if begin >= end_day:
+            return
+        if rule.end is not None:
+            stop = min(stop, rule.end)
+        index += 1
+        if since is not None and stop <= since:
+            continue
+        yield Window(
+            rule.kind, _local_midnight(begin), _local_midnight(stop), rule.hours_per_month, rule
+        )
+
+
+def occurrence_id(program_id: str, kind: str, start: dt.datetime) -> str:
+    # Deterministic: materialising twice (or after a crash) can never create a duplicate.
+    return f"{program_id}:{kind}:{start.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+@dataclass
+class OccurrenceView:
+    id: str | None
+    program_id: str
+    kind: str
+    window_start: dt.datetime
+    window_end: dt.datetime
+    status: str
+    projected: bool
+    required_hours: int | None = None
+    excuse_reason: str | None = None
+
+
+def _visible_status(status: str, start: dt.datetime, end: dt.datetime, now: dt.datetime) -> str:
+    """What a person sees: a stored `scheduled` is open while its window runs, and missed once
+    it has closed unmet (whether or not the sweep has passed yet)."""
+    if status == OccurrenceStatus.SCHEDULED and start <= now < end:
+        return str(OccurrenceStatus.OPEN)
+    if status == OccurrenceStatus.SCHEDULED and end <= now:
+        return str(OccurrenceStatus.MISSED)
+    return status
+
+
+class ObligationService:
+    collections = (OCCURRENCES,)
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        audit: AuditService,
+        programs: ProgramService,
+        subjects: SubjectService,
+        alerts: AlertService,
+        horizon: dt.timedelta = HORIZON,
+    ):
+        self._occurrences = store.collection(OCCURRENCES)
+        self._clock = clock
+        self._audit = audit
+        self._programs = programs
+        self._subjects = subjects
+        self._alerts = alerts
+        self.horizon = horizon
+
+    def _today(self, now: dt.datetime | None = None) -> dt.date:
+        return (now or self._clock.now()).astimezone(LOCAL_TZ).date()
+
+    # --- materialising ------------------------------------------------------------------------
+
+    async def materialise_program(
+        self, program: dict[str, Any], now: dt.datetime | None = None
+    ) -> int:
+        """Store the program's occurrences up to the horizon; idempotent."""
+        now = now or self._clock.now()
+        if program["status"] not in [str(s) for s in OPEN_STATUSES]:
+            return 0
+        until = (now + self.horizon).astimezone(LOCAL_TZ).date()
+        rules = await self._programs.rules_for(program)
+        # A case recorded after its start (an existing case entered late) owes nothing for
+        # windows that had already closed when it was recorded.
+        recorded = program["created_at"]
+        docs = [
+            self._document(program, window, now)
+            for rule in rules
+            for window in windows(rule, until)
+            if window.end > recorded
+        ]
+        return await self._insert_missing(docs)
+
+    def _document(
+        self, program: dict[str, Any], window: Window, now: dt.datetime
+    ) -> dict[str, Any]:
+        pid = str(program["_id"])
+        return {
+            "_id": occurrence_id(pid, window.kind, window.start),
+            "subject_id": program["subject_id"],
+            "program_id": pid,
+            "program_type": program["type"],
+            "org_path": program["org_path"],
+            "kind": window.kind,
+            "window_start": window.start,
+            "window_end": window.end,
+            "required_hours": window.required_hours,
+            "status": str(OccurrenceStatus.SCHEDULED),
+            "rule_keys": list(window.rule.rule_keys),
+            "rules_version": window.rule.rules_version,
+            "created_at": now,
+        }
+
+    async def _insert_missing(self, docs: list[dict[str, Any]]) -> int:
+        if not docs:
+            return 0
+        # One round trip to skip what is stored already: a daily sweep re-plans mostly known
+        # windows, and a failed bulk insert per program would cost far more.
+        known = {
+            d["_id"]
+            async for d in self._occurrences.find(
+                {"_id": {"$in": [doc["_id"] for doc in docs]}}, {"_id": 1}
+            )
+        }
+        docs = [doc for doc in docs if doc["_id"] not in known]
+        if not docs:
+            return 0
+        try:
+            result = await self._occurrences.insert_many(docs, ordered=False)
+            return len(result.inserted_ids)
+        except BulkWriteError as exc:
+            # Those already stored (same deterministic id) are skipped; anything else is real.
+            others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
+            if others:
+                raise
+            return int(exc.details.get("nInserted", 0))
+
+    async def reschedule(self, program: dict[str, Any]) -> int:
+        """After a change of level, risk or status: what lies ahead is planned again from the
+        rules now in force; past and running windows keep their history."""
+        now = self._clock.now()
+        pid = str(program["_id"])
+        await self._occurrences.delete_many(
+            {
+                "program_id": pid,
+                "status": str(OccurrenceStatus.SCHEDULED),
+                "window_start": {"$gt": now},
+            }
+        )
+        await self._reshape_running(program, now)
+        return await self.materialise_program(program, now)
+
+    async def _reshape_running(self, program: dict[str, Any], now: dt.datetime) -> None:
+        """A window running when the rules changed ends where the new plan ends it; one the
+        change cut short before now is excused as replanned, never counted as missed."""
+        pid = str(program["_id"])
+        running = [
+            doc
+            async for doc in self._occurrences.find(
+                {
+                    "program_id": pid,
+                    "status": str(OccurrenceStatus.SCHEDULED),
+                    "window_start": {"$lte": now},
+                    "window_end": {"$gt": now},
+                }
+            )
+        ]
+        if not running:
+            return
+        until = (now + dt.timedelta(days=1)).astimezone(LOCAL_TZ).date()
+        planned = {
+            occurrence_id(pid, window.kind, window.start): window.end
+            for rule in await self._programs.rules_for(program)
+            for window in windows(rule, until)
+        }
+        for doc in running:
+            new_end = planned.get(doc["_id"])
+            if new_end is None or new_end == doc["window_end"]:
+                continue
+            if new_end > now:
+                change = {"$set": {"window_end": new_end}}
+            else:
+                change = {
+                    "$set": {
+                        "window_end": now,
+                        "status": str(OccurrenceStatus.EXCUSED),
+                        "excuse_reason": "replanned after a change of rules",
+                    }
+                }
+            await self._occurrences.update_one(
+                {"_id": doc["_id"], "status": str(OccurrenceStatus.SCHEDULED)}, change
+            )
+
+    async def materialise_all(self, now: dt.datetime) -> dict[str, int]:
+        programs = inserted = 0
+        async for program in self._programs.open_programs():
+            inserted += await self.materialise_program(program, now)
+            programs += 1
+        return {"programs": programs, "occurrences_created": inserted}
+
+    # --- closing windows ----------------------------------------------------------------------
+
+    async def close_windows(self, now: dt.datetime, batch: int = 1000) -> dict[str, int]:
+        """Mark every window that ended unmet as missed, then alert whoever must act. A crash
+        between the two is caught up by the next run: the mark carries `alert_pending`."""
+        missed = 0
+        while True:
+            ids = [
+                doc["_id"]
+                async for doc in self._occurrences.find(
+                    {"status": str(OccurrenceStatus.SCHEDULED), "window_end": {"$lte": now}},
+                    {"_id": 1},
+                ).limit(batch)
+            ]
+            if not ids:
+                break
+            result = await self._occurrences.update_many(
+                {"_id": {"$in": ids}, "status": str(OccurrenceStatus.SCHEDULED)},
+                {
+                    "$set": {
+                        "status": str(OccurrenceStatus.MISSED),
+                        "missed_at": now,
+                        "alert_pending": True,
+                    }
+                },
+            )
+            missed += result.modified_count
+        alerted = 0
+        async for occurrence in self._occurrences.find({"alert_pending": True}):
+            await self._alert_missed(occurrence)
+            await self._occurrences.update_one(
+                {"_id": occurrence["_id"]}, {"$unset": {"alert_pending": ""}}
+            )
+            alerted += 1
+        return {"missed": missed, "alerted": alerted}
+
+    async def _alert_missed(self, occurrence: dict[str, Any]) -> None:
+        """Missed → the assigned social worker, or the station when none is assigned."""
+        subject = await self._subjects.document(occurrence["subject_id"])
+        if subject is None:
+            return
+        workers = subject.get("assignments", {}).get("social_worker_ids", [])
+        await self._alerts.raise_alert(
+            kind="obligation_missed",
+            org_id=str(subject["org_id"]),
+            org_path=subject["org_path"],
+            subject_id=occurrence["subject_id"],
+            to_user_id=workers[0] if workers else None,
+            details={
+                "occurrence_id": occurrence["_id"],
+                "kind": occurrence["kind"],
+                "program_id": occurrence["program_id"],
+                "window_end": occurrence["window_end"].isoformat(),
+            },
+            dedupe_key=f"missed:{occurrence['_id']}",
+        )
+
+    # --- reads and staff actions ----------------------------------------------------------
+
+    async def for_subject(
+        self,
+        ctx: AuditContext,
+        subject_id: str,
+        *,
+        start: dt.date,
+        end: dt.date,
+        status: str | None,
+        kind: str | None,
+    ) -> list[OccurrenceView]:
+        """Occurrences in [start, end]: stored ones, and beyond what is stored the projection
+        of the same rules (`projected`, no id), within each program's term."""
+        if end < start:
+            raise InvalidInput("`to` comes before `from`.", details=[{"field": "to"}])
+        if (end - start).days > MAX_RANGE_DAYS:
+            raise InvalidInput(
+                f"Ask for at most {MAX_RANGE_DAYS} days at a time.", details=[{"field": "to"}]
+            )
+        if kind is not None and kind not in KINDS:
+            raise InvalidInput("Unknown kind.", details=[{"field": "kind"}])
+        await self._subjects.require(ctx, subject_id, "obligations.read")
+        now = self._clock.now()
+        range_start, range_end = _local_midnight(start), _local_midnight(end + dt.timedelta(days=1))
+        stored: dict[str, dict[str, Any]] = {}
+        query: dict[str, Any] = {
+            "subject_id": subject_id,
+            "window_start": {"$lt": range_end},
+            "window_end": {"$gt": range_start},
+        }
+        if kind:
+            query["kind"] = kind
+        async for doc in self._occurrences.find(query).sort("window_start", ASCENDING):
+            stored[doc["_id"]] = doc
+        views = [self._view(doc, now) for doc in stored.values()]
+        # Project beyond what is stored, from the rules in force now.
+        async for program in self._programs.programs_of(subject_id):
+            if program["status"] not in [str(s) for s in OPEN_STATUSES]:
+                continue
+            pid = str(program["_id"])
+            for rule in await self._programs.rules_for(program):
+                if kind and rule.kind != kind:
+                    continue
+                for window in windows(rule, end + dt.timedelta(days=1), since=start):
+                    oid = occurrence_id(pid, window.kind, window.start)
+                    # Stored windows overlapping the range are all in `stored`; a past window
+                    # never stored is not projected into the past.
+                    if oid in stored or window.end <= now:
+                        continue
+                    views.append(
+                        OccurrenceView(
+                            id=None,
+                            program_id=pid,
+                            kind=window.kind,
+                            window_start=window.start,
+                            window_end=window.end,
+                            status=_visible_status(
+                                str(OccurrenceStatus.SCHEDULED), window.start, window.end, now
+                            ),
+                            projected=True,
+                            required_hours=window.required_hours,
+                        )
+                    )
+        if status:
+            views = [v for v in views if v.status == status]
+        views.sort(key=lambda v: (v.window_start, v.kind))
+        await self._audit.record(
+            ctx,
+            "obligations.read",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"count": len(views)},
+        )
+        return views
+
+    def _view(self, doc: dict[str, Any], now: dt.datetime) -> OccurrenceView:
+        return OccurrenceView(
+            id=doc["_id"],
+            program_id=doc["program_id"],
+            kind=doc["kind"],
+            window_start=doc["window_start"],
+            window_end=doc["window_end"],
+            status=_visible_status(doc["status"], doc["window_start"], doc["window_end"], now),
+            projected=False,
+            required_hours=doc.get("required_hours"),
+            excuse_reason=doc.get("excuse_reason"),
+        )
+
+    async def excuse(self, ctx: AuditContext, occurrence_id_: str, reason: str) -> OccurrenceView:
+        """Excused with a reason (sick leave, an approved absence): never counted as missed."""
+        doc = await self._occurrences.find_one({"_id": occurrence_id_})
+        if doc is None:
+            raise NotFound("No such obligation.")
+        await self._subjects.require(ctx, doc["subject_id"], "obligations.excuse")
+        if doc["status"] not in (OccurrenceStatus.SCHEDULED, OccurrenceStatus.MISSED):
+            raise Conflict(
+                f"An obligation that is {doc['status']} cannot be excused.",
+                code="invalid_transition",
+                details={"status": doc["status"]},
+            )
+        async with self._audit.change(
+            ctx,
+            "obligations.excuse",
+            resource="occurrence",
+            resource_id=occurrence_id_,
+            subject_id=doc["subject_id"],
+            reason=reason,
+        ):
+            updated = await self._occurrences.find_one_and_update(
+                {"_id": occurrence_id_, "status": doc["status"]},
+                {
+                    "$set": {
+                        "status": str(OccurrenceStatus.EXCUSED),
+                        "excuse_reason": reason,
+                        "excused_by": ctx.identity.user_id,
+                        "excused_at": self._clock.now(),
+                    },
+                    "$unset": {"alert_pending": ""},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+            if updated is None:
+                raise Conflict("The obligation changed meanwhile.", code="invalid_transition")
+        return self._view(updated, self._clock.now())
