@@ -232,6 +232,17 @@ def on_investigation(stage: str, suffix: str, body: Any = None) -> Builder:
     return build
 
 
+async def one_occurrence(env: Env, in_scope: bool) -> Request:
+    """An obligation of a case in (or out of) scope, from a program that was just planned."""
+    sid = await target_subject(env, in_scope)
+    services = env.make_staff.services
+    await services.programs.create(SYSTEM, sid, dict(CORRECTIONS))
+    if in_scope:
+        await mark_in_scope(env, sid)
+    occurrence = await services.obligations._occurrences.find_one({"subject_id": sid})
+    return Request(f"/api/v1/obligations/{occurrence['_id']}/excuse", {"reason": "住院治疗"})
+
+
 def county_only(role: Role) -> int:
     """Assignment is the county's act: a station does not see an unassigned request."""
     return 200 if role is Role.COUNTY_OFFICER else 404
@@ -443,6 +454,12 @@ CASES: dict[tuple[str, str], tuple[Builder, int | Callable[[Role], int], int | N
         200,
         404,
     ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/obligations", "GET"): (
+        on_subject("/obligations"),
+        200,
+        404,
+    ),
+    ("/api/v1/obligations/(?P<occurrence_id>[^/]+)/excuse", "POST"): (one_occurrence, 200, 404),
     ("/api/v1/alerts", "GET"): (plain("/api/v1/alerts"), 200, None),
     ("/api/v1/alerts/(?P<alert_id>[^/]+)/ack", "POST"): (one_alert, 200, 404),
 }
