@@ -72,3 +72,31 @@ class CloseWindowsSweep:
 
     async def run(self, now: dt.datetime) -> dict[str, Any]:
         return await self._obligations.close_windows(now)
+
+
+class ReminderSweep:
+    """Reminds people (and workers, for their own obligations) before windows open."""
+
+    name = "reminders"
+    interval_seconds = 600
+    description = "send reminders before obligation windows open"
+
+    def __init__(self, obligations: ObligationService):
+        self._obligations = obligations
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        return await self._obligations.send_reminders(now)
+
+
+class ProgramsEndingSweep:
+    """Alerts stations about programs whose term ends within 30 days."""
+
+    name = "programs_ending"
+    interval_seconds = 3600
+    description = "flag programs ending within 30 days"
+
+    def __init__(self, programs: ProgramService):
+        self._programs = programs
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        return {"alerts": await self._programs.alert_ending(now.astimezone(LOCAL_TZ).date())}

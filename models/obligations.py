@@ -21,6 +21,7 @@ from models.alerts import AlertService
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.errors import Conflict, InvalidInput, NotFound
+from models.notifications import NotificationService, reminder_text
 from models.periods import add_months
 from models.programs import OPEN_STATUSES, ObligationRule, ProgramService
 from models.store import CollectionSpec, Store
@@ -42,6 +43,8 @@ OCCURRENCES = CollectionSpec(
 )
 
 HORIZON = dt.timedelta(days=60)
+# How long before a window opens its reminder goes out (a daily check-in: noon the day before).
+REMINDER_LEAD = dt.timedelta(hours=12)
 MAX_RANGE_DAYS = 800  # a range asked of the API: about two years of daily occurrences at most
 KINDS = (
     "remote_checkin",
@@ -145,8 +148,12 @@ class ObligationService:
         programs: ProgramService,
         subjects: SubjectService,
         alerts: AlertService,
+        notifications: NotificationService,
         horizon: dt.timedelta = HORIZON,
+        reminder_lead: dt.timedelta = REMINDER_LEAD,
     ):
+        self._notifications = notifications
+        self.reminder_lead = reminder_lead
         self._occurrences = store.collection(OCCURRENCES)
         self._clock = clock
         self._audit = audit
@@ -343,6 +350,46 @@ class ObligationService:
             },
             dedupe_key=f"missed:{occurrence['_id']}",
         )
+
+    # --- reminders ------------------------------------------------------------------------------
+
+    async def send_reminders(self, now: dt.datetime) -> dict[str, int]:
+        """Remind whoever must act before each window opens: the person, or for a worker's
+        obligation (a contact, a follow-up) the assigned worker. Once per occurrence; a
+        notifier that is down costs the push, never the sweep or the in-app message."""
+        sent = 0
+        cursor = self._occurrences.find(
+            {
+                "status": str(OccurrenceStatus.SCHEDULED),
+                "window_start": {"$gt": now, "$lte": now + self.reminder_lead},
+                "reminded": {"$ne": True},
+            }
+        )
+        async for occurrence in cursor:
+            recipient = f"subject:{occurrence['subject_id']}"
+            if occurrence["kind"] in STAFF_KINDS:
+                subject = await self._subjects.document(occurrence["subject_id"])
+                workers = (subject or {}).get("assignments", {}).get("social_worker_ids", [])
+                if not workers:
+                    await self._mark_reminded(occurrence["_id"])
+                    continue
+                recipient = f"staff:{workers[0]}"
+            title, body = reminder_text(
+                occurrence["kind"], occurrence["window_start"], occurrence["window_end"]
+            )
+            if await self._notifications.send(
+                recipient,
+                title,
+                body,
+                data={"occurrence_id": occurrence["_id"], "kind": occurrence["kind"]},
+                dedupe_key=f"reminder:{occurrence['_id']}",
+            ):
+                sent += 1
+            await self._mark_reminded(occurrence["_id"])
+        return {"reminders": sent}
+
+    async def _mark_reminded(self, occurrence_id_: str) -> None:
+        await self._occurrences.update_one({"_id": occurrence_id_}, {"$set": {"reminded": True}})
 
     # --- reads and staff actions ----------------------------------------------------------
 

@@ -400,6 +400,8 @@ class ProgramService:
             await self._programs.insert_one(doc)
         await self._refresh_populations(subject_id)
         await self._changed(doc)
+        if kind is ProgramType.MENTAL_HEALTH:
+            await self._alert_high_risk(doc, int(details["risk_level"]), start)
         return await self._view(ctx.identity, doc, subject)
 
     def _type_fields(
@@ -791,6 +793,7 @@ class ProgramService:
             {"level": level, "at": on.isoformat(), "recorded_at": self._clock.now()},
             also={"details.risk_level": level},
         )
+        await self._alert_high_risk(doc, level, on)
         return view
 
     async def record_incident(self, ctx: AuditContext, program_id: str, on: dt.date) -> ProgramView:
@@ -853,6 +856,51 @@ class ProgramService:
             )
             years[str(year)] = reached and str(year) not in incidents
         return {"threshold": threshold, "years": years, "rules_version": rules.version}
+
+    async def alert_ending(self, today: dt.date, within_days: int = 30) -> int:
+        """Alert the station once about each program whose term ends within `within_days`:
+        解除 needs its certificate, and resettlement its hand-over, prepared in time."""
+        raised = 0
+        horizon = (today + dt.timedelta(days=within_days)).isoformat()
+        cursor = self._programs.find(
+            {
+                "status": {"$in": [str(s) for s in OPEN_STATUSES]},
+                "end_date": {"$ne": None, "$gte": today.isoformat(), "$lte": horizon},
+            }
+        )
+        async for doc in cursor:
+            pid = str(doc["_id"])
+            await self._alerts.raise_alert(
+                kind="program_ending",
+                org_id=str(doc["org_id"]),
+                org_path=doc["org_path"],
+                subject_id=doc["subject_id"],
+                details={"program_id": pid, "type": doc["type"], "end_date": doc["end_date"]},
+                dedupe_key=f"program_ending:{pid}",
+            )
+            raised += 1
+        return raised
+
+    async def _alert_high_risk(self, doc: dict[str, Any], level: int, on: dt.date) -> None:
+        """Risk level 3 or above: the police and the health worker in scope are alerted."""
+        rules = await self._rules.for_org(str(doc["org_id"]))
+        if level < rules.int("mental_health.alert_police_from_level"):
+            return
+        pid = str(doc["_id"])
+        await self._alerts.raise_alert(
+            kind="mental_health_high_risk",
+            org_id=str(doc["org_id"]),
+            org_path=doc["org_path"],
+            subject_id=doc["subject_id"],
+            details={
+                "program_id": pid,
+                "risk_level": level,
+                "on": on.isoformat(),
+                "for_roles": ["police", "health_worker"],
+                "rules_version": rules.version,
+            },
+            dedupe_key=f"high_risk:{pid}:{on.isoformat()}:{level}",
+        )
 
     async def alert_missed_intakes(self, today: dt.date) -> int:
         """Alert the station of every program whose intake deadline passed without a report.

@@ -27,6 +27,7 @@ from models.health import ReadinessService
 from models.investigations import InvestigationService
 from models.keys import KeyVault, LocalKeyFile, MasterKeyError
 from models.leases import LeaseService
+from models.notifications import LocalNotifier, NotificationService, NotifierPort
 from models.obligations import ObligationService
 from models.orgs import OrgKind, OrgService
 from models.passwords import HashCost, PasswordHasher
@@ -78,6 +79,7 @@ def collection_specs() -> list[CollectionSpec]:
         *ProgramService.collections,
         *InvestigationService.collections,
         *ObligationService.collections,
+        *NotificationService.collections,
     ]
 
 
@@ -172,6 +174,7 @@ class Services:
     programs: ProgramService
     investigations: InvestigationService
     obligations: ObligationService
+    notifications: NotificationService
 
 
 def build_services(
@@ -181,6 +184,7 @@ def build_services(
     vault: KeyVault,
     hash_cost: HashCost | None = None,
     process_role: str = "api",
+    notifier: NotifierPort | None = None,
 ) -> Services:
     hasher = PasswordHasher(hash_cost or HashCost())
     policy = Policy()
@@ -212,12 +216,14 @@ def build_services(
     investigations = InvestigationService(
         store, clock, audit, codec, subjects_service, orgs, rules, calendar
     )
+    notifications = NotificationService(store, clock, notifier or LocalNotifier())
     obligation_service = ObligationService(
-        store, clock, audit, program_service, subjects_service, alerts_service
+        store, clock, audit, program_service, subjects_service, alerts_service, notifications
     )
     # A change to a program replans what lies ahead.
     program_service.subscribe(obligation_service.reschedule)
     return Services(
+        notifications=notifications,
         obligations=obligation_service,
         investigations=investigations,
         rules=rules,

@@ -15,6 +15,8 @@ from jobs.sweeps import (
     CloseWindowsSweep,
     IntakeDeadlineSweep,
     MaterialiseSweep,
+    ProgramsEndingSweep,
+    ReminderSweep,
 )
 from models.audit import SIGNING_KEY_ID, AuditCheckpointer
 from models.clock import Clock, FixedClock, SystemClock
@@ -72,6 +74,18 @@ SWEEPS: tuple[SweepSpec, ...] = (
         CloseWindowsSweep.interval_seconds,
         CloseWindowsSweep.description,
         lambda ctx: CloseWindowsSweep(ctx.services.obligations),
+    ),
+    SweepSpec(
+        ReminderSweep.name,
+        ReminderSweep.interval_seconds,
+        ReminderSweep.description,
+        lambda ctx: ReminderSweep(ctx.services.obligations),
+    ),
+    SweepSpec(
+        ProgramsEndingSweep.name,
+        ProgramsEndingSweep.interval_seconds,
+        ProgramsEndingSweep.description,
+        lambda ctx: ProgramsEndingSweep(ctx.services.programs),
     ),
     SweepSpec(
         IntakeDeadlineSweep.name,

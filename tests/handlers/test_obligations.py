@@ -355,3 +355,70 @@ async def test_bad_ranges_are_refused_by_name(fetch_with_staff, people, tree, cl
         answer = await fetch(base + query, token=people["station"].token)
         assert answer.status == 422, query
         assert answer.error["details"][0]["field"] == field
+
+
+async def test_reminders_go_out_once_before_a_window_opens(
+    fetch_with_staff, people, tree, clock, services, store
+):
+    fetch = fetch_with_staff
+    subject, _ = await new_case(fetch, people, tree, clock, CORRECTIONS, at=local(2026, 3, 2, 9, 0))
+    obligations = services.obligations
+    # Twelve hours before the next day's check-in window, and not a second earlier.
+    assert await obligations.send_reminders(local(2026, 3, 2, 11, 59, 59)) == {"reminders": 0}
+    assert await obligations.send_reminders(local(2026, 3, 2, 12, 0, 0)) == {"reminders": 1}
+    assert await obligations.send_reminders(local(2026, 3, 2, 12, 5, 0)) == {"reminders": 0}
+    [message] = await services.notifications.for_recipient(f"subject:{subject}")
+    assert message["title"] == "远程签到提醒"
+    assert "03月03日 00:00" in message["body"]
+
+
+class BrokenNotifier:
+    async def push(self, recipient, title, body, data):
+        raise ConnectionError("WeChat is down")
+
+
+async def test_a_notifier_that_is_down_never_fails_the_sweep(store, clock):
+    from models.notifications import NotificationService
+
+    notifications = NotificationService(store, clock, BrokenNotifier())
+    assert await notifications.send("subject:x", "提醒", "内容", dedupe_key="k") is True
+    [message] = await notifications.for_recipient("subject:x")
+    assert message["delivery"] == "in_app"
+
+
+async def test_programs_ending_within_thirty_days_are_flagged_once(
+    fetch_with_staff, people, tree, clock, services, store
+):
+    fetch = fetch_with_staff
+    await new_case(fetch, people, tree, clock, CORRECTIONS, at=local(2026, 3, 2, 9, 0))
+    programs = services.programs
+    assert await programs.alert_ending(dt.date(2027, 1, 29)) == 0  # ends 1 March 2027
+    assert await programs.alert_ending(dt.date(2027, 1, 30)) == 1
+    await programs.alert_ending(dt.date(2027, 2, 10))
+    assert await store.database["alerts"].count_documents({"kind": "program_ending"}) == 1
+
+
+async def test_a_high_risk_patient_alerts_police_and_health_worker(
+    fetch_with_staff, people, tree, clock, make_staff
+):
+    fetch = fetch_with_staff
+    police = await make_staff(Role.POLICE, tree.station)
+    await new_case(
+        fetch,
+        people,
+        tree,
+        clock,
+        {
+            "type": "mental_health",
+            "start_date": "2026-01-05",
+            "diagnosis": "精神分裂症",
+            "risk_level": 4,
+            "guardian": {"name": "家属", "phone": "13900000000", "relation": "母亲"},
+        },
+        at=local(2026, 1, 5, 9, 0),
+    )
+    for account in (police, people["health"]):
+        token = await make_staff.token_for(account)
+        alerts = await fetch("/api/v1/alerts?status=open", token=token)
+        kinds = [a["kind"] for a in alerts.json["items"]]
+        assert kinds.count("mental_health_high_risk") == 1
