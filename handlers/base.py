@@ -22,6 +22,8 @@ from models.auth import AuthService
 from models.bindings import BindingCodeService
 from models.clock import Clock
 from models.codec import IntegrityError, Shredded
+from models.counseling import CounselingService
+from models.elocation import ElocationService
 from models.errors import (
     Conflict,
     DomainError,
@@ -35,14 +37,17 @@ from models.errors import (
 )
 from models.health import ReadinessService
 from models.investigations import InvestigationService
+from models.leave import LeaveService
 from models.obligations import ObligationService
 from models.orgs import OrgService
 from models.policy import ANONYMOUS, PUBLIC, RESTRICTION_ALLOWS, Identity, Policy
 from models.programs import ProgramService
 from models.rules import RulesService
+from models.sanctions import SanctionService
 from models.staff import StaffService
 from models.store import as_unavailable
 from models.subjects import SubjectService
+from models.transfers import TransferService
 
 log = logging.getLogger("anbang.http")
 access_log = logging.getLogger("anbang.access")
@@ -125,7 +130,12 @@ class AppContext:
     programs: ProgramService
     rules: RulesService
     investigations: InvestigationService
+    leave: LeaveService
+    sanctions: SanctionService
+    elocation: ElocationService
+    transfers: TransferService
     obligations: ObligationService
+    counseling: CounselingService
     in_flight: InFlight = field(default_factory=InFlight)
     max_body_bytes: int = 1 << 20
     # The OpenAPI document is generated from the route table once, lazily, by handlers.openapi.

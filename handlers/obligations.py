@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,7 +93,31 @@ class ExcuseHandler(BaseHandler):
         self.respond(OccurrenceOut.of(view))
 
 
+class ResultBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: Literal["done", "negative", "positive", "refused", "evaded"]
+
+
+class ResultHandler(BaseHandler):
+    access = "obligations.record"
+
+    @endpoint(
+        "Record an obligation's result; refused or evaded drug tests count toward 严重违反协议",
+        body=ResultBody,
+        response=OccurrenceOut,
+        errors=(404, 409, 422),
+        tags=("obligations",),
+    )
+    async def post(self, occurrence_id: str) -> None:
+        body = self.parse(ResultBody)
+        view = await self.ctx.obligations.record_result(
+            self.audit_context, occurrence_id, body.outcome
+        )
+        self.respond(OccurrenceOut.of(view))
+
+
 routes = [
+    (r"/api/v1/obligations/(?P<occurrence_id>[^/]+)/result", ResultHandler),
     (r"/api/v1/subjects/(?P<subject_id>[^/]+)/obligations", SubjectObligationsHandler),
     (r"/api/v1/obligations/(?P<occurrence_id>[^/]+)/excuse", ExcuseHandler),
 ]

@@ -8,6 +8,8 @@ from typing import Any
 
 from models.audit import AuditCheckpointer
 from models.clock import LOCAL_TZ
+from models.elocation import ElocationService
+from models.leave import LeaveService
 from models.obligations import ObligationService
 from models.programs import ProgramService
 
@@ -100,3 +102,32 @@ class ProgramsEndingSweep:
 
     async def run(self, now: dt.datetime) -> dict[str, Any]:
         return {"alerts": await self._programs.alert_ending(now.astimezone(LOCAL_TZ).date())}
+
+
+class LeaveReturnsSweep:
+    """Alerts stations about approved leave whose return (销假) is overdue."""
+
+    name = "leave_returns"
+    interval_seconds = 3600
+    description = "alert stations about overdue returns from leave"
+
+    def __init__(self, leave: LeaveService):
+        self._leave = leave
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        return {"alerts": await self._leave.alert_overdue_returns(now.astimezone(LOCAL_TZ).date())}
+
+
+class ElocationExpirySweep:
+    """Ends e-location orders whose last day has passed (社区矫正法 Art. 29)."""
+
+    name = "elocation_expiry"
+    interval_seconds = 3600
+    description = "end e-location orders past their last day"
+
+    def __init__(self, elocation: ElocationService):
+        self._elocation = elocation
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        ended = await self._elocation.end_expired_orders(now.astimezone(LOCAL_TZ).date())
+        return {"ended": ended}

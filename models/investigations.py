@@ -75,6 +75,8 @@ class InvestigationView:
 
 class InvestigationService:
     collections = (INVESTIGATIONS,)
+    # Where this service keeps fields sealed with a subject's data key (for key rotation).
+    sealed_fields = (("investigations", None),)
 
     def __init__(
         self,

@@ -58,6 +58,10 @@ KINDS = (
     "counseling",
     "contact",
 )
+# The outcomes a worker may record, per kind of obligation.
+RESULTS: dict[str, tuple[str, ...]] = {
+    "drug_test": ("negative", "positive", "refused", "evaded"),
+}
 # Obligations a worker meets (a contact, a follow-up visit), not the person: alerts go to them.
 STAFF_KINDS = frozenset({"contact", "mental_followup"})
 
@@ -324,6 +328,8 @@ class ObligationService:
         alerted = 0
         async for occurrence in self._occurrences.find({"alert_pending": True}):
             await self._alert_missed(occurrence)
+            if occurrence["kind"] == "drug_test":
+                await self.check_serious_breach(occurrence["program_id"])
             await self._occurrences.update_one(
                 {"_id": occurrence["_id"]}, {"$unset": {"alert_pending": ""}}
             )
@@ -350,6 +356,145 @@ class ObligationService:
             },
             dedupe_key=f"missed:{occurrence['_id']}",
         )
+
+    # --- one-off obligations (a booked counseling session) -----------------------------------
+
+    async def schedule_one_off(
+        self, subject: dict[str, Any], *, key: str, kind: str, start: dt.datetime, end: dt.datetime
+    ) -> None:
+        await self._insert_missing(
+            [
+                {
+                    "_id": key,
+                    "subject_id": str(subject["_id"]),
+                    "program_id": key,
+                    "program_type": None,
+                    "org_path": subject["org_path"],
+                    "kind": kind,
+                    "window_start": start,
+                    "window_end": end,
+                    "required_hours": None,
+                    "status": str(OccurrenceStatus.SCHEDULED),
+                    "rule_keys": [],
+                    "rules_version": None,
+                    "created_at": self._clock.now(),
+                }
+            ]
+        )
+
+    async def complete_one_off(self, key: str, done: bool) -> None:
+        status = OccurrenceStatus.DONE if done else OccurrenceStatus.MISSED
+        await self._occurrences.update_one(
+            {"_id": key, "status": str(OccurrenceStatus.SCHEDULED)},
+            {"$set": {"status": str(status)}},
+        )
+
+    async def cancel_one_off(self, key: str) -> None:
+        await self._occurrences.update_one(
+            {"_id": key, "status": str(OccurrenceStatus.SCHEDULED)},
+            {
+                "$set": {
+                    "status": str(OccurrenceStatus.EXCUSED),
+                    "excuse_reason": "session cancelled",
+                }
+            },
+        )
+
+    # --- results (drug tests, follow-ups, contacts) --------------------------------------------
+
+    async def record_result(
+        self, ctx: AuditContext, occurrence_id_: str, outcome: str
+    ) -> OccurrenceView:
+        """A worker records how an occurrence went. For drug tests: negative or positive meets
+        the obligation; refused or evaded counts toward 严重违反协议 (戒毒条例 Art. 20)."""
+        doc = await self._occurrences.find_one({"_id": occurrence_id_})
+        if doc is None:
+            raise NotFound("No such obligation.")
+        await self._subjects.require(ctx, doc["subject_id"], "obligations.record")
+        allowed = RESULTS.get(doc["kind"], ("done",))
+        if outcome not in allowed:
+            raise InvalidInput(
+                "This outcome does not fit this obligation.",
+                details=[{"field": "outcome", "allowed": list(allowed)}],
+            )
+        if doc["status"] not in (OccurrenceStatus.SCHEDULED, OccurrenceStatus.MISSED):
+            raise Conflict(
+                "The result of this obligation is recorded already.",
+                code="invalid_transition",
+                details={"status": doc["status"]},
+            )
+        now = self._clock.now()
+        if doc["window_start"] > now:
+            raise Conflict(
+                "The window of this obligation has not opened yet.",
+                code="not_open",
+                details={"status": doc["status"]},
+            )
+        met = outcome in ("done", "negative", "positive")
+        status = (
+            (OccurrenceStatus.DONE if now < doc["window_end"] else OccurrenceStatus.LATE)
+            if met
+            else OccurrenceStatus.MISSED
+        )
+        async with self._audit.change(
+            ctx,
+            "obligations.result",
+            resource="occurrence",
+            resource_id=occurrence_id_,
+            subject_id=doc["subject_id"],
+            details={"kind": doc["kind"], "outcome": outcome},
+        ):
+            updated = await self._occurrences.find_one_and_update(
+                {"_id": occurrence_id_, "status": doc["status"]},
+                {
+                    "$set": {
+                        "status": str(status),
+                        "result": outcome,
+                        "result_at": now,
+                        "result_by": ctx.identity.user_id,
+                    }
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+            if updated is None:
+                raise Conflict("The obligation changed meanwhile.", code="invalid_transition")
+        if doc["kind"] == "drug_test":
+            await self.check_serious_breach(doc["program_id"])
+        return self._view(updated, now)
+
+    async def check_serious_breach(self, program_id: str) -> bool:
+        """严重违反协议: refusing or evading tests the rule's number of times. A missed test
+        window counts as evaded; an excused one never counts."""
+        program = await self._programs.document(program_id)
+        if program is None or program["type"] != "drug_rehab":
+            return False
+        rules = await self._programs.rules_for_org(str(program["org_id"]))
+        limit = rules.int("drug_rehab.serious_breach_refusals")
+        count = await self._occurrences.count_documents(
+            {
+                "program_id": program_id,
+                "kind": "drug_test",
+                "status": str(OccurrenceStatus.MISSED),
+            }
+        )
+        if count < limit:
+            return False
+        await self._alerts.raise_alert(
+            kind="serious_breach",
+            org_id=str(program["org_id"]),
+            org_path=program["org_path"],
+            subject_id=program["subject_id"],
+            details={
+                "program_id": program_id,
+                "refused_or_evaded": count,
+                "limit": limit,
+                "rule": "drug_rehab.serious_breach_refusals",
+                "rules_version": rules.version,
+                "for_roles": ["police"],
+            },
+            dedupe_key=f"serious_breach:{program_id}",
+        )
+        return True
 
     # --- reminders ------------------------------------------------------------------------------
 

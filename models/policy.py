@@ -174,12 +174,61 @@ DEFAULT_TABLE: dict[str, Rule] = {
         narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
         description="excuse an occurrence with a reason",
     ),
+    "obligations.record": Rule(
+        _roles(Role.STATION_OFFICER, Role.SOCIAL_WORKER, Role.POLICE),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="record an obligation's result (a drug test's outcome)",
+    ),
+    "counseling.manage": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.SOCIAL_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="book counseling sessions and record attendance",
+    ),
     # 调查评估: the county receives the court's request and assigns a station, which reports.
     "investigations.manage": Rule(
         _roles(Role.COUNTY_OFFICER, Role.STATION_OFFICER),
         description="record, assign and report pre-sentencing investigations",
     ),
     "investigations.read": Rule(_roles(OFFICER_ROLES), description="read investigations"),
+    # Decisions along approval chains (models/approvals.py): the policy admits the officers who
+    # may take some step; the chain then admits only the level whose turn it is.
+    "leave.request": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.SOCIAL_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="file a leave request (外出请假) on a person's behalf",
+    ),
+    "leave.read": Rule(_roles(OFFICER_ROLES), description="leave requests in scope"),
+    "leave.decide": Rule(_roles(OFFICER_ROLES), description="take one's step on a leave request"),
+    "leave.return": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.SOCIAL_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="record the return from leave (销假)",
+    ),
+    "sanctions.propose": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER),
+        description="file a praise or sanction (考核奖惩) with its reason",
+    ),
+    "sanctions.decide": Rule(_roles(OFFICER_ROLES), description="take one's step on a sanction"),
+    "sanctions.read": Rule(_roles(OFFICER_ROLES), description="sanction suggestions"),
+    "detachments.record": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER), description="record a 脱管 episode"
+    ),
+    # 电子定位: stations and counties ask; the county agency's head alone approves (Art. 29),
+    # which the service checks on the account itself.
+    "elocation.request": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER),
+        description="ask for an electronic-location order or its renewal",
+    ),
+    "elocation.decide": Rule(
+        _roles(Role.COUNTY_OFFICER), description="approve an order (the agency head only)"
+    ),
+    "elocation.read": Rule(_roles(OFFICER_ROLES), description="read electronic-location orders"),
+    # 执行地变更: either side of a transfer, each at its own step.
+    "transfers.manage": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER),
+        description="request, accept, hand over and close transfers",
+    ),
+    "transfers.read": Rule(_roles(OFFICER_ROLES), description="read transfers"),
     # The statutory rules: read by officers; overridden for a jurisdiction by its bureau.
     "rules.read": Rule(
         _roles(OFFICER_ROLES, Role.SYS_ADMIN), Scope.NONE, description="the effective rules"

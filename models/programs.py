@@ -73,6 +73,8 @@ OPEN_STATUSES = (
     ProgramStatus.TRANSFERRED,
 )
 
+# 解除/终止: how a program may end by decision.
+TERMINATION_KINDS = ("completed", "revoked", "died", "other")
 SENTENCE_TYPES = ("control", "probation", "parole", "medical_parole")
 LEVELS = ("strict", "normal", "lenient")
 HEALTH_FIELDS = ("diagnosis", "guardian", "care_team", "risk_level", "risk_history", "subsidy")
@@ -278,6 +280,8 @@ def obligation_rules(doc: dict[str, Any], rules: EffectiveRules) -> list[Obligat
 
 class ProgramService:
     collections = (PROGRAMS,)
+    # Where this service keeps fields sealed with a subject's data key (for key rotation).
+    sealed_fields = (("programs", "sealed"),)
 
     def __init__(
         self,
@@ -308,6 +312,13 @@ class ProgramService:
     async def _changed(self, doc: dict[str, Any]) -> None:
         for listener in self._listeners:
             await listener(doc)
+
+    async def document(self, program_id: str) -> dict[str, Any] | None:
+        """The raw program document, for services acting without a caller (sweeps)."""
+        return await self._programs.find_one({"_id": parse_id(program_id, "program")})
+
+    async def rules_for_org(self, org_id: str) -> EffectiveRules:
+        return await self._rules.for_org(org_id)
 
     async def open_programs(self) -> AsyncIterator[dict[str, Any]]:
         async for doc in self._programs.find({"status": {"$in": [str(s) for s in OPEN_STATUSES]}}):
@@ -632,7 +643,10 @@ class ProgramService:
         reason: str,
         *,
         effective: dt.date | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> ProgramView:
+        """Move the program to `to`; `extra` fields are set in the same guarded write (a
+        termination's certificate, say)."""
         doc, subject = await self._load(ctx, program_id, "programs.manage")
         try:
             target = ProgramStatus(to)
@@ -647,7 +661,7 @@ class ProgramService:
             )
         now = self._clock.now()
         rules = await self._rules.for_org(str(doc["org_id"]))
-        update: dict[str, Any] = {"status": str(target), "updated_at": now}
+        update: dict[str, Any] = {"status": str(target), "updated_at": now, **(extra or {})}
         if target is ProgramStatus.ENDED:
             update["ended_on"] = (effective or self.today()).isoformat()
             update["end_reason"] = reason
@@ -709,6 +723,87 @@ class ProgramService:
         if chained is not None:
             view.details["chained_program_id"] = chained.id
         return view
+
+    async def terminate(
+        self,
+        ctx: AuditContext,
+        program_id: str,
+        kind: str,
+        on: dt.date,
+        certificate_number: str | None = None,
+    ) -> ProgramView:
+        """解除/终止: the program ends on `on` for `kind` (completed, revoked, died, other). A
+        completed corrections term gets its certificate (解除证明书, 社区矫正法 Art. 44) and
+        chains into 安置帮教 through `transition`."""
+        if kind not in TERMINATION_KINDS:
+            raise InvalidInput(
+                "The kind is completed, revoked, died or other.", details=[{"field": "kind"}]
+            )
+        doc, _ = await self._load(ctx, program_id, "programs.manage")
+        if on > self.today():
+            raise InvalidInput("The date is in the future.", details=[{"field": "date"}])
+        if on < _date(doc["start_date"]):
+            raise InvalidInput(
+                "The date comes before the program began.", details=[{"field": "date"}]
+            )
+        termination: dict[str, Any] = {
+            "kind": kind,
+            "on": on.isoformat(),
+            "by": ctx.identity.user_id,
+            "certificate": None,
+        }
+        if certificate_number is not None and (
+            kind != "completed" or doc["type"] != ProgramType.COMMUNITY_CORRECTIONS
+        ):
+            raise InvalidInput(
+                "A certificate is issued only when a corrections term is completed.",
+                details=[{"field": "certificate_number"}],
+            )
+        if kind == "completed" and doc["type"] == ProgramType.COMMUNITY_CORRECTIONS:
+            termination["certificate"] = {
+                "kind": "release_certificate",
+                # The bureau's own numbering when given; else one derived from the program.
+                "number": certificate_number or f"JC-{on:%Y%m%d}-{program_id[-8:].upper()}",
+                "issued_on": on.isoformat(),
+                "issued_by": ctx.identity.user_id,
+            }
+        return await self.transition(
+            ctx,
+            program_id,
+            str(ProgramStatus.ENDED),
+            kind,
+            effective=on,
+            extra={"details.termination": termination},
+        )
+
+    async def relocate(
+        self, ctx: AuditContext, subject_id: str, org_id: str, org_path: list[str]
+    ) -> int:
+        """执行地变更: the person's open programs follow the case file to its new station, and
+        what lies ahead is replanned there (the listeners hear of each program)."""
+        query = {"subject_id": subject_id, "status": {"$in": [str(s) for s in OPEN_STATUSES]}}
+        async with self._audit.change(
+            ctx,
+            "programs.relocate",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"to": org_id},
+        ):
+            result = await self._programs.update_many(
+                query,
+                {
+                    "$set": {
+                        "org_id": ObjectId(org_id),
+                        "org_path": org_path,
+                        "updated_at": self._clock.now(),
+                    },
+                    "$inc": {"version": 1},
+                },
+            )
+        async for doc in self._programs.find(query):
+            await self._changed(doc)
+        return result.modified_count
 
     async def record_intake(self, ctx: AuditContext, program_id: str, on: dt.date) -> ProgramView:
         """The person reported: the program becomes active; a late report is flagged."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from models.attachments import AttachmentInfo, AttachmentService, AttachmentWrit
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec, IntegrityError, Shredded
+from models.crypto import CryptoError, Sealed
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.identity_numbers import (
     IdType,
@@ -155,6 +157,7 @@ class SubjectService:
         self._alerts = alerts
         self._policy = policy
         self._attachments = attachments
+        self._sealed_elsewhere: list[tuple[str, str | None]] = []
 
     # --- scope ------------------------------------------------------------------------------
 
@@ -535,6 +538,44 @@ class SubjectService:
                 )
         return await self._view(ctx.identity, updated)
 
+    async def move(self, ctx: AuditContext, subject_id: str, org_id: str) -> SubjectView:
+        """执行地变更: file the case under another station, usually beyond the caller's scope
+        (that is the point of a transfer, which the receiving side has accepted). The caller
+        must reach the file where it is now; the assigned workers stay with the old station."""
+        doc, _ = await self._load(ctx, subject_id, "transfers.manage")
+        if doc.get("status") == SubjectStatus.SHREDDED:
+            raise Conflict("The case file was erased.", code="shredded")
+        org = await self._orgs.get(org_id)
+        if org.kind not in SUBJECT_ORG_KINDS:
+            raise InvalidInput(
+                "A case file belongs to a station, community or grid.",
+                details=[{"field": "org_id"}],
+            )
+        async with self._audit.change(
+            ctx,
+            "subjects.move",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"from": str(doc["org_id"]), "to": org.id},
+        ):
+            updated = await self._subjects.find_one_and_update(
+                {"_id": doc["_id"]},
+                {
+                    "$set": {
+                        "org_id": ObjectId(org.id),
+                        "org_path": list(org.path),
+                        # Workers of the sending station no longer serve the person.
+                        "assignments.social_worker_ids": [],
+                        "assignments.grid_worker_ids": [],
+                        "updated_at": self._clock.now(),
+                    },
+                    "$inc": {"version": 1},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+        return await self._view(ctx.identity, updated)
+
     async def set_assignments(
         self,
         ctx: AuditContext,
@@ -888,8 +929,57 @@ class SubjectService:
                 },
             )
 
+    def add_sealed_locations(self, locations: Iterable[tuple[str, str | None]]) -> None:
+        """Where other services keep fields sealed with a subject's key: (collection, the
+        sub-document holding them or None for top-level fields). Rotation rewrites them all."""
+        self._sealed_elsewhere.extend(locations)
+
+    async def _reseal(
+        self, collection: str, container: str | None, subject_id: str, new_key_id: str
+    ) -> None:
+        documents = self._store.collection(collection)
+        async for doc in documents.find({"subject_id": subject_id}):
+            document_id = str(doc["_id"])
+            fields = (doc.get(container) or {}) if container else doc
+            changes = {}
+            for name, value in fields.items():
+                if not isinstance(value, bytes) or not value.startswith(b"\x01"):
+                    continue
+                try:
+                    sealed = Sealed.from_bytes(bytes(value))
+                except CryptoError:
+                    continue
+                if not sealed.key_id.startswith(f"dek:{subject_id}") or (
+                    sealed.key_id == new_key_id
+                ):
+                    continue
+                plain = await self._codec.open(collection, document_id, name, value)
+                path = f"{container}.{name}" if container else name
+                changes[path] = await self._codec.seal(
+                    subject_id, new_key_id, collection, document_id, name, plain
+                )
+            if changes:
+                await documents.update_one({"_id": doc["_id"]}, {"$set": changes})
+
+    async def _reencrypt_attachment(
+        self, subject_id: str, attachment_id: str, new_key_id: str
+    ) -> str:
+        """A copy under the new key, streamed record by record; the old file is deleted."""
+        info = await self._attachments.info(attachment_id)
+        if info is None:
+            return attachment_id
+        writer = self._attachments.writer(
+            subject_id, new_key_id, info.content_type, max(info.size, 1) * 2
+        )
+        async for chunk in self._attachments.read(attachment_id):
+            await writer.write(chunk)
+        copy = await writer.finish()
+        await self._attachments.delete(attachment_id)
+        return copy.id
+
     async def rotate_data_key(self, ctx: AuditContext, subject_id: str) -> str:
-        """Re-encrypt one subject's fields and notes under a new data key; destroy the old."""
+        """Re-encrypt everything sealed with one subject's data key (case file, team, notes,
+        photo, and every other service's sealed fields) under a new key; destroy the old."""
         oid = parse_id(subject_id, "case file")
         doc = await self._subjects.find_one({"_id": oid})
         if doc is None or doc.get("status") == SubjectStatus.SHREDDED:
@@ -918,18 +1008,11 @@ class SubjectService:
                 update["assignments.team"] = await self._codec.seal(
                     subject_id, new_key.key_id, "subjects", subject_id, "team", team_plain
                 )
-            async for note in self._notes.find({"subject_id": subject_id}):
-                nid = str(note["_id"])
-                text = await self._codec.open("subject_notes", nid, "text", note["text"])
-                await self._notes.update_one(
-                    {"_id": note["_id"]},
-                    {
-                        "$set": {
-                            "text": await self._codec.seal(
-                                subject_id, new_key.key_id, "subject_notes", nid, "text", text
-                            )
-                        }
-                    },
+            for collection, container in (("subject_notes", None), *self._sealed_elsewhere):
+                await self._reseal(collection, container, subject_id, new_key.key_id)
+            if doc.get("photo_id"):
+                update["photo_id"] = await self._reencrypt_attachment(
+                    subject_id, doc["photo_id"], new_key.key_id
                 )
             await self._subjects.update_one({"_id": oid}, {"$set": update})
             await self._vault.destroy(old_key_id)

@@ -11,7 +11,20 @@ from typing import Any
 
 import tornado.web
 
-from handlers import admin, alerts, auth, obligations, ops, programs, subjects
+from handlers import (
+    admin,
+    alerts,
+    auth,
+    counseling,
+    elocation,
+    leave,
+    obligations,
+    ops,
+    programs,
+    sanctions,
+    subjects,
+    transfers,
+)
 from handlers.base import AppContext, NotFoundHandler, log_request
 from handlers.openapi import build_openapi
 from models.alerts import AlertService
@@ -21,12 +34,15 @@ from models.auth import AuthService
 from models.bindings import BindingCodeService
 from models.clock import Clock, SystemClock
 from models.codec import FieldCodec
+from models.counseling import CounselingService
 from models.crypto import Suite
+from models.elocation import ElocationService
 from models.errors import Conflict
 from models.health import ReadinessService
 from models.investigations import InvestigationService
 from models.keys import KeyVault, LocalKeyFile, MasterKeyError
 from models.leases import LeaseService
+from models.leave import LeaveService
 from models.notifications import LocalNotifier, NotificationService, NotifierPort
 from models.obligations import ObligationService
 from models.orgs import OrgKind, OrgService
@@ -34,11 +50,13 @@ from models.passwords import HashCost, PasswordHasher
 from models.policy import Identity, Policy
 from models.programs import ProgramService
 from models.rules import RuleBook, RulesService
+from models.sanctions import SanctionService
 from models.sessions import SessionService
 from models.staff import StaffService
 from models.store import CollectionSpec, DatabaseSettings, Store
 from models.subjects import SubjectService
 from models.throttle import ThrottleService
+from models.transfers import TransferService
 from models.workdays import WorkdayCalendar
 from server.config import Config
 
@@ -56,7 +74,12 @@ def all_routes() -> list[tuple[Any, ...]]:
         *admin.routes,
         *subjects.routes,
         *programs.routes,
+        *leave.routes,
+        *sanctions.routes,
+        *elocation.routes,
+        *transfers.routes,
         *obligations.routes,
+        *counseling.routes,
         *alerts.routes,
     ]
 
@@ -78,8 +101,13 @@ def collection_specs() -> list[CollectionSpec]:
         *RulesService.collections,
         *ProgramService.collections,
         *InvestigationService.collections,
+        *LeaveService.collections,
+        *SanctionService.collections,
+        *ElocationService.collections,
+        *TransferService.collections,
         *ObligationService.collections,
         *NotificationService.collections,
+        *CounselingService.collections,
     ]
 
 
@@ -173,8 +201,13 @@ class Services:
     rules: RulesService
     programs: ProgramService
     investigations: InvestigationService
+    leave: LeaveService
+    sanctions: SanctionService
+    elocation: ElocationService
+    transfers: TransferService
     obligations: ObligationService
     notifications: NotificationService
+    counseling: CounselingService
 
 
 def build_services(
@@ -222,7 +255,53 @@ def build_services(
     )
     # A change to a program replans what lies ahead.
     program_service.subscribe(obligation_service.reschedule)
+    counseling_service = CounselingService(
+        store, clock, audit, codec, subjects_service, obligation_service, staff.lookup
+    )
+    leave_service = LeaveService(
+        store, clock, audit, codec, subjects_service, program_service, rules, alerts_service
+    )
+    sanction_service = SanctionService(
+        store, clock, audit, codec, subjects_service, program_service, rules
+    )
+    # The agency-head check reads the account at decision time, not the session's snapshot.
+    elocation_service = ElocationService(
+        store, clock, audit, codec, subjects_service, program_service, rules, staff
+    )
+    # A handover moves every record that carries the person's station along with the file.
+    transfer_service = TransferService(
+        store,
+        clock,
+        audit,
+        codec,
+        subjects_service,
+        program_service,
+        orgs,
+        rules,
+        calendar,
+        relocators=(
+            leave_service.relocate,
+            sanction_service.relocate,
+            elocation_service.relocate,
+        ),
+    )
+    # Key rotation rewrites every field sealed with the person's key, wherever it is kept.
+    for service in (
+        program_service,
+        investigations,
+        counseling_service,
+        leave_service,
+        sanction_service,
+        elocation_service,
+        transfer_service,
+    ):
+        subjects_service.add_sealed_locations(service.sealed_fields)
     return Services(
+        leave=leave_service,
+        sanctions=sanction_service,
+        elocation=elocation_service,
+        transfers=transfer_service,
+        counseling=counseling_service,
         notifications=notifications,
         obligations=obligation_service,
         investigations=investigations,
@@ -270,7 +349,12 @@ def assemble_api(
         programs=services.programs,
         rules=services.rules,
         investigations=services.investigations,
+        leave=services.leave,
+        sanctions=services.sanctions,
+        elocation=services.elocation,
+        transfers=services.transfers,
         obligations=services.obligations,
+        counseling=services.counseling,
         max_body_bytes=config.max_body_bytes,
     )
     return ApiRuntime(

@@ -13,7 +13,9 @@ from jobs.runner import JobsProcess, Sweep, run_once, select_sweeps
 from jobs.sweeps import (
     AuditCheckpointSweep,
     CloseWindowsSweep,
+    ElocationExpirySweep,
     IntakeDeadlineSweep,
+    LeaveReturnsSweep,
     MaterialiseSweep,
     ProgramsEndingSweep,
     ReminderSweep,
@@ -86,6 +88,18 @@ SWEEPS: tuple[SweepSpec, ...] = (
         ProgramsEndingSweep.interval_seconds,
         ProgramsEndingSweep.description,
         lambda ctx: ProgramsEndingSweep(ctx.services.programs),
+    ),
+    SweepSpec(
+        LeaveReturnsSweep.name,
+        LeaveReturnsSweep.interval_seconds,
+        LeaveReturnsSweep.description,
+        lambda ctx: LeaveReturnsSweep(ctx.services.leave),
+    ),
+    SweepSpec(
+        ElocationExpirySweep.name,
+        ElocationExpirySweep.interval_seconds,
+        ElocationExpirySweep.description,
+        lambda ctx: ElocationExpirySweep(ctx.services.elocation),
     ),
     SweepSpec(
         IntakeDeadlineSweep.name,

@@ -16,11 +16,15 @@ from typing import Any
 from bson import ObjectId
 
 from models import totp
+from models.approvals import LEVEL_OF_ROLE, Level
+from models.audit import AuditContext
+from models.elocation import Ground
 from models.identity_numbers import IdType
 from models.orgs import Org, OrgKind
 from models.policy import PUBLIC, SELF, VISIBLE_FIELDS, Policy, Role
+from models.sanctions import SanctionKind
 from models.subjects import SUBJECT_ORG_KINDS, SubjectInput
-from server.app import SYSTEM, all_routes
+from server.app import SYSTEM, Services, all_routes
 from tests.conftest import Account, StaffFactory, Tree
 from tests.subject_factories import resident_id, subject_body
 
@@ -232,6 +236,14 @@ def on_investigation(stage: str, suffix: str, body: Any = None) -> Builder:
     return build
 
 
+def on_occurrence(suffix: str, body: Any) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        request = await one_occurrence(env, in_scope)
+        return Request(request.path.replace("/excuse", suffix), body)
+
+    return build
+
+
 async def one_occurrence(env: Env, in_scope: bool) -> Request:
     """An obligation of a case in (or out of) scope, from a program that was just planned."""
     sid = await target_subject(env, in_scope)
@@ -241,6 +253,45 @@ async def one_occurrence(env: Env, in_scope: bool) -> Request:
         await mark_in_scope(env, sid)
     occurrence = await services.obligations._occurrences.find_one({"subject_id": sid})
     return Request(f"/api/v1/obligations/{occurrence['_id']}/excuse", {"reason": "住院治疗"})
+
+
+async def counseling_booking(env: Env, in_scope: bool) -> Request:
+    sid = await target_subject(env, in_scope)
+    counselor = await env.make_staff(
+        Role.SOCIAL_WORKER,
+        env.caller.org if env.caller.org.kind is OrgKind.STATION else env.tree.station,
+    )
+    start = env.make_staff.services.counseling._clock.now() + dt.timedelta(days=2)
+    start = start.replace(minute=0, second=0, microsecond=0)
+    return Request(
+        f"/api/v1/subjects/{sid}/counseling",
+        {
+            "counselor_id": counselor.id,
+            "start": start.isoformat(),
+            "end": (start + dt.timedelta(hours=1)).isoformat(),
+        },
+    )
+
+
+def on_session(suffix: str, body: Any = None) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        sid = await target_subject(env, in_scope)
+        services = env.make_staff.services
+        counselor = await env.make_staff(Role.SOCIAL_WORKER, env.tree.station)
+        start = services.counseling._clock.now() + dt.timedelta(days=3)
+        start = start.replace(minute=0, second=0, microsecond=0)
+        session = await services.counseling.book(
+            SYSTEM,
+            sid,
+            counselor_id=counselor.id,
+            start=start,
+            end=start + dt.timedelta(hours=1),
+            room=None,
+            facility_id=None,
+        )
+        return Request(f"/api/v1/counseling/{session.id}{suffix}", body)
+
+    return build
 
 
 def county_only(role: Role) -> int:
@@ -315,6 +366,186 @@ async def put_photo(env: Env, in_scope: bool) -> Request:
 def photo_visible(role: Role) -> int:
     """Photos go with the identity number: roles that see one see the other."""
     return 200 if "id_number" in VISIBLE_FIELDS.get(role, frozenset()) else 404
+
+
+async def corrections_subject(env: Env, in_scope: bool) -> str:
+    """A case file (in or out of scope) with an open community-corrections program."""
+    sid = await target_subject(env, in_scope)
+    await env.make_staff.services.programs.create(SYSTEM, sid, dict(CORRECTIONS))
+    if in_scope:
+        await mark_in_scope(env, sid)  # opening the program reset its populations
+    return sid
+
+
+def as_account(account: Account) -> AuditContext:
+    return AuditContext(account.identity, request_id="matrix")
+
+
+async def officers_before(env: Env, in_scope: bool, levels: tuple[Level, ...]) -> list[Account]:
+    """Officers at the subject's station and county (in or out of scope) for `levels`."""
+    tree = env.tree
+    node = {
+        Level.STATION: tree.station if in_scope else tree.other_station,
+        Level.COUNTY: tree.county if in_scope else tree.other_county,
+        Level.CITY: tree.city if in_scope else tree.other_city,
+    }
+    role = {v: k for k, v in LEVEL_OF_ROLE.items()}
+    return [await env.make_staff(Role(role[level]), node[level]) for level in levels]
+
+
+def caller_level(env: Env) -> Level:
+    return LEVEL_OF_ROLE.get(str(env.caller.role), Level.STATION)
+
+
+LEAVE_DAYS_FOR = {Level.STATION: 3, Level.COUNTY: 10, Level.CITY: 40}
+ORDER = (Level.STATION, Level.COUNTY, Level.CITY)
+
+
+async def leave_at_callers_step(env: Env, in_scope: bool) -> Request:
+    """A leave request whose next step is the caller's level: the levels below have approved."""
+    sid = await corrections_subject(env, in_scope)
+    leave = env.make_staff.services.leave
+    level = caller_level(env)
+    start = dt.date(2026, 12, 1)
+    view = await leave.request(
+        SYSTEM,
+        sid,
+        start=start,
+        end=start + dt.timedelta(days=LEAVE_DAYS_FOR[level] - 1),
+        destination="杭州",
+        reason="探亲",
+    )
+    before = ORDER[: ORDER.index(level)]
+    for officer in await officers_before(env, in_scope, before):
+        await leave.decide(as_account(officer), view.id, True, "同意")
+    return Request(f"/api/v1/leave-requests/{view.id}/decision", {"approve": True})
+
+
+async def granted_leave(env: Env, in_scope: bool) -> Request:
+    sid = await corrections_subject(env, in_scope)
+    leave = env.make_staff.services.leave
+    start = leave.today() - dt.timedelta(days=10)
+    view = await leave.request(
+        SYSTEM,
+        sid,
+        start=start,
+        end=start + dt.timedelta(days=2),
+        destination="杭州",
+        reason="探亲",
+    )
+    (station,) = await officers_before(env, in_scope, (Level.STATION,))
+    await leave.decide(as_account(station), view.id, True, "同意")
+    return Request(
+        f"/api/v1/leave-requests/{view.id}/return",
+        {"date": (start + dt.timedelta(days=2)).isoformat()},
+    )
+
+
+def on_corrections_subject(suffix: str, body: Any) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        sid = await corrections_subject(env, in_scope)
+        return Request(f"/api/v1/subjects/{sid}{suffix}", body(env) if callable(body) else body)
+
+    return build
+
+
+async def sanction_at_callers_step(env: Env, in_scope: bool) -> Request:
+    sid = await corrections_subject(env, in_scope)
+    sanctions = env.make_staff.services.sanctions
+    view = await sanctions.propose(SYSTEM, sid, SanctionKind.ADMONISH, "未按时报到")
+    level = caller_level(env)
+    if level is Level.COUNTY:
+        for officer in await officers_before(env, in_scope, (Level.STATION,)):
+            await sanctions.decide(as_account(officer), view.id, True, "查实")
+    return Request(f"/api/v1/sanctions/{view.id}/decision", {"approve": True})
+
+
+def station_and_county_decide(role: Role) -> int:
+    """The national chain for a 训诫 is station > county: a city officer has no step in it."""
+    return 403 if role is Role.CITY_OFFICER else 200
+
+
+ORDER_BODY = {
+    "ground": "left_without_approval",
+    "start_date": "2026-12-01",
+    "end_date": "2027-02-28",
+    "reason": "未经批准离开所居住的县",
+}
+
+
+async def new_order(env: Env, in_scope: bool, *, approved: bool = False) -> str:
+    sid = await corrections_subject(env, in_scope)
+    services = env.make_staff.services
+    view = await services.elocation.order(
+        SYSTEM,
+        sid,
+        ground=Ground.LEFT_WITHOUT_APPROVAL,
+        start=dt.date(2026, 12, 1),
+        end=dt.date(2027, 2, 28),
+        reason="未经批准离开所居住的县",
+    )
+    if approved:
+        county = env.tree.county if in_scope else env.tree.other_county
+        head = await env.make_staff(Role.COUNTY_OFFICER, county, is_agency_head=True)
+        await services.elocation.decide(as_account(head), view.id, True, "批准")
+    return view.id
+
+
+def on_order(suffix: str, body: Any = None, *, approved: bool = False) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        order_id = await new_order(env, in_scope, approved=approved)
+        if env.caller.role is Role.COUNTY_OFFICER:
+            # The decision is the agency head's: the calling county officer is made the head.
+            await env.make_staff.services.staff._staff.update_one(
+                {"_id": ObjectId(env.caller.id)}, {"$set": {"is_agency_head": True}}
+            )
+        return Request(f"/api/v1/elocation-orders/{order_id}{suffix}", body)
+
+    return build
+
+
+async def station_elsewhere(env: Env) -> Org:
+    """A second station in the other county, so a transfer can lie wholly out of scope."""
+    return await env.make_staff.services.orgs.create(
+        SYSTEM,
+        name="另一司法所",
+        code=code(),
+        kind=OrgKind.STATION,
+        parent_id=env.tree.other_county.id,
+    )
+
+
+def on_transfer(stage: str, suffix: str, body: Any) -> Builder:
+    """A transfer taken to `stage` with the caller on the side that acts next: receiving for
+    `requested` and `handed_over`, sending for `accepted`. Out of scope: both sides elsewhere."""
+
+    async def build(env: Env, in_scope: bool) -> Request:
+        services = env.make_staff.services
+        home = env.tree.station
+        if in_scope:
+            near, far = home, env.tree.station2
+        else:
+            near, far = env.tree.other_station, await station_elsewhere(env)
+        sending, receiving = (near, far) if stage == "accepted" else (far, near)
+        sid = await corrections_subject(env, in_scope)
+        await services.subjects._subjects.update_one(
+            {"_id": ObjectId(sid)},
+            {"$set": {"org_id": ObjectId(sending.id), "org_path": list(sending.path)}},
+        )
+        transfers = services.transfers
+        view = await transfers.request(SYSTEM, sid, receiving.id, "迁居")
+        if stage in ("accepted", "handed_over"):
+            await transfers.decide(SYSTEM, view.id, True, "同意接收")
+        if stage == "handed_over":
+            await transfers.hand_over(SYSTEM, view.id, transfers.today())
+        payload = body(services) if callable(body) else body
+        return Request(f"/api/v1/transfers/{view.id}{suffix}", payload)
+
+    return build
+
+
+def today_body(services: Services) -> dict[str, str]:
+    return {"date": services.transfers.today().isoformat()}
 
 
 BREAK_GLASS_REASON = {"reason": "协查：该人员在本区涉嫌违法，需核实身份"}
@@ -454,12 +685,114 @@ CASES: dict[tuple[str, str], tuple[Builder, int | Callable[[Role], int], int | N
         200,
         404,
     ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/leave-requests", "POST"): (
+        on_corrections_subject(
+            "/leave-requests",
+            {
+                "start_date": "2026-12-01",
+                "end_date": "2026-12-03",
+                "destination": "杭州",
+                "reason": "探亲",
+            },
+        ),
+        201,
+        404,
+    ),
+    ("/api/v1/leave-requests", "GET"): (plain("/api/v1/leave-requests?status=pending"), 200, None),
+    ("/api/v1/leave-requests/(?P<leave_id>[^/]+)/decision", "POST"): (
+        leave_at_callers_step,
+        200,
+        404,
+    ),
+    ("/api/v1/leave-requests/(?P<leave_id>[^/]+)/return", "POST"): (granted_leave, 200, 404),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/sanctions", "POST"): (
+        on_corrections_subject("/sanctions", {"kind": "admonish", "reason": "未按时报到"}),
+        201,
+        404,
+    ),
+    ("/api/v1/sanctions/(?P<sanction_id>[^/]+)/decision", "POST"): (
+        sanction_at_callers_step,
+        station_and_county_decide,
+        404,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/sanction-suggestions", "GET"): (
+        on_corrections_subject("/sanction-suggestions", None),
+        200,
+        404,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/detachments", "POST"): (
+        on_corrections_subject(
+            "/detachments", {"start_date": "2026-10-01", "end_date": "2026-10-05"}
+        ),
+        201,
+        404,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/elocation-orders", "POST"): (
+        on_corrections_subject("/elocation-orders", ORDER_BODY),
+        201,
+        404,
+    ),
+    ("/api/v1/elocation-orders/(?P<order_id>[^/]+)", "GET"): (on_order(""), 200, 404),
+    ("/api/v1/elocation-orders/(?P<order_id>[^/]+)/renewals", "POST"): (
+        on_order("/renewals", {"end_date": "2027-05-31", "reason": "仍需定位"}, approved=True),
+        201,
+        404,
+    ),
+    ("/api/v1/elocation-orders/(?P<order_id>[^/]+)/decision", "POST"): (
+        on_order("/decision", {"approve": True}),
+        200,
+        404,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/transfers", "POST"): (
+        on_corrections_subject(
+            "/transfers", lambda env: {"to_org_id": env.tree.station2.id, "reason": "迁居"}
+        ),
+        201,
+        404,
+    ),
+    ("/api/v1/transfers/(?P<transfer_id>[^/]+)", "GET"): (
+        on_transfer("requested", "", None),
+        200,
+        404,
+    ),
+    ("/api/v1/transfers/(?P<transfer_id>[^/]+)/decision", "POST"): (
+        on_transfer("requested", "/decision", {"accept": True}),
+        200,
+        404,
+    ),
+    ("/api/v1/transfers/(?P<transfer_id>[^/]+)/handover", "POST"): (
+        on_transfer("accepted", "/handover", today_body),
+        200,
+        404,
+    ),
+    ("/api/v1/transfers/(?P<transfer_id>[^/]+)/arrival", "POST"): (
+        on_transfer("handed_over", "/arrival", today_body),
+        200,
+        404,
+    ),
+    ("/api/v1/programs/(?P<program_id>[^/]+)/terminate", "POST"): (
+        on_program(MENTAL_HEALTH, "/terminate", {"kind": "other", "date": "2026-03-01"}),
+        200,
+        404,
+    ),
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/obligations", "GET"): (
         on_subject("/obligations"),
         200,
         404,
     ),
     ("/api/v1/obligations/(?P<occurrence_id>[^/]+)/excuse", "POST"): (one_occurrence, 200, 404),
+    ("/api/v1/obligations/(?P<occurrence_id>[^/]+)/result", "POST"): (
+        on_occurrence("/result", {"outcome": "done"}),
+        200,
+        404,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/counseling", "POST"): (counseling_booking, 201, 404),
+    ("/api/v1/counseling/(?P<session_id>[^/]+)/attendance", "POST"): (
+        on_session("/attendance", {"attended": True}),
+        200,
+        404,
+    ),
+    ("/api/v1/counseling/(?P<session_id>[^/]+)/cancel", "POST"): (on_session("/cancel"), 200, 404),
     ("/api/v1/alerts", "GET"): (plain("/api/v1/alerts"), 200, None),
     ("/api/v1/alerts/(?P<alert_id>[^/]+)/ack", "POST"): (one_alert, 200, 404),
 }

@@ -178,3 +178,46 @@ async def test_a_tampered_photo_is_not_served(fetch, store, tree, officer):
             await fetch(f"/api/v1/subjects/{sid}/photo", token=officer.token)
     # The server itself is fine.
     assert (await fetch("/healthz")).status == 200
+
+
+async def test_rotating_a_data_key_keeps_everything_sealed_with_it_readable(
+    fetch, tree, officer, services
+):
+    from server.app import SYSTEM
+
+    sid = (
+        await fetch(
+            "/api/v1/subjects", "POST", json_body=subject_body(tree.station.id), token=officer.token
+        )
+    ).json["id"]
+    await fetch(
+        f"/api/v1/subjects/{sid}/notes", "POST", json_body={"text": NOTE}, token=officer.token
+    )
+    await fetch(
+        f"/api/v1/subjects/{sid}/photo",
+        "PUT",
+        body=PNG,
+        headers={"Content-Type": "image/png"},
+        token=officer.token,
+    )
+    program = await fetch(
+        f"/api/v1/subjects/{sid}/programs",
+        "POST",
+        token=officer.token,
+        json_body={
+            "type": "community_corrections",
+            "start_date": "2026-11-02",
+            "end_date": "2027-11-01",
+            "sentence_type": "probation",
+            "prohibitions": ["不得进入娱乐场所"],
+        },
+    )
+    assert program.status == 201
+    new_key = await services.subjects.rotate_data_key(SYSTEM, sid)
+    assert new_key.startswith(f"dek:{sid}:")
+    notes = await fetch(f"/api/v1/subjects/{sid}/notes", token=officer.token)
+    assert [n["text"] for n in notes.json["items"]] == [NOTE]
+    photo = await fetch(f"/api/v1/subjects/{sid}/photo", token=officer.token)
+    assert photo.body == PNG
+    programs = await fetch(f"/api/v1/subjects/{sid}/programs", token=officer.token)
+    assert programs.json["items"][0]["details"]["prohibitions"] == ["不得进入娱乐场所"]

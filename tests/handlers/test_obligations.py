@@ -422,3 +422,64 @@ async def test_a_high_risk_patient_alerts_police_and_health_worker(
         alerts = await fetch("/api/v1/alerts?status=open", token=token)
         kinds = [a["kind"] for a in alerts.json["items"]]
         assert kinds.count("mental_health_high_risk") == 1
+
+
+async def test_three_refused_or_evaded_drug_tests_are_a_serious_breach(
+    fetch_with_staff, people, tree, clock, services, store
+):
+    fetch = fetch_with_staff
+    subject, _ = await new_case(
+        fetch,
+        people,
+        tree,
+        clock,
+        {"type": "drug_rehab", "start_date": "2026-01-10", "mode": "community_detox"},
+        at=local(2026, 1, 10, 9, 0),
+    )
+    obligations = services.obligations
+
+    async def test_of_month(month: int) -> str:
+        clock.set(local(2026, month, 12, 10, 0))
+        await obligations.materialise_all(clock.now())
+        people["station"].token = await fetch.make_staff.token_for(people["station"])
+        listed = await fetch(
+            f"/api/v1/subjects/{subject}/obligations?from=2026-{month:02d}-12"
+            f"&to=2026-{month:02d}-12&kind=drug_test",
+            token=people["station"].token,
+        )
+        return listed.json["items"][0]["id"]
+
+    async def record(occurrence: str, outcome: str):
+        return await fetch(
+            f"/api/v1/obligations/{occurrence}/result",
+            "POST",
+            json_body={"outcome": outcome},
+            token=people["station"].token,
+        )
+
+    january = await test_of_month(1)
+    wrong = await record(january, "done")
+    assert wrong.status == 422 and wrong.error["details"][0]["field"] == "outcome"
+    assert (await record(january, "refused")).json["status"] == "missed"
+    february = await test_of_month(2)
+    assert (await record(february, "negative")).json["status"] == "done"
+    march = await test_of_month(3)
+    excused = await fetch(
+        f"/api/v1/obligations/{march}/excuse",
+        "POST",
+        json_body={"reason": "住院"},
+        token=people["station"].token,
+    )
+    assert excused.status == 200  # an excused test never counts
+    april = await test_of_month(4)
+    assert (await record(april, "evaded")).json["status"] == "missed"
+    breaches = store.database["alerts"]
+    assert await breaches.count_documents({"kind": "serious_breach"}) == 0
+    # May's test is neither taken nor excused: when its window closes it counts as evaded.
+    await test_of_month(5)
+    await obligations.close_windows(local(2026, 6, 10, 0, 0))
+    [breach] = [a async for a in breaches.find({"kind": "serious_breach"})]
+    assert breach["details"]["refused_or_evaded"] == 3
+    assert breach["details"]["rule"] == "drug_rehab.serious_breach_refusals"
+    await obligations.close_windows(local(2026, 7, 10, 0, 0))
+    assert await breaches.count_documents({"kind": "serious_breach"}) == 1

@@ -1,0 +1,150 @@
+"""Electronic-location endpoints (电子定位): ask for an order on a legal ground, renew it, and the
+county agency head's decision; the orders carry their corrections-only purpose."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers.base import BaseHandler, endpoint
+from models.elocation import Ground, OrderView
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrderBody(Strict):
+    ground: Literal[
+        "breach_of_prohibition",
+        "left_without_approval",
+        "refused_report_after_warning",
+        "public_security_penalty",
+        "revocation_pending",
+    ]
+    # Which recorded 禁止令 was breached (its position), for `breach_of_prohibition` only.
+    prohibition_index: int | None = Field(default=None, ge=0, le=100)
+    start_date: dt.date
+    end_date: dt.date
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class RenewalBody(Strict):
+    end_date: dt.date
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class DecisionBody(Strict):
+    approve: bool
+    comment: str = Field(default="", max_length=1000)
+
+
+class OrderOut(BaseModel):
+    id: str
+    subject_id: str
+    ground: str
+    prohibition_index: int | None
+    prohibition: str | None
+    reason: str | None
+    start_date: str
+    end_date: str
+    renews: str | None
+    status: str
+    in_force: bool
+    purpose: str
+    levels: list[str]
+    rule: str
+    steps: list[dict[str, Any]]
+    next_level: str | None
+    rules_version: str
+    limit_rule: str
+    ended_on: str | None
+
+    @classmethod
+    def of(cls, view: OrderView) -> OrderOut:
+        return cls(**view.__dict__)
+
+
+class SubjectOrdersHandler(BaseHandler):
+    access = "elocation.request"
+
+    @endpoint(
+        "Ask for an electronic-location order (one of the five grounds of Art. 29; at most the "
+        "rule's months)",
+        body=OrderBody,
+        response=OrderOut,
+        status=201,
+        errors=(404, 409, 422),
+        tags=("decisions",),
+    )
+    async def post(self, subject_id: str) -> None:
+        body = self.parse(OrderBody)
+        view = await self.ctx.elocation.order(
+            self.audit_context,
+            subject_id,
+            ground=Ground(body.ground),
+            start=body.start_date,
+            end=body.end_date,
+            reason=body.reason,
+            prohibition_index=body.prohibition_index,
+        )
+        self.respond(OrderOut.of(view), status=201)
+
+
+class OrderHandler(BaseHandler):
+    access = "elocation.read"
+
+    @endpoint("One order", response=OrderOut, errors=(404,), tags=("decisions",))
+    async def get(self, order_id: str) -> None:
+        self.respond(OrderOut.of(await self.ctx.elocation.get(self.audit_context, order_id)))
+
+
+class OrderRenewalHandler(BaseHandler):
+    access = "elocation.request"
+
+    @endpoint(
+        "Renew an approved order from the day after it ends; approved again like an order",
+        body=RenewalBody,
+        response=OrderOut,
+        status=201,
+        errors=(404, 409, 422),
+        tags=("decisions",),
+    )
+    async def post(self, order_id: str) -> None:
+        body = self.parse(RenewalBody)
+        view = await self.ctx.elocation.renew(
+            self.audit_context, order_id, body.end_date, body.reason
+        )
+        self.respond(OrderOut.of(view), status=201)
+
+
+class OrderDecisionHandler(BaseHandler):
+    access = "elocation.decide"
+
+    @endpoint(
+        "The county agency head approves or refuses; 403 for anyone else, 409 once decided",
+        body=DecisionBody,
+        response=OrderOut,
+        errors=(403, 404, 409),
+        tags=("decisions",),
+    )
+    async def post(self, order_id: str) -> None:
+        body = self.parse(DecisionBody)
+        view = await self.ctx.elocation.decide(
+            self.audit_context, order_id, body.approve, body.comment
+        )
+        self.respond(OrderOut.of(view))
+
+
+def _id(name: str) -> str:
+    return f"(?P<{name}>[^/]+)"
+
+
+routes = [
+    (rf"/api/v1/subjects/{_id('subject_id')}/elocation-orders", SubjectOrdersHandler),
+    (rf"/api/v1/elocation-orders/{_id('order_id')}", OrderHandler),
+    (rf"/api/v1/elocation-orders/{_id('order_id')}/renewals", OrderRenewalHandler),
+    (rf"/api/v1/elocation-orders/{_id('order_id')}/decision", OrderDecisionHandler),
+]

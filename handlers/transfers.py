@@ -1,0 +1,172 @@
+"""Transfer endpoints (执行地变更: request, acceptance, handover, arrival) and termination of a
+program (解除/终止, with its certificate on completion)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers.base import BaseHandler, endpoint
+from handlers.programs import ProgramOut
+from models.transfers import TransferView
+
+ID_PATTERN = r"^[0-9a-fA-F]{24}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TransferBody(Strict):
+    to_org_id: str = Field(pattern=ID_PATTERN)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class TransferDecisionBody(Strict):
+    accept: bool
+    comment: str = Field(default="", max_length=1000)
+
+
+class DateBody(Strict):
+    date: dt.date
+
+
+class TerminateBody(Strict):
+    kind: Literal["completed", "revoked", "died", "other"]
+    date: dt.date
+    certificate_number: str | None = Field(default=None, min_length=1, max_length=50)
+
+
+class TransferOut(BaseModel):
+    id: str
+    subject_id: str
+    status: str
+    from_org_id: str
+    to_org_id: str
+    reason: str | None
+    decided_on: str | None
+    handover_due: str | None
+    handed_over_on: str | None
+    handover_late: bool | None
+    report_due: str | None
+    reported_on: str | None
+    report_late: bool | None
+    rules_version: str
+    history: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, view: TransferView) -> TransferOut:
+        return cls(**view.__dict__)
+
+
+class SubjectTransfersHandler(BaseHandler):
+    access = "transfers.manage"
+
+    @endpoint(
+        "Ask to move the person's file to another station (the sending side)",
+        body=TransferBody,
+        response=TransferOut,
+        status=201,
+        errors=(404, 409, 422),
+        tags=("decisions",),
+    )
+    async def post(self, subject_id: str) -> None:
+        body = self.parse(TransferBody)
+        view = await self.ctx.transfers.request(
+            self.audit_context, subject_id, body.to_org_id, body.reason
+        )
+        self.respond(TransferOut.of(view), status=201)
+
+
+class TransferHandler(BaseHandler):
+    access = "transfers.read"
+
+    @endpoint(
+        "One transfer (either side)", response=TransferOut, errors=(404,), tags=("decisions",)
+    )
+    async def get(self, transfer_id: str) -> None:
+        self.respond(TransferOut.of(await self.ctx.transfers.get(self.audit_context, transfer_id)))
+
+
+class TransferDecisionHandler(BaseHandler):
+    access = "transfers.manage"
+
+    @endpoint(
+        "The receiving side accepts (deadlines start) or refuses; 403 for the sending side",
+        body=TransferDecisionBody,
+        response=TransferOut,
+        errors=(403, 404, 409),
+        tags=("decisions",),
+    )
+    async def post(self, transfer_id: str) -> None:
+        body = self.parse(TransferDecisionBody)
+        view = await self.ctx.transfers.decide(
+            self.audit_context, transfer_id, body.accept, body.comment
+        )
+        self.respond(TransferOut.of(view))
+
+
+class TransferHandoverHandler(BaseHandler):
+    access = "transfers.manage"
+
+    @endpoint(
+        "The sending side hands the file over: it moves to the receiving station",
+        body=DateBody,
+        response=TransferOut,
+        errors=(403, 404, 409, 422),
+        tags=("decisions",),
+    )
+    async def post(self, transfer_id: str) -> None:
+        body = self.parse(DateBody)
+        view = await self.ctx.transfers.hand_over(self.audit_context, transfer_id, body.date)
+        self.respond(TransferOut.of(view))
+
+
+class TransferArrivalHandler(BaseHandler):
+    access = "transfers.manage"
+
+    @endpoint(
+        "The receiving side records the person's report at the new place",
+        body=DateBody,
+        response=TransferOut,
+        errors=(403, 404, 409, 422),
+        tags=("decisions",),
+    )
+    async def post(self, transfer_id: str) -> None:
+        body = self.parse(DateBody)
+        view = await self.ctx.transfers.record_arrival(self.audit_context, transfer_id, body.date)
+        self.respond(TransferOut.of(view))
+
+
+class TerminateHandler(BaseHandler):
+    access = "programs.manage"
+
+    @endpoint(
+        "End a program (解除/终止); a completed corrections term gets its certificate",
+        body=TerminateBody,
+        response=ProgramOut,
+        errors=(404, 409, 422),
+        tags=("programs",),
+    )
+    async def post(self, program_id: str) -> None:
+        body = self.parse(TerminateBody)
+        view = await self.ctx.programs.terminate(
+            self.audit_context, program_id, body.kind, body.date, body.certificate_number
+        )
+        self.respond(ProgramOut.of(view))
+
+
+def _id(name: str) -> str:
+    return f"(?P<{name}>[^/]+)"
+
+
+routes = [
+    (rf"/api/v1/subjects/{_id('subject_id')}/transfers", SubjectTransfersHandler),
+    (rf"/api/v1/transfers/{_id('transfer_id')}", TransferHandler),
+    (rf"/api/v1/transfers/{_id('transfer_id')}/decision", TransferDecisionHandler),
+    (rf"/api/v1/transfers/{_id('transfer_id')}/handover", TransferHandoverHandler),
+    (rf"/api/v1/transfers/{_id('transfer_id')}/arrival", TransferArrivalHandler),
+    (rf"/api/v1/programs/{_id('program_id')}/terminate", TerminateHandler),
+]

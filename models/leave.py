@@ -1,0 +1,460 @@
+"""外出请假: leave requests of people under community corrections, decided along a chain by days.
+
+Up to `leave.station_max_days` the station decides alone; beyond it the station reviews first
+(初审) and the county decides; beyond `leave.county_max_days`, or when the person's leave within
+two months would total more than `leave.window_max_total_days`, the next level up decides too.
+The chains themselves are rules (`leave.chain_*`). Destination and reason are sealed with the
+person's data key. The return (销假) is recorded, and a sweep alerts the station when it is late.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+
+from models.alerts import AlertService
+from models.approvals import ApprovalChain, ApprovalStatus, record_step
+from models.audit import AuditContext, AuditService
+from models.clock import LOCAL_TZ, Clock
+from models.codec import FieldCodec
+from models.errors import Conflict, InvalidInput, NotFound
+from models.orgs import parse_id
+from models.periods import add_months
+from models.programs import ProgramService, ProgramType
+from models.rules import EffectiveRules, RulesService
+from models.store import CollectionSpec, Store
+from models.subjects import SubjectService
+
+LEAVE_REQUESTS = CollectionSpec(
+    "leave_requests",
+    (
+        # The decision queue of a node: pending requests in its subtree.
+        IndexModel([("org_path", ASCENDING), ("status", ASCENDING), ("created_at", ASCENDING)]),
+        # Overlap and two-month totals look at one person's leave.
+        IndexModel([("subject_id", ASCENDING), ("start_date", ASCENDING)]),
+        # The overdue-return sweep: approved leave that ended without a 销假.
+        IndexModel([("status", ASCENDING), ("end_date", ASCENDING)]),
+    ),
+)
+
+# Leave that still counts: granted, or still able to be granted.
+COUNTING = (str(ApprovalStatus.PENDING), str(ApprovalStatus.APPROVED))
+MAX_LIST = 200
+
+
+class LeaveChannel(enum.StrEnum):
+    STAFF = "staff"  # filed by staff on the person's behalf
+    MINIPROGRAM = "miniprogram"  # filed by the person (issue 9)
+
+
+@dataclass
+class LeaveView:
+    id: str
+    subject_id: str
+    start_date: str
+    end_date: str
+    days: int
+    window_total_days: int
+    destination: str | None
+    reason: str | None
+    status: str
+    levels: list[str]
+    rule: str
+    steps: list[dict[str, Any]]
+    next_level: str | None
+    rules_version: str
+    channel: str
+    returned_on: str | None = None
+    return_late: bool | None = None
+
+
+def leave_days(start: dt.date, end: dt.date) -> int:
+    """Days away, counting the first and the last: 1-7 March is 7 days."""
+    return (end - start).days + 1
+
+
+def _overlap(a_start: dt.date, a_end: dt.date, b_start: dt.date, b_end: dt.date) -> int:
+    """Days two inclusive spans share."""
+    return max(0, (min(a_end, b_end) - max(a_start, b_start)).days + 1)
+
+
+def window_total(
+    start: dt.date,
+    end: dt.date,
+    others: Iterable[tuple[dt.date, dt.date]],
+    months: int,
+) -> int:
+    """The most leave days any two-month window holds that includes a day of this request.
+
+    "Within two months" (实施办法 2020) is read as any span of `months` calendar months: the days
+    D with add_months(E, -months) < D <= E, for some day E (31 Jan to 31 Mar ends on 31 Mar and
+    begins on 1 Feb). Every such window that contains at least one day of the request [start,
+    end] is considered, ending from `start` up to `months` months after `end`, so leave already
+    granted after this request counts as well as leave before it. Days are counted inclusively,
+    for this request and every other leave passed in `others` (approved or still pending: one
+    still pending may yet be granted, and a chain fixed when a request is filed errs upwards).
+    """
+    spans = [(start, end), *others]
+    best = 0
+    day = start
+    last = add_months(end, months)
+    while day <= last:
+        window_start = add_months(day, -months) + dt.timedelta(days=1)
+        if window_start <= end:
+            best = max(best, sum(_overlap(s, e, window_start, day) for s, e in spans))
+        day += dt.timedelta(days=1)
+    return best
+
+
+def chain_rule(days: int, total: int, rules: EffectiveRules) -> str:
+    """The rule naming the chain for a request of `days` whose two-month total is `total`."""
+    if days > rules.int("leave.county_max_days") or total > rules.int(
+        "leave.window_max_total_days"
+    ):
+        return "leave.chain_beyond_county_max"
+    if days > rules.int("leave.station_max_days"):
+        return "leave.chain_up_to_county_max"
+    return "leave.chain_up_to_station_max"
+
+
+def _date(value: Any) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
+
+
+class LeaveService:
+    collections = (LEAVE_REQUESTS,)
+    # Where this service keeps fields sealed with a subject's data key (for key rotation).
+    sealed_fields = (("leave_requests", None),)
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        audit: AuditService,
+        codec: FieldCodec,
+        subjects: SubjectService,
+        programs: ProgramService,
+        rules: RulesService,
+        alerts: AlertService,
+    ):
+        self._leave = store.collection(LEAVE_REQUESTS)
+        self._clock = clock
+        self._audit = audit
+        self._codec = codec
+        self._subjects = subjects
+        self._programs = programs
+        self._rules = rules
+        self._alerts = alerts
+
+    def today(self) -> dt.date:
+        return self._clock.now().astimezone(LOCAL_TZ).date()
+
+    # --- filing ---------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        ctx: AuditContext,
+        subject_id: str,
+        *,
+        start: dt.date,
+        end: dt.date,
+        destination: str,
+        reason: str,
+    ) -> LeaveView:
+        """Staff file a request on the person's behalf (scope: `leave.request`)."""
+        subject = await self._subjects.require(ctx, subject_id, "leave.request")
+        return await self._file(ctx, subject, start, end, destination, reason, LeaveChannel.STAFF)
+
+    async def request_from_subject(
+        self,
+        ctx: AuditContext,
+        subject: Mapping[str, Any],
+        *,
+        start: dt.date,
+        end: dt.date,
+        destination: str,
+        reason: str,
+    ) -> LeaveView:
+        """The person files their own request from the mini-program (issue 9). `subject` is the
+        case-file document the caller's binding resolved to: no staff scope applies to a person
+        asking for themselves."""
+        return await self._file(
+            ctx, subject, start, end, destination, reason, LeaveChannel.MINIPROGRAM
+        )
+
+    async def _file(
+        self,
+        ctx: AuditContext,
+        subject: Mapping[str, Any],
+        start: dt.date,
+        end: dt.date,
+        destination: str,
+        reason: str,
+        channel: LeaveChannel,
+    ) -> LeaveView:
+        subject_id = str(subject["_id"])
+        if end < start:
+            raise InvalidInput("The leave ends before it starts.", details=[{"field": "end_date"}])
+        destination, reason = " ".join(destination.split()), " ".join(reason.split())
+        if not destination:
+            raise InvalidInput("Name the destination.", details=[{"field": "destination"}])
+        if not reason:
+            raise InvalidInput("State the reason.", details=[{"field": "reason"}])
+        # 外出请假 is a corrections rule (社区矫正法 Art. 27): other people are free to travel.
+        if await self._programs.open_program(subject_id, ProgramType.COMMUNITY_CORRECTIONS) is None:
+            raise Conflict(
+                "Only a person under community corrections asks for leave.",
+                code="not_under_corrections",
+            )
+        others = [
+            doc
+            async for doc in self._leave.find(
+                {"subject_id": subject_id, "status": {"$in": list(COUNTING)}}
+            )
+        ]
+        clash = next(
+            (
+                doc
+                for doc in others
+                if _overlap(start, end, _date(doc["start_date"]), _date(doc["end_date"]))
+            ),
+            None,
+        )
+        if clash is not None:
+            raise InvalidInput(
+                "The dates overlap another leave that is granted or pending.",
+                details=[
+                    {"field": "start_date", "type": "overlap", "id": str(clash["_id"])},
+                ],
+            )
+        rules = await self._rules.for_org(str(subject["org_id"]))
+        days = leave_days(start, end)
+        total = window_total(
+            start,
+            end,
+            ((_date(d["start_date"]), _date(d["end_date"])) for d in others),
+            rules.int("leave.window_months"),
+        )
+        chain = ApprovalChain.from_rules(rules, chain_rule(days, total, rules))
+        leave_id = ObjectId()
+        lid = str(leave_id)
+        key_id = subject.get("dek_id")
+        now = self._clock.now()
+        doc = {
+            "_id": leave_id,
+            "subject_id": subject_id,
+            "org_id": str(subject["org_id"]),
+            "org_path": list(subject["org_path"]),
+            "start_date": start.isoformat(),
+            "end_date": end.isoformat(),
+            "days": days,
+            "window_total_days": total,
+            "destination": await self._codec.seal(
+                subject_id, key_id, "leave_requests", lid, "destination", destination
+            ),
+            "reason": await self._codec.seal(
+                subject_id, key_id, "leave_requests", lid, "reason", reason
+            ),
+            "status": str(chain.status),
+            "approval": chain.as_doc(),
+            "channel": str(channel),
+            "requested_by": ctx.identity.user_id,
+            "returned_on": None,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        }
+        async with self._audit.change(
+            ctx,
+            "leave.request",
+            resource="leave_request",
+            resource_id=lid,
+            subject_id=subject_id,
+            details={
+                "days": days,
+                "window_total_days": total,
+                "rule": chain.rule,
+                "rules_version": rules.version,
+                "channel": str(channel),
+            },
+        ):
+            await self._leave.insert_one(doc)
+        return await self._view(doc)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    async def _load(self, ctx: AuditContext, leave_id: str, action: str) -> dict[str, Any]:
+        """The request when the caller reaches the person's case file for `action`; else 404."""
+        doc = await self._leave.find_one({"_id": parse_id(leave_id, "leave request")})
+        if doc is None:
+            raise NotFound("No such leave request.")
+        await self._subjects.require(ctx, doc["subject_id"], action)
+        return doc
+
+    async def list(self, ctx: AuditContext, status: str | None, limit: int) -> list[LeaveView]:
+        """Requests filed under the caller's subtree, oldest first (the decision queue)."""
+        query: dict[str, Any] = {"org_path": ctx.identity.org_id}
+        if status:
+            query["status"] = status
+        docs = [
+            doc
+            async for doc in self._leave.find(query)
+            .sort("created_at", ASCENDING)
+            .limit(min(limit, MAX_LIST))
+        ]
+        views = [await self._view(doc) for doc in docs]
+        await self._audit.record(
+            ctx,
+            "leave.read",
+            resource="leave_request",
+            details={"status": status, "count": len(views)},
+        )
+        return views
+
+    async def get(self, ctx: AuditContext, leave_id: str) -> LeaveView:
+        doc = await self._load(ctx, leave_id, "leave.read")
+        await self._audit.record(
+            ctx,
+            "leave.read",
+            resource="leave_request",
+            resource_id=leave_id,
+            subject_id=doc["subject_id"],
+        )
+        return await self._view(doc)
+
+    async def _view(self, doc: Mapping[str, Any]) -> LeaveView:
+        lid = str(doc["_id"])
+        chain = ApprovalChain.from_doc(doc["approval"]).view()
+        return LeaveView(
+            id=lid,
+            subject_id=doc["subject_id"],
+            start_date=doc["start_date"],
+            end_date=doc["end_date"],
+            days=doc["days"],
+            window_total_days=doc["window_total_days"],
+            destination=await self._codec.open(
+                "leave_requests", lid, "destination", doc["destination"]
+            ),
+            reason=await self._codec.open("leave_requests", lid, "reason", doc["reason"]),
+            status=doc["status"],
+            levels=chain["levels"],
+            rule=chain["rule"],
+            steps=chain["steps"],
+            next_level=chain["next_level"],
+            rules_version=doc["approval"]["rules_version"],
+            channel=doc["channel"],
+            returned_on=doc.get("returned_on"),
+            return_late=doc.get("return_late"),
+        )
+
+    # --- deciding and returning -----------------------------------------------------------------
+
+    async def decide(
+        self, ctx: AuditContext, leave_id: str, approve: bool, comment: str
+    ) -> LeaveView:
+        """The caller's step on the request: 403 when another level acts next, 409 once the
+        request is decided."""
+        doc = await self._load(ctx, leave_id, "leave.decide")
+        rules = await self._rules.for_org(doc["org_id"])
+        chain = ApprovalChain.from_doc(doc["approval"])
+        step = chain.step(
+            ctx.identity, doc["org_path"], approve, comment, self._clock.now(), rules.version
+        )
+        updated = await record_step(
+            self._leave,
+            self._audit,
+            ctx,
+            doc,
+            step,
+            action="leave.decide",
+            resource="leave_request",
+            when_final={"decided_at": step["at"]},
+        )
+        return await self._view(updated)
+
+    async def record_return(self, ctx: AuditContext, leave_id: str, on: dt.date) -> LeaveView:
+        """销假: the person is back. Once, on granted leave, not before it began; a return
+        after the last day of leave is marked late."""
+        doc = await self._load(ctx, leave_id, "leave.return")
+        if doc["status"] != ApprovalStatus.APPROVED or doc.get("returned_on"):
+            raise Conflict(
+                "Only granted leave not yet closed can be closed with a return.",
+                code="invalid_transition",
+                details={"status": "returned" if doc.get("returned_on") else doc["status"]},
+            )
+        if on < _date(doc["start_date"]):
+            raise InvalidInput(
+                "The return comes before the leave began.", details=[{"field": "date"}]
+            )
+        if on > self.today():
+            raise InvalidInput("The return date is in the future.", details=[{"field": "date"}])
+        late = on > _date(doc["end_date"])
+        async with self._audit.change(
+            ctx,
+            "leave.return",
+            resource="leave_request",
+            resource_id=leave_id,
+            subject_id=doc["subject_id"],
+            details={"late": late},
+        ):
+            updated = await self._leave.find_one_and_update(
+                {"_id": doc["_id"], "returned_on": None},
+                {
+                    "$set": {
+                        "returned_on": on.isoformat(),
+                        "return_late": late,
+                        "returned_recorded_by": ctx.identity.user_id,
+                        "updated_at": self._clock.now(),
+                    },
+                    "$inc": {"version": 1},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+            if updated is None:
+                raise Conflict(
+                    "The return was recorded meanwhile.",
+                    code="invalid_transition",
+                    details={"status": "returned"},
+                )
+        return await self._view(updated)
+
+    async def alert_overdue_returns(self, today: dt.date) -> int:
+        """Alert the person's station of every granted leave whose last day is past with no
+        销假 recorded. Idempotent: one alert per request (its dedupe key), whenever the sweep
+        runs or however often; a request is marked once alerted so later sweeps skip it."""
+        raised = 0
+        cursor = self._leave.find(
+            {
+                "status": str(ApprovalStatus.APPROVED),
+                "end_date": {"$lt": today.isoformat()},
+                "returned_on": None,
+                "return_alerted": {"$ne": True},
+            }
+        )
+        async for doc in cursor:
+            lid = str(doc["_id"])
+            await self._alerts.raise_alert(
+                kind="leave_return_overdue",
+                org_id=doc["org_id"],
+                org_path=doc["org_path"],
+                subject_id=doc["subject_id"],
+                details={"leave_request_id": lid, "end_date": doc["end_date"]},
+                dedupe_key=f"leave_return_overdue:{lid}",
+            )
+            await self._leave.update_one({"_id": doc["_id"]}, {"$set": {"return_alerted": True}})
+            raised += 1
+        return raised
+
+    async def relocate(self, subject_id: str, org_id: str, org_path: list[str]) -> int:
+        """Follow the person to a new station (执行地变更): their requests are filed there now,
+        so pending ones reach the receiving side's queue."""
+        result = await self._leave.update_many(
+            {"subject_id": subject_id}, {"$set": {"org_id": org_id, "org_path": org_path}}
+        )
+        return result.modified_count

@@ -1,0 +1,395 @@
+"""考核奖惩: praise and sanctions along their approval chains, 脱管 episodes, and suggestions.
+
+The station investigates and proposes (the chain's first step); the county decides 训诫 and 警告,
+and decides to submit 治安管理处罚 requests to the police and 撤销/收监 requests to the court or the
+deciding authority (社区矫正法 Arts. 28, 46, 49): the decision recorded here is that submission, not
+the outcome outside. Suggestions are computed from the rules and recorded episodes; a suggestion
+is never applied by itself: someone files it as a sanction and the chain decides.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel
+
+from models.approvals import ApprovalChain, ApprovalStatus, record_step
+from models.audit import AuditContext, AuditService
+from models.clock import LOCAL_TZ, Clock
+from models.codec import FieldCodec
+from models.errors import Conflict, InvalidInput, NotFound
+from models.orgs import parse_id
+from models.periods import add_months
+from models.programs import ProgramService, ProgramType
+from models.rules import EffectiveRules, RulesService
+from models.store import CollectionSpec, Store
+from models.subjects import SubjectService
+
+SANCTIONS = CollectionSpec(
+    "sanctions",
+    (
+        IndexModel([("subject_id", ASCENDING), ("created_at", ASCENDING)]),
+        IndexModel([("org_path", ASCENDING), ("status", ASCENDING)]),
+    ),
+)
+DETACHMENTS = CollectionSpec(
+    "detachments", (IndexModel([("subject_id", ASCENDING), ("start_date", ASCENDING)]),)
+)
+
+
+class SanctionKind(enum.StrEnum):
+    PRAISE = "praise"  # 表扬
+    ADMONISH = "admonish"  # 训诫
+    WARN = "warn"  # 警告
+    PUBLIC_SECURITY_PENALTY = "public_security_penalty"  # 提请治安管理处罚
+    REVOKE_REQUEST = "revoke_request"  # 提请撤销缓刑/假释
+    IMPRISON_REQUEST = "imprison_request"  # 提请收监执行
+
+
+# Decisions the county submits elsewhere: approval here means "submitted", and to whom.
+SUBMITTED_TO: Mapping[SanctionKind, str] = {
+    SanctionKind.PUBLIC_SECURITY_PENALTY: "police",
+    SanctionKind.REVOKE_REQUEST: "court",
+    SanctionKind.IMPRISON_REQUEST: "deciding_authority",
+}
+
+
+@dataclass
+class SanctionView:
+    id: str
+    subject_id: str
+    kind: str
+    reason: str | None
+    detachment_id: str | None
+    status: str
+    levels: list[str]
+    rule: str
+    steps: list[dict[str, Any]]
+    next_level: str | None
+    rules_version: str
+    submitted_to: str | None
+    decided_at: str | None
+
+
+@dataclass
+class DetachmentView:
+    id: str
+    subject_id: str
+    start_date: str
+    end_date: str | None
+    days: int
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    kind: str
+    rule: str
+    value: Any
+    rules_version: str
+    basis: dict[str, Any]
+
+
+def detachment_days(start: dt.date, end: dt.date) -> int:
+    """How long a 脱管 lasted: the days elapsed from losing contact to regaining it (lost on
+    1 March, found on 11 March: 10 days). An open episode is measured to today."""
+    return (end - start).days
+
+
+def suggest_for_detachment(start: dt.date, end: dt.date, rules: EffectiveRules) -> Suggestion:
+    """脱管 up to `detachment.warn_after_days` suggests 训诫, beyond it 警告, and beyond
+    `detachment.revoke_after_months` (counted as the law counts months) 提请撤销."""
+    days = detachment_days(start, end)
+    months = rules.int("detachment.revoke_after_months")
+    basis = {"days": days, "start_date": start.isoformat(), "end_date": end.isoformat()}
+    if end > add_months(start, months):
+        kind, key = SanctionKind.REVOKE_REQUEST, "detachment.revoke_after_months"
+    elif days > rules.int("detachment.warn_after_days"):
+        kind, key = SanctionKind.WARN, "detachment.warn_after_days"
+    else:
+        kind, key = SanctionKind.ADMONISH, "detachment.warn_after_days"
+    return Suggestion(str(kind), key, rules[key], rules.version, basis)
+
+
+# What ends a run of uncorrected sanctions: a praise (the person corrected their conduct), or the
+# escalation the run led to (two 训诫 answered by a 警告 are not counted towards another).
+RESET_BY: Mapping[SanctionKind, frozenset[SanctionKind]] = {
+    SanctionKind.ADMONISH: frozenset({SanctionKind.PRAISE, SanctionKind.WARN}),
+    SanctionKind.WARN: frozenset({SanctionKind.PRAISE, SanctionKind.REVOKE_REQUEST}),
+}
+
+
+def uncorrected(decided: Sequence[Mapping[str, Any]], kind: SanctionKind) -> list[str]:
+    """The ids of approved sanctions of `kind` still standing: those decided after the last
+    sanction that resets them (RESET_BY). `decided` is every approved sanction of the person in
+    the order decided."""
+    standing: list[str] = []
+    for doc in decided:
+        if doc["kind"] in RESET_BY[kind]:
+            standing = []
+        elif doc["kind"] == kind:
+            standing.append(str(doc["_id"]))
+    return standing
+
+
+class SanctionService:
+    collections = (SANCTIONS, DETACHMENTS)
+    # Where this service keeps fields sealed with a subject's data key (for key rotation).
+    sealed_fields = (("sanctions", None),)
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        audit: AuditService,
+        codec: FieldCodec,
+        subjects: SubjectService,
+        programs: ProgramService,
+        rules: RulesService,
+    ):
+        self._sanctions = store.collection(SANCTIONS)
+        self._detachments = store.collection(DETACHMENTS)
+        self._clock = clock
+        self._audit = audit
+        self._codec = codec
+        self._subjects = subjects
+        self._programs = programs
+        self._rules = rules
+
+    def today(self) -> dt.date:
+        return self._clock.now().astimezone(LOCAL_TZ).date()
+
+    async def _corrections_subject(
+        self, ctx: AuditContext, subject_id: str, action: str
+    ) -> dict[str, Any]:
+        subject = await self._subjects.require(ctx, subject_id, action)
+        # 考核奖惩 and 脱管 are corrections measures (社区矫正法 Art. 28).
+        if await self._programs.open_program(subject_id, ProgramType.COMMUNITY_CORRECTIONS) is None:
+            raise Conflict(
+                "Only a person under community corrections is praised or sanctioned here.",
+                code="not_under_corrections",
+            )
+        return subject
+
+    # --- 脱管 episodes --------------------------------------------------------------------------
+
+    async def record_detachment(
+        self, ctx: AuditContext, subject_id: str, start: dt.date, end: dt.date | None
+    ) -> DetachmentView:
+        """A 脱管 episode (contact lost from `start`, regained on `end`, or still lost). The
+        scheduler will record these from missed obligations; staff record them by hand now."""
+        await self._corrections_subject(ctx, subject_id, "detachments.record")
+        today = self.today()
+        if start > today or (end is not None and end > today):
+            raise InvalidInput(
+                "A 脱管 episode cannot lie in the future.", details=[{"field": "start_date"}]
+            )
+        if end is not None and end < start:
+            raise InvalidInput(
+                "The episode ends before it starts.", details=[{"field": "end_date"}]
+            )
+        doc = {
+            "_id": ObjectId(),
+            "subject_id": subject_id,
+            "start_date": start.isoformat(),
+            "end_date": end.isoformat() if end else None,
+            "recorded_by": ctx.identity.user_id,
+            "created_at": self._clock.now(),
+        }
+        async with self._audit.change(
+            ctx,
+            "detachments.record",
+            resource="detachment",
+            resource_id=str(doc["_id"]),
+            subject_id=subject_id,
+            details={"days": detachment_days(start, end or today), "open": end is None},
+        ):
+            await self._detachments.insert_one(doc)
+        return self._detachment_view(doc, today)
+
+    def _detachment_view(self, doc: Mapping[str, Any], today: dt.date) -> DetachmentView:
+        start = dt.date.fromisoformat(doc["start_date"])
+        end = dt.date.fromisoformat(doc["end_date"]) if doc.get("end_date") else today
+        return DetachmentView(
+            id=str(doc["_id"]),
+            subject_id=doc["subject_id"],
+            start_date=doc["start_date"],
+            end_date=doc.get("end_date"),
+            days=detachment_days(start, end),
+        )
+
+    # --- proposing and deciding -----------------------------------------------------------------
+
+    async def propose(
+        self,
+        ctx: AuditContext,
+        subject_id: str,
+        kind: SanctionKind,
+        reason: str,
+        detachment_id: str | None = None,
+    ) -> SanctionView:
+        """File a praise or sanction with its reason; its chain comes from `sanctions.chain.*`.
+        Naming the 脱管 episode it answers retires that episode's suggestion."""
+        subject = await self._corrections_subject(ctx, subject_id, "sanctions.propose")
+        reason = " ".join(reason.split())
+        if not reason:
+            raise InvalidInput("State the reason.", details=[{"field": "reason"}])
+        if detachment_id is not None:
+            episode = await self._detachments.find_one(
+                {"_id": parse_id(detachment_id, "episode"), "subject_id": subject_id}
+            )
+            if episode is None:
+                raise InvalidInput(
+                    "No such 脱管 episode of this person.", details=[{"field": "detachment_id"}]
+                )
+        rules = await self._rules.for_org(str(subject["org_id"]))
+        chain = ApprovalChain.from_rules(rules, f"sanctions.chain.{kind}")
+        sanction_id = ObjectId()
+        sid = str(sanction_id)
+        now = self._clock.now()
+        doc = {
+            "_id": sanction_id,
+            "subject_id": subject_id,
+            "org_id": str(subject["org_id"]),
+            "org_path": list(subject["org_path"]),
+            "kind": str(kind),
+            "reason": await self._codec.seal(
+                subject_id, subject.get("dek_id"), "sanctions", sid, "reason", reason
+            ),
+            "detachment_id": detachment_id,
+            "status": str(chain.status),
+            "approval": chain.as_doc(),
+            "submitted_to": SUBMITTED_TO.get(kind),
+            "decided_at": None,
+            "proposed_by": ctx.identity.user_id,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        }
+        async with self._audit.change(
+            ctx,
+            "sanctions.propose",
+            resource="sanction",
+            resource_id=sid,
+            subject_id=subject_id,
+            details={"kind": str(kind), "rule": chain.rule, "rules_version": rules.version},
+        ):
+            await self._sanctions.insert_one(doc)
+        return await self._view(doc)
+
+    async def _load(self, ctx: AuditContext, sanction_id: str, action: str) -> dict[str, Any]:
+        doc = await self._sanctions.find_one({"_id": parse_id(sanction_id, "sanction")})
+        if doc is None:
+            raise NotFound("No such sanction.")
+        await self._subjects.require(ctx, doc["subject_id"], action)
+        return doc
+
+    async def decide(
+        self, ctx: AuditContext, sanction_id: str, approve: bool, comment: str
+    ) -> SanctionView:
+        doc = await self._load(ctx, sanction_id, "sanctions.decide")
+        rules = await self._rules.for_org(doc["org_id"])
+        chain = ApprovalChain.from_doc(doc["approval"])
+        step = chain.step(
+            ctx.identity, doc["org_path"], approve, comment, self._clock.now(), rules.version
+        )
+        updated = await record_step(
+            self._sanctions,
+            self._audit,
+            ctx,
+            doc,
+            step,
+            action="sanctions.decide",
+            resource="sanction",
+            when_final={"decided_at": step["at"]},
+        )
+        return await self._view(updated)
+
+    async def _view(self, doc: Mapping[str, Any]) -> SanctionView:
+        chain = ApprovalChain.from_doc(doc["approval"]).view()
+        decided_at = doc.get("decided_at")
+        return SanctionView(
+            id=str(doc["_id"]),
+            subject_id=doc["subject_id"],
+            kind=doc["kind"],
+            reason=await self._codec.open("sanctions", str(doc["_id"]), "reason", doc["reason"]),
+            detachment_id=doc.get("detachment_id"),
+            status=doc["status"],
+            levels=chain["levels"],
+            rule=chain["rule"],
+            steps=chain["steps"],
+            next_level=chain["next_level"],
+            rules_version=doc["approval"]["rules_version"],
+            submitted_to=doc.get("submitted_to"),
+            decided_at=decided_at.isoformat() if isinstance(decided_at, dt.datetime) else None,
+        )
+
+    # --- suggestions ----------------------------------------------------------------------------
+
+    async def suggestions(self, ctx: AuditContext, subject_id: str) -> list[Suggestion]:
+        """What the rules suggest for the person now, each naming its rule, value and version:
+        one per 脱管 episode no sanction answers yet (pending or approved), and an escalation
+        when uncorrected 训诫 or 警告 reach their rule's count. Nothing is filed by this."""
+        subject = await self._subjects.require(ctx, subject_id, "sanctions.read")
+        rules = await self._rules.for_org(str(subject["org_id"]))
+        today = self.today()
+        sanctions = [
+            doc
+            async for doc in self._sanctions.find({"subject_id": subject_id}).sort(
+                [("decided_at", ASCENDING), ("_id", ASCENDING)]
+            )
+        ]
+        answered = {
+            doc["detachment_id"]
+            for doc in sanctions
+            if doc.get("detachment_id") and doc["status"] != ApprovalStatus.REJECTED
+        }
+        out: list[Suggestion] = []
+        async for episode in self._detachments.find({"subject_id": subject_id}).sort(
+            "start_date", ASCENDING
+        ):
+            if str(episode["_id"]) in answered:
+                continue
+            start = dt.date.fromisoformat(episode["start_date"])
+            end = dt.date.fromisoformat(episode["end_date"]) if episode.get("end_date") else today
+            suggestion = suggest_for_detachment(start, end, rules)
+            suggestion.basis.update(
+                {"detachment_id": str(episode["_id"]), "open": not episode.get("end_date")}
+            )
+            out.append(suggestion)
+        decided = [d for d in sanctions if d["status"] == ApprovalStatus.APPROVED]
+        for kind, key, escalate_to in (
+            (SanctionKind.ADMONISH, "sanctions.admonishments_to_warn", SanctionKind.WARN),
+            (SanctionKind.WARN, "sanctions.warnings_to_revoke", SanctionKind.REVOKE_REQUEST),
+        ):
+            standing = uncorrected(decided, kind)
+            if len(standing) >= rules.int(key):
+                out.append(
+                    Suggestion(
+                        str(escalate_to),
+                        key,
+                        rules[key],
+                        rules.version,
+                        {"uncorrected": str(kind), "sanction_ids": standing},
+                    )
+                )
+        await self._audit.record(
+            ctx,
+            "sanctions.suggest",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"count": len(out), "rules_version": rules.version},
+        )
+        return out
+
+    async def relocate(self, subject_id: str, org_id: str, org_path: list[str]) -> int:
+        """Follow the person to a new station (执行地变更)."""
+        result = await self._sanctions.update_many(
+            {"subject_id": subject_id}, {"$set": {"org_id": org_id, "org_path": org_path}}
+        )
+        return result.modified_count
