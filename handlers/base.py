@@ -20,6 +20,7 @@ from models.alerts import AlertService
 from models.audit import AuditContext, AuditService
 from models.auth import AuthService
 from models.bindings import BindingCodeService
+from models.caseload import CaseloadService
 from models.clock import Clock
 from models.codec import IntegrityError, Shredded
 from models.counseling import CounselingService
@@ -136,6 +137,7 @@ class AppContext:
     transfers: TransferService
     obligations: ObligationService
     counseling: CounselingService
+    caseload: CaseloadService
     in_flight: InFlight = field(default_factory=InFlight)
     max_body_bytes: int = 1 << 20
     # The OpenAPI document is generated from the route table once, lazily, by handlers.openapi.

@@ -179,6 +179,26 @@ DEFAULT_TABLE: dict[str, Rule] = {
         narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
         description="record an obligation's result (a drug test's outcome)",
     ),
+    "caseload.read": Rule(
+        _roles(
+            Role.STATION_OFFICER,
+            Role.COUNTY_OFFICER,
+            Role.SOCIAL_WORKER,
+            Role.GRID_WORKER,
+            Role.HEALTH_WORKER,
+        ),
+        Scope.NONE,
+        description="the caller's caseload (scoped by subjects.read)",
+    ),
+    "visits.record": Rule(
+        _roles(Role.STATION_OFFICER, Role.SOCIAL_WORKER, Role.GRID_WORKER, Role.HEALTH_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED, Role.HEALTH_WORKER: Scope.HEALTH},
+        description="record a visit or talk (走访, 谈话)",
+    ),
+    "caseload.hand_over": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER),
+        description="hand a departing worker's caseload to others",
+    ),
     "counseling.manage": Rule(
         _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.SOCIAL_WORKER),
         narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},

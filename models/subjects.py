@@ -233,6 +233,82 @@ class SubjectService:
         decryption, and so no audit entry."""
         return await self._subjects.find_one({"_id": parse_id(subject_id, "case file")})
 
+    async def reachable_ids(self, identity: Identity, action: str, limit: int) -> list[str]:
+        """The ids of the case files `identity` reaches for `action` (its caseload's scope)."""
+        scope = self._scope_filter(identity, action)
+        if scope is None:
+            return []
+        query = {**scope, "status": {"$ne": SubjectStatus.SHREDDED}}
+        return [str(d["_id"]) async for d in self._subjects.find(query, {"_id": 1}).limit(limit)]
+
+    async def display_name(self, identity: Identity, subject_id: str) -> str | None:
+        """The name as `identity` may see it on a list (masked for juveniles not assigned)."""
+        doc = await self.document(subject_id)
+        if doc is None or doc.get("status") == SubjectStatus.SHREDDED:
+            return None
+        if "name" not in visible_fields(identity):
+            return None
+        name = await self._codec.open("subjects", subject_id, "name", doc["enc"]["name"])
+        if doc.get("juvenile") and identity.user_id not in _assigned_ids(doc):
+            return mask_value("name", name)
+        return str(name)
+
+    async def hand_over_caseload(
+        self, ctx: AuditContext, from_worker_id: str, to_worker_ids: list[str], staff_lookup: Any
+    ) -> int:
+        """A departing social worker's subjects, shared out among others in one audited
+        operation: every file they were assigned to names the new workers instead."""
+        if not to_worker_ids or from_worker_id in to_worker_ids:
+            raise InvalidInput(
+                "Name the workers who take over, not the one who leaves.",
+                details=[{"field": "to_worker_ids"}],
+            )
+        departing = await staff_lookup(from_worker_id)
+        if departing is None or not ctx.identity.reaches(departing["org_path"]):
+            raise NotFound("No such staff member.")
+        for worker_id in to_worker_ids:
+            worker = await staff_lookup(worker_id)
+            if (
+                worker is None
+                or worker.get("disabled")
+                or worker["role"] != Role.SOCIAL_WORKER
+                or not ctx.identity.reaches(worker["org_path"])
+            ):
+                raise InvalidInput(
+                    "Hand over to active social workers in your scope.",
+                    details=[{"field": "to_worker_ids", "value": worker_id}],
+                )
+        subjects = [
+            d
+            async for d in self._subjects.find(
+                {"assignments.social_worker_ids": from_worker_id}, {"_id": 1, "org_path": 1}
+            )
+        ]
+        if any(not ctx.identity.reaches(d["org_path"]) for d in subjects):
+            raise Forbidden("Some of these files lie outside your scope; ask the county.")
+        async with self._audit.change(
+            ctx,
+            "subjects.hand_over",
+            resource="staff",
+            resource_id=from_worker_id,
+            details={"to": to_worker_ids, "files": len(subjects)},
+        ):
+            for index, doc in enumerate(subjects):
+                successor = to_worker_ids[index % len(to_worker_ids)]
+                # Two steps so a file already assigned to the successor lists them once.
+                await self._subjects.update_one(
+                    {"_id": doc["_id"]},
+                    {"$pull": {"assignments.social_worker_ids": from_worker_id}},
+                )
+                await self._subjects.update_one(
+                    {"_id": doc["_id"]},
+                    {
+                        "$addToSet": {"assignments.social_worker_ids": successor},
+                        "$inc": {"version": 1},
+                    },
+                )
+        return len(subjects)
+
     async def set_populations(self, subject_id: str, populations: list[str]) -> None:
         """Which programs are open for the person (kept by the program service)."""
         await self._subjects.update_one(

@@ -15,6 +15,7 @@ from handlers import (
     admin,
     alerts,
     auth,
+    caseload,
     counseling,
     elocation,
     leave,
@@ -32,6 +33,7 @@ from models.attachments import AttachmentService
 from models.audit import AuditContext, AuditService
 from models.auth import AuthService
 from models.bindings import BindingCodeService
+from models.caseload import CaseloadService
 from models.clock import Clock, SystemClock
 from models.codec import FieldCodec
 from models.counseling import CounselingService
@@ -80,6 +82,7 @@ def all_routes() -> list[tuple[Any, ...]]:
         *transfers.routes,
         *obligations.routes,
         *counseling.routes,
+        *caseload.routes,
         *alerts.routes,
     ]
 
@@ -108,6 +111,7 @@ def collection_specs() -> list[CollectionSpec]:
         *ObligationService.collections,
         *NotificationService.collections,
         *CounselingService.collections,
+        *CaseloadService.collections,
     ]
 
 
@@ -208,6 +212,7 @@ class Services:
     obligations: ObligationService
     notifications: NotificationService
     counseling: CounselingService
+    caseload: CaseloadService
 
 
 def build_services(
@@ -285,11 +290,13 @@ def build_services(
             elocation_service.relocate,
         ),
     )
+    caseload_service = CaseloadService(store, clock, audit, codec, subjects_service)
     # Key rotation rewrites every field sealed with the person's key, wherever it is kept.
     for service in (
         program_service,
         investigations,
         counseling_service,
+        caseload_service,
         leave_service,
         sanction_service,
         elocation_service,
@@ -297,6 +304,7 @@ def build_services(
     ):
         subjects_service.add_sealed_locations(service.sealed_fields)
     return Services(
+        caseload=caseload_service,
         leave=leave_service,
         sanctions=sanction_service,
         elocation=elocation_service,
@@ -355,6 +363,7 @@ def assemble_api(
         transfers=services.transfers,
         obligations=services.obligations,
         counseling=services.counseling,
+        caseload=services.caseload,
         max_body_bytes=config.max_body_bytes,
     )
     return ApiRuntime(

@@ -294,6 +294,13 @@ def on_session(suffix: str, body: Any = None) -> Builder:
     return build
 
 
+async def hand_over(env: Env, in_scope: bool) -> Request:
+    home = env.tree.station if in_scope else env.tree.other_station
+    leaving = await env.make_staff(Role.SOCIAL_WORKER, home)
+    successor = await env.make_staff(Role.SOCIAL_WORKER, env.tree.station)
+    return Request(f"/api/v1/staff/{leaving.id}/handover", {"to_worker_ids": [successor.id]})
+
+
 def county_only(role: Role) -> int:
     """Assignment is the county's act: a station does not see an unassigned request."""
     return 200 if role is Role.COUNTY_OFFICER else 404
@@ -793,6 +800,13 @@ CASES: dict[tuple[str, str], tuple[Builder, int | Callable[[Role], int], int | N
         404,
     ),
     ("/api/v1/counseling/(?P<session_id>[^/]+)/cancel", "POST"): (on_session("/cancel"), 200, 404),
+    ("/api/v1/caseload", "GET"): (plain("/api/v1/caseload"), 200, None),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/visits", "POST"): (
+        on_subject("/visits", lambda env, _in: {"kind": "visit", "note": "走访"}),
+        201,
+        404,
+    ),
+    ("/api/v1/staff/(?P<staff_id>[^/]+)/handover", "POST"): (hand_over, 200, 404),
     ("/api/v1/alerts", "GET"): (plain("/api/v1/alerts"), 200, None),
     ("/api/v1/alerts/(?P<alert_id>[^/]+)/ack", "POST"): (one_alert, 200, 404),
 }

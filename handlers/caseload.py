@@ -1,0 +1,130 @@
+"""Caseload endpoints: the caller's day, visits and talks, and handing over a caseload."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from handlers.base import BaseHandler, RequestError, endpoint
+from models.caseload import CaseloadItem
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CaseloadEntry(BaseModel):
+    subject_id: str
+    name: str | None
+    due_today: list[dict[str, Any]]
+    overdue: list[dict[str, Any]]
+    open_alerts: int
+
+    @classmethod
+    def of(cls, item: CaseloadItem) -> CaseloadEntry:
+        return cls(**item.__dict__)
+
+
+class Caseload(BaseModel):
+    items: list[CaseloadEntry]
+
+
+class Location(Strict):
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+
+
+class VisitBody(Strict):
+    kind: Literal["visit", "talk", "followup"]
+    note: str = Field(min_length=1, max_length=5000)
+    location: Location | None = None
+    at: AwareDatetime | None = None
+
+
+class VisitOut(BaseModel):
+    id: str
+    kind: str
+    at: dt.datetime
+    obligations_met: int
+
+
+class HandOverBody(Strict):
+    to_worker_ids: list[str] = Field(min_length=1, max_length=20)
+
+
+class HandOverOut(BaseModel):
+    files: int
+
+
+class CaseloadHandler(BaseHandler):
+    access = "caseload.read"
+
+    @endpoint(
+        "The caller's subjects with obligations due today, overdue ones and open alerts "
+        "(`?due=today|overdue`)",
+        response=Caseload,
+        tags=("caseload",),
+    )
+    async def get(self) -> None:
+        due = self.get_query_argument("due", None)
+        if due not in (None, "today", "overdue"):
+            raise RequestError(
+                422,
+                "validation_failed",
+                "Invalid query.",
+                [{"field": "due", "message": "today or overdue"}],
+            )
+        items = await self.ctx.caseload.caseload(self.audit_context, due)
+        self.respond(Caseload(items=[CaseloadEntry.of(i) for i in items]))
+
+
+class VisitsHandler(BaseHandler):
+    access = "visits.record"
+
+    @endpoint(
+        "Record a visit or talk (note and place encrypted); meets the open contact or "
+        "follow-up obligation",
+        body=VisitBody,
+        response=VisitOut,
+        status=201,
+        errors=(404,),
+        tags=("caseload",),
+    )
+    async def post(self, subject_id: str) -> None:
+        body = self.parse(VisitBody)
+        visit = await self.ctx.caseload.record_visit(
+            self.audit_context,
+            subject_id,
+            kind=body.kind,
+            note=body.note,
+            location=body.location.model_dump() if body.location else None,
+            at=body.at,
+        )
+        self.respond(VisitOut(**visit), status=201)
+
+
+class HandOverHandler(BaseHandler):
+    access = "caseload.hand_over"
+
+    @endpoint(
+        "Hand a departing social worker's files to others, in one audited operation",
+        body=HandOverBody,
+        response=HandOverOut,
+        errors=(404, 422),
+        tags=("caseload",),
+    )
+    async def post(self, staff_id: str) -> None:
+        body = self.parse(HandOverBody)
+        files = await self.ctx.subjects.hand_over_caseload(
+            self.audit_context, staff_id, body.to_worker_ids, self.ctx.staff.lookup
+        )
+        self.respond(HandOverOut(files=files))
+
+
+routes = [
+    (r"/api/v1/caseload", CaseloadHandler),
+    (r"/api/v1/subjects/(?P<subject_id>[^/]+)/visits", VisitsHandler),
+    (r"/api/v1/staff/(?P<staff_id>[^/]+)/handover", HandOverHandler),
+]
