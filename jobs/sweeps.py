@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from models.audit import AuditCheckpointer
+from models.caseload import CaseloadService
 from models.clock import LOCAL_TZ
 from models.elocation import ElocationService
 from models.leave import LeaveService
@@ -131,3 +132,17 @@ class ElocationExpirySweep:
     async def run(self, now: dt.datetime) -> dict[str, Any]:
         ended = await self._elocation.end_expired_orders(now.astimezone(LOCAL_TZ).date())
         return {"ended": ended}
+
+
+class LostContactSweep:
+    """Escalates misses nobody could follow up: 失去联系, a search task and a 脱管 episode."""
+
+    name = "lost_contact"
+    interval_seconds = 900
+    description = "escalate missed check-ins without contact to 失去联系 and 脱管"
+
+    def __init__(self, caseload: CaseloadService):
+        self._caseload = caseload
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        return await self._caseload.escalate_lost_contact(now)

@@ -10,17 +10,21 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from models.alerts import ALERTS
+from models.alerts import ALERTS, AlertService
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.errors import InvalidInput
 from models.obligations import OCCURRENCES, OccurrenceStatus
 from models.policy import Role
+from models.rules import RulesService
+from models.sanctions import SanctionService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 
 VISITS = CollectionSpec("visits", (IndexModel([("subject_id", ASCENDING), ("at", DESCENDING)]),))
+# Misses that can mean the person is out of reach (not education hours, say).
+LOST_CONTACT_KINDS = ("remote_checkin", "in_person_report")
 OVERDUE_DAYS = 30  # how far back an unexcused miss stays on the caseload
 MAX_SUBJECTS = 500  # a caseload is one worker's: bounded
 VISIT_KINDS = ("visit", "talk", "followup")
@@ -48,7 +52,13 @@ class CaseloadService:
         audit: AuditService,
         codec: FieldCodec,
         subjects: SubjectService,
+        sanctions: SanctionService,
+        rules: RulesService,
+        alerts: AlertService,
     ):
+        self._sanctions = sanctions
+        self._rules = rules
+        self._alert_service = alerts
         self._occurrences = store.collection(OCCURRENCES)
         self._alerts = store.collection(ALERTS)
         self._visits = store.collection(VISITS)
@@ -174,7 +184,68 @@ class CaseloadService:
                     }
                 },
             )
+        # Contact regained: a 脱管 episode in progress ends today.
+        await self._sanctions.close_detachment(subject_id, when.astimezone(LOCAL_TZ).date())
         return {"id": vid, "kind": kind, "at": when, "obligations_met": met.modified_count}
+
+    async def escalate_lost_contact(self, now: dt.datetime) -> dict[str, int]:
+        """失去联系 (社区矫正法 Art. 30): a corrections subject who missed a check-in or report
+        and has not been reached (no visit or talk, nothing met) within the rule's hours. The
+        station officer is alerted with a search task, and a 脱管 episode opens from the miss,
+        which the sanction suggestions count. Each miss is examined once."""
+        examined = escalated = 0
+        cursor = self._occurrences.find(
+            {
+                "status": str(OccurrenceStatus.MISSED),
+                "kind": {"$in": list(LOST_CONTACT_KINDS)},
+                "program_type": "community_corrections",
+                "lost_contact_checked": {"$ne": True},
+            }
+        )
+        async for occurrence in cursor:
+            subject = await self._subjects.document(occurrence["subject_id"])
+            if subject is None:
+                continue
+            rules = await self._rules.for_org(str(subject["org_id"]))
+            hours = rules.int("corrections.lost_contact_hours")
+            missed_at = occurrence.get("missed_at") or occurrence["window_end"]
+            if missed_at > now - dt.timedelta(hours=hours):
+                continue  # not yet: the worker still has time to reach the person
+            examined += 1
+            since = occurrence["window_end"]
+            reached = await self._visits.find_one(
+                {"subject_id": occurrence["subject_id"], "at": {"$gte": since}}, {"_id": 1}
+            ) or await self._occurrences.find_one(
+                {
+                    "subject_id": occurrence["subject_id"],
+                    "status": {"$in": [str(OccurrenceStatus.DONE), str(OccurrenceStatus.LATE)]},
+                    "result_at": {"$gte": since},
+                },
+                {"_id": 1},
+            )
+            if not reached:
+                episode, opened = await self._sanctions.open_detachment(
+                    occurrence["subject_id"], since.astimezone(LOCAL_TZ).date()
+                )
+                await self._alert_service.raise_alert(
+                    kind="lost_contact",
+                    org_id=str(subject["org_id"]),
+                    org_path=subject["org_path"],
+                    subject_id=occurrence["subject_id"],
+                    details={
+                        "occurrence_id": occurrence["_id"],
+                        "detachment_id": episode,
+                        "task": "search",
+                        "hours": hours,
+                        "rules_version": rules.version,
+                    },
+                    dedupe_key=f"lost_contact:{episode}",
+                )
+                escalated += int(opened)
+            await self._occurrences.update_one(
+                {"_id": occurrence["_id"]}, {"$set": {"lost_contact_checked": True}}
+            )
+        return {"examined": examined, "lost_contact": escalated}
 
 
 def _summary(doc: dict[str, Any]) -> dict[str, Any]:

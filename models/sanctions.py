@@ -211,6 +211,31 @@ class SanctionService:
             await self._detachments.insert_one(doc)
         return self._detachment_view(doc, today)
 
+    async def open_detachment(self, subject_id: str, start: dt.date) -> tuple[str, bool]:
+        """The scheduler's side: contact is lost from `start`. Answers the open episode's id and
+        whether this call opened it (an open episode is never opened twice)."""
+        existing = await self._detachments.find_one({"subject_id": subject_id, "end_date": None})
+        if existing is not None:
+            return str(existing["_id"]), False
+        doc = {
+            "_id": ObjectId(),
+            "subject_id": subject_id,
+            "start_date": start.isoformat(),
+            "end_date": None,
+            "recorded_by": "system",
+            "created_at": self._clock.now(),
+        }
+        await self._detachments.insert_one(doc)
+        return str(doc["_id"]), True
+
+    async def close_detachment(self, subject_id: str, end: dt.date) -> bool:
+        """Contact regained on `end`: the open episode, if any, ends."""
+        result = await self._detachments.update_one(
+            {"subject_id": subject_id, "end_date": None},
+            {"$set": {"end_date": end.isoformat(), "closed_at": self._clock.now()}},
+        )
+        return result.modified_count == 1
+
     def _detachment_view(self, doc: Mapping[str, Any], today: dt.date) -> DetachmentView:
         start = dt.date.fromisoformat(doc["start_date"])
         end = dt.date.fromisoformat(doc["end_date"]) if doc.get("end_date") else today

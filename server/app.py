@@ -290,7 +290,9 @@ def build_services(
             elocation_service.relocate,
         ),
     )
-    caseload_service = CaseloadService(store, clock, audit, codec, subjects_service)
+    caseload_service = CaseloadService(
+        store, clock, audit, codec, subjects_service, sanction_service, rules, alerts_service
+    )
     # Key rotation rewrites every field sealed with the person's key, wherever it is kept.
     for service in (
         program_service,

@@ -16,6 +16,7 @@ from jobs.sweeps import (
     ElocationExpirySweep,
     IntakeDeadlineSweep,
     LeaveReturnsSweep,
+    LostContactSweep,
     MaterialiseSweep,
     ProgramsEndingSweep,
     ReminderSweep,
@@ -76,6 +77,12 @@ SWEEPS: tuple[SweepSpec, ...] = (
         CloseWindowsSweep.interval_seconds,
         CloseWindowsSweep.description,
         lambda ctx: CloseWindowsSweep(ctx.services.obligations),
+    ),
+    SweepSpec(
+        LostContactSweep.name,
+        LostContactSweep.interval_seconds,
+        LostContactSweep.description,
+        lambda ctx: LostContactSweep(ctx.services.caseload),
     ),
     SweepSpec(
         ReminderSweep.name,

@@ -152,3 +152,41 @@ async def test_a_departing_workers_files_are_shared_out_in_one_operation(
         json_body={"to_worker_ids": [leaving.id]},
     )
     assert to_self.status == 422
+
+
+async def test_an_unreachable_subject_is_lost_contact_then_detached_until_visited(
+    fetch, tree, team, clock, services, make_staff
+):
+    officer, (worker, _, _) = team
+    sid = await open_case(fetch, tree, officer, worker, CORRECTIONS)
+    # The 2 March check-in window closes unmet at midnight.
+    await services.obligations.close_windows(local(2026, 3, 3, 0, 0))
+    caseload = services.caseload
+    early = await caseload.escalate_lost_contact(local(2026, 3, 3, 23, 59, 59))
+    assert early == {"examined": 0, "lost_contact": 0}  # 24 hours to reach the person
+    late = await caseload.escalate_lost_contact(local(2026, 3, 4, 0, 0))
+    assert late == {"examined": 1, "lost_contact": 1}
+    again = await caseload.escalate_lost_contact(local(2026, 3, 4, 1, 0))
+    assert again["lost_contact"] == 0
+    clock.set(local(2026, 3, 12, 9, 0))
+    officer.token = await make_staff.token_for(officer)
+    alerts = await fetch("/api/v1/alerts?status=open", token=officer.token)
+    lost = [a for a in alerts.json["items"] if a["kind"] == "lost_contact"]
+    assert len(lost) == 1 and lost[0]["details"]["task"] == "search"
+    # 脱管 since 3 March: 9 days on the 12th suggest 训诫; after 10 days, 警告.
+    suggestions = await fetch(f"/api/v1/subjects/{sid}/sanction-suggestions", token=officer.token)
+    assert [s["kind"] for s in suggestions.json["items"]] == ["admonish"]
+    clock.set(local(2026, 3, 14, 9, 0))
+    officer.token = await make_staff.token_for(officer)
+    suggestions = await fetch(f"/api/v1/subjects/{sid}/sanction-suggestions", token=officer.token)
+    assert [s["kind"] for s in suggestions.json["items"]] == ["warn"]
+    worker.token = await make_staff.token_for(worker)
+    found = await fetch(
+        f"/api/v1/subjects/{sid}/visits",
+        "POST",
+        token=worker.token,
+        json_body={"kind": "talk", "note": "已联系上，本人在外地打工"},
+    )
+    assert found.status == 201
+    detachments = [d async for d in services.sanctions._detachments.find({"subject_id": sid})]
+    assert [d["end_date"] for d in detachments] == ["2026-03-14"]
