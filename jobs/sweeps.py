@@ -6,13 +6,14 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from models.audit import AuditCheckpointer
+from models.audit import AuditCheckpointer, AuditContext
 from models.caseload import CaseloadService
 from models.clock import LOCAL_TZ
 from models.elocation import ElocationService
 from models.leave import LeaveService
 from models.obligations import ObligationService
 from models.programs import ProgramService
+from models.subjects import SubjectService
 
 
 class AuditCheckpointSweep:
@@ -146,3 +147,26 @@ class LostContactSweep:
 
     async def run(self, now: dt.datetime) -> dict[str, Any]:
         return await self._caseload.escalate_lost_contact(now)
+
+
+class RetentionSweep:
+    """Crypto-shreds case files whose retention period has ended (where one is set)."""
+
+    name = "retention"
+    interval_seconds = 86400
+    description = "crypto-shred case files past their jurisdiction's retention period"
+
+    def __init__(self, programs: ProgramService, subjects: SubjectService, ctx: AuditContext):
+        self._programs = programs
+        self._subjects = subjects
+        self._ctx = ctx
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        shredded = 0
+        for subject_id in await self._programs.retention_expired(now.astimezone(LOCAL_TZ).date()):
+            document = await self._subjects.document(subject_id)
+            if document is None or document.get("status") == "shredded":
+                continue
+            await self._subjects.shred(self._ctx, subject_id)
+            shredded += 1
+        return {"shredded": shredded}

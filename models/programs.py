@@ -952,6 +952,32 @@ class ProgramService:
             years[str(year)] = reached and str(year) not in incidents
         return {"threshold": threshold, "years": years, "rules_version": rules.version}
 
+    async def retention_expired(self, today: dt.date) -> list[str]:
+        """Subjects whose every program ended more than their jurisdiction's retention period
+        ago (`retention.shred_after_years`; 0 = never): due for crypto-shredding."""
+        pipeline = [
+            {
+                "$group": {
+                    "_id": "$subject_id",
+                    "open": {
+                        "$sum": {
+                            "$cond": [{"$in": ["$status", [str(s) for s in OPEN_STATUSES]]}, 1, 0]
+                        }
+                    },
+                    "last_end": {"$max": "$ended_on"},
+                    "org_id": {"$first": "$org_id"},
+                }
+            },
+            {"$match": {"open": 0, "last_end": {"$ne": None}}},
+        ]
+        due = []
+        async for row in await self._programs.aggregate(pipeline):
+            rules = await self._rules.for_org(str(row["org_id"]))
+            years = rules.int("retention.shred_after_years")
+            if years > 0 and add_years(_date(row["last_end"]), years) <= today:
+                due.append(str(row["_id"]))
+        return due
+
     async def alert_ending(self, today: dt.date, within_days: int = 30) -> int:
         """Alert the station once about each program whose term ends within `within_days`:
         解除 needs its certificate, and resettlement its hand-over, prepared in time."""

@@ -20,12 +20,14 @@ from jobs.sweeps import (
     MaterialiseSweep,
     ProgramsEndingSweep,
     ReminderSweep,
+    RetentionSweep,
 )
-from models.audit import SIGNING_KEY_ID, AuditCheckpointer
+from models.audit import SIGNING_KEY_ID, AuditCheckpointer, AuditContext
 from models.clock import Clock, FixedClock, SystemClock
 from models.crypto import new_signing_key
 from models.keys import KeyVault
 from models.leases import LeaseService
+from models.policy import Identity
 from models.store import Store
 from server.app import (
     Services,
@@ -46,6 +48,12 @@ class JobsContext:
     clock: Clock
     vault: KeyVault
     services: Services
+
+
+# Who acts when a sweep changes a record: the jobs process itself, in every audit entry.
+JOBS_ACTOR = AuditContext(
+    Identity(user_id="jobs", role="system", unscoped=True), request_id="sweep"
+)
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,12 @@ SWEEPS: tuple[SweepSpec, ...] = (
         IntakeDeadlineSweep.interval_seconds,
         IntakeDeadlineSweep.description,
         lambda ctx: IntakeDeadlineSweep(ctx.services.programs),
+    ),
+    SweepSpec(
+        RetentionSweep.name,
+        RetentionSweep.interval_seconds,
+        RetentionSweep.description,
+        lambda ctx: RetentionSweep(ctx.services.programs, ctx.services.subjects, JOBS_ACTOR),
     ),
     SweepSpec(
         AuditCheckpointSweep.name,

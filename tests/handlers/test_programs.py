@@ -550,3 +550,46 @@ async def test_an_expedited_investigation_has_five_working_days(fetch, staff, su
     )
     # 20 (a 调休 Sunday), 21, 22, 23, 24 September.
     assert requested.json["due"] == "2026-09-24"
+
+
+async def test_retention_shreds_only_where_a_period_is_set(fetch, staff, subject, tree, services):
+    import datetime as dt
+
+    from jobs.sweeps import RetentionSweep
+    from server.jobs import JOBS_ACTOR
+
+    program = (
+        await open_program(
+            fetch,
+            staff,
+            subject,
+            {"type": "drug_rehab", "start_date": "2016-03-15", "mode": "community_detox"},
+        )
+    ).json
+    ended = await fetch(
+        f"/api/v1/programs/{program['id']}/transition",
+        "POST",
+        json_body={"to": "ended", "reason": "期满", "effective_date": "2019-03-15"},
+        token=staff["station"].token,
+    )
+    assert ended.status == 200
+    sweep = RetentionSweep(services.programs, services.subjects, JOBS_ACTOR)
+    now = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
+    assert await sweep.run(now) == {"shredded": 0}  # no period set: never destroyed
+    await fetch(
+        f"/api/v1/rules/{tree.county.code}",
+        "PUT",
+        token=staff["county"].token,
+        json_body={"rules": {"retention.shred_after_years": 8}, "source": "档案规定"},
+    )
+    assert await sweep.run(now) == {"shredded": 0}  # 2019 + 8 years is still ahead
+    await fetch(
+        f"/api/v1/rules/{tree.county.code}",
+        "PUT",
+        token=staff["county"].token,
+        json_body={"rules": {"retention.shred_after_years": 5}, "source": "档案规定"},
+    )
+    assert await sweep.run(now) == {"shredded": 1}
+    read = await fetch(f"/api/v1/subjects/{subject}", token=staff["station"].token)
+    assert read.json["status"] == "shredded" and read.json["name"] is None
+    assert await sweep.run(now) == {"shredded": 0}
