@@ -11,6 +11,7 @@ import enum
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,6 +187,8 @@ def new_signing_key(suite: Suite) -> bytes:
             return candidate
 
 
+_SM2_SIGNATURE = re.compile(rb"[0-9a-f]{128}")
+
 # The order n of the SM2 curve's base point (GB/T 32918.5): a private key must lie in [1, n-2].
 _SM2_ORDER = int("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123", 16)
 
@@ -220,6 +223,10 @@ def verify_signature(suite: Suite, public: bytes, message: bytes, signature: byt
         return True
     from gmssl import sm2
 
+    # Only the canonical form (128 lowercase hex digits, r then s): gmssl parses with int(),
+    # which would also accept padding, spaces and other letter cases of the same numbers.
+    if not _SM2_SIGNATURE.fullmatch(signature):
+        return False
     try:
         verifier = _with_public_key(
             sm2.CryptSM2(private_key="", public_key=""), public.decode("ascii")
