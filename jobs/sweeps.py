@@ -14,6 +14,7 @@ from models.leave import LeaveService
 from models.obligations import ObligationService
 from models.programs import ProgramService
 from models.subjects import SubjectService
+from models.wechat import WeChatTokenService
 
 
 class AuditCheckpointSweep:
@@ -170,3 +171,17 @@ class RetentionSweep:
             await self._subjects.shred(self._ctx, subject_id)
             shredded += 1
         return {"shredded": shredded}
+
+
+class WeChatTokenSweep:
+    """The lease holder keeps the shared WeChat access token fresh for every process."""
+
+    name = "wechat_token"
+    interval_seconds = 300
+    description = "refresh the shared WeChat access token before it expires"
+
+    def __init__(self, tokens: WeChatTokenService):
+        self._tokens = tokens
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        return await self._tokens.refresh()

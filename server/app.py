@@ -28,6 +28,7 @@ from handlers import (
 )
 from handlers.base import AppContext, NotFoundHandler, log_request
 from handlers.openapi import build_openapi
+from miniprogram_api.wechat import StableTokenSource
 from models.alerts import AlertService
 from models.attachments import AttachmentService
 from models.audit import AuditContext, AuditService
@@ -59,6 +60,7 @@ from models.store import CollectionSpec, DatabaseSettings, Store
 from models.subjects import SubjectService
 from models.throttle import ThrottleService
 from models.transfers import TransferService
+from models.wechat import WeChatTokenService
 from models.workdays import WorkdayCalendar
 from server.config import Config
 
@@ -112,6 +114,7 @@ def collection_specs() -> list[CollectionSpec]:
         *NotificationService.collections,
         *CounselingService.collections,
         *CaseloadService.collections,
+        *WeChatTokenService.collections,
     ]
 
 
@@ -188,6 +191,18 @@ async def open_vault(config: Config, store: Store, clock: Clock) -> KeyVault:
     return vault
 
 
+# The local stand-in's fixed development credentials (server/wechat_standin.py).
+STANDIN_APPID = "wx-standin-appid"
+STANDIN_SECRET = "standin-secret"  # noqa: S105 - a development value, not a credential
+
+
+def wechat_token_source(config: Config) -> StableTokenSource:
+    """The configured WeChat, or in development the local stand-in."""
+    if config.wechat_appid and config.wechat_secret:
+        return StableTokenSource(config.wechat_base_url, config.wechat_appid, config.wechat_secret)
+    return StableTokenSource(config.wechat_base_url, STANDIN_APPID, STANDIN_SECRET)
+
+
 @dataclass
 class Services:
     """The domain services of one process, wired once."""
@@ -213,6 +228,7 @@ class Services:
     notifications: NotificationService
     counseling: CounselingService
     caseload: CaseloadService
+    wechat_tokens: WeChatTokenService
 
 
 def build_services(
@@ -224,6 +240,7 @@ def build_services(
     process_role: str = "api",
     notifier: NotifierPort | None = None,
 ) -> Services:
+    """Every domain service of one process, wired once (the WeChat token source included)."""
     hasher = PasswordHasher(hash_cost or HashCost())
     policy = Policy()
     audit = AuditService(store, clock, vault.suite, process_role)
@@ -290,6 +307,7 @@ def build_services(
             elocation_service.relocate,
         ),
     )
+    wechat_tokens = WeChatTokenService(store, clock, codec, wechat_token_source(config))
     caseload_service = CaseloadService(
         store, clock, audit, codec, subjects_service, sanction_service, rules, alerts_service
     )
@@ -306,6 +324,7 @@ def build_services(
     ):
         subjects_service.add_sealed_locations(service.sealed_fields)
     return Services(
+        wechat_tokens=wechat_tokens,
         caseload=caseload_service,
         leave=leave_service,
         sanctions=sanction_service,

@@ -21,6 +21,7 @@ from jobs.sweeps import (
     ProgramsEndingSweep,
     ReminderSweep,
     RetentionSweep,
+    WeChatTokenSweep,
 )
 from models.audit import SIGNING_KEY_ID, AuditCheckpointer, AuditContext
 from models.clock import Clock, FixedClock, SystemClock
@@ -127,6 +128,12 @@ SWEEPS: tuple[SweepSpec, ...] = (
         RetentionSweep.interval_seconds,
         RetentionSweep.description,
         lambda ctx: RetentionSweep(ctx.services.programs, ctx.services.subjects, JOBS_ACTOR),
+    ),
+    SweepSpec(
+        WeChatTokenSweep.name,
+        WeChatTokenSweep.interval_seconds,
+        WeChatTokenSweep.description,
+        lambda ctx: WeChatTokenSweep(ctx.services.wechat_tokens),
     ),
     SweepSpec(
         AuditCheckpointSweep.name,
