@@ -14,7 +14,7 @@ from models.leave import LeaveService
 from models.obligations import ObligationService
 from models.programs import ProgramService
 from models.subjects import SubjectService
-from models.wechat import WeChatTokenService
+from models.wechat import WeChatTokenService, WeChatUnavailable
 
 
 class AuditCheckpointSweep:
@@ -184,4 +184,9 @@ class WeChatTokenSweep:
         self._tokens = tokens
 
     async def run(self, now: dt.datetime) -> dict[str, Any]:
-        return await self._tokens.refresh()
+        try:
+            return await self._tokens.refresh()
+        except WeChatUnavailable as exc:
+            # WeChat down is a condition to report, not a crash: the next run tries again and
+            # processes keep the token they have until it expires.
+            return {"refreshed": False, "error": str(exc)}
