@@ -22,6 +22,8 @@ ALERTS = CollectionSpec(
     (
         IndexModel([("org_path", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)]),
         IndexModel([("to_user_id", ASCENDING), ("status", ASCENDING)]),
+        # A caseload counts open alerts per subject.
+        IndexModel([("subject_id", ASCENDING), ("status", ASCENDING)]),
         IndexModel(
             [("dedupe_key", ASCENDING)],
             unique=True,

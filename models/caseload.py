@@ -109,7 +109,9 @@ class CaseloadService:
                 {"$match": {"subject_id": {"$in": scope}, "status": "open"}},
                 {"$group": {"_id": "$subject_id", "count": {"$sum": 1}}},
             ]
-            async for row in await self._alerts.aggregate(pipeline):
+            async for row in await self._alerts.aggregate(
+                pipeline, hint={"subject_id": ASCENDING, "status": ASCENDING}
+            ):
                 item(row["_id"]).open_alerts = int(row["count"])
         for subject_id, entry in items.items():
             entry.name = await self._subjects.display_name(identity, subject_id)
