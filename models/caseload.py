@@ -105,14 +105,14 @@ class CaseloadService:
             ).sort("window_end", DESCENDING):
                 item(doc["subject_id"]).overdue.append(_summary(doc))
         if due is None:
-            pipeline = [
-                {"$match": {"subject_id": {"$in": scope}, "status": "open"}},
-                {"$group": {"_id": "$subject_id", "count": {"$sum": 1}}},
-            ]
-            async for row in await self._alerts.aggregate(
-                pipeline, hint={"subject_id": ASCENDING, "status": ASCENDING}
-            ):
-                item(row["_id"]).open_alerts = int(row["count"])
+            # One indexed count per file: the caseload is bounded, and an equality lookup on
+            # (subject_id, status) stays fast however many alerts the database holds.
+            for subject_id in scope:
+                count = await self._alerts.count_documents(
+                    {"subject_id": subject_id, "status": "open"}
+                )
+                if count:
+                    item(subject_id).open_alerts = count
         for subject_id, entry in items.items():
             entry.name = await self._subjects.display_name(identity, subject_id)
         await self._audit.record(

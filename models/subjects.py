@@ -37,11 +37,9 @@ SUBJECTS = CollectionSpec(
     "subjects",
     (
         # One case file per person: a second intake of the same ID number is a duplicate.
-        IndexModel(
-            [("bi.id_number", ASCENDING)],
-            unique=True,
-            partialFilterExpression={"bi.id_number": {"$type": "string"}},
-        ),
+        # Sparse, not partial: a shredded file (its blind indexes deleted) leaves the index, and
+        # an equality lookup uses it on every server (the embedded one ignores partial ones).
+        IndexModel([("bi.id_number", ASCENDING)], unique=True, sparse=True),
         IndexModel([("bi.phone", ASCENDING)]),
         IndexModel([("bi.name", ASCENDING)]),
         IndexModel([("org_path", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
@@ -64,6 +62,8 @@ SEALED_FIELDS = ("name", "id_number", "phone", "gender", "birth_date", "address"
 SUBJECT_ORG_KINDS = frozenset({OrgKind.STATION, OrgKind.COMMUNITY, OrgKind.GRID})
 BREAK_GLASS_FOR = dt.timedelta(hours=3)
 MAX_IMPORT_ROWS = 5000
+# The most candidates one blind-index value may bring back (a very common name).
+MAX_BLIND_MATCHES = 2000
 IMPORT_COLUMNS = (
     "name",
     "id_type",
@@ -244,15 +244,12 @@ class SubjectService:
             ids: dict[str, None] = {}
             for branch in scope["$or"]:
                 ((field_name, user_id),) = branch.items()
-                async for doc in (
-                    self._subjects.find(
-                        {field_name: user_id, "status": {"$ne": SubjectStatus.SHREDDED}},
-                        {"_id": 1, "org_path": 1},
-                    )
-                    .hint([(field_name, ASCENDING)])
-                    .limit(limit)
-                ):
-                    if identity.reaches(doc["org_path"]):
+                async for doc in self._subjects.find(
+                    {field_name: user_id}, {"_id": 1, "org_path": 1, "status": 1}
+                ).limit(limit):
+                    if identity.reaches(doc["org_path"]) and (
+                        doc.get("status") != SubjectStatus.SHREDDED
+                    ):
                         ids[str(doc["_id"])] = None
             return list(ids)[:limit]
         query = {**scope, "status": {"$ne": SubjectStatus.SHREDDED}}
@@ -875,10 +872,12 @@ class SubjectService:
             indexes["name"] = await self._codec.blind_index("name", normalise_name(name))
         for kind, value in indexes.items():
             query[f"bi.{kind}"] = value
-        # The blind index is the selective part: told so, every planner (ours in tests
-        # included) looks the value up instead of walking the caller's whole subtree.
-        hint = next(([(f"bi.{kind}", ASCENDING)] for kind in indexes), None)
-        page = await self._page(ctx, query, population, status, cursor, limit, hint=hint)
+        if indexes:
+            page = await self._blind_index_page(
+                ctx, indexes, scope, population, status, cursor, limit
+            )
+        else:
+            page = await self._page(ctx, query, population, status, cursor, limit)
         # The audit names the blind-index values searched for, never the identifiers.
         await self._audit.record(
             ctx,
@@ -906,6 +905,44 @@ class SubjectService:
         )
         return page
 
+    async def _blind_index_page(
+        self,
+        ctx: AuditContext,
+        indexes: dict[str, str],
+        scope: dict[str, Any],
+        population: str | None,
+        status: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page:
+        """An exact search: the blind-index value alone picks the candidates (a handful, or a
+        common name's few hundred), so every server answers from that index whatever the size
+        of the caller's subtree; scope and filters are then checked on those candidates."""
+        kind, value = next(iter(indexes.items()))
+        after = parse_id(cursor, "cursor") if cursor else None
+        matches = []
+        async for doc in self._subjects.find({f"bi.{kind}": value}).limit(MAX_BLIND_MATCHES):
+            if not all(doc.get("bi", {}).get(k) == v for k, v in indexes.items()):
+                continue
+            if not _matches(scope, doc):
+                continue
+            if population and population not in doc.get("populations", []):
+                continue
+            if status and doc.get("status") != status:
+                continue
+            if after is not None and doc["_id"] <= after:
+                continue
+            matches.append(doc)
+        matches.sort(key=lambda d: d["_id"])
+        items = []
+        for doc in matches[:limit]:
+            try:
+                items.append(await self._view(ctx.identity, doc))
+            except IntegrityError:
+                continue
+        next_cursor = str(matches[limit - 1]["_id"]) if len(matches) > limit else None
+        return Page(items=items, next_cursor=next_cursor)
+
     async def _page(
         self,
         ctx: AuditContext,
@@ -914,7 +951,6 @@ class SubjectService:
         status: str | None,
         cursor: str | None,
         limit: int,
-        hint: list[tuple[str, int]] | None = None,
     ) -> Page:
         if population:
             query["populations"] = population
@@ -923,8 +959,6 @@ class SubjectService:
         if cursor:
             query["_id"] = {"$gt": parse_id(cursor, "cursor")}
         found = self._subjects.find(query).sort("_id", ASCENDING).limit(limit + 1)
-        if hint is not None:
-            found = found.hint(hint)
         docs = [d async for d in found]
         items = []
         for doc in docs[:limit]:

@@ -10,9 +10,12 @@ from pathlib import Path
 from types import FrameType
 
 from ops.bench import PROJECT_ROOT
+from ops.bench.casework import DEFAULT_SIZES as CASEWORK_DEFAULT
+from ops.bench.casework import ISSUE_SIZES as CASEWORK_ISSUE
 from ops.bench.ceilings import CeilingOptions, run_ceilings
 from ops.bench.measure import BenchError
 from ops.bench.report import document, table, write_json
+from ops.bench.sweeps import DEFAULT_SUBJECTS, ISSUE_SUBJECTS, parse_sizes
 
 DEFAULT_OUTPUT = PROJECT_ROOT / "var" / "bench" / "latest.json"
 
@@ -26,6 +29,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--connections", type=int, default=16, help="HTTP requests in flight (1-256)"
     )
     parser.add_argument("--tasks", type=int, default=16, help="concurrent insert tasks (1-256)")
+    parser.add_argument(
+        "--sweep-subjects",
+        default=",".join(str(n) for n in DEFAULT_SUBJECTS),
+        metavar="N,N",
+        help="subjects (each with a month of daily check-ins) the missed-window sweep runs over; "
+        f"the issue's sizes: {','.join(str(n) for n in ISSUE_SUBJECTS)} (15-20 minutes); "
+        "0 skips it",
+    )
+    parser.add_argument(
+        "--casework-subjects",
+        default=",".join(str(n) for n in CASEWORK_DEFAULT),
+        metavar="N,N",
+        help="database sizes (subjects) for the caseload and search benchmark; the issue's "
+        f"sizes: {','.join(str(n) for n in CASEWORK_ISSUE)} (about 15 minutes); 0 skips it",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the JSON goes")
     return parser
 
@@ -42,15 +60,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds must be between 1 and 20")
     if not 1 <= args.connections <= 256 or not 1 <= args.tasks <= 256:
         parser.error("--connections and --tasks must be between 1 and 256")
+    try:
+        sweep_subjects = parse_sizes(args.sweep_subjects)
+    except ValueError as exc:
+        parser.error(f"--sweep-subjects: {exc}")
+    try:
+        casework_subjects = parse_sizes(args.casework_subjects)
+    except ValueError as exc:
+        parser.error(f"--casework-subjects: {exc}")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     options = CeilingOptions(
         seconds=args.seconds,
         new_connection_seconds=min(3.0, args.seconds),
         connections=args.connections,
         tasks=args.tasks,
+        sweep_subjects=sweep_subjects,
+        casework_subjects=casework_subjects,
     )
     started = time.monotonic()
     print("bench: ceilings (GET /healthz over loopback HTTP; raw insert_one)", flush=True)
+    if sweep_subjects:
+        sizes = ", ".join(f"{n:,}" for n in sweep_subjects)
+        print(f"bench: then the missed-window sweep over {sizes} subjects", flush=True)
     try:
         ceilings = run_ceilings(options)
     except BenchError as exc:

@@ -11,9 +11,12 @@ from typing import Any
 
 from ops.bench.apiserver import running_api
 from ops.bench.casefile import measure_casefile
+from ops.bench.casework import DEFAULT_SIZES as CASEWORK_DEFAULT
+from ops.bench.casework import measure_casework
 from ops.bench.dbinsert import InsertSpec, measure_inserts
 from ops.bench.loadgen import LoadSpec, drive
 from ops.bench.measure import BenchError, Run
+from ops.bench.sweeps import DEFAULT_SUBJECTS, measure_sweeps
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,10 @@ class CeilingOptions:
     connections: int = 16
     tasks: int = 16
     max_operations: int = 1_000_000
+    # Case files whose month of check-ins the missed-window sweep runs over (ops.bench.sweeps).
+    sweep_subjects: tuple[int, ...] = DEFAULT_SUBJECTS
+    # Database sizes for the caseload and search benchmark (ops.bench.casework).
+    casework_subjects: tuple[int, ...] = CASEWORK_DEFAULT
 
 
 @dataclass
@@ -39,6 +46,10 @@ class Ceilings:
     runs: dict[str, Run] = field(default_factory=dict)
     # Encryption and audit costs (ops.bench.casefile), per suite.
     casefile: dict[str, Any] = field(default_factory=dict)
+    # The missed-window sweep (ops.bench.sweeps), by number of subjects.
+    sweeps: dict[str, Any] = field(default_factory=dict)
+    # The caseload and ID-number search at two database sizes (ops.bench.casework).
+    casework: dict[str, Any] = field(default_factory=dict)
 
     def ratios(self) -> dict[str, float]:
         healthz = self.runs["healthz_keep_alive"].rate
@@ -128,6 +139,10 @@ def run_ceilings(options: CeilingOptions) -> Ceilings:
             ceilings.runs["insert_one_sequential"] = _check(sequential)
             ceilings.runs["insert_one_concurrent"] = _check(concurrent)
             ceilings.casefile = measure_casefile(uri)
+            if options.sweep_subjects:
+                ceilings.sweeps = measure_sweeps(uri, options.sweep_subjects, os.getpid())
+            if options.casework_subjects:
+                ceilings.casework = measure_casework(uri, options.casework_subjects)
         finally:
             database.stop()
     return ceilings

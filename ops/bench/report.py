@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ops.bench.casefile import casefile_table
+from ops.bench.casework import casework_table
 from ops.bench.ceilings import CeilingOptions, Ceilings
 from ops.bench.measure import Run
+from ops.bench.sweeps import sweeps_table
 
 
 def _percent(value: float | None) -> str:
@@ -52,6 +54,10 @@ def table(ceilings: Ceilings) -> str:
     lines += [f"note: {note}" for note in caveats(ceilings)]
     if ceilings.casefile:
         lines += ["", casefile_table(ceilings.casefile)]
+    if ceilings.sweeps:
+        lines += ["", sweeps_table(ceilings.sweeps)]
+    if ceilings.casework:
+        lines += ["", casework_table(ceilings.casework)]
     return "\n".join(lines)
 
 
@@ -105,6 +111,8 @@ def document(ceilings: Ceilings, options: CeilingOptions) -> dict[str, Any]:
         "results": {key: run.as_dict() for key, run in ceilings.runs.items()},
         "ratios": ceilings.ratios(),
         "casefile": ceilings.casefile,
+        "sweeps": ceilings.sweeps,
+        "casework": ceilings.casework,
         "caveats": caveats(ceilings),
     }
 
