@@ -8,7 +8,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
@@ -106,6 +106,33 @@ class AlertService:
                 raise
             return str(existing["_id"])
         return str(doc["_id"])
+
+    async def raise_many(self, alerts: list[dict[str, Any]]) -> int:
+        """Raise several alerts in one round trip (same fields as `raise_alert`); those whose
+        `dedupe_key` was raised before are skipped. Answers how many are new."""
+        if not alerts:
+            return 0
+        now = self._clock.now()
+        docs = [
+            {
+                "_id": ObjectId(),
+                "status": str(AlertStatus.OPEN),
+                "created_at": now,
+                "to_user_id": None,
+                "subject_id": None,
+                "details": {},
+                **alert,
+                "org_path": list(alert["org_path"]),
+            }
+            for alert in alerts
+        ]
+        try:
+            result = await self._alerts.insert_many(docs, ordered=False)
+            return len(result.inserted_ids)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+            return int(exc.details.get("nInserted", 0))
 
     async def list(
         self, identity: Identity, *, status: str | None, mine: bool, limit: int = 100

@@ -304,16 +304,8 @@ class ObligationService:
         """Mark every window that ended unmet as missed, then alert whoever must act. A crash
         between the two is caught up by the next run: the mark carries `alert_pending`."""
         missed = 0
-        while True:
-            ids = [
-                doc["_id"]
-                async for doc in self._occurrences.find(
-                    {"status": str(OccurrenceStatus.SCHEDULED), "window_end": {"$lte": now}},
-                    {"_id": 1},
-                ).limit(batch)
-            ]
-            if not ids:
-                break
+
+        async def mark(ids: list[str]) -> int:
             result = await self._occurrences.update_many(
                 {"_id": {"$in": ids}, "status": str(OccurrenceStatus.SCHEDULED)},
                 {
@@ -324,38 +316,70 @@ class ObligationService:
                     }
                 },
             )
-            missed += result.modified_count
+            return result.modified_count
+
+        # One cursor over the due windows, marked a batch at a time: re-running the query per
+        # batch would cost in proportion to what is left each time (quadratic in the backlog).
+        ids: list[str] = []
+        async for doc in self._occurrences.find(
+            {"status": str(OccurrenceStatus.SCHEDULED), "window_end": {"$lte": now}},
+            {"_id": 1},
+        ).batch_size(batch):
+            ids.append(doc["_id"])
+            if len(ids) >= batch:
+                missed += await mark(ids)
+                ids = []
+        if ids:
+            missed += await mark(ids)
         alerted = 0
-        async for occurrence in self._occurrences.find({"alert_pending": True}):
-            await self._alert_missed(occurrence)
-            if occurrence["kind"] == "drug_test":
-                await self.check_serious_breach(occurrence["program_id"])
-            await self._occurrences.update_one(
-                {"_id": occurrence["_id"]}, {"$unset": {"alert_pending": ""}}
+
+        async def alert(pending: list[dict[str, Any]]) -> None:
+            # One round trip each for the batch's subjects, alerts and marks: a sweep after a
+            # midnight closes tens of thousands of windows at once.
+            subjects = await self._subjects.documents({o["subject_id"] for o in pending})
+            await self._alerts.raise_many(
+                [
+                    self._missed_alert(o, subjects[o["subject_id"]])
+                    for o in pending
+                    if o["subject_id"] in subjects
+                ]
             )
-            alerted += 1
+            for program_id in {o["program_id"] for o in pending if o["kind"] == "drug_test"}:
+                await self.check_serious_breach(program_id)
+            await self._occurrences.update_many(
+                {"_id": {"$in": [o["_id"] for o in pending]}}, {"$unset": {"alert_pending": ""}}
+            )
+
+        pending: list[dict[str, Any]] = []
+        async for occurrence in self._occurrences.find({"alert_pending": True}).batch_size(batch):
+            pending.append(occurrence)
+            if len(pending) >= batch:
+                await alert(pending)
+                alerted += len(pending)
+                pending = []
+        if pending:
+            await alert(pending)
+            alerted += len(pending)
         return {"missed": missed, "alerted": alerted}
 
-    async def _alert_missed(self, occurrence: dict[str, Any]) -> None:
+    @staticmethod
+    def _missed_alert(occurrence: dict[str, Any], subject: dict[str, Any]) -> dict[str, Any]:
         """Missed → the assigned social worker, or the station when none is assigned."""
-        subject = await self._subjects.document(occurrence["subject_id"])
-        if subject is None:
-            return
         workers = subject.get("assignments", {}).get("social_worker_ids", [])
-        await self._alerts.raise_alert(
-            kind="obligation_missed",
-            org_id=str(subject["org_id"]),
-            org_path=subject["org_path"],
-            subject_id=occurrence["subject_id"],
-            to_user_id=workers[0] if workers else None,
-            details={
+        return {
+            "kind": "obligation_missed",
+            "org_id": str(subject["org_id"]),
+            "org_path": subject["org_path"],
+            "subject_id": occurrence["subject_id"],
+            "to_user_id": workers[0] if workers else None,
+            "details": {
                 "occurrence_id": occurrence["_id"],
                 "kind": occurrence["kind"],
                 "program_id": occurrence["program_id"],
                 "window_end": occurrence["window_end"].isoformat(),
             },
-            dedupe_key=f"missed:{occurrence['_id']}",
-        )
+            "dedupe_key": f"missed:{occurrence['_id']}",
+        }
 
     # --- one-off obligations (a booked counseling session) -----------------------------------
 

@@ -323,6 +323,11 @@ class SubjectService:
                 )
         return len(subjects)
 
+    async def documents(self, subject_ids: set[str]) -> dict[str, dict[str, Any]]:
+        """Raw documents by id, for a sweep's batch (no scope, no decryption, no audit)."""
+        ids = [parse_id(sid, "case file") for sid in subject_ids]
+        return {str(d["_id"]): d async for d in self._subjects.find({"_id": {"$in": ids}})}
+
     async def set_populations(self, subject_id: str, populations: list[str]) -> None:
         """Which programs are open for the person (kept by the program service)."""
         await self._subjects.update_one(
