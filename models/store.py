@@ -17,6 +17,7 @@ from pymongo.errors import (
     ExecutionTimeout,
     NetworkTimeout,
     NotPrimaryError,
+    OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
     WaitQueueTimeoutError,
@@ -45,6 +46,10 @@ def as_unavailable(exc: BaseException) -> Unavailable | None:
     if isinstance(exc, _UNAVAILABLE_ERRORS):
         return Unavailable("The database is temporarily unavailable; try again shortly.")
     return None
+
+
+class IndexConflict(Exception):
+    """A declared index clashes with an existing one of the same keys or name."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +119,21 @@ class Store:
     async def ensure_indexes(self, specs: Iterable[CollectionSpec]) -> None:
         """Create every declared index; idempotent, so every process may run it at start."""
         for spec in specs:
-            if spec.indexes:
+            if not spec.indexes:
+                continue
+            try:
                 await self.collection(spec).create_indexes(list(spec.indexes))
+            except OperationFailure as exc:
+                # 85/86: an index of that name or keys exists with other options (an older
+                # release's). Never dropped silently: a unique index gone is a window for
+                # duplicates. Say which one, so an operator drops it knowingly.
+                if exc.code in (85, 86):
+                    raise IndexConflict(
+                        f"collection {spec.name!r} has an index whose options changed in this "
+                        f"release; drop it (db.{spec.name}.dropIndexes(...)) and start again: "
+                        f"{exc.details.get('errmsg') if exc.details else exc}"
+                    ) from None
+                raise
 
     async def ping(self, timeout_seconds: float = 2.0) -> bool:
         try:

@@ -42,6 +42,7 @@ CASELOAD_ROUNDS, CASELOAD_BUDGET = 200, 20.0
 SEARCH_ROUNDS, SEARCH_BUDGET = 400, 10.0
 MIN_ROUNDS = 10
 WARM_UP_BUDGET = 10.0
+HEARTBEAT_PATIENCE_MS = 300_000
 # Seeding, per case file, at the rates of a two-core machine, with room to spare; and per size,
 # the warm-up and the measured budgets.
 SECONDS_PER_SUBJECT = 0.02
@@ -364,7 +365,16 @@ async def _measure_size(
         }
     )
     now = _local(NOW_LOCAL.date()) + dt.timedelta(hours=NOW_LOCAL.hour, minutes=NOW_LOCAL.minute)
-    store = Store.connect(DatabaseSettings(uri=spec.database_uri, name=db_name, production=False))
+    # The driver's heartbeat waits connect_timeout_ms for an answer and, failing that, cancels
+    # every command in flight; a busy embedded database building indexes over 1.5 million
+    # documents can take longer than the 3 s default to answer it.
+    settings = DatabaseSettings(
+        uri=spec.database_uri,
+        name=db_name,
+        production=False,
+        connect_timeout_ms=HEARTBEAT_PATIENCE_MS,
+    )
+    store = Store.connect(settings)
     bulk = ("subjects", "occurrences", "alerts")
     try:
         await store.database.client.drop_database(db_name)  # a run stopped earlier left it
