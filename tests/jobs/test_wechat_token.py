@@ -29,6 +29,7 @@ async def test_the_token_is_fetched_sealed_and_refreshed_before_expiry(
     standin, store, vault, clock
 ):
     state, base = standin
+    state.now = lambda: clock.now().timestamp()  # the stand-in keeps the test's time
     source = StableTokenSource(base, state.appid, state.secret)
     tokens = WeChatTokenService(store, clock, FieldCodec(vault), source)
     assert await tokens.current(state.appid) is None
@@ -40,6 +41,10 @@ async def test_the_token_is_fetched_sealed_and_refreshed_before_expiry(
     assert token not in repr(raw)
     assert await tokens.refresh() == {"refreshed": False}
     clock.advance(dt.timedelta(minutes=110))  # within 10 minutes of the 2-hour expiry
+    assert (await tokens.refresh())["refreshed"] is True
+    # stable_token keeps its token until the last five minutes of its life, as WeChat's does.
+    assert await tokens.current(state.appid) == token
+    clock.advance(dt.timedelta(minutes=6))
     assert (await tokens.refresh())["refreshed"] is True
     assert await tokens.current(state.appid) != token
 
@@ -54,7 +59,7 @@ async def test_a_refused_fetch_says_why_and_keeps_the_old_token(standin, store, 
     bad = WeChatTokenService(
         store, clock, FieldCodec(vault), StableTokenSource(base, state.appid, "wrong-secret")
     )
-    with pytest.raises(WeChatUnavailable, match="40013"):
+    with pytest.raises(WeChatUnavailable, match="40125"):
         await bad.refresh(force=True)
     assert await good.current(state.appid) == kept
     down = WeChatTokenService(
