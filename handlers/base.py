@@ -21,11 +21,13 @@ from models.audit import AuditContext, AuditService
 from models.auth import AuthService
 from models.bindings import BindingCodeService
 from models.caseload import CaseloadService
+from models.checkins import CheckinService
 from models.clock import Clock
 from models.codec import IntegrityError, Shredded
 from models.counseling import CounselingService
 from models.elocation import ElocationService
 from models.errors import (
+    BadRequest,
     Conflict,
     DomainError,
     Forbidden,
@@ -35,13 +37,15 @@ from models.errors import (
     NotFound,
     RateLimited,
     Unavailable,
+    UnsupportedMedia,
 )
 from models.health import ReadinessService
 from models.investigations import InvestigationService
 from models.leave import LeaveService
+from models.mp_accounts import MpAccountService
 from models.obligations import ObligationService
 from models.orgs import OrgService
-from models.policy import ANONYMOUS, PUBLIC, RESTRICTION_ALLOWS, Identity, Policy
+from models.policy import ANONYMOUS, PUBLIC, RESTRICTION_ALLOWS, SELF, Identity, Policy
 from models.programs import ProgramService
 from models.rules import RulesService
 from models.sanctions import SanctionService
@@ -49,6 +53,7 @@ from models.staff import StaffService
 from models.store import as_unavailable
 from models.subjects import SubjectService
 from models.transfers import TransferService
+from models.uploads import UploadService
 
 log = logging.getLogger("anbang.http")
 access_log = logging.getLogger("anbang.access")
@@ -57,6 +62,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # Domain errors to HTTP statuses: the single table (warehouse and Primero keep theirs in one place).
 STATUS_FOR_ERROR: dict[type[DomainError], int] = {
+    BadRequest: 400,
     InvalidInput: 422,
     NotAuthenticated: 401,
     Forbidden: 403,
@@ -66,6 +72,7 @@ STATUS_FOR_ERROR: dict[type[DomainError], int] = {
     RateLimited: 429,
     Unavailable: 503,
     Shredded: 410,
+    UnsupportedMedia: 415,
     # A stored ciphertext that fails authentication is the server's problem, not the caller's.
     IntegrityError: 500,
 }
@@ -138,6 +145,9 @@ class AppContext:
     obligations: ObligationService
     counseling: CounselingService
     caseload: CaseloadService
+    mp_accounts: MpAccountService
+    checkins: CheckinService
+    uploads: UploadService
     in_flight: InFlight = field(default_factory=InFlight)
     max_body_bytes: int = 1 << 20
     # The OpenAPI document is generated from the route table once, lazily, by handlers.openapi.
@@ -194,6 +204,9 @@ class BaseHandler(tornado.web.RequestHandler):
     audience: ClassVar[str] = "staff"
     # Per-route override of the body size limit, in bytes.
     max_body_bytes: ClassVar[int | None] = None
+    # Which sessions may call: the console's (password and TOTP) or the mini-program's
+    # (WeChat). A WeChat session never reaches the staff API, even a staff member's.
+    channels: ClassVar[frozenset[str]] = frozenset({"staff"})
 
     identity: Identity = ANONYMOUS
     request_id: str = ""
@@ -297,6 +310,22 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         if not self.identity.authenticated:
             raise NotAuthenticated()
+        if self.identity.channel not in self.channels:
+            raise Forbidden(
+                "This session cannot call this API.",
+                code="wrong_channel",
+                message_zh="请在小程序中进行此操作。",
+            )
+        if self.identity.channel == "mp" and self.identity.role is None and action != SELF:
+            # Bound a moment ago through another process? Look again before refusing.
+            token = self.request.headers.get("Authorization", "").partition(" ")[2].strip()
+            self.identity = await self.ctx.auth.resolve(token, fresh=True) or self.identity
+            if self.identity.role is None:
+                raise Forbidden(
+                    "This WeChat account is not bound yet; ask your worker for a binding code.",
+                    code="not_bound",
+                    message_zh="您的微信尚未绑定，请向您的工作人员索取绑定码后完成绑定。",
+                )
         restriction = self.identity.restricted
         if restriction and action not in RESTRICTION_ALLOWS.get(restriction, frozenset()):
             raise Forbidden(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.base import BaseHandler, endpoint
+from handlers.checkins import AreaBody
 from models.elocation import Ground, OrderView
 
 
@@ -29,6 +30,8 @@ class OrderBody(Strict):
     start_date: dt.date
     end_date: dt.date
     reason: str = Field(min_length=1, max_length=2000)
+    # Where check-ins must come from while the order runs (else the station's area).
+    area: AreaBody | None = None
 
 
 class RenewalBody(Strict):
@@ -89,6 +92,7 @@ class SubjectOrdersHandler(BaseHandler):
             end=body.end_date,
             reason=body.reason,
             prohibition_index=body.prohibition_index,
+            area=body.area.to_area().to_doc() if body.area else None,
         )
         self.respond(OrderOut.of(view), status=201)
 

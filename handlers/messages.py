@@ -14,6 +14,8 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     "validation_failed": ("The request body is not valid.", "填写的内容有误，请检查后重试。"),
     "invalid": ("The request is not valid.", "请求内容有误。"),
     "unauthenticated": ("Authentication is required.", "请先登录。"),
+    "invalid_token": ("The token is invalid or has expired.", "登录已过期，请重新登录。"),
+    "wrong_channel": ("This session cannot call this API.", "请在小程序中进行此操作。"),
     "forbidden": ("You are not allowed to do this.", "您没有权限进行此操作。"),
     "no_policy": ("This route declares no access policy.", "您没有权限进行此操作。"),
     "not_found": ("Not found.", "未找到相关内容。"),

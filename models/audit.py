@@ -213,9 +213,13 @@ class AuditService:
         subject_id: str | None = None,
         reason: str | None = None,
         details: dict[str, Any] | None = None,
+        confirm: bool = True,
     ) -> AsyncIterator[str]:
         """Write the entry before the change it records, then one recording its outcome: a change
-        can never exist without an entry, and an entry whose change failed says so."""
+        can never exist without an entry, and an entry whose change failed says so.
+
+        `confirm=False` (for a hot path such as a check-in): success writes no outcome entry
+        because the changed record itself names the entry it follows; failures still do."""
         entry_id = await self.record(
             ctx,
             action,
@@ -239,7 +243,8 @@ class AuditService:
                     ctx, action, entry_id, resource, resource_id, subject_id, "failed"
                 )
             raise
-        await self._outcome(ctx, action, entry_id, resource, resource_id, subject_id, "ok")
+        if confirm:
+            await self._outcome(ctx, action, entry_id, resource, resource_id, subject_id, "ok")
 
     async def _outcome(
         self,

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 
@@ -26,6 +27,9 @@ BINDING_CODES = CollectionSpec(
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CODE_LENGTH = 8
 STAFF_CODE_LIFETIME = dt.timedelta(minutes=10)
+# Handed over in person at intake or a visit and typed in there and then.
+SUBJECT_CODE_LIFETIME = dt.timedelta(hours=1)
+PURPOSES = ("staff", "subject", "guardian")
 
 
 @dataclass(frozen=True)
@@ -51,22 +55,51 @@ class BindingCodeService:
         identity = ctx.identity
         if identity.channel != "staff" or identity.restricted:
             raise Forbidden("A binding code needs a full password session.")
+        assert identity.user_id is not None
+        return await self._issue(ctx, "staff", identity.user_id, STAFF_CODE_LIFETIME)
+
+    async def issue_for_subject(
+        self, ctx: AuditContext, subject_id: str, purpose: str
+    ) -> IssuedCode:
+        """A code for the person (or their guardian) to bind their WeChat; the caller has
+        been checked against the case file already."""
+        if purpose not in ("subject", "guardian"):
+            raise ValueError(purpose)
+        return await self._issue(ctx, purpose, subject_id, SUBJECT_CODE_LIFETIME)
+
+    async def _issue(
+        self, ctx: AuditContext, purpose: str, target_id: str, lifetime: dt.timedelta
+    ) -> IssuedCode:
         code = "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
         now = self._clock.now()
-        expires_at = now + STAFF_CODE_LIFETIME
+        expires_at = now + lifetime
         async with self._audit.change(
-            ctx, "binding_code.issue", resource="staff", resource_id=identity.user_id
+            ctx,
+            "binding_code.issue",
+            resource="staff" if purpose == "staff" else "subject",
+            resource_id=target_id,
+            subject_id=None if purpose == "staff" else target_id,
+            details={"purpose": purpose},
         ):
             # A new code replaces any unused one: only the latest works.
-            await self._codes.delete_many({"target_id": identity.user_id, "purpose": "staff"})
+            await self._codes.delete_many({"target_id": target_id, "purpose": purpose})
             await self._codes.insert_one(
                 {
                     "_id": code_hash(code),
-                    "purpose": "staff",
-                    "target_id": identity.user_id,
-                    "issued_by": identity.user_id,
+                    "purpose": purpose,
+                    "target_id": target_id,
+                    "issued_by": ctx.identity.user_id,
                     "created_at": now,
                     "expires_at": expires_at,
                 }
             )
         return IssuedCode(code=code, expires_at=expires_at)
+
+    async def redeem(self, code: str) -> dict[str, Any] | None:
+        """Use a code up: the one caller that deletes it gets it (a code works once)."""
+        if not code or len(code) > 32:
+            return None
+        doc = await self._codes.find_one_and_delete({"_id": code_hash(code)})
+        if doc is None or doc["expires_at"] <= self._clock.now():
+            return None
+        return dict(doc)

@@ -28,7 +28,7 @@ from models.policy import Identity
 from models.programs import ProgramService, ProgramType
 from models.rules import RulesService
 from models.staff import StaffService
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, union_stage
 from models.subjects import SubjectService
 
 ELOCATION_ORDERS = CollectionSpec(
@@ -136,8 +136,10 @@ class ElocationService:
         end: dt.date,
         reason: str,
         prohibition_index: int | None = None,
+        area: Mapping[str, Any] | None = None,
     ) -> OrderView:
-        """Ask for an order; it takes effect once the county agency's head approves it."""
+        """Ask for an order; it takes effect once the county agency's head approves it. `area`
+        (a polygon, or centre and radius) is where check-ins must come from while it runs."""
         subject = await self._subjects.require(ctx, subject_id, "elocation.request")
         program = await self._programs.open_program(subject_id, ProgramType.COMMUNITY_CORRECTIONS)
         if program is None:
@@ -164,7 +166,7 @@ class ElocationService:
                 "A 禁止令 is named only for its breach.", details=[{"field": "prohibition_index"}]
             )
         return await self._insert(
-            ctx, subject, ground, start, end, reason, prohibition_index, prohibition, None
+            ctx, subject, ground, start, end, reason, prohibition_index, prohibition, None, area
         )
 
     async def renew(self, ctx: AuditContext, order_id: str, end: dt.date, reason: str) -> OrderView:
@@ -191,6 +193,9 @@ class ElocationService:
             prohibition = await self._codec.open(
                 "elocation_orders", str(doc["_id"]), "prohibition", doc["prohibition"]
             )
+        area = None
+        if doc.get("area") is not None:
+            area = await self._codec.open("elocation_orders", str(doc["_id"]), "area", doc["area"])
         start = _date(doc["end_date"]) + dt.timedelta(days=1)
         return await self._insert(
             ctx,
@@ -202,6 +207,7 @@ class ElocationService:
             doc.get("prohibition_index"),
             prohibition,
             order_id,
+            area,
         )
 
     async def _insert(
@@ -215,6 +221,7 @@ class ElocationService:
         prohibition_index: int | None,
         prohibition: str | None,
         renews: str | None,
+        area: Mapping[str, Any] | None = None,
     ) -> OrderView:
         subject_id = str(subject["_id"])
         reason = " ".join(reason.split())
@@ -266,6 +273,12 @@ class ElocationService:
             ),
             "reason": await self._codec.seal(
                 subject_id, key_id, "elocation_orders", oid, "reason", reason
+            ),
+            # Where the person may be: a location like any other, so sealed.
+            "area": None
+            if area is None
+            else await self._codec.seal(
+                subject_id, key_id, "elocation_orders", oid, "area", dict(area)
             ),
             "start_date": start.isoformat(),
             "end_date": end.isoformat(),
@@ -407,6 +420,21 @@ class ElocationService:
             rules_version=doc["approval"]["rules_version"],
             limit_rule=doc["limit_rule"],
             ended_on=doc.get("ended_on"),
+        )
+
+    def in_force_stage(self, subject_id: str, today: dt.date) -> dict[str, Any]:
+        """The approved order in force today, with its area when it names one."""
+        day = today.isoformat()
+        return union_stage(
+            ELOCATION_ORDERS,
+            {
+                "subject_id": subject_id,
+                "start_date": {"$lte": day},
+                "end_date": {"$gte": day},
+                "status": str(OrderStatus.APPROVED),
+            },
+            {"area": 1, "end_date": 1},
+            "elocation",
         )
 
     async def relocate(self, subject_id: str, org_id: str, org_path: list[str]) -> int:

@@ -11,12 +11,28 @@ class DomainError(Exception):
     code = "error"
     default_message = "The request could not be completed."
 
-    def __init__(self, message: str | None = None, *, details: Any = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Any = None,
+        code: str | None = None,
+        message_zh: str | None = None,
+    ):
         super().__init__(message or self.default_message)
         self.message = message or self.default_message
         self.details = details
+        # What a mini-program user reads instead (the staff API answers in English).
+        self.message_zh = message_zh
         if code is not None:
             self.code = code
+
+
+class BadRequest(DomainError):
+    """A request that cannot be acted on as sent (an invalid or expired code)."""
+
+    code = "bad_request"
+    default_message = "The request cannot be acted on."
 
 
 class InvalidInput(DomainError):
@@ -24,6 +40,13 @@ class InvalidInput(DomainError):
 
     code = "invalid"
     default_message = "The request is not valid."
+
+
+class UnsupportedMedia(DomainError):
+    """An upload whose content is not of a kind accepted (a file that is not an image)."""
+
+    code = "unsupported_media_type"
+    default_message = "This kind of file is not accepted."
 
 
 class NotFound(DomainError):
@@ -59,8 +82,15 @@ class RateLimited(DomainError):
     code = "rate_limited"
     default_message = "Too many requests; try again later."
 
-    def __init__(self, message: str | None = None, *, retry_after: int = 60, details: Any = None):
-        super().__init__(message, details=details)
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: int = 60,
+        details: Any = None,
+        message_zh: str | None = None,
+    ):
+        super().__init__(message, details=details, message_zh=message_zh)
         self.retry_after = retry_after
 
 
@@ -70,6 +100,13 @@ class Unavailable(DomainError):
     code = "unavailable"
     default_message = "The service is temporarily unavailable; try again shortly."
 
-    def __init__(self, message: str | None = None, *, retry_after: int = 5, details: Any = None):
-        super().__init__(message, details=details)
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: int = 5,
+        details: Any = None,
+        message_zh: str | None = None,
+    ):
+        super().__init__(message, details=details, message_zh=message_zh)
         self.retry_after = retry_after

@@ -28,7 +28,7 @@ from models.orgs import parse_id
 from models.periods import add_months
 from models.programs import ProgramService, ProgramType
 from models.rules import EffectiveRules, RulesService
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, union_stage
 from models.subjects import SubjectService
 
 LEAVE_REQUESTS = CollectionSpec(
@@ -450,6 +450,22 @@ class LeaveService:
             await self._leave.update_one({"_id": doc["_id"]}, {"$set": {"return_alerted": True}})
             raised += 1
         return raised
+
+    def in_force_stage(self, subject_id: str, today: dt.date) -> dict[str, Any]:
+        """Approved leave running today and not yet returned from (for the check-in area)."""
+        day = today.isoformat()
+        return union_stage(
+            LEAVE_REQUESTS,
+            {
+                "subject_id": subject_id,
+                "start_date": {"$lte": day},
+                "end_date": {"$gte": day},
+                "status": str(ApprovalStatus.APPROVED),
+                "returned_on": None,
+            },
+            {"end_date": 1},
+            "leave",
+        )
 
     async def relocate(self, subject_id: str, org_id: str, org_path: list[str]) -> int:
         """Follow the person to a new station (执行地变更): their requests are filed there now,

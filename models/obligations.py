@@ -24,7 +24,7 @@ from models.errors import Conflict, InvalidInput, NotFound
 from models.notifications import NotificationService, reminder_text
 from models.periods import add_months
 from models.programs import OPEN_STATUSES, ObligationRule, ProgramService
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, union_stage
 from models.subjects import SubjectService
 
 log = logging.getLogger("anbang.obligations")
@@ -73,6 +73,8 @@ class OccurrenceStatus(enum.StrEnum):
     LATE = "late"
     MISSED = "missed"
     EXCUSED = "excused"
+    # A check-in with flags (or outside the area) awaits the station's review.
+    PENDING_REVIEW = "pending_review"
 
 
 @dataclass(frozen=True)
@@ -422,6 +424,100 @@ class ObligationService:
                     "excuse_reason": "session cancelled",
                 }
             },
+        )
+
+    # --- check-ins ----------------------------------------------------------------------------
+
+    def checkin_windows_stage(
+        self, subject_id: str, now: dt.datetime, grace: dt.timedelta
+    ) -> dict[str, Any]:
+        """The person's check-in windows open now or closed within `grace` (offline uploads)."""
+        return union_stage(
+            OCCURRENCES,
+            {
+                "subject_id": subject_id,
+                "window_start": {"$lte": now, "$gte": now - grace - dt.timedelta(days=90)},
+                "window_end": {"$gt": now - grace},
+                "kind": "remote_checkin",
+            },
+            {
+                "window_start": 1,
+                "window_end": 1,
+                "status": 1,
+                "program_id": 1,
+                "org_path": 1,
+            },
+            "window",
+        )
+
+    async def checkin_occurrence(self, occurrence_id_: str) -> dict[str, Any] | None:
+        return await self._occurrences.find_one({"_id": occurrence_id_})
+
+    async def has_checkin_obligations(self, subject_id: str) -> bool:
+        """Whether any rule asks this person for location check-ins (now or later)."""
+        found = await self._occurrences.find_one(
+            {"subject_id": subject_id, "kind": "remote_checkin"}, {"_id": 1}
+        )
+        return found is not None
+
+    async def apply_checkin(
+        self, occurrence_id_: str, checkin_id: str, status: OccurrenceStatus, needs_review: bool
+    ) -> bool:
+        """One conditional update: a clean check-in meets the window (also over one awaiting
+        review); a flagged one holds it for review unless it is met already."""
+        open_states = [str(OccurrenceStatus.SCHEDULED), str(OccurrenceStatus.MISSED)]
+        if not needs_review:
+            open_states.append(str(OccurrenceStatus.PENDING_REVIEW))
+        result = await self._occurrences.update_one(
+            {"_id": occurrence_id_, "status": {"$in": open_states}},
+            {
+                "$set": {
+                    "status": str(status),
+                    "checkin_id": checkin_id,
+                    "result_at": self._clock.now(),
+                },
+                "$unset": {"alert_pending": ""},
+            },
+        )
+        return result.modified_count == 1
+
+    async def settle_review(
+        self, occurrence_id_: str, checkin_id: str, accepted: bool, arrived_at: dt.datetime
+    ) -> str | None:
+        """The station's review of the check-in holding a window: accepted meets it (on time or
+        late by arrival); rejected reopens it, and the sweep marks it missed once closed."""
+        doc = await self._occurrences.find_one({"_id": occurrence_id_})
+        if doc is None:
+            return None
+        held_by_this = (
+            doc["status"] == OccurrenceStatus.PENDING_REVIEW and doc.get("checkin_id") == checkin_id
+        )
+        still_open = doc["status"] in (OccurrenceStatus.SCHEDULED, OccurrenceStatus.MISSED)
+        # Met by another check-in, excused, or held by another flagged one: left as it is.
+        if not (held_by_this or (accepted and still_open)):
+            return _visible_status(
+                doc["status"], doc["window_start"], doc["window_end"], self._clock.now()
+            )
+        if accepted:
+            status = (
+                OccurrenceStatus.DONE if arrived_at < doc["window_end"] else OccurrenceStatus.LATE
+            )
+            change: dict[str, Any] = {
+                "$set": {"status": str(status), "checkin_id": checkin_id},
+                "$unset": {"alert_pending": ""},
+            }
+        else:
+            status = OccurrenceStatus.SCHEDULED
+            change = {"$set": {"status": str(status)}, "$unset": {"checkin_id": ""}}
+        updated = await self._occurrences.find_one_and_update(
+            {"_id": occurrence_id_, "status": doc["status"]},
+            change,
+            return_document=ReturnDocument.AFTER,
+        )
+        if updated is None:
+            raise Conflict("The obligation changed meanwhile.", code="invalid_transition")
+        return _visible_status(
+            updated["status"], updated["window_start"], updated["window_end"], self._clock.now()
         )
 
     # --- results (drug tests, follow-ups, contacts) --------------------------------------------

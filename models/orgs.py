@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +16,9 @@ from pymongo.errors import DuplicateKeyError
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
 from models.errors import Conflict, InvalidInput, NotFound
+from models.geo import Area
 from models.policy import Identity
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, union_stage
 
 ORGS = CollectionSpec(
     "orgs",
@@ -170,6 +172,31 @@ class OrgService:
             return []
         cursor = self._orgs.find({"path": identity.org_id}).sort("path", ASCENDING).limit(limit)
         return [Org.from_doc(doc) async for doc in cursor]
+
+    def area_stage(self, org_path: Sequence[str]) -> dict[str, Any]:
+        """The nodes on a path that define a check-in area (the station's own, else above)."""
+        return union_stage(
+            ORGS,
+            {"_id": {"$in": [ObjectId(node) for node in org_path]}, "area": {"$exists": True}},
+            {"area": 1, "path": 1, "kind": 1},
+            "org",
+        )
+
+    async def areas_on(self, org_path: Sequence[str]) -> list[dict[str, Any]]:
+        """The same as `area_stage`, read on its own (a file moved mid-session)."""
+        ids = [ObjectId(node) for node in org_path]
+        cursor = self._orgs.find({"_id": {"$in": ids}, "area": {"$exists": True}})
+        return [{"_id": d["_id"], "area": d["area"], "kind": d["kind"]} async for d in cursor]
+
+    async def set_area(self, ctx: AuditContext, org_id: str, area: Area) -> Org:
+        """A node's permitted check-in area: a polygon, or a centre (and radius)."""
+        org = await self.get_in_scope(ctx.identity, org_id)
+        async with self._audit.change(ctx, "orgs.area", resource="org", resource_id=org.id):
+            await self._orgs.update_one(
+                {"_id": ObjectId(org.id)},
+                {"$set": {"area": area.to_doc(), "area_set_at": self._clock.now()}},
+            )
+        return org
 
     async def any_exists(self) -> bool:
         return await self._orgs.find_one({}, {"_id": 1}) is not None

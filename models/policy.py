@@ -27,6 +27,13 @@ class Role(enum.StrEnum):
     OVERSIGHT = "oversight"
 
 
+class MpRole(enum.StrEnum):
+    """Who signs in through the mini-program without a staff account (after binding)."""
+
+    SUBJECT = "subject"  # the supervised person
+    GUARDIAN = "guardian"  # a mental-health patient's guardian (监护人), or a juvenile's
+
+
 STAFF_ROLES = frozenset(Role)
 # 三员分立: the three administrators run the system and never read case data.
 ADMIN_ROLES = frozenset({Role.SYS_ADMIN, Role.SECURITY_ADMIN, Role.AUDIT_ADMIN})
@@ -46,7 +53,7 @@ class Scope(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Rule:
-    roles: frozenset[Role]
+    roles: frozenset[Role | MpRole]
     scope: Scope = Scope.SUBTREE
     # Per role, a narrower scope than the rule's (a social worker sees assigned subjects only).
     narrower: Mapping[Role, Scope] = field(default_factory=dict)
@@ -57,10 +64,10 @@ class Rule:
         return self.narrower.get(role, self.scope)
 
 
-def _roles(*roles: Role | Iterable[Role]) -> frozenset[Role]:
-    flat: set[Role] = set()
+def _roles(*roles: Role | MpRole | Iterable[Role]) -> frozenset[Role | MpRole]:
+    flat: set[Role | MpRole] = set()
     for item in roles:
-        if isinstance(item, Role):
+        if isinstance(item, Role | MpRole):
             flat.add(item)
         else:
             flat.update(item)
@@ -249,6 +256,33 @@ DEFAULT_TABLE: dict[str, Rule] = {
         description="request, accept, hand over and close transfers",
     ),
     "transfers.read": Rule(_roles(OFFICER_ROLES), description="read transfers"),
+    # 信息化核查 (社区矫正法 Art. 26): the person checks in; the station reviews what is flagged.
+    "checkins.create": Rule(
+        _roles(MpRole.SUBJECT), Scope.NONE, description="check in with a location (own)"
+    ),
+    "checkins.read": Rule(
+        _roles(OFFICER_ROLES), description="check-ins and the review queue in scope"
+    ),
+    "checkins.review": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER),
+        description="accept or reject a flagged check-in",
+    ),
+    "orgs.area": Rule(
+        _roles(Role.SYS_ADMIN, Role.COUNTY_OFFICER, Role.CITY_OFFICER),
+        description="set a node's check-in area (polygon, or centre and radius)",
+    ),
+    "subjects.binding_code": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.SOCIAL_WORKER, Role.HEALTH_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED, Role.HEALTH_WORKER: Scope.HEALTH},
+        description="issue a person's or guardian's WeChat binding code",
+    ),
+    # The mini-program: a bound person (or guardian) acting on their own file.
+    "mp.self": Rule(
+        _roles(MpRole.SUBJECT, MpRole.GUARDIAN), Scope.NONE, description="own tasks and messages"
+    ),
+    "uploads.create": Rule(
+        _roles(MpRole.SUBJECT, MpRole.GUARDIAN), Scope.NONE, description="upload a photo"
+    ),
     # The statutory rules: read by officers; overridden for a jurisdiction by its bureau.
     "rules.read": Rule(
         _roles(OFFICER_ROLES, Role.SYS_ADMIN), Scope.NONE, description="the effective rules"
@@ -306,7 +340,7 @@ class Policy:
 
     def scope(self, identity: Identity, action: str) -> Scope:
         rule = self._table.get(action)
-        if rule is None or identity.role is None:
+        if rule is None or identity.role not in STAFF_ROLES:
             return Scope.NONE
         return rule.scope_for(Role(identity.role))
 
@@ -327,6 +361,10 @@ class Identity:
     second_factor: bool = False
     # A session that may only finish enrolment (TOTP, or a password change) before anything else.
     restricted: str | None = None
+    # For a person or guardian signed in through the mini-program: whose file they act on.
+    subject_id: str | None = None
+    # The WeChat account a mini-program session belongs to (bound or not).
+    wechat_user_id: str | None = None
     # The operator at the command line and the start-up bootstrap: no place in the tree, no
     # limit to it. Never set for a request.
     unscoped: bool = False

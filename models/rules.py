@@ -171,6 +171,7 @@ class RulesService:
         self._orgs = orgs
         self.book = book
         self._cache: dict[tuple[str, ...], tuple[float, EffectiveRules]] = {}
+        self._org_codes: dict[str, tuple[float, list[str]]] = {}
         self._cache_seconds = cache_seconds
 
     async def for_codes(self, codes: Sequence[str]) -> EffectiveRules:
@@ -196,9 +197,16 @@ class RulesService:
         return effective
 
     async def for_org(self, org_id: str) -> EffectiveRules:
+        # The tree above a node changes rarely (a move is an administrator's act): remember
+        # each node's jurisdiction codes as long as the rules themselves.
+        cached = self._org_codes.get(org_id)
+        if cached is not None and time.monotonic() - cached[0] < self._cache_seconds:
+            return await self.for_codes(cached[1])
         org = await self._orgs.get(org_id)
         chain = [await self._orgs.get(node) for node in org.path]
-        return await self.for_codes(jurisdiction_codes(chain))
+        codes = jurisdiction_codes(chain)
+        self._org_codes[org_id] = (time.monotonic(), codes)
+        return await self.for_codes(codes)
 
     async def override(
         self, ctx: AuditContext, code: str, values: Mapping[str, Any], source: str

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -71,6 +72,22 @@ class DatabaseSettings:
     server_selection_timeout_ms: int = 5_000
     connect_timeout_ms: int = 3_000
     max_pool_size: int = 100
+    # PyMongo command listeners (the round-trip counts of tests and benchmarks).
+    event_listeners: tuple[Any, ...] = ()
+
+
+def union_stage(
+    spec: CollectionSpec, match: dict[str, Any], project: dict[str, Any], part: str
+) -> dict[str, Any]:
+    """A `$unionWith` stage reading from another service's collection, each result tagged
+    with `part`: one round trip gathers what a hot path needs from several collections, while
+    each service still writes its own filter (and so its own index and rules)."""
+    return {
+        "$unionWith": {
+            "coll": spec.name,
+            "pipeline": [{"$match": match}, {"$project": project}, {"$set": {"_part": part}}],
+        }
+    }
 
 
 class Store:
@@ -94,6 +111,7 @@ class Store:
             serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
             connectTimeoutMS=settings.connect_timeout_ms,
             maxPoolSize=settings.max_pool_size,
+            event_listeners=list(settings.event_listeners),
             **durability,
         )
         return cls(client, client[settings.name], settings.production)

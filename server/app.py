@@ -16,6 +16,7 @@ from handlers import (
     alerts,
     auth,
     caseload,
+    checkins,
     counseling,
     elocation,
     leave,
@@ -28,13 +29,17 @@ from handlers import (
 )
 from handlers.base import AppContext, NotFoundHandler, log_request
 from handlers.openapi import build_openapi
-from miniprogram_api.wechat import StableTokenSource
+from miniprogram_api import auth as mp_auth
+from miniprogram_api import checkins as mp_checkins
+from miniprogram_api import uploads as mp_uploads
+from miniprogram_api.wechat import StableTokenSource, WeChatAdapter
 from models.alerts import AlertService
 from models.attachments import AttachmentService
 from models.audit import AuditContext, AuditService
 from models.auth import AuthService
 from models.bindings import BindingCodeService
 from models.caseload import CaseloadService
+from models.checkins import CheckinService, FaceVerificationPort, LocalFaceVerifier
 from models.clock import Clock, SystemClock
 from models.codec import FieldCodec
 from models.counseling import CounselingService
@@ -46,6 +51,7 @@ from models.investigations import InvestigationService
 from models.keys import KeyVault, LocalKeyFile, MasterKeyError
 from models.leases import LeaseService
 from models.leave import LeaveService
+from models.mp_accounts import MpAccountService
 from models.notifications import LocalNotifier, NotificationService, NotifierPort
 from models.obligations import ObligationService
 from models.orgs import OrgKind, OrgService
@@ -60,6 +66,7 @@ from models.store import CollectionSpec, DatabaseSettings, Store
 from models.subjects import SubjectService
 from models.throttle import ThrottleService
 from models.transfers import TransferService
+from models.uploads import UploadService
 from models.wechat import WeChatTokenService
 from models.workdays import WorkdayCalendar
 from server.config import Config
@@ -86,6 +93,10 @@ def all_routes() -> list[tuple[Any, ...]]:
         *counseling.routes,
         *caseload.routes,
         *alerts.routes,
+        *checkins.routes,
+        *mp_auth.routes,
+        *mp_uploads.routes,
+        *mp_checkins.routes,
     ]
 
 
@@ -115,6 +126,9 @@ def collection_specs() -> list[CollectionSpec]:
         *CounselingService.collections,
         *CaseloadService.collections,
         *WeChatTokenService.collections,
+        *MpAccountService.collections,
+        *UploadService.collections,
+        *CheckinService.collections,
     ]
 
 
@@ -151,6 +165,7 @@ class ApiRuntime:
     services: Services
 
     async def close(self) -> None:
+        await self.services.close()
         await self.store.close()
 
 
@@ -196,11 +211,34 @@ STANDIN_APPID = "wx-standin-appid"
 STANDIN_SECRET = "standin-secret"  # noqa: S105 - a development value, not a credential
 
 
-def wechat_token_source(config: Config) -> StableTokenSource:
-    """The configured WeChat, or in development the local stand-in."""
+def wechat_credentials(config: Config) -> tuple[str, str]:
+    """The configured WeChat app, or in development the local stand-in's."""
     if config.wechat_appid and config.wechat_secret:
-        return StableTokenSource(config.wechat_base_url, config.wechat_appid, config.wechat_secret)
-    return StableTokenSource(config.wechat_base_url, STANDIN_APPID, STANDIN_SECRET)
+        return config.wechat_appid, config.wechat_secret
+    return STANDIN_APPID, STANDIN_SECRET
+
+
+def wechat_token_source(config: Config) -> StableTokenSource:
+    return StableTokenSource(config.wechat_base_url, *wechat_credentials(config))
+
+
+def wechat_adapter(config: Config, tokens: WeChatTokenService) -> WeChatAdapter:
+    """The WeChat client every process uses; the token is the one the jobs process stored."""
+    appid, secret = wechat_credentials(config)
+
+    async def current_token() -> str | None:
+        return await tokens.current(appid)
+
+    return WeChatAdapter(
+        config.wechat_base_url,
+        appid,
+        secret,
+        token_provider=current_token,
+        token_refresher=tokens.renew,
+        # A proxy from the environment only in production (an egress proxy); never for the
+        # stand-in on loopback.
+        trust_env=config.production,
+    )
 
 
 @dataclass
@@ -229,6 +267,14 @@ class Services:
     counseling: CounselingService
     caseload: CaseloadService
     wechat_tokens: WeChatTokenService
+    wechat: WeChatAdapter
+    mp_accounts: MpAccountService
+    uploads: UploadService
+    checkins: CheckinService
+
+    async def close(self) -> None:
+        """Release what the services hold beyond the database (the WeChat client's threads)."""
+        await self.wechat.close()
 
 
 def build_services(
@@ -239,6 +285,7 @@ def build_services(
     hash_cost: HashCost | None = None,
     process_role: str = "api",
     notifier: NotifierPort | None = None,
+    face: FaceVerificationPort | None = None,
 ) -> Services:
     """Every domain service of one process, wired once (the WeChat token source included)."""
     hasher = PasswordHasher(hash_cost or HashCost())
@@ -248,20 +295,12 @@ def build_services(
     sessions = SessionService(store, clock)
     codec = FieldCodec(vault)
     staff = StaffService(store, clock, audit, orgs, sessions, hasher, codec)
-    auth_service = AuthService(
-        staff, sessions, ThrottleService(store, clock), audit, hasher, config.require_totp
-    )
+    throttle = ThrottleService(store, clock)
+    auth_service = AuthService(staff, sessions, throttle, audit, hasher, config.require_totp)
     alerts_service = AlertService(store, clock, audit)
+    attachments = AttachmentService(store, vault)
     subjects_service = SubjectService(
-        store,
-        clock,
-        audit,
-        codec,
-        vault,
-        orgs,
-        alerts_service,
-        policy,
-        AttachmentService(store, vault),
+        store, clock, audit, codec, vault, orgs, alerts_service, policy, attachments
     )
     rules = RulesService(store, clock, audit, orgs, RuleBook.load())
     calendar = WorkdayCalendar.load()
@@ -308,6 +347,36 @@ def build_services(
         ),
     )
     wechat_tokens = WeChatTokenService(store, clock, codec, wechat_token_source(config))
+    wechat = wechat_adapter(config, wechat_tokens)
+    bindings = BindingCodeService(store, clock, audit)
+    mp_accounts = MpAccountService(
+        store,
+        clock,
+        audit,
+        codec,
+        wechat,
+        sessions,
+        bindings,
+        subjects_service,
+        staff,
+        throttle,
+    )
+    uploads = UploadService(store, audit, codec, attachments, subjects_service)
+    checkin_service = CheckinService(
+        store,
+        clock,
+        audit,
+        codec,
+        subjects_service,
+        obligation_service,
+        orgs,
+        leave_service,
+        elocation_service,
+        rules,
+        uploads,
+        face or LocalFaceVerifier(),
+        policy,
+    )
     caseload_service = CaseloadService(
         store, clock, audit, codec, subjects_service, sanction_service, rules, alerts_service
     )
@@ -321,9 +390,14 @@ def build_services(
         sanction_service,
         elocation_service,
         transfer_service,
+        checkin_service,
     ):
         subjects_service.add_sealed_locations(service.sealed_fields)
     return Services(
+        wechat=wechat,
+        mp_accounts=mp_accounts,
+        uploads=uploads,
+        checkins=checkin_service,
         wechat_tokens=wechat_tokens,
         caseload=caseload_service,
         leave=leave_service,
@@ -341,7 +415,7 @@ def build_services(
         staff=staff,
         sessions=sessions,
         auth=auth_service,
-        bindings=BindingCodeService(store, clock, audit),
+        bindings=bindings,
         vault=vault,
         alerts=alerts_service,
         subjects=subjects_service,
@@ -385,6 +459,9 @@ def assemble_api(
         obligations=services.obligations,
         counseling=services.counseling,
         caseload=services.caseload,
+        mp_accounts=services.mp_accounts,
+        checkins=services.checkins,
+        uploads=services.uploads,
         max_body_bytes=config.max_body_bytes,
     )
     return ApiRuntime(

@@ -26,6 +26,9 @@ from models.policy import Identity, Role
 from models.store import DatabaseSettings, Store
 from server.app import SYSTEM, ApiRuntime, Services, assemble_api, collection_specs, open_vault
 from server.config import Config
+from server.wechat_standin import StandinState, make_standin_app
+
+pytest_plugins = ["tests.mp_support"]
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +51,37 @@ def database_uri(database_server: SecantusDBServer) -> str:
     return f"mongodb://{host}:{port}/?retryWrites=false"
 
 
+@dataclass
+class WeChatStandin:
+    """The local WeChat stand-in on loopback: its address and its (inspectable) state."""
+
+    base_url: str
+    state: StandinState
+
+
+@pytest_asyncio.fixture(scope="session")
+async def wechat_server() -> AsyncIterator[WeChatStandin]:
+    """One WeChat stand-in for the session; each test starts from a clean state."""
+    state = StandinState()
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(make_standin_app(state))
+    server.add_sockets(sockets)
+    yield WeChatStandin(f"http://127.0.0.1:{sockets[0].getsockname()[1]}", state)
+    server.stop()
+    await server.close_all_connections()
+
+
 @pytest.fixture
-def config(database_uri: str, tmp_path: Any) -> Config:
-    base = Config.from_env({"ANBANG_VAR_DIR": str(tmp_path / "var")})
+def wechat_standin(wechat_server: WeChatStandin) -> WeChatStandin:
+    wechat_server.state.reset()
+    return wechat_server
+
+
+@pytest.fixture
+def config(database_uri: str, tmp_path: Any, wechat_standin: WeChatStandin) -> Config:
+    base = Config.from_env(
+        {"ANBANG_VAR_DIR": str(tmp_path / "var"), "WECHAT_API_BASE": wechat_standin.base_url}
+    )
     return dataclasses.replace(
         base, mongodb_uri=database_uri, db_name=f"test_{uuid.uuid4().hex[:12]}"
     )
@@ -192,6 +223,7 @@ async def api(
     yield served
     served.server.stop()
     await served.server.close_all_connections()
+    await served.runtime.services.close()
 
 
 @pytest.fixture

@@ -1,0 +1,165 @@
+"""Staff endpoints for check-ins: the review queue, a review, the permitted areas of the tree,
+and the binding codes that let a person check in from WeChat at all."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from handlers.base import BaseHandler, endpoint
+from models.geo import Area, Point
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AreaBody(Strict):
+    """A polygon of WGS-84 `[lat, lng]` vertices, or a centre with a radius in metres (no
+    radius: the rule `checkin.station_radius_m`)."""
+
+    polygon: list[tuple[float, float]] | None = Field(default=None, min_length=3, max_length=500)
+    center: tuple[float, float] | None = None
+    radius_m: float | None = Field(default=None, gt=0, le=5_000_000)
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> AreaBody:
+        if (self.polygon is None) == (self.center is None):
+            raise ValueError("give either `polygon` or `center`")
+        for lat, lng in [*(self.polygon or []), *([self.center] if self.center else [])]:
+            if not (-90 <= lat <= 90 and -180 <= lng <= 180):
+                raise ValueError("coordinates out of range")
+        return self
+
+    def to_area(self) -> Area:
+        if self.polygon is not None:
+            return Area(polygon=tuple(Point(lat, lng) for lat, lng in self.polygon))
+        assert self.center is not None
+        return Area(center=Point(*self.center), radius_m=self.radius_m or 0.0)
+
+
+class AreaOut(BaseModel):
+    org_id: str
+    area: dict[str, object]
+
+
+class ReviewItemOut(BaseModel):
+    id: str
+    subject_id: str
+    subject_name: str | None
+    status: str
+    flags: list[str]
+    obligation_id: str | None
+    arrived_at: dt.datetime
+    captured_at: dt.datetime
+    distance_m: float | None
+    accuracy: float
+    has_photo: bool
+
+
+class ReviewQueueOut(BaseModel):
+    items: list[ReviewItemOut]
+
+
+class ReviewBody(Strict):
+    accept: bool
+    comment: str = Field(min_length=1, max_length=1000)
+
+
+class ReviewOut(BaseModel):
+    id: str
+    status: str
+    review: Literal["accepted", "rejected"]
+    obligation_id: str | None
+    obligation_status: str | None
+
+
+class BindingCodeBody(Strict):
+    role: Literal["subject", "guardian"] = "subject"
+
+
+class BindingCodeOut(BaseModel):
+    code: str
+    expires_at: dt.datetime
+
+
+class ReviewQueueHandler(BaseHandler):
+    access = "checkins.read"
+
+    @endpoint(
+        "Flagged check-ins waiting for review in the caller's scope, oldest first",
+        response=ReviewQueueOut,
+        errors=(401, 403, 422),
+        tags=("check-ins",),
+    )
+    async def get(self) -> None:
+        items = await self.ctx.checkins.review_queue(self.audit_context, self.query_limit(100, 500))
+        self.respond(
+            ReviewQueueOut(items=[ReviewItemOut.model_validate(i.__dict__) for i in items])
+        )
+
+
+class ReviewHandler(BaseHandler):
+    access = "checkins.review"
+
+    @endpoint(
+        "Accept or reject a flagged check-in with a reason; its obligation follows",
+        body=ReviewBody,
+        response=ReviewOut,
+        errors=(401, 403, 404, 409, 422),
+        tags=("check-ins",),
+    )
+    async def post(self, checkin_id: str) -> None:
+        body = self.parse(ReviewBody)
+        result = await self.ctx.checkins.review(
+            self.audit_context, checkin_id, body.accept, body.comment
+        )
+        self.respond(ReviewOut.model_validate(result))
+
+
+class OrgAreaHandler(BaseHandler):
+    access = "orgs.area"
+
+    @endpoint(
+        "Set a node's permitted check-in area",
+        body=AreaBody,
+        response=AreaOut,
+        errors=(401, 403, 404, 422),
+        tags=("check-ins",),
+    )
+    async def put(self, org_id: str) -> None:
+        body = self.parse(AreaBody)
+        area = body.to_area()
+        org = await self.ctx.orgs.set_area(self.audit_context, org_id, area)
+        self.respond(AreaOut(org_id=org.id, area=area.to_doc()))
+
+
+class SubjectBindingCodeHandler(BaseHandler):
+    access = "subjects.binding_code"
+
+    @endpoint(
+        "A single-use code for the person (or guardian) to bind their WeChat",
+        body=BindingCodeBody,
+        response=BindingCodeOut,
+        status=201,
+        errors=(401, 403, 404, 422),
+        tags=("mini-program",),
+    )
+    async def post(self, subject_id: str) -> None:
+        body = self.parse(BindingCodeBody) if self.raw_body().strip() else BindingCodeBody()
+        issued = await self.ctx.mp_accounts.issue_code(self.audit_context, subject_id, body.role)
+        self.respond(BindingCodeOut(code=issued.code, expires_at=issued.expires_at), status=201)
+
+
+def _id(name: str) -> str:
+    return f"(?P<{name}>[^/]+)"
+
+
+routes = [
+    (r"/api/v1/checkins/review-queue", ReviewQueueHandler),
+    (rf"/api/v1/checkins/{_id('checkin_id')}/review", ReviewHandler),
+    (rf"/api/v1/orgs/{_id('org_id')}/area", OrgAreaHandler),
+    (rf"/api/v1/subjects/{_id('subject_id')}/binding-code", SubjectBindingCodeHandler),
+]

@@ -1,0 +1,105 @@
+"""Mini-program sign-in: WeChat login, binding to a person, guardian or staff member, and `me`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers.base import endpoint
+from miniprogram_api.base import MpHandler
+from models.policy import PUBLIC, SELF
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginBody(Strict):
+    code: str = Field(min_length=1, max_length=256)
+
+
+class LoginOut(BaseModel):
+    token: str
+    expires_at: dt.datetime
+    bound: bool
+    role: Literal["subject", "guardian"] | str | None
+
+
+class BindBody(Strict):
+    binding_code: str = Field(min_length=4, max_length=32)
+
+
+class BindOut(BaseModel):
+    role: str
+    subject_id: str | None = None
+
+
+class MeOut(BaseModel):
+    role: str | None
+    bound: bool
+    subject_id: str | None = None
+    org_id: str | None = None
+
+
+class LoginHandler(MpHandler):
+    access = PUBLIC
+
+    @endpoint(
+        "Sign in with a `wx.login` code; never answers WeChat's session key",
+        body=LoginBody,
+        response=LoginOut,
+        errors=(400, 422, 429, 503),
+        tags=("mini-program",),
+    )
+    async def post(self) -> None:
+        body = self.parse(LoginBody)
+        result = await self.ctx.mp_accounts.login(self.audit_context, body.code)
+        self.respond(
+            LoginOut(
+                token=result.token,
+                expires_at=result.expires_at,
+                bound=result.bound,
+                role=result.role,
+            )
+        )
+
+
+class BindHandler(MpHandler):
+    access = SELF
+
+    @endpoint(
+        "Bind this WeChat account with a single-use code from the worker",
+        body=BindBody,
+        response=BindOut,
+        errors=(400, 401, 422, 429),
+        tags=("mini-program",),
+    )
+    async def post(self) -> None:
+        body = self.parse(BindBody)
+        result = await self.ctx.mp_accounts.bind(self.audit_context, body.binding_code)
+        self.respond(BindOut(role=result.role, subject_id=result.subject_id))
+
+
+class MeHandler(MpHandler):
+    access = SELF
+
+    @endpoint("Who this session acts as", response=MeOut, errors=(401,), tags=("mini-program",))
+    async def get(self) -> None:
+        identity = self.identity
+        self.respond(
+            MeOut(
+                role=identity.role,
+                bound=identity.role is not None,
+                subject_id=identity.subject_id,
+                org_id=identity.org_id if identity.subject_id is None else None,
+            )
+        )
+
+
+routes = [
+    (r"/mp/v1/auth/login", LoginHandler),
+    (r"/mp/v1/auth/bind", BindHandler),
+    (r"/mp/v1/me", MeHandler),
+]

@@ -1,0 +1,51 @@
+"""Photo uploads from the mini-program (a check-in's photo): JPEG or PNG, checked by content."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from tornado.httputil import HTTPFile, parse_body_arguments
+
+from handlers.base import RequestError, endpoint
+from miniprogram_api.base import MpHandler
+from models.uploads import MAX_UPLOAD_BYTES
+
+
+class UploadOut(BaseModel):
+    upload_id: str
+
+
+class UploadsHandler(MpHandler):
+    access = "uploads.create"
+    # The file plus the multipart envelope around it.
+    max_body_bytes = MAX_UPLOAD_BYTES + 64 * 1024
+
+    @endpoint(
+        "Upload a photo (multipart field `file`, JPEG or PNG, at most 5 MiB); stored encrypted",
+        response=UploadOut,
+        status=201,
+        errors=(400, 401, 403, 413, 415, 422),
+        tags=("mini-program",),
+    )
+    async def post(self) -> None:
+        content_type = self.request.headers.get("Content-Type", "")
+        if not content_type.lower().startswith("multipart/form-data"):
+            raise RequestError(415, "unsupported_media_type", "Send the photo as multipart.")
+        arguments: dict[str, list[bytes]] = {}
+        files: dict[str, list[HTTPFile]] = {}
+        parse_body_arguments(content_type, self.raw_body(), arguments, files)
+        uploaded = files.get("file") or []
+        if len(uploaded) != 1:
+            raise RequestError(
+                422,
+                "validation_failed",
+                "Send one file in the field `file`.",
+                [{"field": "file", "message": "请选择一张照片"}],
+            )
+        data = uploaded[0].body
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise RequestError(413, "body_too_large", "The photo is too large.")
+        upload_id = await self.ctx.uploads.store(self.audit_context, data)
+        self.respond(UploadOut(upload_id=upload_id), status=201)
+
+
+routes = [(r"/mp/v1/uploads", UploadsHandler)]

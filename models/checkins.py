@@ -1,0 +1,704 @@
+"""Check-ins (信息化核查): evidence a 司法所 can rely on.
+
+A check-in is classified by the server's arrival time against the person's check-in window and
+permitted area; the device's capture time and other suspicious signals only raise flags, and a
+flagged check-in waits for the station's review. Coordinates are sealed with the person's key.
+
+The hot path costs four database round trips: one `$unionWith` read of everything the decision
+needs (recent check-ins, the case file's key and place, open windows, leave and e-location in
+force, the areas on the person's path), the audit entry, the check-in itself (its idempotency
+key is a unique index, so concurrent duplicates yield one record), and one conditional update of
+the obligation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from models.audit import AuditContext, AuditService
+from models.clock import LOCAL_TZ, Clock
+from models.codec import FieldCodec
+from models.elocation import ElocationService
+from models.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from models.geo import Area, Point, distance_m, gcj02_to_wgs84
+from models.leave import LeaveService
+from models.obligations import ObligationService, OccurrenceStatus
+from models.orgs import OrgService
+from models.policy import Identity, Scope
+from models.policy import Policy as AccessPolicy
+from models.rules import EffectiveRules, RulesService
+from models.store import CollectionSpec, Store
+from models.subjects import SubjectService, SubjectStatus
+from models.uploads import UploadService
+
+CHECKINS = CollectionSpec(
+    "checkins",
+    (
+        # The idempotency key, per person: a retry finds the first answer; a concurrent
+        # duplicate fails on insert, so there is one record whatever the race.
+        IndexModel([("idem", ASCENDING)], unique=True),
+        # Recent check-ins of a person (jumps, device changes, reused photos).
+        IndexModel([("subject_id", ASCENDING), ("arrived_at", DESCENDING)]),
+        # The review queue of a station: flagged check-ins waiting, oldest first.
+        IndexModel([("review_pending", ASCENDING), ("arrived_at", ASCENDING)], sparse=True),
+    ),
+)
+RECENT = 30
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+
+class CheckinStatus(enum.StrEnum):
+    ON_TIME = "on_time"
+    LATE = "late"
+    OUTSIDE_AREA = "outside_area"
+    REJECTED = "rejected"
+
+
+class Flag(enum.StrEnum):
+    IMPOSSIBLE_TRAVEL = "impossible_travel"  # faster than a vehicle since the last check-in
+    LOW_ACCURACY = "low_accuracy"  # the location is less precise than the rule allows
+    CLOCK_SKEW = "clock_skew"  # the device's capture time is far from the arrival time
+    OFFLINE = "offline"  # captured in a window that closed before it arrived
+    PHOTO_REUSED = "photo_reused"  # the same photo as an earlier check-in
+    DEVICE_CHANGED = "device_changed"  # another device than the last check-in's
+    FACE_REVIEW = "face_review"  # face verification asks a person to look
+    FACE_MISMATCH = "face_mismatch"  # face verification says it is someone else
+    NO_AREA = "no_area"  # no permitted area is set for the person's station or county
+
+
+class FaceVerdict(enum.StrEnum):
+    MATCH = "match"
+    MISMATCH = "mismatch"
+    MANUAL_REVIEW = "manual_review"
+
+
+class FaceVerificationPort(Protocol):
+    """Compares a check-in photo with the person's file photo."""
+
+    async def verify(self, subject_id: str, attachment_id: str) -> FaceVerdict: ...
+
+
+class LocalFaceVerifier:
+    """No face model runs locally: every photo goes to a person (the station's review)."""
+
+    async def verify(self, subject_id: str, attachment_id: str) -> FaceVerdict:
+        return FaceVerdict.MANUAL_REVIEW
+
+
+@dataclass(frozen=True)
+class CheckinInput:
+    lat: float
+    lng: float
+    coord_type: str  # wgs84 | gcj02
+    accuracy: float
+    captured_at: dt.datetime
+    obligation_id: str | None = None
+    photo_upload_id: str | None = None
+    device_id: str | None = None
+
+    def fingerprint_text(self) -> str:
+        body = {
+            "lat": self.lat,
+            "lng": self.lng,
+            "coord_type": self.coord_type,
+            "accuracy": self.accuracy,
+            "captured_at": self.captured_at.astimezone(dt.UTC).isoformat(),
+            "obligation_id": self.obligation_id,
+            "photo_upload_id": self.photo_upload_id,
+            "device_id": self.device_id,
+        }
+        return json.dumps(body, sort_keys=True)
+
+
+@dataclass
+class CheckinAnswer:
+    id: str
+    status: str
+    flags: list[str]
+    obligation_id: str | None
+    obligation_status: str | None
+    review: str | None
+    arrived_at: dt.datetime
+
+    def as_doc(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "flags": self.flags,
+            "obligation_id": self.obligation_id,
+            "obligation_status": self.obligation_status,
+            "review": self.review,
+            "arrived_at": self.arrived_at,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> CheckinAnswer:
+        return cls(**doc)
+
+
+@dataclass
+class ReviewItem:
+    id: str
+    subject_id: str
+    subject_name: str | None
+    status: str
+    flags: list[str]
+    obligation_id: str | None
+    arrived_at: dt.datetime
+    captured_at: dt.datetime
+    distance_m: float | None
+    accuracy: float
+    has_photo: bool
+
+
+@dataclass
+class _Context:
+    """What one read gathered for a decision."""
+
+    subject: dict[str, Any] | None = None
+    recent: list[dict[str, Any]] = field(default_factory=list)
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    leave: list[dict[str, Any]] = field(default_factory=list)
+    elocation: list[dict[str, Any]] = field(default_factory=list)
+    org_areas: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Replay(DomainError):
+    """The idempotency key was used already (found on insert): answer the first request."""
+
+    code = "replay"
+
+    def __init__(self, existing: dict[str, Any]):
+        super().__init__("replay")
+        self.existing = existing
+
+
+def _idempotency_conflict() -> Conflict:
+    return Conflict(
+        "This Idempotency-Key was used for another request.",
+        code="idempotency_conflict",
+        message_zh="该请求编号已用于另一次提交，请重新签到。",
+    )
+
+
+class CheckinService:
+    collections = (CHECKINS,)
+    sealed_fields = (("checkins", None),)
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        audit: AuditService,
+        codec: FieldCodec,
+        subjects: SubjectService,
+        obligations: ObligationService,
+        orgs: OrgService,
+        leave: LeaveService,
+        elocation: ElocationService,
+        rules: RulesService,
+        uploads: UploadService,
+        face: FaceVerificationPort,
+        policy: AccessPolicy,
+    ):
+        self._checkins = store.collection(CHECKINS)
+        self._clock = clock
+        self._audit = audit
+        self._codec = codec
+        self._subjects = subjects
+        self._obligations = obligations
+        self._orgs = orgs
+        self._leave = leave
+        self._elocation = elocation
+        self._rules = rules
+        self._uploads = uploads
+        self._face = face
+        self._policy = policy
+
+    # --- recording -------------------------------------------------------------------------
+
+    async def record(self, ctx: AuditContext, key: str, data: CheckinInput) -> CheckinAnswer:
+        """Record one check-in for the calling person; the same key answers the first result."""
+        subject_id = ctx.identity.subject_id
+        if subject_id is None:
+            raise Forbidden("Only a bound person checks in.", code="not_a_subject")
+        if not IDEMPOTENCY_KEY.match(key or ""):
+            raise InvalidInput(
+                "Send an Idempotency-Key of 8 to 128 letters, digits or ._:- characters.",
+                code="idempotency_key_required",
+                details=[{"field": "Idempotency-Key"}],
+                message_zh="缺少或无效的请求编号（Idempotency-Key）。",
+            )
+        idem = f"{subject_id}:{key}"
+        fingerprint = await self._codec.blind_index("checkin-request", data.fingerprint_text())
+        now = self._clock.now()
+        org_id = ctx.identity.org_id
+        rules = await self._rules.for_org(org_id) if org_id else None
+        grace = dt.timedelta(hours=rules.int("checkin.offline_grace_hours") if rules else 72)
+        context = await self._context(ctx.identity, subject_id, now, grace)
+
+        for previous in context.recent:
+            if previous["idem"] == idem:
+                return await self._replay(previous, fingerprint)
+
+        subject = context.subject
+        if subject is None or subject.get("status") == SubjectStatus.SHREDDED:
+            raise Forbidden("This case file is closed.", code="not_a_subject")
+        if rules is None or str(subject["org_id"]) != org_id:
+            # The file moved since the session was opened: its rules are the new station's.
+            rules = await self._rules.for_org(str(subject["org_id"]))
+        window = await self._window_for(subject_id, data, now, grace, context.windows)
+        arrived_late = now >= window["window_end"]
+
+        point = Point(data.lat, data.lng)
+        if data.coord_type == "gcj02":
+            point = gcj02_to_wgs84(point)
+        area = await self._area(context, rules, window.get("org_path") or subject["org_path"])
+        flags: list[Flag] = []
+        if area is None:
+            flags.append(Flag.NO_AREA)
+        inside = area.contains(point) if area is not None else True
+        flags.extend(await self._signals(data, point, now, window, context.recent, rules))
+
+        photo_attachment: str | None = None
+        photo_digest: str | None = None
+        verdict: FaceVerdict | None = None
+        if data.photo_upload_id is not None:
+            ref = await self._uploads.resolve(subject_id, data.photo_upload_id)
+            if ref is None:
+                raise InvalidInput(
+                    "No such upload.",
+                    code="unknown_upload",
+                    details=[{"field": "photo_upload_id"}],
+                    message_zh="照片不存在或不属于您，请重新上传。",
+                )
+            photo_attachment, photo_digest = ref.attachment_id, ref.digest
+            if any(r.get("photo_digest") == photo_digest for r in context.recent):
+                flags.append(Flag.PHOTO_REUSED)
+            verdict = await self._face.verify(subject_id, photo_attachment)
+            if verdict is FaceVerdict.MANUAL_REVIEW:
+                flags.append(Flag.FACE_REVIEW)
+            elif verdict is FaceVerdict.MISMATCH:
+                flags.append(Flag.FACE_MISMATCH)
+
+        if verdict is FaceVerdict.MISMATCH:
+            status = CheckinStatus.REJECTED
+        elif not inside:
+            status = CheckinStatus.OUTSIDE_AREA
+        elif arrived_late:
+            status = CheckinStatus.LATE
+        else:
+            status = CheckinStatus.ON_TIME
+        needs_review = bool(flags) or status is CheckinStatus.OUTSIDE_AREA
+        if status is CheckinStatus.REJECTED:
+            occurrence_status = None
+        elif needs_review:
+            occurrence_status = OccurrenceStatus.PENDING_REVIEW
+        else:
+            occurrence_status = OccurrenceStatus.LATE if arrived_late else OccurrenceStatus.DONE
+
+        checkin_id = str(ObjectId())
+        answer = CheckinAnswer(
+            id=checkin_id,
+            status=str(status),
+            flags=[str(f) for f in dict.fromkeys(flags)],
+            obligation_id=str(window["_id"]),
+            obligation_status=str(occurrence_status) if occurrence_status else None,
+            review="pending" if needs_review else None,
+            arrived_at=now,
+        )
+        location = await self._codec.seal(
+            subject_id,
+            subject.get("dek_id"),
+            "checkins",
+            checkin_id,
+            "location",
+            {
+                "lat": point.lat,
+                "lng": point.lng,
+                "accuracy": data.accuracy,
+                "coord_type": data.coord_type,
+                "distance_m": self._distance(area, point),
+            },
+        )
+        document: dict[str, Any] = {
+            "_id": checkin_id,
+            "idem": idem,
+            "fingerprint": fingerprint,
+            "subject_id": subject_id,
+            "org_path": list(window.get("org_path") or subject["org_path"]),
+            "program_id": window.get("program_id"),
+            "occurrence_id": str(window["_id"]),
+            "location": location,
+            "accuracy": data.accuracy,
+            "arrived_at": now,
+            "captured_at": data.captured_at.astimezone(dt.UTC),
+            "status": str(status),
+            "flags": answer.flags,
+            "device": (
+                await self._codec.blind_index("device", data.device_id) if data.device_id else None
+            ),
+            "photo_id": photo_attachment,
+            "photo_digest": photo_digest,
+            "face": str(verdict) if verdict else None,
+            "answer": answer.as_doc(),
+            "rules_version": rules.version,
+        }
+        if needs_review:
+            document["review_pending"] = True
+        try:
+            async with self._audit.change(
+                ctx,
+                "checkins.record",
+                resource="checkin",
+                resource_id=checkin_id,
+                subject_id=subject_id,
+                details={"status": str(status), "flags": answer.flags},
+                confirm=False,
+            ) as entry:
+                document["audit_entry"] = entry
+                try:
+                    await self._checkins.insert_one(document)
+                except DuplicateKeyError:
+                    existing = await self._checkins.find_one({"idem": idem})
+                    if existing is None:
+                        raise
+                    raise _Replay(existing) from None
+        except _Replay as replay:
+            return await self._replay(replay.existing, fingerprint)
+        if occurrence_status is not None:
+            await self._obligations.apply_checkin(
+                str(window["_id"]), checkin_id, occurrence_status, needs_review
+            )
+        return answer
+
+    async def _replay(self, previous: dict[str, Any], fingerprint: str) -> CheckinAnswer:
+        """A retry: the first answer, after making sure its effect on the obligation landed
+        (the first attempt may have died between storing the check-in and the update)."""
+        if previous["fingerprint"] != fingerprint:
+            raise _idempotency_conflict()
+        answer = CheckinAnswer.from_doc(previous["answer"])
+        if answer.obligation_status and answer.obligation_id:
+            await self._obligations.apply_checkin(
+                answer.obligation_id,
+                answer.id,
+                OccurrenceStatus(answer.obligation_status),
+                answer.review is not None,
+            )
+        return answer
+
+    async def _context(
+        self, identity: Identity, subject_id: str, now: dt.datetime, grace: dt.timedelta
+    ) -> _Context:
+        today = now.astimezone(LOCAL_TZ).date()
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"subject_id": subject_id}},
+            {"$sort": {"arrived_at": -1}},
+            {"$limit": RECENT},
+            {
+                "$project": {
+                    "idem": 1,
+                    "fingerprint": 1,
+                    "answer": 1,
+                    "arrived_at": 1,
+                    "captured_at": 1,
+                    "location": 1,
+                    "accuracy": 1,
+                    "device": 1,
+                    "photo_digest": 1,
+                }
+            },
+            {"$set": {"_part": "recent"}},
+            self._subjects.checkin_context_stage(subject_id),
+            self._obligations.checkin_windows_stage(subject_id, now, grace),
+            self._leave.in_force_stage(subject_id, today),
+            self._elocation.in_force_stage(subject_id, today),
+        ]
+        if identity.org_path:
+            pipeline.append(self._orgs.area_stage(identity.org_path))
+        context = _Context()
+        async for doc in await self._checkins.aggregate(pipeline):
+            part = doc.pop("_part")
+            if part == "recent":
+                context.recent.append(doc)
+            elif part == "subject":
+                context.subject = doc
+            elif part == "window":
+                context.windows.append(doc)
+            elif part == "leave":
+                context.leave.append(doc)
+            elif part == "elocation":
+                context.elocation.append(doc)
+            elif part == "org":
+                context.org_areas.append(doc)
+        if context.subject is not None and list(context.subject["org_path"]) != list(
+            identity.org_path
+        ):
+            # Moved since the session began: the areas are the new station's.
+            context.org_areas = await self._orgs.areas_on(context.subject["org_path"])
+        return context
+
+    async def _window_for(
+        self,
+        subject_id: str,
+        data: CheckinInput,
+        now: dt.datetime,
+        grace: dt.timedelta,
+        windows: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The check-in window this check-in answers: the one named, or the one open now, or
+        (an offline upload) the recently closed one its capture time falls in."""
+        if data.obligation_id is not None:
+            named = next((w for w in windows if w["_id"] == data.obligation_id), None)
+            if named is None:
+                found = await self._obligations.checkin_occurrence(data.obligation_id)
+                if found is None or found.get("subject_id") != subject_id:
+                    raise NotFound(
+                        "No such check-in obligation.",
+                        code="unknown_obligation",
+                        message_zh="未找到该签到任务。",
+                    )
+                if found["kind"] != "remote_checkin":
+                    raise InvalidInput(
+                        "This obligation is not a location check-in.",
+                        code="not_a_checkin",
+                        details=[{"field": "obligation_id"}],
+                        message_zh="该任务不是定位签到。",
+                    )
+                if found["window_start"] > now:
+                    raise Conflict(
+                        "This check-in window has not opened yet.",
+                        code="not_open",
+                        message_zh="该签到时段尚未开始。",
+                    )
+                raise InvalidInput(
+                    "This check-in window closed too long ago.",
+                    code="window_closed",
+                    details=[{"field": "obligation_id", "closed_at": found["window_end"]}],
+                    message_zh="该签到时段已结束太久，无法补签，请联系您的工作人员。",
+                )
+            return named
+        open_now = [w for w in windows if w["window_start"] <= now < w["window_end"]]
+        captured = data.captured_at.astimezone(dt.UTC)
+        recently_closed = [
+            w
+            for w in windows
+            if w["window_end"] <= now and w["window_start"] <= captured < w["window_end"]
+        ]
+        # A capture time inside a closed window is an offline upload for that window; a device
+        # clock is not trusted for more than choosing it (arrival decides the status).
+        if recently_closed and captured < now - dt.timedelta(minutes=1):
+            return recently_closed[0]
+        if open_now:
+            return open_now[0]
+        if not await self._obligations.has_checkin_obligations(subject_id):
+            raise Forbidden(
+                "No location check-ins are asked of this person.",
+                code="checkins_not_required",
+                message_zh="您目前无需进行定位签到。",
+            )
+        raise Conflict(
+            "No check-in window is open now.",
+            code="no_open_window",
+            message_zh="当前没有需要签到的时段。",
+        )
+
+    async def _area(
+        self, context: _Context, rules: EffectiveRules, org_path: list[str]
+    ) -> Area | None:
+        """The permitted area: the e-location order's when one names it; else the nearest
+        node's polygon or circle, or a radius around the station; wider on approved leave."""
+        for order in context.elocation:
+            if order.get("area") is not None:
+                sealed = order["area"]
+                return Area.from_doc(
+                    await self._codec.open("elocation_orders", str(order["_id"]), "area", sealed)
+                )
+        by_node = {str(doc["_id"]): doc for doc in context.org_areas}
+        base: Area | None = None
+        for node in reversed(list(org_path)):
+            doc = by_node.get(node)
+            if doc is not None:
+                base = Area.from_doc(doc["area"])
+                if base.center is not None and base.radius_m <= 0:
+                    base = Area(center=base.center, radius_m=rules.int("checkin.station_radius_m"))
+                break
+        if base is not None and context.leave:
+            return base.widened(rules.int("checkin.leave_radius_m"))
+        return base
+
+    @staticmethod
+    def _distance(area: Area | None, point: Point) -> float | None:
+        if area is None or area.center is None:
+            return None
+        return round(distance_m(area.center, point), 1)
+
+    async def _signals(
+        self,
+        data: CheckinInput,
+        point: Point,
+        now: dt.datetime,
+        window: dict[str, Any],
+        recent: list[dict[str, Any]],
+        rules: EffectiveRules,
+    ) -> list[Flag]:
+        flags: list[Flag] = []
+        if data.accuracy > rules.int("checkin.max_accuracy_m"):
+            flags.append(Flag.LOW_ACCURACY)
+        captured = data.captured_at.astimezone(dt.UTC)
+        skew = dt.timedelta(minutes=rules.int("checkin.max_clock_skew_minutes"))
+        if now >= window["window_end"] and captured < window["window_end"]:
+            flags.append(Flag.OFFLINE)
+            if captured < window["window_start"] - skew:
+                flags.append(Flag.CLOCK_SKEW)
+        elif abs(now - captured) > skew:
+            flags.append(Flag.CLOCK_SKEW)
+        last = recent[0] if recent else None
+        if last is None:
+            return flags
+        # Compared as keyed hashes: the raw database never holds a device id.
+        if (
+            data.device_id is not None
+            and last.get("device") is not None
+            and await self._codec.blind_index("device", data.device_id) != last["device"]
+        ):
+            flags.append(Flag.DEVICE_CHANGED)
+        where = await self._codec.open("checkins", str(last["_id"]), "location", last["location"])
+        last_point = Point(float(where["lat"]), float(where["lng"]))
+        # From one capture to the next, at least a minute apart (GPS noise over seconds is not
+        # travel), less what either fix's accuracy allows.
+        hours = max(abs((captured - last["captured_at"]).total_seconds()), 60) / 3600
+        metres = distance_m(last_point, point) - data.accuracy - float(last.get("accuracy", 0))
+        if metres > 0 and metres / 1000 / hours > rules.int("checkin.max_speed_kmh"):
+            flags.append(Flag.IMPOSSIBLE_TRAVEL)
+        return flags
+
+    # --- the review queue ------------------------------------------------------------------
+
+    async def review_queue(self, ctx: AuditContext, limit: int) -> list[ReviewItem]:
+        """Flagged check-ins waiting in the caller's part of the tree, oldest first."""
+        identity = ctx.identity
+        if identity.org_id is None or self._policy.scope(identity, "checkins.read") is Scope.NONE:
+            return []
+        cursor = (
+            self._checkins.find({"review_pending": True, "org_path": identity.org_id})
+            .sort("arrived_at", ASCENDING)
+            .limit(limit)
+        )
+        items = []
+        async for doc in cursor:
+            if not identity.reaches(doc["org_path"]):
+                continue
+            where = await self._codec.open("checkins", doc["_id"], "location", doc["location"])
+            items.append(
+                ReviewItem(
+                    id=doc["_id"],
+                    subject_id=doc["subject_id"],
+                    subject_name=await self._subjects.display_name(identity, doc["subject_id"]),
+                    status=doc["status"],
+                    flags=list(doc["flags"]),
+                    obligation_id=doc.get("occurrence_id"),
+                    arrived_at=doc["arrived_at"],
+                    captured_at=doc["captured_at"],
+                    distance_m=where.get("distance_m"),
+                    accuracy=float(doc["accuracy"]),
+                    has_photo=doc.get("photo_id") is not None,
+                )
+            )
+        await self._audit.record(
+            ctx,
+            "checkins.read",
+            resource="review_queue",
+            resource_id=identity.org_id,
+            details={"count": len(items)},
+        )
+        return items
+
+    async def review(
+        self, ctx: AuditContext, checkin_id: str, accept: bool, comment: str
+    ) -> dict[str, Any]:
+        """A station officer accepts or rejects a flagged check-in, with a reason; the
+        obligation it holds follows."""
+        comment = comment.strip()
+        if not comment:
+            raise InvalidInput("State the reason.", details=[{"field": "comment"}])
+        doc = await self._checkins.find_one({"_id": checkin_id})
+        if doc is None or not ctx.identity.reaches(doc["org_path"]):
+            raise NotFound("No such check-in.")
+        decision = "accepted" if accept else "rejected"
+        previous = doc.get("review")
+        if previous is not None and previous.get("settled"):
+            raise Conflict(
+                "This check-in was reviewed already.",
+                code="already_reviewed",
+                details={"review": previous["state"]},
+            )
+        if previous is not None and previous["state"] != decision:
+            raise Conflict(
+                "This check-in is being reviewed with the other decision.",
+                code="already_reviewed",
+                details={"review": previous["state"]},
+            )
+        if previous is None and not doc.get("review_pending"):
+            raise Conflict("This check-in needs no review.", code="no_review_needed")
+        async with self._audit.change(
+            ctx,
+            "checkins.review",
+            resource="checkin",
+            resource_id=checkin_id,
+            subject_id=doc["subject_id"],
+            details={"accept": accept},
+        ):
+            if previous is None:
+                sealed = await self._codec.seal(
+                    doc["subject_id"],
+                    None,
+                    "checkins",
+                    checkin_id,
+                    "review_comment",
+                    comment,
+                )
+                claimed = await self._checkins.find_one_and_update(
+                    {"_id": checkin_id, "review_pending": True},
+                    {
+                        "$set": {
+                            "review": {
+                                "state": decision,
+                                "by": ctx.identity.user_id,
+                                "at": self._clock.now(),
+                                "comment": sealed,
+                                "settled": False,
+                            },
+                            **({} if accept else {"status": str(CheckinStatus.REJECTED)}),
+                        },
+                        "$unset": {"review_pending": ""},
+                    },
+                    return_document=ReturnDocument.AFTER,
+                )
+                if claimed is None:
+                    raise Conflict("This check-in was reviewed already.", code="already_reviewed")
+                doc = claimed
+            # The obligation follows, then the review is marked settled: a retry after a
+            # crash between the two finishes the work instead of refusing it.
+            obligation_status = None
+            if doc.get("occurrence_id"):
+                obligation_status = await self._obligations.settle_review(
+                    doc["occurrence_id"], checkin_id, accept, doc["arrived_at"]
+                )
+            await self._checkins.update_one({"_id": checkin_id}, {"$set": {"review.settled": True}})
+        return {
+            "id": checkin_id,
+            "status": doc["status"],
+            "review": decision,
+            "obligation_id": doc.get("occurrence_id"),
+            "obligation_status": obligation_status,
+        }

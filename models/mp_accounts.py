@@ -1,0 +1,253 @@
+"""Mini-program accounts: WeChat login, the binding of a WeChat user to a person, guardian or
+staff member, and the sessions that carry it. The WeChat session key stays here, sealed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+
+from models.audit import AuditContext, AuditService
+from models.bindings import BindingCodeService, IssuedCode
+from models.clock import Clock
+from models.codec import FieldCodec
+from models.errors import BadRequest, Forbidden, Locked, RateLimited, Unavailable
+from models.policy import Identity, MpRole
+from models.sessions import SessionService
+from models.staff import StaffService
+from models.store import CollectionSpec, Store
+from models.subjects import SubjectService, SubjectStatus
+from models.throttle import ThrottleService
+from models.wechat import (
+    WeChatBusy,
+    WeChatInvalidCode,
+    WeChatPort,
+    WeChatQuota,
+    WeChatUnavailable,
+)
+
+WECHAT_USERS = CollectionSpec(
+    "wechat_users",
+    # Re-binding finds whoever held the binding before (a person has one WeChat at a time).
+    (IndexModel([("binding.target_id", ASCENDING), ("binding.kind", ASCENDING)], sparse=True),),
+)
+BIND = "mp_bind"
+
+
+@dataclass(frozen=True)
+class MpLogin:
+    token: str
+    expires_at: dt.datetime
+    bound: bool
+    role: str | None
+
+
+@dataclass(frozen=True)
+class MpBinding:
+    role: str
+    subject_id: str | None
+
+
+class MpAccountService:
+    collections = (WECHAT_USERS,)
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        audit: AuditService,
+        codec: FieldCodec,
+        wechat: WeChatPort,
+        sessions: SessionService,
+        bindings: BindingCodeService,
+        subjects: SubjectService,
+        staff: StaffService,
+        throttle: ThrottleService,
+    ):
+        self._users = store.collection(WECHAT_USERS)
+        self._clock = clock
+        self._audit = audit
+        self._codec = codec
+        self._wechat = wechat
+        self._sessions = sessions
+        self._bindings = bindings
+        self._subjects = subjects
+        self._staff = staff
+        self._throttle = throttle
+
+    async def login(self, ctx: AuditContext, code: str) -> MpLogin:
+        """Exchange a `wx.login` code for our own session; the caller learns whether (and as
+        whom) this WeChat user is bound, never WeChat's session key."""
+        await self._throttle.count_address_attempt("mp_login", ctx.remote_ip or "")
+        try:
+            session = await self._wechat.code_to_session(code)
+        except WeChatInvalidCode:
+            raise BadRequest(
+                "The login code is invalid or has expired.",
+                code="invalid_login_code",
+                message_zh="登录凭证无效或已过期，请重新进入小程序。",
+            ) from None
+        except WeChatQuota:
+            raise RateLimited(
+                "WeChat's quota is exhausted; try again later.",
+                message_zh="微信服务繁忙，请稍后再试。",
+            ) from None
+        except (WeChatBusy, WeChatUnavailable):
+            raise Unavailable(
+                "WeChat is not answering; try again shortly.",
+                message_zh="微信服务暂时不可用，请稍后重试。",
+            ) from None
+        user_id = await self._codec.blind_index("openid", session.openid)
+        now = self._clock.now()
+        doc = await self._users.find_one_and_update(
+            {"_id": user_id},
+            {
+                "$set": {
+                    "session_key": await self._codec.seal_secret(
+                        "wechat_users", user_id, "session_key", session.session_key
+                    ),
+                    "last_login_at": now,
+                },
+                "$setOnInsert": {
+                    "openid": await self._codec.seal_secret(
+                        "wechat_users", user_id, "openid", session.openid
+                    ),
+                    "created_at": now,
+                },
+            },
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        identity = await self._identity(doc)
+        issued = await self._sessions.issue(identity)
+        await self._audit.record(
+            AuditContext(identity, ctx.request_id, ctx.remote_ip),
+            "mp.login",
+            resource="wechat_user",
+            resource_id=user_id,
+            subject_id=identity.subject_id,
+            details={"bound": identity.role is not None, "role": identity.role},
+        )
+        return MpLogin(issued.token, issued.expires_at, identity.role is not None, identity.role)
+
+    async def _identity(self, doc: dict[str, Any]) -> Identity:
+        """Who a WeChat user acts as now: its binding, re-read so a disabled account, a moved
+        file or a closed one is never acted for on an old snapshot."""
+        user_id = str(doc["_id"])
+        unbound = Identity(user_id=user_id, channel="mp", wechat_user_id=user_id)
+        binding = doc.get("binding")
+        if not binding:
+            return unbound
+        if binding["kind"] == "staff":
+            staff = await self._staff.lookup(binding["target_id"])
+            if staff is None or staff.get("disabled"):
+                return unbound
+            return Identity(
+                user_id=str(staff["_id"]),
+                role=staff["role"],
+                org_id=str(staff["org_id"]),
+                org_path=tuple(staff["org_path"]),
+                channel="mp",
+                wechat_user_id=user_id,
+            )
+        subject = await self._subjects.document(binding["target_id"])
+        if subject is None or subject.get("status") == SubjectStatus.SHREDDED:
+            return unbound
+        return Identity(
+            user_id=user_id,
+            role=binding["kind"],
+            org_id=str(subject["org_id"]),
+            org_path=tuple(subject["org_path"]),
+            channel="mp",
+            subject_id=str(subject["_id"]),
+            wechat_user_id=user_id,
+        )
+
+    async def bind(self, ctx: AuditContext, code: str) -> MpBinding:
+        """Redeem a binding code for the calling WeChat user. Attempts are limited per WeChat
+        user and per address; a new binding replaces the target's previous WeChat user."""
+        user_id = ctx.identity.wechat_user_id
+        if ctx.identity.channel != "mp" or user_id is None:
+            raise Forbidden("Binding is done from the mini-program.", code="mp_only")
+        await self._throttle.count_address_attempt(BIND, ctx.remote_ip or "")
+        try:
+            await self._throttle.check_account(BIND, user_id)
+        except Locked:
+            raise RateLimited(
+                "Too many wrong binding codes; try again later.",
+                retry_after=15 * 60,
+                message_zh="绑定码错误次数过多，请稍后再试。",
+            ) from None
+        issued = await self._bindings.redeem(code)
+        if issued is None:
+            await self._throttle.record_failure(BIND, user_id)
+            await self._audit.record(
+                ctx, "mp.bind", resource="wechat_user", resource_id=user_id, outcome="refused"
+            )
+            raise BadRequest(
+                "The binding code is invalid, expired or used.",
+                code="invalid_binding_code",
+                message_zh="绑定码无效或已过期，请向您的工作人员重新获取。",
+            )
+        kind, target_id = issued["purpose"], str(issued["target_id"])
+        binding = {"kind": kind, "target_id": target_id, "bound_at": self._clock.now()}
+        async with self._audit.change(
+            ctx,
+            "mp.bind",
+            resource="wechat_user",
+            resource_id=user_id,
+            subject_id=None if kind == "staff" else target_id,
+            details={"kind": kind},
+        ):
+            # Re-binding: whoever held this person's (or account's) binding loses it, with
+            # their sessions; a guardian binding does not displace the person's own.
+            async for previous in self._users.find(
+                {"binding.target_id": target_id, "binding.kind": kind}, {"_id": 1}
+            ):
+                if previous["_id"] == user_id:
+                    continue
+                await self._users.update_one({"_id": previous["_id"]}, {"$unset": {"binding": ""}})
+                await self._sessions.rebind(
+                    str(previous["_id"]),
+                    Identity(
+                        user_id=str(previous["_id"]),
+                        channel="mp",
+                        wechat_user_id=str(previous["_id"]),
+                    ),
+                )
+            doc = await self._users.find_one_and_update(
+                {"_id": user_id},
+                {"$set": {"binding": binding}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+                raise Forbidden("Sign in again first.", code="mp_only")
+            identity = await self._identity(doc)
+            await self._sessions.rebind(user_id, identity)
+        await self._throttle.clear_account(BIND, user_id)
+        return MpBinding(role=str(identity.role), subject_id=None if kind == "staff" else target_id)
+
+    async def issue_code(self, ctx: AuditContext, subject_id: str, purpose: str) -> IssuedCode:
+        """A worker issues the person (or their guardian) a single-use binding code."""
+        subject = await self._subjects.require(ctx, subject_id, "subjects.binding_code")
+        if subject.get("status") == SubjectStatus.SHREDDED:
+            raise Forbidden("This case file was erased.", code="shredded")
+        return await self._bindings.issue_for_subject(ctx, subject_id, purpose)
+
+    async def openid(self, wechat_user_id: str) -> str | None:
+        """The WeChat openid behind one of our users (for a subscribe message)."""
+        doc = await self._users.find_one({"_id": wechat_user_id}, {"openid": 1})
+        if doc is None:
+            return None
+        return str(await self._codec.open("wechat_users", wechat_user_id, "openid", doc["openid"]))
+
+    async def bound_users(self, subject_id: str, kind: str = str(MpRole.SUBJECT)) -> list[str]:
+        """The WeChat users bound to a person (as themselves, or as guardian)."""
+        return [
+            str(doc["_id"])
+            async for doc in self._users.find(
+                {"binding.target_id": subject_id, "binding.kind": kind}, {"_id": 1}
+            )
+        ]

@@ -1,0 +1,100 @@
+"""The database budget of a check-in, counted with PyMongo's command monitoring."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pymongo.monitoring import (
+    CommandFailedEvent,
+    CommandListener,
+    CommandStartedEvent,
+    CommandSucceededEvent,
+)
+
+from models.passwords import TEST_COST
+from models.store import DatabaseSettings, Store
+from server.app import assemble_api, open_vault
+from tests.conftest import serve_runtime
+from tests.mp_support import STATION_CENTRE, local
+
+BUDGET = 4
+
+
+class CommandLog(CommandListener):
+    """Every command the server process sends, in order (hello and heartbeats excluded)."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def started(self, event: CommandStartedEvent) -> None:
+        if event.command_name not in ("hello", "isMaster", "ismaster", "ping", "endSessions"):
+            target = event.command.get(event.command_name)
+            self.commands.append(f"{event.command_name} {target}")
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_check_in_costs_at_most_four_round_trips(supervised, config, clock):
+    log = CommandLog()
+    settings = DatabaseSettings(
+        uri=config.database_uri, name=config.db_name, production=False, event_listeners=(log,)
+    )
+    store = Store.connect(settings)
+    vault = await open_vault(dataclasses.replace(config), store, clock)
+    served = await serve_runtime(assemble_api(store, config, vault, clock, hash_cost=TEST_COST))
+    client = supervised.client
+    client.base_url = served.base_url
+    try:
+        clock.set(local(2026, 11, 2, 9, 0))
+        assert (await client.login("probationer")).status == 200
+        # The process's first check-in for this person unwraps keys and loads the rules.
+        first = await client.check_in(
+            lat=STATION_CENTRE.lat,
+            lng=STATION_CENTRE.lng,
+            coord_type="wgs84",
+            captured_at=clock.now(),
+        )
+        assert first.status == 201, first.body
+        # The next morning the mini-program opens (wx.login, then our login) and checks in.
+        clock.set(local(2026, 11, 3, 9, 0))
+        assert (await client.login("probationer")).status == 200
+        log.commands.clear()
+        second = await client.check_in(
+            lat=STATION_CENTRE.lat,
+            lng=STATION_CENTRE.lng,
+            coord_type="wgs84",
+            captured_at=clock.now(),
+        )
+        assert second.json["status"] == "on_time"
+        counted = list(log.commands)
+        assert len(counted) <= BUDGET, counted
+        assert [c.split()[0] for c in counted] == ["aggregate", "insert", "insert", "update"]
+        # A retry costs the read and the (idempotent) re-application only.
+        log.commands.clear()
+        retry_key = "budget-retry-1"
+        await client.check_in(
+            lat=STATION_CENTRE.lat,
+            lng=STATION_CENTRE.lng,
+            coord_type="wgs84",
+            captured_at=clock.now(),
+            key=retry_key,
+        )
+        log.commands.clear()
+        again = await client.check_in(
+            lat=STATION_CENTRE.lat,
+            lng=STATION_CENTRE.lng,
+            coord_type="wgs84",
+            captured_at=clock.now(),
+            key=retry_key,
+        )
+        assert again.status == 201
+        assert len(log.commands) <= 2, log.commands
+    finally:
+        served.server.stop()
+        await served.server.close_all_connections()
+        await served.runtime.services.close()
+        await store.close()
