@@ -24,6 +24,7 @@ from models.caseload import CaseloadService
 from models.checkins import CheckinService
 from models.clock import Clock
 from models.codec import IntegrityError, Shredded
+from models.consents import ConsentService
 from models.counseling import CounselingService
 from models.elocation import ElocationService
 from models.errors import (
@@ -148,6 +149,11 @@ class AppContext:
     mp_accounts: MpAccountService
     checkins: CheckinService
     uploads: UploadService
+    consents: ConsentService
+    # WeChat's message push (`/wechat/push`): the app it serves, its Token and EncodingAESKey.
+    wechat_appid: str = ""
+    push_token: str = ""
+    push_aes_key: str = ""
     in_flight: InFlight = field(default_factory=InFlight)
     max_body_bytes: int = 1 << 20
     # The OpenAPI document is generated from the route table once, lazily, by handlers.openapi.

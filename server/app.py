@@ -31,7 +31,12 @@ from handlers.base import AppContext, NotFoundHandler, log_request
 from handlers.openapi import build_openapi
 from miniprogram_api import auth as mp_auth
 from miniprogram_api import checkins as mp_checkins
+from miniprogram_api import consents as mp_consents
+from miniprogram_api import me as mp_me
+from miniprogram_api import push as wechat_push
+from miniprogram_api import requests as mp_requests
 from miniprogram_api import uploads as mp_uploads
+from miniprogram_api import worker as mp_worker
 from miniprogram_api.wechat import StableTokenSource, WeChatAdapter
 from models.alerts import AlertService
 from models.attachments import AttachmentService
@@ -42,6 +47,7 @@ from models.caseload import CaseloadService
 from models.checkins import CheckinService, FaceVerificationPort, LocalFaceVerifier
 from models.clock import Clock, SystemClock
 from models.codec import FieldCodec
+from models.consents import ConsentService
 from models.counseling import CounselingService
 from models.crypto import Suite
 from models.elocation import ElocationService
@@ -95,8 +101,13 @@ def all_routes() -> list[tuple[Any, ...]]:
         *alerts.routes,
         *checkins.routes,
         *mp_auth.routes,
+        *mp_me.routes,
         *mp_uploads.routes,
         *mp_checkins.routes,
+        *mp_requests.routes,
+        *mp_consents.routes,
+        *mp_worker.routes,
+        *wechat_push.routes,
     ]
 
 
@@ -129,6 +140,7 @@ def collection_specs() -> list[CollectionSpec]:
         *MpAccountService.collections,
         *UploadService.collections,
         *CheckinService.collections,
+        *ConsentService.collections,
     ]
 
 
@@ -271,6 +283,7 @@ class Services:
     mp_accounts: MpAccountService
     uploads: UploadService
     checkins: CheckinService
+    consents: ConsentService
 
     async def close(self) -> None:
         """Release what the services hold beyond the database (the WeChat client's threads)."""
@@ -394,6 +407,7 @@ def build_services(
     ):
         subjects_service.add_sealed_locations(service.sealed_fields)
     return Services(
+        consents=ConsentService(store, clock, audit),
         wechat=wechat,
         mp_accounts=mp_accounts,
         uploads=uploads,
@@ -462,6 +476,10 @@ def assemble_api(
         mp_accounts=services.mp_accounts,
         checkins=services.checkins,
         uploads=services.uploads,
+        consents=services.consents,
+        wechat_appid=services.wechat.appid,
+        push_token=config.wechat_push_token,
+        push_aes_key=config.wechat_push_aes_key,
         max_body_bytes=config.max_body_bytes,
     )
     return ApiRuntime(

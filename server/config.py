@@ -33,6 +33,16 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WECHAT_APPID", "", "mini-program AppID (production)"),
     Variable("WECHAT_SECRET", "", "mini-program AppSecret (production)"),
     Variable("WECHAT_API_BASE", "", "WeChat API base URL; unset: the local stand-in"),
+    Variable(
+        "WECHAT_PUSH_TOKEN",
+        "",
+        "Token of the message-push (消息推送) settings; unset: `/wechat/push` refuses everything",
+    ),
+    Variable(
+        "WECHAT_PUSH_AES_KEY",
+        "",
+        "EncodingAESKey of the push settings (safe mode); unset: plaintext mode",
+    ),
     Variable("ANBANG_MASTER_KEY_FILE", "var/keys/master.key", "master key file (0600)"),
     Variable(
         "ANBANG_CRYPTO_SUITE",
@@ -108,6 +118,8 @@ class Config:
     wechat_appid: str
     wechat_secret: str
     wechat_api_base: str
+    wechat_push_token: str
+    wechat_push_aes_key: str
     master_key_file: Path
     crypto_suite: str
     audit_export: Path
@@ -169,6 +181,8 @@ class Config:
             wechat_appid=environ.get("WECHAT_APPID", "").strip(),
             wechat_secret=environ.get("WECHAT_SECRET", "").strip(),
             wechat_api_base=environ.get("WECHAT_API_BASE", "").strip().rstrip("/"),
+            wechat_push_token=environ.get("WECHAT_PUSH_TOKEN", "").strip(),
+            wechat_push_aes_key=environ.get("WECHAT_PUSH_AES_KEY", "").strip(),
             master_key_file=_var_path(environ, "ANBANG_MASTER_KEY_FILE", var_dir),
             crypto_suite=suite,
             audit_export=_var_path(environ, "ANBANG_AUDIT_EXPORT", var_dir),
