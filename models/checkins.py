@@ -31,7 +31,7 @@ from models.elocation import ElocationService
 from models.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from models.geo import Area, Point, distance_m, gcj02_to_wgs84
 from models.leave import LeaveService
-from models.obligations import ObligationService, OccurrenceStatus
+from models.obligations import Evidence, ObligationService, OccurrenceStatus
 from models.orgs import OrgService
 from models.policy import Identity, Scope
 from models.policy import Policy as AccessPolicy
@@ -48,6 +48,8 @@ CHECKINS = CollectionSpec(
         IndexModel([("idem", ASCENDING)], unique=True),
         # Recent check-ins of a person (jumps, device changes, reused photos).
         IndexModel([("subject_id", ASCENDING), ("arrived_at", DESCENDING)]),
+        # The sweep's question before marking windows missed: any check-in stored for them?
+        IndexModel([("occurrence_id", ASCENDING)]),
         # The review queue of a station: flagged check-ins waiting, oldest first.
         IndexModel([("review_pending", ASCENDING), ("arrived_at", ASCENDING)], sparse=True),
     ),
@@ -223,6 +225,37 @@ class CheckinService:
         self._uploads = uploads
         self._face = face
         self._policy = policy
+
+    async def evidence_for(self, occurrence_ids: list[str]) -> dict[str, Evidence]:
+        """Check-ins stored for windows the sweep is about to mark missed (their request died
+        between storing the check-in and updating the window): the first that counts wins."""
+        found: dict[str, Evidence] = {}
+        cursor = self._checkins.find(
+            {
+                "occurrence_id": {"$in": occurrence_ids},
+                "answer.obligation_status": {"$ne": None},
+                # A check-in the station rejected meets nothing.
+                "status": {"$ne": str(CheckinStatus.REJECTED)},
+            },
+            {"occurrence_id": 1, "answer": 1, "review": 1},
+        ).sort("arrived_at", ASCENDING)
+        async for doc in cursor:
+            answer = doc["answer"]
+            accepted = (doc.get("review") or {}).get("state") == "accepted"
+            if accepted:
+                late = answer["status"] == CheckinStatus.LATE
+                evidence = Evidence(
+                    doc["_id"], OccurrenceStatus.LATE if late else OccurrenceStatus.DONE, False
+                )
+            else:
+                evidence = Evidence(
+                    doc["_id"],
+                    OccurrenceStatus(answer["obligation_status"]),
+                    answer["review"] is not None,
+                )
+            if doc["occurrence_id"] not in found or not evidence.needs_review:
+                found[doc["occurrence_id"]] = evidence
+        return found
 
     # --- recording -------------------------------------------------------------------------
 

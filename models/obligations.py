@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +143,19 @@ def _visible_status(status: str, start: dt.datetime, end: dt.datetime, now: dt.d
     return status
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """A stored record that meets (or holds for review) a window the sweep found unmet."""
+
+    record_id: str
+    status: OccurrenceStatus
+    needs_review: bool
+
+
+# Given windows about to be marked missed, the evidence stored for any of them.
+EvidenceSource = Callable[[list[str]], Awaitable[dict[str, Evidence]]]
+
+
 class ObligationService:
     collections = (OCCURRENCES,)
 
@@ -167,6 +180,7 @@ class ObligationService:
         self._subjects = subjects
         self._alerts = alerts
         self.horizon = horizon
+        self._evidence: list[EvidenceSource] = []
 
     def _today(self, now: dt.datetime | None = None) -> dt.date:
         return (now or self._clock.now()).astimezone(LOCAL_TZ).date()
@@ -302,12 +316,23 @@ class ObligationService:
 
     # --- closing windows ----------------------------------------------------------------------
 
+    def add_evidence_source(self, source: EvidenceSource) -> None:
+        """A service whose records meet windows (check-ins): asked before a window is marked
+        missed, so a record stored by a request that died before updating its window still
+        counts."""
+        self._evidence.append(source)
+
     async def close_windows(self, now: dt.datetime, batch: int = 1000) -> dict[str, int]:
         """Mark every window that ended unmet as missed, then alert whoever must act. A crash
         between the two is caught up by the next run: the mark carries `alert_pending`."""
         missed = 0
 
         async def mark(ids: list[str]) -> int:
+            for source in self._evidence:
+                for oid, evidence in (await source(ids)).items():
+                    await self.apply_checkin(
+                        oid, evidence.record_id, evidence.status, evidence.needs_review
+                    )
             result = await self._occurrences.update_many(
                 {"_id": {"$in": ids}, "status": str(OccurrenceStatus.SCHEDULED)},
                 {

@@ -433,3 +433,86 @@ async def test_the_raw_database_holds_no_plaintext_coordinates(supervised, clock
     for name in await store.database.list_collection_names():
         everything.extend([repr(d) async for d in store.database[name].find({})])
     assert not any(f"{point.lng:.4f}" in d for d in everything)
+
+
+async def test_a_stored_check_in_whose_window_update_was_lost_still_counts(
+    supervised, clock, store, services, fetch
+):
+    """The request died between storing the check-in and updating its window (the client
+    never retried): the sweep finds the check-in instead of marking the window missed."""
+    clock.set(local(2026, 11, 2, 10, 0))
+    answer = await check_in(supervised.client, clock)
+    window = answer.json["obligation_id"]
+    # What the lost update leaves behind: the window still scheduled.
+    await store.database["occurrences"].update_one(
+        {"_id": window}, {"$set": {"status": "scheduled"}, "$unset": {"checkin_id": ""}}
+    )
+    clock.set(local(2026, 11, 3, 0, 5))
+    await services.obligations.close_windows(clock.now())
+    (monday,) = await obligations_of(fetch, supervised, dt.date(2026, 11, 2))
+    assert monday["status"] == "done"
+    alerts = await store.database["alerts"].count_documents({"subject_id": supervised.subject_id})
+    assert alerts == 0
+
+
+async def test_approved_leave_widens_the_area_until_the_return(supervised, clock, fetch):
+    clock.set(local(2026, 11, 2, 9, 0))
+    officer = await supervised.officer_token()
+    filed = await fetch(
+        f"/api/v1/subjects/{supervised.subject_id}/leave-requests",
+        "POST",
+        json_body={
+            "start_date": "2026-11-03",
+            "end_date": "2026-11-05",
+            "destination": "杭州",
+            "reason": "探亲",
+        },
+        token=officer,
+    )
+    assert filed.status == 201, filed.body
+    decided = await fetch(
+        f"/api/v1/leave-requests/{filed.json['id']}/decision",
+        "POST",
+        json_body={"approve": True, "comment": "同意"},
+        token=officer,
+    )
+    assert decided.json["status"] == "approved", decided.body
+    hangzhou = Point(30.2741, 120.1551)  # about 300 km away
+    clock.set(local(2026, 11, 2, 20, 0))  # the day before the leave: still home's area
+    assert (await check_in(supervised.client, clock, hangzhou)).json["status"] == "outside_area"
+    clock.set(local(2026, 11, 4, 10, 0))
+    away = await check_in(supervised.client, clock, hangzhou)
+    assert away.json["status"] == "on_time", away.body
+
+
+async def test_an_e_location_order_with_an_area_replaces_the_stations(
+    supervised, clock, fetch, make_staff, tree
+):
+    clock.set(local(2026, 11, 2, 9, 0))
+    head = await make_staff(Role.COUNTY_OFFICER, tree.county, is_agency_head=True)
+    home = east_of(STATION_CENTRE, 1500)
+    ordered = await fetch(
+        f"/api/v1/subjects/{supervised.subject_id}/elocation-orders",
+        "POST",
+        json_body={
+            "ground": "left_without_approval",
+            "start_date": "2026-11-02",
+            "end_date": "2026-12-01",
+            "reason": "未经批准离开所居住的县",
+            "area": {"center": [home.lat, home.lng], "radius_m": 500},
+        },
+        token=await supervised.officer_token(),
+    )
+    assert ordered.status == 201, ordered.body
+    approved = await fetch(
+        f"/api/v1/elocation-orders/{ordered.json['id']}/decision",
+        "POST",
+        json_body={"approve": True},
+        token=await make_staff.token_for(head),
+    )
+    assert approved.status == 200, approved.body
+    clock.set(local(2026, 11, 2, 10, 0))
+    # Inside the station's 3 km, but outside the order's 500 m around home.
+    assert (await check_in(supervised.client, clock)).json["status"] == "outside_area"
+    at_home = await check_in(supervised.client, clock, east_of(STATION_CENTRE, 1600))
+    assert at_home.json["status"] == "on_time"
