@@ -17,6 +17,7 @@ from pydantic import BaseModel, RootModel, ValidationError
 
 from handlers.messages import message_for, validation_message
 from models.alerts import AlertService
+from models.assistance import AssistanceService
 from models.audit import AuditContext, AuditService
 from models.auth import AuthService
 from models.bindings import BindingCodeService
@@ -25,6 +26,7 @@ from models.checkins import CheckinService
 from models.clock import Clock
 from models.codec import IntegrityError, Shredded
 from models.consents import ConsentService
+from models.content_check import ContentCheckService
 from models.counseling import CounselingService
 from models.elocation import ElocationService
 from models.errors import (
@@ -41,9 +43,11 @@ from models.errors import (
     UnsupportedMedia,
 )
 from models.health import ReadinessService
+from models.idempotency import IdempotencyService
 from models.investigations import InvestigationService
 from models.leave import LeaveService
 from models.mp_accounts import MpAccountService
+from models.notifications import NotificationService
 from models.obligations import ObligationService
 from models.orgs import OrgService
 from models.policy import ANONYMOUS, PUBLIC, RESTRICTION_ALLOWS, SELF, Identity, Policy
@@ -55,6 +59,7 @@ from models.store import as_unavailable
 from models.subjects import SubjectService
 from models.transfers import TransferService
 from models.uploads import UploadService
+from models.wechat_push import WeChatPushService
 
 log = logging.getLogger("anbang.http")
 access_log = logging.getLogger("anbang.access")
@@ -150,6 +155,11 @@ class AppContext:
     checkins: CheckinService
     uploads: UploadService
     consents: ConsentService
+    wechat_push: WeChatPushService
+    idempotency: IdempotencyService
+    notifications: NotificationService
+    assistance: AssistanceService
+    content_check: ContentCheckService
     # WeChat's message push (`/wechat/push`): the app it serves, its Token and EncodingAESKey.
     wechat_appid: str = ""
     push_token: str = ""

@@ -40,7 +40,9 @@ class MeOut(BaseModel):
     role: str | None
     bound: bool
     subject_id: str | None = None
-    org_id: str | None = None
+    # A person or guardian: the file's name and station; nothing else leaves the file here.
+    name: str | None = None
+    station: str | None = None
 
 
 class LoginHandler(MpHandler):
@@ -85,17 +87,21 @@ class BindHandler(MpHandler):
 class MeHandler(MpHandler):
     access = SELF
 
-    @endpoint("Who this session acts as", response=MeOut, errors=(401,), tags=("mini-program",))
+    @endpoint(
+        "Who this session acts as, with the person's own minimal profile",
+        response=MeOut,
+        errors=(401,),
+        tags=("mini-program",),
+    )
     async def get(self) -> None:
         identity = self.identity
-        self.respond(
-            MeOut(
-                role=identity.role,
-                bound=identity.role is not None,
-                subject_id=identity.subject_id,
-                org_id=identity.org_id if identity.subject_id is None else None,
-            )
-        )
+        me = MeOut(role=identity.role, bound=identity.role is not None)
+        if identity.subject_id is not None:
+            profile = await self.ctx.subjects.own_profile(self.audit_context)
+            me.subject_id = identity.subject_id
+            me.name = profile["name"]
+            me.station = profile["station"]
+        self.respond(me)
 
 
 routes = [

@@ -1,10 +1,19 @@
-"""The mini-program's base handler: WeChat sessions only, errors in Chinese."""
+"""The mini-program's base handler: WeChat sessions only, errors in Chinese, and every write
+idempotent under the client's `Idempotency-Key`."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 from handlers.base import BaseHandler
+from models.idempotency import fingerprint
+
+Produced = tuple[BaseModel | Mapping[str, Any], int]
 
 
 class MpHandler(BaseHandler):
@@ -16,3 +25,60 @@ class MpHandler(BaseHandler):
     def idempotency_key(self) -> str:
         """The `Idempotency-Key` header as sent (the service checks its form)."""
         return self.request.headers.get("Idempotency-Key", "").strip()
+
+    _capturing = False
+    _captured: Produced | None = None
+
+    def respond(self, payload: BaseModel | Mapping[str, Any] | None, status: int = 200) -> None:
+        if self._capturing:
+            # A staff handler's method run for the mini-program: its answer goes through
+            # `respond_once`, which keeps it for retries.
+            self._captured = (payload or {}, status)
+            return
+        super().respond(payload, status)
+
+    async def respond_captured(self, method: Callable[..., Awaitable[None]], *args: str) -> None:
+        """Run a staff handler's method (the same parsing, policy and service call) and
+        answer it idempotently."""
+
+        async def produce() -> Produced:
+            self._capturing = True
+            try:
+                await method(*args)
+            finally:
+                self._capturing = False
+            assert self._captured is not None
+            return self._captured
+
+        await self.respond_once(produce)
+
+    async def respond_once(self, produce: Callable[[], Awaitable[Produced]]) -> None:
+        """Answer a write; with an `Idempotency-Key`, a retry gets the first answer back and
+        another request under the same key a 409."""
+        key = self.idempotency_key()
+        if not key:
+            payload, status = await produce()
+            self.respond(payload, status)
+            return
+        owner = str(self.identity.wechat_user_id or self.identity.user_id)
+        request_print = fingerprint(self.request.method or "", self.request.path, self.raw_body())
+        idempotency = self.ctx.idempotency
+        stored = await idempotency.begin(owner, key, request_print)
+        if stored is not None:
+            self.set_status(stored.status)
+            self.finish(stored.body)
+            return
+        try:
+            payload, status = await produce()
+        except BaseException:
+            # Refused or failed: the key is free again for a corrected or later attempt.
+            with contextlib.suppress(Exception):
+                await idempotency.release(owner, key)
+            raise
+        if isinstance(payload, BaseModel):
+            body = payload.model_dump_json(by_alias=True).encode("utf-8")
+        else:
+            body = json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8")
+        await idempotency.finish(owner, key, status, body)
+        self.set_status(status)
+        self.finish(body)

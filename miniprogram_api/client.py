@@ -50,12 +50,15 @@ class MiniProgramClient:
         http: AsyncHTTPClient | None = None,
         device_id: str | None = None,
         timeout: float = 30.0,
+        keep_history: bool = False,
     ):
         self.base_url = base_url.rstrip("/")
         self.http = http or AsyncHTTPClient()
         self.token: str | None = None
         self.device_id = device_id or uuid.uuid4().hex
         self.timeout = timeout
+        # Every answer, when asked for (tests check none reveals what it must not).
+        self.history: list[MpAnswer] | None = [] if keep_history else None
 
     async def call(
         self,
@@ -85,7 +88,10 @@ class MiniProgramClient:
         if response.code == 599 and response.error is not None:
             # No answer at all (connection refused or cut): the caller decides to retry.
             raise ConnectionError(type(response.error).__name__)
-        return MpAnswer(response.code, response.body or b"", dict(response.headers))
+        answer = MpAnswer(response.code, response.body or b"", dict(response.headers))
+        if self.history is not None:
+            self.history.append(answer)
+        return answer
 
     async def login(self, label: str) -> MpAnswer:
         """`wx.login` then our login: the stand-in turns `dev:<label>` into a stable openid."""

@@ -1,7 +1,70 @@
-"""placeholder"""
+"""`POST /mp/v1/consents`: the privacy notice a person accepted, and the subscribe-message
+templates they allowed in `wx.requestSubscribeMessage`."""
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-routes: list[tuple[Any, ...]] = []
+from handlers.base import endpoint
+from miniprogram_api.base import MpHandler
+from models.policy import SELF
+
+
+class ConsentBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    template_ids: list[str] | None = Field(default=None, min_length=1, max_length=20)
+    # Where the account's category allows long-term subscriptions (长期订阅).
+    long_term: bool = False
+    privacy_notice_version: str | None = Field(default=None, min_length=1, max_length=40)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ConsentBody:
+        if (self.template_ids is None) == (self.privacy_notice_version is None):
+            raise ValueError("give either `template_ids` or `privacy_notice_version`")
+        return self
+
+
+class ConsentOut(BaseModel):
+    privacy_notice_version: str | None
+    one_time: dict[str, int]
+    long_term: list[str]
+
+
+class ConsentsHandler(MpHandler):
+    access = SELF
+
+    @endpoint(
+        "Record subscribe-message acceptances (one message each, or long-term) or the "
+        "privacy-notice version accepted",
+        body=ConsentBody,
+        response=ConsentOut,
+        errors=(401, 422),
+        tags=("mini-program",),
+    )
+    async def post(self) -> None:
+        body = self.parse(ConsentBody)
+        user_id = str(self.identity.wechat_user_id)
+
+        async def produce() -> tuple[ConsentOut, int]:
+            consents = self.ctx.consents
+            if body.privacy_notice_version is not None:
+                await consents.accept_privacy_notice(
+                    self.audit_context, user_id, body.privacy_notice_version
+                )
+            else:
+                await consents.accept_templates(
+                    self.audit_context, user_id, body.template_ids or [], long_term=body.long_term
+                )
+            state = await consents.state(user_id)
+            out = ConsentOut(
+                privacy_notice_version=state.privacy_notice_version,
+                one_time=state.one_time,
+                long_term=state.long_term,
+            )
+            return out, 200
+
+        await self.respond_once(produce)
+
+
+routes = [(r"/mp/v1/consents", ConsentsHandler)]

@@ -1,7 +1,109 @@
-"""placeholder"""
+"""What a person (or guardian) reads in the mini-program: their profile, tasks and messages."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-routes: list[tuple[Any, ...]] = []
+from pydantic import BaseModel
+
+from handlers.base import RequestError, endpoint
+from miniprogram_api.base import MpHandler
+from models.clock import LOCAL_TZ
+
+
+class TaskOut(BaseModel):
+    id: str | None
+    kind: str
+    window_start: dt.datetime
+    window_end: dt.datetime
+    status: str
+    projected: bool
+    required_hours: int | None = None
+
+
+class TasksOut(BaseModel):
+    items: list[TaskOut]
+
+
+class MessageOut(BaseModel):
+    id: str
+    title: str
+    body: str
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> MessageOut:
+        return cls(
+            id=str(doc["_id"]), title=doc["title"], body=doc["body"], created_at=doc["created_at"]
+        )
+
+
+class MessagesOut(BaseModel):
+    items: list[MessageOut]
+
+
+MAX_TASK_DAYS = 62
+
+
+def _day(handler: MpHandler, name: str, default: dt.date) -> dt.date:
+    raw = handler.get_query_argument(name, None)
+    if raw is None:
+        return default
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise RequestError(
+            422,
+            "validation_failed",
+            "Invalid query.",
+            [{"field": name, "message": "应为日期（YYYY-MM-DD）"}],
+        ) from None
+
+
+class TasksHandler(MpHandler):
+    access = "mp.self"
+
+    @endpoint(
+        "Own obligations (a guardian: the patient's) with windows and status, "
+        "`?from=&to=` (default: today and the next 7 days, at most 62 days)",
+        response=TasksOut,
+        errors=(401, 403, 422),
+        tags=("mini-program",),
+    )
+    async def get(self) -> None:
+        today = self.ctx.clock.now().astimezone(LOCAL_TZ).date()
+        start = _day(self, "from", today)
+        end = _day(self, "to", start + dt.timedelta(days=7))
+        if (end - start).days > MAX_TASK_DAYS:
+            raise RequestError(
+                422,
+                "validation_failed",
+                "Ask for at most 62 days.",
+                [{"field": "to", "message": f"最多查询{MAX_TASK_DAYS}天"}],
+            )
+        views = await self.ctx.obligations.for_subject(
+            self.audit_context,
+            str(self.identity.subject_id),
+            start=start,
+            end=end,
+            status=None,
+            kind=None,
+        )
+        self.respond(TasksOut(items=[TaskOut.model_validate(v.__dict__) for v in views]))
+
+
+class MessagesHandler(MpHandler):
+    access = "mp.self"
+
+    @endpoint("Notifications for the caller", response=MessagesOut, tags=("mini-program",))
+    async def get(self) -> None:
+        recipient = f"subject:{self.identity.subject_id}"
+        docs = await self.ctx.notifications.for_recipient(recipient, limit=100)
+        self.respond(MessagesOut(items=[MessageOut.of(d) for d in docs]))
+
+
+routes = [
+    (r"/mp/v1/me/tasks", TasksHandler),
+    (r"/mp/v1/messages", MessagesHandler),
+]

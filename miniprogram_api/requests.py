@@ -1,7 +1,152 @@
-"""placeholder"""
+"""What a person asks for from the mini-program: leave (外出请假) and its return (销假), and
+阳光之家 assistance."""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Literal
 
-routes: list[tuple[Any, ...]] = []
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers.base import endpoint
+from miniprogram_api.base import MpHandler
+from miniprogram_api.checkins import LocationBody
+from models.leave import LeaveView
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LeaveBody(Strict):
+    start_date: dt.date
+    end_date: dt.date
+    destination: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class LeaveOut(BaseModel):
+    id: str
+    status: str
+    start_date: str
+    end_date: str
+    days: int
+    next_level: str | None
+    returned_on: str | None = None
+    return_late: bool | None = None
+
+
+class ReturnBody(Strict):
+    location: LocationBody | None = None
+
+
+class AssistanceBody(Strict):
+    needs: list[Literal["housing", "food", "job", "training", "legal", "benefits"]] = Field(
+        min_length=1, max_length=6
+    )
+    note: str = Field(default="", max_length=1000)
+
+
+class AssistanceOut(BaseModel):
+    id: str
+    status: str
+    needs: list[str]
+
+
+def _leave_out(view: LeaveView) -> LeaveOut:
+    return LeaveOut(
+        id=view.id,
+        status=view.status,
+        start_date=view.start_date,
+        end_date=view.end_date,
+        days=view.days,
+        next_level=view.next_level,
+        returned_on=view.returned_on,
+        return_late=view.return_late,
+    )
+
+
+class LeaveRequestsHandler(MpHandler):
+    access = "mp.self"
+
+    @endpoint(
+        "Ask for leave; the station (and, past its authority, the county) decides",
+        body=LeaveBody,
+        response=LeaveOut,
+        status=201,
+        errors=(401, 403, 409, 422),
+        tags=("mini-program",),
+    )
+    async def post(self) -> None:
+        body = self.parse(LeaveBody)
+
+        async def produce() -> tuple[LeaveOut, int]:
+            ctx = self.audit_context
+            await self.ctx.content_check.check(
+                ctx, {"destination": body.destination, "reason": body.reason}
+            )
+            view = await self.ctx.leave.request_for_self(
+                ctx,
+                start=body.start_date,
+                end=body.end_date,
+                destination=body.destination,
+                reason=body.reason,
+            )
+            return _leave_out(view), 201
+
+        await self.respond_once(produce)
+
+
+class LeaveReturnHandler(MpHandler):
+    access = "mp.self"
+
+    @endpoint(
+        "Report back from leave (销假), optionally with the current location",
+        body=ReturnBody,
+        response=LeaveOut,
+        errors=(401, 403, 404, 409, 422),
+        tags=("mini-program",),
+    )
+    async def post(self, leave_id: str) -> None:
+        body = self.parse(ReturnBody) if self.raw_body().strip() else ReturnBody()
+
+        async def produce() -> tuple[LeaveOut, int]:
+            location = body.location.model_dump() if body.location else None
+            view = await self.ctx.leave.return_from_subject(self.audit_context, leave_id, location)
+            return _leave_out(view), 200
+
+        await self.respond_once(produce)
+
+
+class AssistanceRequestsHandler(MpHandler):
+    access = "mp.self"
+
+    @endpoint(
+        "Ask for help (housing, food, a job, training, legal aid, benefits)",
+        body=AssistanceBody,
+        response=AssistanceOut,
+        status=201,
+        errors=(401, 403, 422),
+        tags=("mini-program",),
+    )
+    async def post(self) -> None:
+        body = self.parse(AssistanceBody)
+
+        async def produce() -> tuple[AssistanceOut, int]:
+            ctx = self.audit_context
+            await self.ctx.content_check.check(ctx, {"note": body.note})
+            view = await self.ctx.assistance.request_from_subject(ctx, list(body.needs), body.note)
+            return AssistanceOut(id=view.id, status=view.status, needs=view.needs), 201
+
+        await self.respond_once(produce)
+
+
+def _id(name: str) -> str:
+    return f"(?P<{name}>[^/]+)"
+
+
+routes = [
+    (r"/mp/v1/leave-requests", LeaveRequestsHandler),
+    (rf"/mp/v1/leave-requests/{_id('leave_id')}/return", LeaveReturnHandler),
+    (r"/mp/v1/assistance-requests", AssistanceRequestsHandler),
+]

@@ -1,7 +1,133 @@
-"""placeholder"""
+"""A worker's day from WeChat: today's caseload, alerts, visits and talks, results (drug tests,
+mental-health follow-ups), messages, and the decisions within the worker's authority.
+
+Each endpoint is the staff API's own handler (the same policy, scope and service call) served
+to a staff member's WeChat session; writes are idempotent under `Idempotency-Key`."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
-routes: list[tuple[Any, ...]] = []
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from handlers.alerts import AlertAckHandler, AlertsHandler
+from handlers.base import endpoint
+from handlers.caseload import CaseloadHandler, Location, VisitOut
+from handlers.checkins import ReviewHandler
+from handlers.leave import LeaveDecisionHandler, LeaveRequestsHandler
+from handlers.obligations import ResultHandler
+from miniprogram_api.base import MpHandler
+from miniprogram_api.me import MessageOut, MessagesOut
+
+
+def same_contract(staff_method: Callable[..., Awaitable[None]]) -> Any:
+    """Give a mini-program wrapper the OpenAPI description of the staff method it serves."""
+
+    def mark(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        method.__endpoint__ = staff_method.__endpoint__  # type: ignore[attr-defined]
+        return method
+
+    return mark
+
+
+class WorkerCaseloadHandler(MpHandler, CaseloadHandler):
+    """Today's due and overdue items (`?due=today|overdue`)."""
+
+
+class WorkerAlertsHandler(MpHandler, AlertsHandler):
+    """Alerts in scope (`?status=open&mine=1`)."""
+
+
+class WorkerAlertAckHandler(MpHandler, AlertAckHandler):
+    @same_contract(AlertAckHandler.post)
+    async def post(self, alert_id: str) -> None:
+        await self.respond_captured(super().post, alert_id)
+
+
+class WorkerResultHandler(MpHandler, ResultHandler):
+    """A drug test's outcome, a follow-up done."""
+
+    @same_contract(ResultHandler.post)
+    async def post(self, occurrence_id: str) -> None:
+        await self.respond_captured(super().post, occurrence_id)
+
+
+class WorkerLeaveRequestsHandler(MpHandler, LeaveRequestsHandler):
+    """Leave requests waiting in scope."""
+
+
+class WorkerLeaveDecisionHandler(MpHandler, LeaveDecisionHandler):
+    @same_contract(LeaveDecisionHandler.post)
+    async def post(self, leave_id: str) -> None:
+        await self.respond_captured(super().post, leave_id)
+
+
+class WorkerReviewHandler(MpHandler, ReviewHandler):
+    @same_contract(ReviewHandler.post)
+    async def post(self, checkin_id: str) -> None:
+        await self.respond_captured(super().post, checkin_id)
+
+
+class WorkerVisitBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject_id: str = Field(min_length=1, max_length=64)
+    kind: Literal["visit", "talk", "followup"]
+    note: str = Field(min_length=1, max_length=5000)
+    location: Location | None = None
+    at: AwareDatetime | None = None
+
+
+class WorkerVisitsHandler(MpHandler):
+    access = "visits.record"
+
+    @endpoint(
+        "Record a visit or talk (走访, 谈话) from WeChat; meets the open contact or follow-up",
+        body=WorkerVisitBody,
+        response=VisitOut,
+        status=201,
+        errors=(401, 403, 404, 422),
+        tags=("mini-program",),
+    )
+    async def post(self) -> None:
+        body = self.parse(WorkerVisitBody)
+
+        async def produce() -> tuple[VisitOut, int]:
+            visit = await self.ctx.caseload.record_visit(
+                self.audit_context,
+                body.subject_id,
+                kind=body.kind,
+                note=body.note,
+                location=body.location.model_dump() if body.location else None,
+                at=body.at,
+            )
+            return VisitOut(**visit), 201
+
+        await self.respond_once(produce)
+
+
+class WorkerMessagesHandler(MpHandler):
+    access = "caseload.read"
+
+    @endpoint("Notifications for the worker", response=MessagesOut, tags=("mini-program",))
+    async def get(self) -> None:
+        docs = await self.ctx.notifications.for_recipient(f"staff:{self.identity.user_id}")
+        self.respond(MessagesOut(items=[MessageOut.of(d) for d in docs]))
+
+
+def _id(name: str) -> str:
+    return f"(?P<{name}>[^/]+)"
+
+
+routes = [
+    (r"/mp/v1/worker/caseload", WorkerCaseloadHandler),
+    (r"/mp/v1/worker/alerts", WorkerAlertsHandler),
+    (rf"/mp/v1/worker/alerts/{_id('alert_id')}/ack", WorkerAlertAckHandler),
+    (r"/mp/v1/worker/visits", WorkerVisitsHandler),
+    (rf"/mp/v1/worker/obligations/{_id('occurrence_id')}/result", WorkerResultHandler),
+    (r"/mp/v1/worker/leave-requests", WorkerLeaveRequestsHandler),
+    (rf"/mp/v1/worker/leave-requests/{_id('leave_id')}/decision", WorkerLeaveDecisionHandler),
+    (rf"/mp/v1/worker/checkins/{_id('checkin_id')}/review", WorkerReviewHandler),
+    (r"/mp/v1/worker/messages", WorkerMessagesHandler),
+]

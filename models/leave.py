@@ -188,6 +188,18 @@ class LeaveService:
             ctx, subject, start, end, destination, reason, LeaveChannel.MINIPROGRAM
         )
 
+    async def request_for_self(
+        self, ctx: AuditContext, *, start: dt.date, end: dt.date, destination: str, reason: str
+    ) -> LeaveView:
+        """The calling person's own request, from the mini-program."""
+        subject_id = ctx.identity.subject_id
+        subject = await self._subjects.document(subject_id) if subject_id else None
+        if subject is None:
+            raise NotFound("No such case file.", message_zh="未找到您的档案。")
+        return await self.request_from_subject(
+            ctx, subject, start=start, end=end, destination=destination, reason=reason
+        )
+
     async def _file(
         self,
         ctx: AuditContext,
@@ -200,17 +212,28 @@ class LeaveService:
     ) -> LeaveView:
         subject_id = str(subject["_id"])
         if end < start:
-            raise InvalidInput("The leave ends before it starts.", details=[{"field": "end_date"}])
+            raise InvalidInput(
+                "The leave ends before it starts.",
+                details=[{"field": "end_date"}],
+                message_zh="结束日期早于开始日期。",
+            )
         destination, reason = " ".join(destination.split()), " ".join(reason.split())
         if not destination:
-            raise InvalidInput("Name the destination.", details=[{"field": "destination"}])
+            raise InvalidInput(
+                "Name the destination.",
+                details=[{"field": "destination"}],
+                message_zh="请填写目的地。",
+            )
         if not reason:
-            raise InvalidInput("State the reason.", details=[{"field": "reason"}])
+            raise InvalidInput(
+                "State the reason.", details=[{"field": "reason"}], message_zh="请填写请假事由。"
+            )
         # 外出请假 is a corrections rule (社区矫正法 Art. 27): other people are free to travel.
         if await self._programs.open_program(subject_id, ProgramType.COMMUNITY_CORRECTIONS) is None:
             raise Conflict(
                 "Only a person under community corrections asks for leave.",
                 code="not_under_corrections",
+                message_zh="您无需办理外出请假。",
             )
         others = [
             doc
@@ -229,6 +252,7 @@ class LeaveService:
         if clash is not None:
             raise InvalidInput(
                 "The dates overlap another leave that is granted or pending.",
+                message_zh="所选日期与已有的请假重叠。",
                 details=[
                     {"field": "start_date", "type": "overlap", "id": str(clash["_id"])},
                 ],
@@ -382,15 +406,45 @@ class LeaveService:
         """销假: the person is back. Once, on granted leave, not before it began; a return
         after the last day of leave is marked late."""
         doc = await self._load(ctx, leave_id, "leave.return")
+        return await self._record_return(ctx, doc, on, {})
+
+    async def return_from_subject(
+        self, ctx: AuditContext, leave_id: str, location: Mapping[str, Any] | None
+    ) -> LeaveView:
+        """The person reports back from the mini-program (销假), today, optionally with where
+        they are; their own request only."""
+        doc = await self._leave.find_one({"_id": parse_id(leave_id, "leave request")})
+        if doc is None or doc["subject_id"] != ctx.identity.subject_id:
+            raise NotFound("No such leave request.", message_zh="未找到该请假记录。")
+        extra: dict[str, Any] = {"returned_via": "miniprogram"}
+        if location is not None:
+            subject = await self._subjects.document(doc["subject_id"])
+            extra["return_location"] = await self._codec.seal(
+                doc["subject_id"],
+                subject.get("dek_id") if subject else None,
+                "leave_requests",
+                str(doc["_id"]),
+                "return_location",
+                dict(location),
+            )
+        return await self._record_return(ctx, doc, self.today(), extra)
+
+    async def _record_return(
+        self, ctx: AuditContext, doc: dict[str, Any], on: dt.date, extra: dict[str, Any]
+    ) -> LeaveView:
+        leave_id = str(doc["_id"])
         if doc["status"] != ApprovalStatus.APPROVED or doc.get("returned_on"):
             raise Conflict(
                 "Only granted leave not yet closed can be closed with a return.",
                 code="invalid_transition",
                 details={"status": "returned" if doc.get("returned_on") else doc["status"]},
+                message_zh="该请假尚未批准或已销假。",
             )
         if on < _date(doc["start_date"]):
             raise InvalidInput(
-                "The return comes before the leave began.", details=[{"field": "date"}]
+                "The return comes before the leave began.",
+                details=[{"field": "date"}],
+                message_zh="请假尚未开始，无需销假。",
             )
         if on > self.today():
             raise InvalidInput("The return date is in the future.", details=[{"field": "date"}])
@@ -401,7 +455,7 @@ class LeaveService:
             resource="leave_request",
             resource_id=leave_id,
             subject_id=doc["subject_id"],
-            details={"late": late},
+            details={"late": late, **({"via": extra["returned_via"]} if extra else {})},
         ):
             updated = await self._leave.find_one_and_update(
                 {"_id": doc["_id"], "returned_on": None},
@@ -411,6 +465,7 @@ class LeaveService:
                         "return_late": late,
                         "returned_recorded_by": ctx.identity.user_id,
                         "updated_at": self._clock.now(),
+                        **extra,
                     },
                     "$inc": {"version": 1},
                 },

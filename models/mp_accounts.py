@@ -99,7 +99,7 @@ class MpAccountService:
                 "WeChat is not answering; try again shortly.",
                 message_zh="微信服务暂时不可用，请稍后重试。",
             ) from None
-        user_id = await self._codec.blind_index("openid", session.openid)
+        user_id = await self.user_id_for(session.openid)
         now = self._clock.now()
         doc = await self._users.find_one_and_update(
             {"_id": user_id},
@@ -236,6 +236,10 @@ class MpAccountService:
             raise Forbidden("This case file was erased.", code="shredded")
         return await self._bindings.issue_for_subject(ctx, subject_id, purpose)
 
+    async def user_id_for(self, openid: str) -> str:
+        """Our user id for a WeChat openid (a keyed hash: the openid itself is kept sealed)."""
+        return await self._codec.blind_index("openid", openid)
+
     async def openid(self, wechat_user_id: str) -> str | None:
         """The WeChat openid behind one of our users (for a subscribe message)."""
         doc = await self._users.find_one({"_id": wechat_user_id}, {"openid": 1})
@@ -243,11 +247,13 @@ class MpAccountService:
             return None
         return str(await self._codec.open("wechat_users", wechat_user_id, "openid", doc["openid"]))
 
-    async def bound_users(self, subject_id: str, kind: str = str(MpRole.SUBJECT)) -> list[str]:
-        """The WeChat users bound to a person (as themselves, or as guardian)."""
+    async def users_for(self, recipient: str) -> list[str]:
+        """The WeChat users a message to `subject:<id>` (the person and any guardian) or
+        `staff:<id>` reaches."""
+        kind, _, target = recipient.partition(":")
+        kinds = [str(MpRole.SUBJECT), str(MpRole.GUARDIAN)] if kind == "subject" else ["staff"]
         return [
             str(doc["_id"])
-            async for doc in self._users.find(
-                {"binding.target_id": subject_id, "binding.kind": kind}, {"_id": 1}
-            )
+            async for doc in self._users.find({"binding.target_id": target}, {"binding": 1})
+            if doc["binding"]["kind"] in kinds
         ]

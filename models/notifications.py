@@ -60,6 +60,57 @@ class LocalNotifier:
         return True
 
 
+DELIVERIES = CollectionSpec(
+    "deliveries",
+    (
+        # Per-user rate limits look at one user's recent sends.
+        IndexModel([("user_id", ASCENDING), ("at", DESCENDING)]),
+        IndexModel([("recipient", ASCENDING), ("at", DESCENDING)]),
+    ),
+)
+
+
+class DeliveryLog:
+    """Every attempt to push a message outside the app (WeChat, SMS) and how it ended; no
+    message text, no openid, no phone number."""
+
+    collections = (DELIVERIES,)
+
+    def __init__(self, store: Store, clock: Clock):
+        self._deliveries = store.collection(DELIVERIES)
+        self._clock = clock
+
+    async def record(
+        self,
+        recipient: str,
+        user_id: str | None,
+        channel: str,
+        template: str | None,
+        outcome: str,
+        detail: str | None = None,
+    ) -> None:
+        await self._deliveries.insert_one(
+            {
+                "recipient": recipient,
+                "user_id": user_id,
+                "channel": channel,
+                "template": template,
+                "outcome": outcome,
+                "detail": detail,
+                "at": self._clock.now(),
+            }
+        )
+
+    async def sent_since(self, user_id: str, since: dt.datetime) -> int:
+        return await self._deliveries.count_documents(
+            {"user_id": user_id, "outcome": "sent", "at": {"$gte": since}}
+        )
+
+    async def for_recipient(self, recipient: str, limit: int = 100) -> list[dict[str, Any]]:
+        cursor = self._deliveries.find({"recipient": recipient}).sort("at", DESCENDING)
+        return [doc async for doc in cursor.limit(limit)]
+
+
 class NotificationService:
     collections = (MESSAGES,)
 

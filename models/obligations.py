@@ -671,7 +671,13 @@ class ObligationService:
                 recipient,
                 title,
                 body,
-                data={"occurrence_id": occurrence["_id"], "kind": occurrence["kind"]},
+                data={
+                    "occurrence_id": occurrence["_id"],
+                    "kind": occurrence["kind"],
+                    "template": "reminder",
+                    "window_start": occurrence["window_start"].isoformat(),
+                    "window_end": occurrence["window_end"].isoformat(),
+                },
                 dedupe_key=f"reminder:{occurrence['_id']}",
             ):
                 sent += 1
@@ -703,7 +709,12 @@ class ObligationService:
             )
         if kind is not None and kind not in KINDS:
             raise InvalidInput("Unknown kind.", details=[{"field": "kind"}])
-        await self._subjects.require(ctx, subject_id, "obligations.read")
+        if ctx.identity.channel == "mp" and ctx.identity.subject_id is not None:
+            # A person (or guardian) reads their own file's tasks: no staff scope applies.
+            if subject_id != ctx.identity.subject_id:
+                raise NotFound("No such case file.")
+        else:
+            await self._subjects.require(ctx, subject_id, "obligations.read")
         now = self._clock.now()
         range_start, range_end = _local_midnight(start), _local_midnight(end + dt.timedelta(days=1))
         stored: dict[str, dict[str, Any]] = {}

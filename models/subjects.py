@@ -264,6 +264,38 @@ class SubjectService:
         query = {**scope, "status": {"$ne": SubjectStatus.SHREDDED}}
         return [str(d["_id"]) async for d in self._subjects.find(query, {"_id": 1}).limit(limit)]
 
+    async def phone_for_notice(self, subject_id: str) -> str | None:
+        """The person's phone, for an urgent notice by SMS (the delivery log records it)."""
+        doc = await self.document(subject_id)
+        if doc is None or doc.get("status") == SubjectStatus.SHREDDED:
+            return None
+        sealed = (doc.get("enc") or {}).get("phone")
+        if sealed is None:
+            return None
+        return str(await self._codec.open("subjects", subject_id, "phone", sealed))
+
+    async def own_profile(self, ctx: AuditContext) -> dict[str, Any]:
+        """What a person (or their guardian) sees of the file in the mini-program: the name
+        and where it is kept, nothing more."""
+        subject_id = ctx.identity.subject_id
+        doc = await self.document(subject_id) if subject_id else None
+        if doc is None or doc.get("status") == SubjectStatus.SHREDDED:
+            raise NotFound("No such case file.", message_zh="未找到您的档案。")
+        name = await self._codec.open("subjects", str(doc["_id"]), "name", doc["enc"]["name"])
+        station = await self._orgs.get(str(doc["org_id"]))
+        await self._audit.record(
+            ctx,
+            "subjects.read.self",
+            resource="subject",
+            resource_id=str(doc["_id"]),
+            subject_id=str(doc["_id"]),
+        )
+        return {
+            "name": str(name),
+            "station": station.name,
+            "populations": list(doc.get("populations") or []),
+        }
+
     async def display_name(self, identity: Identity, subject_id: str) -> str | None:
         """The name as `identity` may see it on a list (masked for juveniles not assigned)."""
         doc = await self.document(subject_id)

@@ -37,8 +37,10 @@ from miniprogram_api import push as wechat_push
 from miniprogram_api import requests as mp_requests
 from miniprogram_api import uploads as mp_uploads
 from miniprogram_api import worker as mp_worker
+from miniprogram_api.notifier import LocalSms, SmsPort, WeChatNotifier
 from miniprogram_api.wechat import StableTokenSource, WeChatAdapter
 from models.alerts import AlertService
+from models.assistance import AssistanceService
 from models.attachments import AttachmentService
 from models.audit import AuditContext, AuditService
 from models.auth import AuthService
@@ -48,17 +50,19 @@ from models.checkins import CheckinService, FaceVerificationPort, LocalFaceVerif
 from models.clock import Clock, SystemClock
 from models.codec import FieldCodec
 from models.consents import ConsentService
+from models.content_check import ContentCheckService
 from models.counseling import CounselingService
 from models.crypto import Suite
 from models.elocation import ElocationService
 from models.errors import Conflict
 from models.health import ReadinessService
+from models.idempotency import IdempotencyService
 from models.investigations import InvestigationService
 from models.keys import KeyVault, LocalKeyFile, MasterKeyError
 from models.leases import LeaseService
 from models.leave import LeaveService
 from models.mp_accounts import MpAccountService
-from models.notifications import LocalNotifier, NotificationService, NotifierPort
+from models.notifications import DeliveryLog, LocalNotifier, NotificationService, NotifierPort
 from models.obligations import ObligationService
 from models.orgs import OrgKind, OrgService
 from models.passwords import HashCost, PasswordHasher
@@ -74,6 +78,7 @@ from models.throttle import ThrottleService
 from models.transfers import TransferService
 from models.uploads import UploadService
 from models.wechat import WeChatTokenService
+from models.wechat_push import WeChatPushService
 from models.workdays import WorkdayCalendar
 from server.config import Config
 
@@ -134,6 +139,7 @@ def collection_specs() -> list[CollectionSpec]:
         *TransferService.collections,
         *ObligationService.collections,
         *NotificationService.collections,
+        *DeliveryLog.collections,
         *CounselingService.collections,
         *CaseloadService.collections,
         *WeChatTokenService.collections,
@@ -141,6 +147,9 @@ def collection_specs() -> list[CollectionSpec]:
         *UploadService.collections,
         *CheckinService.collections,
         *ConsentService.collections,
+        *WeChatPushService.collections,
+        *IdempotencyService.collections,
+        *AssistanceService.collections,
     ]
 
 
@@ -284,6 +293,11 @@ class Services:
     uploads: UploadService
     checkins: CheckinService
     consents: ConsentService
+    wechat_push: WeChatPushService
+    idempotency: IdempotencyService
+    deliveries: DeliveryLog
+    assistance: AssistanceService
+    content_check: ContentCheckService
 
     async def close(self) -> None:
         """Release what the services hold beyond the database (the WeChat client's threads)."""
@@ -299,6 +313,8 @@ def build_services(
     process_role: str = "api",
     notifier: NotifierPort | None = None,
     face: FaceVerificationPort | None = None,
+    push_notifications: bool = False,
+    sms: SmsPort | None = None,
 ) -> Services:
     """Every domain service of one process, wired once (the WeChat token source included)."""
     hasher = PasswordHasher(hash_cost or HashCost())
@@ -323,6 +339,34 @@ def build_services(
     investigations = InvestigationService(
         store, clock, audit, codec, subjects_service, orgs, rules, calendar
     )
+    wechat_tokens = WeChatTokenService(store, clock, codec, wechat_token_source(config))
+    wechat = wechat_adapter(config, wechat_tokens)
+    bindings = BindingCodeService(store, clock, audit)
+    mp_accounts = MpAccountService(
+        store,
+        clock,
+        audit,
+        codec,
+        wechat,
+        sessions,
+        bindings,
+        subjects_service,
+        staff,
+        throttle,
+    )
+    consents = ConsentService(store, clock, audit)
+    deliveries = DeliveryLog(store, clock)
+    if notifier is None and push_notifications:
+        notifier = WeChatNotifier(
+            wechat,
+            mp_accounts,
+            consents,
+            subjects_service,
+            deliveries,
+            clock,
+            sms or LocalSms(),
+            templates=config.wechat_templates or None,
+        )
     notifications = NotificationService(store, clock, notifier or LocalNotifier())
     obligation_service = ObligationService(
         store, clock, audit, program_service, subjects_service, alerts_service, notifications
@@ -359,21 +403,6 @@ def build_services(
             elocation_service.relocate,
         ),
     )
-    wechat_tokens = WeChatTokenService(store, clock, codec, wechat_token_source(config))
-    wechat = wechat_adapter(config, wechat_tokens)
-    bindings = BindingCodeService(store, clock, audit)
-    mp_accounts = MpAccountService(
-        store,
-        clock,
-        audit,
-        codec,
-        wechat,
-        sessions,
-        bindings,
-        subjects_service,
-        staff,
-        throttle,
-    )
     uploads = UploadService(store, audit, codec, attachments, subjects_service)
     checkin_service = CheckinService(
         store,
@@ -390,6 +419,9 @@ def build_services(
         face or LocalFaceVerifier(),
         policy,
     )
+    assistance = AssistanceService(store, clock, audit, codec, subjects_service)
+    # A check-in stored by a request that died before updating its window still counts.
+    obligation_service.add_evidence_source(checkin_service.evidence_for)
     caseload_service = CaseloadService(
         store, clock, audit, codec, subjects_service, sanction_service, rules, alerts_service
     )
@@ -404,10 +436,17 @@ def build_services(
         elocation_service,
         transfer_service,
         checkin_service,
+        assistance,
     ):
         subjects_service.add_sealed_locations(service.sealed_fields)
     return Services(
-        consents=ConsentService(store, clock, audit),
+        deliveries=deliveries,
+        consents=consents,
+        # Subscribe-message acceptances pushed by WeChat are recorded as consents.
+        wechat_push=WeChatPushService(store, clock, audit, codec, consents),
+        idempotency=IdempotencyService(store, clock, codec),
+        assistance=assistance,
+        content_check=ContentCheckService(wechat, mp_accounts, config.msg_sec_check),
         wechat=wechat,
         mp_accounts=mp_accounts,
         uploads=uploads,
@@ -477,6 +516,11 @@ def assemble_api(
         checkins=services.checkins,
         uploads=services.uploads,
         consents=services.consents,
+        wechat_push=services.wechat_push,
+        idempotency=services.idempotency,
+        notifications=services.notifications,
+        assistance=services.assistance,
+        content_check=services.content_check,
         wechat_appid=services.wechat.appid,
         push_token=config.wechat_push_token,
         push_aes_key=config.wechat_push_aes_key,

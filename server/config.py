@@ -43,6 +43,17 @@ VARIABLES: tuple[Variable, ...] = (
         "",
         "EncodingAESKey of the push settings (safe mode); unset: plaintext mode",
     ),
+    Variable(
+        "WECHAT_TEMPLATES",
+        "",
+        "subscribe-message template ids, `reminder=<id>,decision=<id>,alert=<id>`; "
+        "unset: the stand-in's",
+    ),
+    Variable(
+        "ANBANG_MSG_SEC_CHECK",
+        "0",
+        "1: free text from the mini-program passes WeChat's msgSecCheck (production)",
+    ),
     Variable("ANBANG_MASTER_KEY_FILE", "var/keys/master.key", "master key file (0600)"),
     Variable(
         "ANBANG_CRYPTO_SUITE",
@@ -69,6 +80,17 @@ VARIABLES: tuple[Variable, ...] = (
     ),
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
+
+
+def _pairs(raw: str) -> dict[str, str]:
+    """`a=1,b=2` as a mapping; a malformed entry stops the process with its name."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"WECHAT_TEMPLATES: `{item}` is not `name=template_id`")
+        pairs[key.strip()] = value.strip()
+    return pairs
 
 
 def _int(environ: Mapping[str, str], name: str, low: int, high: int) -> int:
@@ -120,6 +142,8 @@ class Config:
     wechat_api_base: str
     wechat_push_token: str
     wechat_push_aes_key: str
+    msg_sec_check: bool
+    wechat_templates: dict[str, str]
     master_key_file: Path
     crypto_suite: str
     audit_export: Path
@@ -183,6 +207,8 @@ class Config:
             wechat_api_base=environ.get("WECHAT_API_BASE", "").strip().rstrip("/"),
             wechat_push_token=environ.get("WECHAT_PUSH_TOKEN", "").strip(),
             wechat_push_aes_key=environ.get("WECHAT_PUSH_AES_KEY", "").strip(),
+            msg_sec_check=_flag(environ, "ANBANG_MSG_SEC_CHECK"),
+            wechat_templates=_pairs(environ.get("WECHAT_TEMPLATES", "")),
             master_key_file=_var_path(environ, "ANBANG_MASTER_KEY_FILE", var_dir),
             crypto_suite=suite,
             audit_export=_var_path(environ, "ANBANG_AUDIT_EXPORT", var_dir),

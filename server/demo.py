@@ -9,6 +9,7 @@ from typing import Any
 
 from models.clock import SystemClock
 from models.errors import Conflict
+from models.geo import Area, Point
 from models.identity_numbers import IdType, gb11643_check_digit
 from models.orgs import Org, OrgKind
 from models.policy import Role
@@ -35,6 +36,12 @@ DEMO_TREE = [
     ("330302002001", "南汇社区", OrgKind.COMMUNITY, "330302002"),
     ("330302001001-01", "五马社区第一网格", OrgKind.GRID, "330302001001"),
 ]
+
+# Each station's permitted check-in area (WGS-84 centre, metres): the streets it serves.
+DEMO_AREAS = {
+    "330302001": Area(center=Point(28.0197, 120.6543), radius_m=3000),
+    "330302002": Area(center=Point(27.9988, 120.6872), radius_m=3000),
+}
 
 DEMO_STAFF = [
     # (username, name, role, org code, agency head)
@@ -78,6 +85,8 @@ async def seed_demo(config: Config) -> dict[str, Any]:
         vault = await open_vault(config, store, SystemClock())
         services = build_services(store, config, SystemClock(), vault)
         nodes = await _ensure_tree(services)
+        for code, area in DEMO_AREAS.items():
+            await services.orgs.set_area(SYSTEM, nodes[code].id, area)
         created = []
         for username, name, role, org_code, head in DEMO_STAFF:
             if await services.staff.find_for_login(username) is not None:
@@ -96,6 +105,7 @@ async def seed_demo(config: Config) -> dict[str, Any]:
         if created:
             _write_logins(config.var_dir / "demo-logins.txt", created)
         subjects = await _ensure_subjects(services, nodes)
+        await services.close()
         return {"orgs": len(nodes), "staff_created": len(created), "subjects_created": subjects}
     finally:
         await store.close()

@@ -153,7 +153,9 @@ async def _context(config: Config, clock: Clock) -> JobsContext:
     except BaseException:
         await store.close()
         raise
-    services = build_services(store, config, clock, vault, process_role="jobs")
+    services = build_services(
+        store, config, clock, vault, process_role="jobs", push_notifications=True
+    )
     return JobsContext(store, config, clock, vault, services)
 
 
@@ -166,6 +168,7 @@ async def _run_jobs(config: Config) -> None:
         process = JobsProcess(leases=LeaseService(ctx.store, clock), sweeps=sweeps, clock=clock)
         await process.run(stop)
     finally:
+        await ctx.services.close()
         await ctx.store.close()
 
 
@@ -175,6 +178,7 @@ async def _run_once(config: Config, name: str, now: dt.datetime) -> list[dict]:
     try:
         return await run_once([spec.build(ctx) for spec in SWEEPS], name, now)
     finally:
+        await ctx.services.close()
         await ctx.store.close()
 
 

@@ -15,7 +15,7 @@ from miniprogram_api.client import MiniProgramClient
 from models.clock import LOCAL_TZ
 from models.geo import Area, Point
 from models.policy import Role
-from server.app import SYSTEM
+from server.app import SYSTEM, Services, build_services
 from tests.subject_factories import subject_body
 
 # 五马街, 温州 (WGS-84): the test station's centre.
@@ -53,7 +53,9 @@ class MpClients:
         self.http = AsyncHTTPClient(force_instance=True, max_clients=64)
 
     def __call__(self, device_id: str | None = None) -> MiniProgramClient:
-        return MiniProgramClient(self.base_url, http=self.http, device_id=device_id)
+        return MiniProgramClient(
+            self.base_url, http=self.http, device_id=device_id, keep_history=True
+        )
 
 
 @pytest_asyncio.fixture
@@ -108,3 +110,14 @@ async def supervised(api, services, tree, make_staff, clock, fetch, mp_clients) 
     }
     subject_id, client = await enrol(fetch, mp_clients, tree, officer_token, program, "probationer")
     return Supervised(subject_id, client, officer, county, make_staff)
+
+
+@pytest_asyncio.fixture
+async def jobs_services(api, store, config, clock, vault) -> AsyncIterator[Services]:
+    """The jobs process's services over the same database: its notifier pushes through WeChat
+    (the stand-in), as the real jobs process does."""
+    services = build_services(
+        store, config, clock, vault, process_role="jobs", push_notifications=True
+    )
+    yield services
+    await services.close()

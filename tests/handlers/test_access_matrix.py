@@ -862,6 +862,41 @@ CASES: dict[tuple[str, str], tuple[Builder, int | Callable[[Role], int], int | N
     ("/mp/v1/me", "GET"): (plain("/mp/v1/me"), 403, None),
     ("/mp/v1/uploads", "POST"): (plain("/mp/v1/uploads"), 403, None),
     ("/mp/v1/checkins", "POST"): (plain("/mp/v1/checkins", {}), 403, None),
+    ("/mp/v1/me/tasks", "GET"): (plain("/mp/v1/me/tasks"), 403, None),
+    ("/mp/v1/messages", "GET"): (plain("/mp/v1/messages"), 403, None),
+    ("/mp/v1/leave-requests", "POST"): (plain("/mp/v1/leave-requests", {}), 403, None),
+    ("/mp/v1/leave-requests/(?P<leave_id>[^/]+)/return", "POST"): (
+        plain(f"/mp/v1/leave-requests/{ObjectId()}/return", {}),
+        403,
+        None,
+    ),
+    ("/mp/v1/assistance-requests", "POST"): (plain("/mp/v1/assistance-requests", {}), 403, None),
+    ("/mp/v1/consents", "POST"): (plain("/mp/v1/consents", {}), 403, None),
+    ("/mp/v1/worker/caseload", "GET"): (plain("/mp/v1/worker/caseload"), 403, None),
+    ("/mp/v1/worker/alerts", "GET"): (plain("/mp/v1/worker/alerts"), 403, None),
+    ("/mp/v1/worker/alerts/(?P<alert_id>[^/]+)/ack", "POST"): (
+        plain(f"/mp/v1/worker/alerts/{ObjectId()}/ack"),
+        403,
+        None,
+    ),
+    ("/mp/v1/worker/visits", "POST"): (plain("/mp/v1/worker/visits", {}), 403, None),
+    ("/mp/v1/worker/obligations/(?P<occurrence_id>[^/]+)/result", "POST"): (
+        plain("/mp/v1/worker/obligations/x/result", {}),
+        403,
+        None,
+    ),
+    ("/mp/v1/worker/leave-requests", "GET"): (plain("/mp/v1/worker/leave-requests"), 403, None),
+    ("/mp/v1/worker/leave-requests/(?P<leave_id>[^/]+)/decision", "POST"): (
+        plain(f"/mp/v1/worker/leave-requests/{ObjectId()}/decision", {}),
+        403,
+        None,
+    ),
+    ("/mp/v1/worker/checkins/(?P<checkin_id>[^/]+)/review", "POST"): (
+        plain("/mp/v1/worker/checkins/x/review", {}),
+        403,
+        None,
+    ),
+    ("/mp/v1/worker/messages", "GET"): (plain("/mp/v1/worker/messages"), 403, None),
 }
 # Routes a console session never reaches, whatever its role.
 MP_ONLY = frozenset(

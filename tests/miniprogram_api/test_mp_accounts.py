@@ -1,0 +1,166 @@
+"""Mini-program sign-in and binding, WeChat's failures as a person meets them, and the notifier
+through the stand-in: token expiry, busy, quota, refused subscriptions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from models.policy import Role
+from server.wechat_standin import openid_for
+from tests.mp_support import enrol, local
+
+CORRECTIONS = {
+    "type": "community_corrections",
+    "start_date": "2026-11-02",
+    "end_date": "2027-11-01",
+    "sentence_type": "probation",
+}
+
+
+async def test_wechat_busy_is_retried_and_then_answered_503_in_chinese(
+    api, mp_clients, wechat_standin
+):
+    client = mp_clients()
+    wechat_standin.state.fail_next("/sns/jscode2session", -1, 2)
+    assert (await client.login("busy-then-fine")).status == 200
+    wechat_standin.state.fail_next("/sns/jscode2session", -1, 5)
+    answer = await client.login("always-busy")
+    assert answer.status == 503
+    assert answer.headers.get("Retry-After")
+    assert answer.json["error"]["message"] == "微信服务暂时不可用，请稍后重试。"
+
+
+async def test_bad_codes_and_quota_get_clear_answers(api, mp_clients, wechat_standin):
+    client = mp_clients()
+    invalid = await client.call("POST", "/mp/v1/auth/login", {"code": "not-a-dev-code"})
+    assert invalid.status == 400
+    assert invalid.json["error"]["code"] == "invalid_login_code"
+    assert "重新进入小程序" in invalid.json["error"]["message"]
+    wechat_standin.state.fail_next("/sns/jscode2session", 45011, 1)
+    quota = await client.login("over-quota")
+    assert quota.status == 429
+    assert quota.headers.get("Retry-After")
+    wrong_type = await client.call("POST", "/mp/v1/auth/login", {"code": 12345})
+    assert wrong_type.status == 422
+    assert wrong_type.json["error"]["details"][0] == {
+        "field": "code",
+        "type": "string_type",
+        "message": "应为文字",
+    }
+
+
+async def test_tokens_expire_and_are_refused_with_401(api, mp_clients, clock):
+    client = mp_clients()
+    await client.login("expiring")
+    assert (await client.call("GET", "/mp/v1/me")).status == 200
+    clock.advance(dt.timedelta(days=8))
+    expired = await client.call("GET", "/mp/v1/me")
+    assert expired.status == 401
+    assert expired.json["error"]["message"] == "登录已过期，请重新登录。"
+
+
+async def test_binding_attempts_are_limited_per_wechat_user(api, mp_clients):
+    client = mp_clients()
+    await client.login("guesser")
+    statuses = [(await client.bind(f"WRONG{n:03d}")).status for n in range(6)]
+    assert statuses[:5] == [400] * 5
+    assert statuses[5] == 429
+    assert "次数过多" in (await client.bind("WRONG999")).json["error"]["message"]
+
+
+async def test_rebinding_moves_the_person_to_the_new_phone(
+    api, fetch, tree, make_staff, clock, mp_clients
+):
+    clock.set(local(2026, 11, 2, 8, 0))
+    officer = await make_staff.token_for(await make_staff(Role.STATION_OFFICER, tree.station))
+    subject_id, old_phone = await enrol(fetch, mp_clients, tree, officer, CORRECTIONS, "old-phone")
+    assert (await old_phone.tasks()).status == 200
+    code = await fetch(
+        f"/api/v1/subjects/{subject_id}/binding-code",
+        "POST",
+        json_body={"role": "subject"},
+        token=officer,
+    )
+    new_phone = mp_clients()
+    await new_phone.login("new-phone")
+    assert (await new_phone.bind(code.json["code"])).status == 200
+    assert (await new_phone.tasks()).status == 200
+    dropped = await old_phone.tasks()
+    assert dropped.status == 403
+    assert dropped.json["error"]["code"] == "not_bound"
+
+
+async def test_mini_program_posts_are_idempotent(api, fetch, tree, make_staff, clock, mp_clients):
+    clock.set(local(2026, 11, 2, 8, 0))
+    officer = await make_staff.token_for(await make_staff(Role.STATION_OFFICER, tree.station))
+    _, person = await enrol(fetch, mp_clients, tree, officer, CORRECTIONS, "asker")
+    body = {"needs": ["housing", "job"], "note": "刚出狱，暂无住处"}
+    headers = {"Idempotency-Key": "assist-0000001"}
+    first = await person.call("POST", "/mp/v1/assistance-requests", body, headers=headers)
+    assert first.status == 201, first.body
+    again = await person.call("POST", "/mp/v1/assistance-requests", body, headers=headers)
+    assert again.status == 201 and again.json == first.json
+    other = await person.call(
+        "POST", "/mp/v1/assistance-requests", {"needs": ["food"]}, headers=headers
+    )
+    assert other.status == 409
+    assert other.json["error"]["message"] == "该请求编号已用于另一次提交。"
+    bad_key = await person.call(
+        "POST", "/mp/v1/assistance-requests", body, headers={"Idempotency-Key": "x"}
+    )
+    assert bad_key.status == 422
+
+
+async def test_the_notifier_renews_an_expired_token_and_respects_refusals(
+    api, fetch, tree, make_staff, clock, mp_clients, jobs_services, wechat_standin, store
+):
+    clock.set(local(2026, 11, 2, 8, 0))
+    officer = await make_staff.token_for(await make_staff(Role.STATION_OFFICER, tree.station))
+    subject_id, person = await enrol(fetch, mp_clients, tree, officer, CORRECTIONS, "notified")
+    openid = openid_for("notified")
+    await jobs_services.wechat_tokens.refresh()
+    await person.call("POST", "/mp/v1/consents", {"template_ids": ["tmpl-reminder"]})
+    await person.call("POST", "/mp/v1/consents", {"template_ids": ["tmpl-reminder"]})
+    # The stored token stops working: the notifier renews it and the message still goes out.
+    wechat_standin.state.expire_tokens()
+    clock.set(local(2026, 11, 2, 12, 30))
+    await jobs_services.obligations.send_reminders(clock.now())
+    assert len(wechat_standin.state.messages_to(openid)) == 1
+    # WeChat busy beyond the retries: not delivered, the acceptance is kept for later.
+    wechat_standin.state.fail_next("/cgi-bin/message/subscribe/send", -1, 5)
+    clock.set(local(2026, 11, 3, 12, 30))
+    await jobs_services.obligations.send_reminders(clock.now())
+    assert len(wechat_standin.state.messages_to(openid)) == 1
+    state = await jobs_services.consents.state(await _user_id(jobs_services, openid))
+    assert state.one_time == {"tmpl-reminder": 1}
+    # The person turned the reminders off in WeChat: refused, remembered, in-app only.
+    wechat_standin.state.refuse_all()
+    clock.set(local(2026, 11, 4, 12, 30))
+    await jobs_services.obligations.send_reminders(clock.now())
+    state = await jobs_services.consents.state(await _user_id(jobs_services, openid))
+    assert "tmpl-reminder" in state.refused
+    outcomes = [
+        d["outcome"] for d in await jobs_services.deliveries.for_recipient(f"subject:{subject_id}")
+    ]
+    # Each undelivered message is left in the app, and the log says so.
+    assert sorted(outcomes) == ["failed", "in_app_only", "in_app_only", "refused", "sent"]
+    messages = await person.call("GET", "/mp/v1/messages")
+    assert len([m for m in messages.json["items"] if "签到" in m["title"]]) == 3
+    raw = [repr(d) async for d in store.database["deliveries"].find({})]
+    assert not any(openid in text for text in raw)
+
+
+async def _user_id(services, openid: str) -> str:
+    return await services.mp_accounts.user_id_for(openid)
+
+
+async def test_uploads_refuse_what_is_not_a_photo(api, fetch, tree, make_staff, clock, mp_clients):
+    clock.set(local(2026, 11, 2, 8, 0))
+    officer = await make_staff.token_for(await make_staff(Role.STATION_OFFICER, tree.station))
+    _, person = await enrol(fetch, mp_clients, tree, officer, CORRECTIONS, "uploader")
+    text = await person.upload(b"hello", filename="a.jpg")
+    assert text.status == 415
+    not_multipart = await person.call(
+        "POST", "/mp/v1/uploads", body=b"{}", headers={"Content-Type": "application/json"}
+    )
+    assert not_multipart.status == 415
