@@ -164,3 +164,98 @@ async def test_uploads_refuse_what_is_not_a_photo(api, fetch, tree, make_staff, 
         "POST", "/mp/v1/uploads", body=b"{}", headers={"Content-Type": "application/json"}
     )
     assert not_multipart.status == 415
+
+
+async def test_leave_is_returned_from_the_mini_program(
+    api, fetch, tree, make_staff, clock, mp_clients
+):
+    clock.set(local(2026, 11, 2, 8, 0))
+    account = await make_staff(Role.STATION_OFFICER, tree.station)
+    officer = await make_staff.token_for(account)
+    _, person = await enrol(fetch, mp_clients, tree, officer, CORRECTIONS, "traveller")
+    leave = await person.call(
+        "POST",
+        "/mp/v1/leave-requests",
+        {
+            "start_date": "2026-11-03",
+            "end_date": "2026-11-05",
+            "destination": "丽水",
+            "reason": "探亲",
+        },
+    )
+    assert leave.status == 201 and leave.json["next_level"] == "station"
+    early = await person.call("POST", f"/mp/v1/leave-requests/{leave.json['id']}/return")
+    assert early.status == 409  # not granted yet
+    await fetch(
+        f"/api/v1/leave-requests/{leave.json['id']}/decision",
+        "POST",
+        json_body={"approve": True, "comment": "同意"},
+        token=await make_staff.token_for(account),
+    )
+    clock.set(local(2026, 11, 5, 18, 0))
+    await person.login("traveller")
+    back = await person.call(
+        "POST",
+        f"/mp/v1/leave-requests/{leave.json['id']}/return",
+        {"location": {"lat": 28.02, "lng": 120.65, "coord_type": "gcj02", "accuracy": 30}},
+    )
+    assert back.status == 200, back.body
+    assert back.json["returned_on"] == "2026-11-05" and back.json["return_late"] is False
+    officer = await make_staff.token_for(account)
+    _, other = await enrol(fetch, mp_clients, tree, officer, CORRECTIONS, "other-person")
+    theirs = await other.call("POST", f"/mp/v1/leave-requests/{leave.json['id']}/return")
+    assert theirs.status == 404
+
+
+async def test_a_worker_records_visits_and_results_from_wechat(
+    api, fetch, tree, make_staff, clock, mp_clients
+):
+    clock.set(local(2026, 11, 2, 8, 0))
+    officer = await make_staff(Role.STATION_OFFICER, tree.station)
+    officer_token = await make_staff.token_for(officer)
+    detox = {"type": "drug_rehab", "start_date": "2026-11-02", "mode": "community_detox"}
+    subject_id, _ = await enrol(fetch, mp_clients, tree, officer_token, detox, "detox-person")
+    code = await fetch("/api/v1/me/binding-code", "POST", token=officer_token)
+    phone = mp_clients()
+    await phone.login("officer-wu")
+    assert (await phone.bind(code.json["code"])).json["role"] == "station_officer"
+    visit = await phone.call(
+        "POST",
+        "/mp/v1/worker/visits",
+        {"subject_id": subject_id, "kind": "visit", "note": "入户走访，情况稳定"},
+        headers={"Idempotency-Key": "visit-0000001"},
+    )
+    assert visit.status == 201, visit.body
+    obligations = await fetch(
+        f"/api/v1/subjects/{subject_id}/obligations?from=2026-11-02&to=2026-12-01&kind=drug_test",
+        token=await make_staff.token_for(officer),
+    )
+    (test,) = [o for o in obligations.json["items"] if o["id"]][:1]
+    result = await phone.call(
+        "POST", f"/mp/v1/worker/obligations/{test['id']}/result", {"outcome": "negative"}
+    )
+    assert result.status == 200, result.body
+    assert result.json["status"] == "done"
+    unknown = await phone.call(
+        "POST", f"/mp/v1/worker/obligations/{test['id']}/result", {"outcome": "maybe"}
+    )
+    assert unknown.status in (409, 422)
+
+
+async def test_free_text_is_checked_where_enabled(
+    api, fetch, tree, make_staff, clock, mp_clients, services
+):
+    clock.set(local(2026, 11, 2, 8, 0))
+    officer = await make_staff.token_for(await make_staff(Role.STATION_OFFICER, tree.station))
+    _, person = await enrol(fetch, mp_clients, tree, officer, CORRECTIONS, "writer")
+    services.content_check.enabled = True
+    risky = await person.call(
+        "POST", "/mp/v1/assistance-requests", {"needs": ["legal"], "note": "这里有违禁词"}
+    )
+    assert risky.status == 422
+    assert risky.json["error"]["details"] == [{"field": "note"}]
+    assert risky.json["error"]["message"] == "内容含有不当信息，请修改后重试。"
+    fine = await person.call(
+        "POST", "/mp/v1/assistance-requests", {"needs": ["legal"], "note": "需要法律援助"}
+    )
+    assert fine.status == 201
