@@ -28,7 +28,7 @@ from models import crypto
 from models.clock import Clock
 from models.errors import DomainError
 from models.policy import Identity
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, as_unavailable
 
 # Every index is paid for on every audited request, so only the questions people ask get one:
 # who touched this file, this record, and what did this person do. An entry's _id is
@@ -237,10 +237,13 @@ class AuditService:
                 ctx, action, entry_id, resource, resource_id, subject_id, f"refused:{exc.code}"
             )
             raise
-        except BaseException:
+        except BaseException as exc:
+            # A database outage may hide a write that landed (its acknowledgement lost): the
+            # outcome is unknown, not failed; a retry settles it with its own entry.
+            outcome = "unknown" if as_unavailable(exc) is not None else "failed"
             with contextlib.suppress(Exception):
                 await self._outcome(
-                    ctx, action, entry_id, resource, resource_id, subject_id, "failed"
+                    ctx, action, entry_id, resource, resource_id, subject_id, outcome
                 )
             raise
         if confirm:

@@ -281,7 +281,7 @@ class CheckinService:
 
         for previous in context.recent:
             if previous["idem"] == idem:
-                return await self._replay(previous, fingerprint)
+                return await self._replay(ctx, previous, fingerprint)
 
         subject = context.subject
         if subject is None or subject.get("status") == SubjectStatus.SHREDDED:
@@ -407,19 +407,31 @@ class CheckinService:
                         raise
                     raise _Replay(existing) from None
         except _Replay as replay:
-            return await self._replay(replay.existing, fingerprint)
+            return await self._replay(ctx, replay.existing, fingerprint)
         if occurrence_status is not None:
             await self._obligations.apply_checkin(
                 str(window["_id"]), checkin_id, occurrence_status, needs_review
             )
         return answer
 
-    async def _replay(self, previous: dict[str, Any], fingerprint: str) -> CheckinAnswer:
+    async def _replay(
+        self, ctx: AuditContext, previous: dict[str, Any], fingerprint: str
+    ) -> CheckinAnswer:
         """A retry: the first answer, after making sure its effect on the obligation landed
-        (the first attempt may have died between storing the check-in and the update)."""
+        (the first attempt may have died between storing the check-in and the update). The
+        audit trail says the check-in stands, whatever the first attempt could record."""
         if previous["fingerprint"] != fingerprint:
             raise _idempotency_conflict()
         answer = CheckinAnswer.from_doc(previous["answer"])
+        await self._audit.record(
+            ctx,
+            "checkins.record.outcome",
+            resource="checkin",
+            resource_id=answer.id,
+            subject_id=ctx.identity.subject_id,
+            outcome="ok",
+            details={"entry": previous.get("audit_entry"), "replay": True},
+        )
         if answer.obligation_status and answer.obligation_id:
             await self._obligations.apply_checkin(
                 answer.obligation_id,
@@ -448,6 +460,7 @@ class CheckinService:
                     "accuracy": 1,
                     "device": 1,
                     "photo_digest": 1,
+                    "audit_entry": 1,
                 }
             },
             {"$set": {"_part": "recent"}},

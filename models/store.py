@@ -74,6 +74,11 @@ class DatabaseSettings:
     max_pool_size: int = 100
     # PyMongo command listeners (the round-trip counts of tests and benchmarks).
     event_listeners: tuple[Any, ...] = ()
+    # A deadline for every operation (PyMongo's `timeoutMS`), for processes that answer people:
+    # a silent database (a dead link, a blackholed route) answers 503 within it instead of
+    # holding the request until the driver's heartbeat notices. None: no deadline (the jobs
+    # process, whose sweeps walk long cursors).
+    operation_timeout_ms: int | None = None
 
 
 def union_stage(
@@ -104,6 +109,9 @@ class Store:
         # Production runs a replica set: majority-acknowledged, journaled writes, so an
         # acknowledged check-in survives the loss of the primary.
         durability = {"w": "majority", "journal": True} if settings.production else {}
+        deadline = (
+            {"timeoutMS": settings.operation_timeout_ms} if settings.operation_timeout_ms else {}
+        )
         client: AsyncMongoClient = AsyncMongoClient(
             settings.uri,
             appname=settings.app_name,
@@ -112,6 +120,7 @@ class Store:
             connectTimeoutMS=settings.connect_timeout_ms,
             maxPoolSize=settings.max_pool_size,
             event_listeners=list(settings.event_listeners),
+            **deadline,
             **durability,
         )
         return cls(client, client[settings.name], settings.production)

@@ -157,9 +157,14 @@ class DatabaseNotReady(Exception):
     pass
 
 
-def connect_store(config: Config) -> Store:
+def connect_store(config: Config, *, operation_timeout_ms: int | None = None) -> Store:
     return Store.connect(
-        DatabaseSettings(uri=config.database_uri, name=config.db_name, production=config.production)
+        DatabaseSettings(
+            uri=config.database_uri,
+            name=config.db_name,
+            production=config.production,
+            operation_timeout_ms=operation_timeout_ms,
+        )
     )
 
 
@@ -570,7 +575,7 @@ async def bootstrap_admin(services: Services, config: Config) -> bool:
 
 
 async def build_api(config: Config, *, clock: Clock | None = None) -> ApiRuntime:
-    store = connect_store(config)
+    store = connect_store(config, operation_timeout_ms=config.db_operation_timeout_ms)
     try:
         await wait_for_database(store, config.db_wait_seconds)
         await store.ensure_indexes(collection_specs())

@@ -72,6 +72,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ANBANG_MAX_BODY_BYTES", "1048576", "largest JSON request body, in bytes"),
     Variable("ANBANG_SHUTDOWN_GRACE", "20", "seconds SIGTERM waits for in-flight requests"),
     Variable("ANBANG_DB_WAIT", "30", "seconds a process waits for the database at start"),
+    Variable(
+        "ANBANG_DB_OPERATION_TIMEOUT_MS",
+        "10000",
+        "deadline of each database operation of an API process (503 past it)",
+    ),
     Variable("ANBANG_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Variable(
         "ANBANG_VAR_DIR",
@@ -144,6 +149,7 @@ class Config:
     wechat_push_aes_key: str
     msg_sec_check: bool
     wechat_templates: dict[str, str]
+    db_operation_timeout_ms: int
     master_key_file: Path
     crypto_suite: str
     audit_export: Path
@@ -209,6 +215,7 @@ class Config:
             wechat_push_aes_key=environ.get("WECHAT_PUSH_AES_KEY", "").strip(),
             msg_sec_check=_flag(environ, "ANBANG_MSG_SEC_CHECK"),
             wechat_templates=_pairs(environ.get("WECHAT_TEMPLATES", "")),
+            db_operation_timeout_ms=_int(environ, "ANBANG_DB_OPERATION_TIMEOUT_MS", 500, 600_000),
             master_key_file=_var_path(environ, "ANBANG_MASTER_KEY_FILE", var_dir),
             crypto_suite=suite,
             audit_export=_var_path(environ, "ANBANG_AUDIT_EXPORT", var_dir),
