@@ -46,6 +46,9 @@ class MeOut(BaseModel):
 
 
 class LoginHandler(MpHandler):
+    """Not idempotent by key: a caller without a session has no key space of its own, and a
+    retried login simply opens another session."""
+
     access = PUBLIC
 
     @endpoint(
@@ -80,8 +83,13 @@ class BindHandler(MpHandler):
     )
     async def post(self) -> None:
         body = self.parse(BindBody)
-        result = await self.ctx.mp_accounts.bind(self.audit_context, body.binding_code)
-        self.respond(BindOut(role=result.role, subject_id=result.subject_id))
+
+        async def produce() -> tuple[BindOut, int]:
+            result = await self.ctx.mp_accounts.bind(self.audit_context, body.binding_code)
+            return BindOut(role=result.role, subject_id=result.subject_id), 200
+
+        # A retry of a bind that worked answers the same (the code itself is used up).
+        await self.respond_once(produce)
 
 
 class MeHandler(MpHandler):

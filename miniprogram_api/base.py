@@ -52,16 +52,23 @@ class MpHandler(BaseHandler):
 
         await self.respond_once(produce)
 
-    async def respond_once(self, produce: Callable[[], Awaitable[Produced]]) -> None:
+    async def respond_once(
+        self, produce: Callable[[], Awaitable[Produced]], content: bytes | None = None
+    ) -> None:
         """Answer a write; with an `Idempotency-Key`, a retry gets the first answer back and
-        another request under the same key a 409."""
+        another request under the same key a 409. `content` replaces the body as what makes
+        two requests the same (a multipart body differs in its boundary on every send)."""
         key = self.idempotency_key()
         if not key:
             payload, status = await produce()
             self.respond(payload, status)
             return
         owner = str(self.identity.wechat_user_id or self.identity.user_id)
-        request_print = fingerprint(self.request.method or "", self.request.path, self.raw_body())
+        request_print = fingerprint(
+            self.request.method or "",
+            self.request.path,
+            self.raw_body() if content is None else content,
+        )
         idempotency = self.ctx.idempotency
         stored = await idempotency.begin(owner, key, request_print)
         if stored is not None:

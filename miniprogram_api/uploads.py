@@ -44,8 +44,12 @@ class UploadsHandler(MpHandler):
         data = uploaded[0].body
         if len(data) > MAX_UPLOAD_BYTES:
             raise RequestError(413, "body_too_large", "The photo is too large.")
-        upload_id = await self.ctx.uploads.store(self.audit_context, data)
-        self.respond(UploadOut(upload_id=upload_id), status=201)
+
+        async def produce() -> tuple[UploadOut, int]:
+            upload_id = await self.ctx.uploads.store(self.audit_context, data)
+            return UploadOut(upload_id=upload_id), 201
+
+        await self.respond_once(produce, content=data)
 
 
 routes = [(r"/mp/v1/uploads", UploadsHandler)]

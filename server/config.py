@@ -193,6 +193,10 @@ class Config:
         suite = _text(environ, "ANBANG_CRYPTO_SUITE")
         if suite not in ("standard", "sm"):
             raise ConfigError(f"ANBANG_CRYPTO_SUITE must be standard or sm, not {suite!r}")
+        push_key = environ.get("WECHAT_PUSH_AES_KEY", "").strip()
+        if push_key and len(push_key) != 43:
+            # WeChat's EncodingAESKey is 43 characters of base64 (a 32-byte key).
+            raise ConfigError("WECHAT_PUSH_AES_KEY must be the 43-character EncodingAESKey")
         bootstrap = environ.get("ANBANG_BOOTSTRAP_ADMIN", "").strip()
         if bootstrap and ":" not in bootstrap:
             raise ConfigError("ANBANG_BOOTSTRAP_ADMIN must be user:password")

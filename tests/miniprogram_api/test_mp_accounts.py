@@ -4,7 +4,10 @@ through the stand-in: token expiry, busy, quota, refused subscriptions."""
 from __future__ import annotations
 
 import datetime as dt
+import struct
+import zlib
 
+from miniprogram_api.client import multipart
 from models.policy import Role
 from server.wechat_standin import openid_for
 from tests.mp_support import enrol, local
@@ -259,3 +262,50 @@ async def test_free_text_is_checked_where_enabled(
         "POST", "/mp/v1/assistance-requests", {"needs": ["legal"], "note": "需要法律援助"}
     )
     assert fine.status == 201
+
+
+async def test_a_retried_upload_or_bind_answers_the_first_result(
+    api, fetch, tree, make_staff, clock, mp_clients
+):
+    clock.set(local(2026, 11, 2, 8, 0))
+    officer = await make_staff.token_for(await make_staff(Role.STATION_OFFICER, tree.station))
+    subject_id, _ = await enrol(fetch, mp_clients, tree, officer, CORRECTIONS, "retrier")
+    code = await fetch(
+        f"/api/v1/subjects/{subject_id}/binding-code",
+        "POST",
+        json_body={"role": "subject"},
+        token=officer,
+    )
+    phone = mp_clients()
+    await phone.login("retrier-new-phone")
+    key = {"Idempotency-Key": "bind-retry-0001"}
+    body = {"binding_code": code.json["code"]}
+    first = await phone.call("POST", "/mp/v1/auth/bind", body, headers=key)
+    again = await phone.call("POST", "/mp/v1/auth/bind", body, headers=key)
+    assert first.status == again.status == 200 and first.body == again.body
+    photo = png_bytes()
+    sent = await phone.call("POST", "/mp/v1/uploads", **upload_call(photo, "upload-retry-01"))
+    resent = await phone.call("POST", "/mp/v1/uploads", **upload_call(photo, "upload-retry-01"))
+    assert sent.status == resent.status == 201 and sent.json == resent.json
+
+
+def upload_call(data: bytes, key: str) -> dict:
+    media_type, body = multipart("file", "photo.png", "image/png", data)
+    return {"body": body, "headers": {"Content-Type": media_type, "Idempotency-Key": key}}
+
+
+def png_bytes() -> bytes:
+    raw = b"".join(b"\x00" + b"\x80" * 40 for _ in range(40))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 40, 40, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
