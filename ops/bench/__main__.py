@@ -13,6 +13,9 @@ from ops.bench import PROJECT_ROOT
 from ops.bench.casework import DEFAULT_SIZES as CASEWORK_DEFAULT
 from ops.bench.casework import ISSUE_SIZES as CASEWORK_ISSUE
 from ops.bench.ceilings import CeilingOptions, run_ceilings
+from ops.bench.checkins import DEFAULT_SUBJECTS as CHECKIN_DEFAULT
+from ops.bench.checkins import MAX_SUBJECTS as CHECKIN_MAX
+from ops.bench.checkins import MIN_SUBJECTS as CHECKIN_MIN
 from ops.bench.measure import BenchError
 from ops.bench.report import document, table, write_json
 from ops.bench.sweeps import DEFAULT_SUBJECTS, ISSUE_SUBJECTS, parse_sizes
@@ -29,6 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--connections", type=int, default=16, help="HTTP requests in flight (1-256)"
     )
     parser.add_argument("--tasks", type=int, default=16, help="concurrent insert tasks (1-256)")
+    parser.add_argument(
+        "--checkin-subjects",
+        type=int,
+        default=CHECKIN_DEFAULT,
+        metavar="N",
+        help=f"people who each check in once through POST /mp/v1/checkins "
+        f"({CHECKIN_MIN}-{CHECKIN_MAX}; the time grows with the square of N: 100 take about a "
+        "minute); 0 skips it",
+    )
+    parser.add_argument(
+        "--checkin-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="check-in requests in flight (1-256; default: --connections)",
+    )
     parser.add_argument(
         "--sweep-subjects",
         default=",".join(str(n) for n in DEFAULT_SUBJECTS),
@@ -60,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds must be between 1 and 20")
     if not 1 <= args.connections <= 256 or not 1 <= args.tasks <= 256:
         parser.error("--connections and --tasks must be between 1 and 256")
+    checkin_connections = args.checkin_connections or args.connections
+    if not 1 <= checkin_connections <= 256:
+        parser.error("--checkin-connections must be between 1 and 256")
+    if args.checkin_subjects and not CHECKIN_MIN <= args.checkin_subjects <= CHECKIN_MAX:
+        parser.error(f"--checkin-subjects must be 0 or between {CHECKIN_MIN} and {CHECKIN_MAX}")
     try:
         sweep_subjects = parse_sizes(args.sweep_subjects)
     except ValueError as exc:
@@ -74,11 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         new_connection_seconds=min(3.0, args.seconds),
         connections=args.connections,
         tasks=args.tasks,
+        checkin_subjects=args.checkin_subjects,
+        checkin_connections=checkin_connections,
         sweep_subjects=sweep_subjects,
         casework_subjects=casework_subjects,
     )
     started = time.monotonic()
     print("bench: ceilings (GET /healthz over loopback HTTP; raw insert_one)", flush=True)
+    if options.checkin_subjects:
+        print(
+            f"bench: then {options.checkin_subjects} people check in once each "
+            f"(POST /mp/v1/checkins, {checkin_connections} in flight)",
+            flush=True,
+        )
     if sweep_subjects:
         sizes = ", ".join(f"{n:,}" for n in sweep_subjects)
         print(f"bench: then the missed-window sweep over {sizes} subjects", flush=True)

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import math
-import multiprocessing
 import os
 import random
-import signal
 import statistics
 import tempfile
 import time
-import traceback
 from collections import Counter
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
 from pymongo import monitoring
 
-from ops.bench.measure import BenchError
+from ops.bench.child import run_in_child
+from ops.bench.measure import BenchError, RoundTrips
 
 DEFAULT_SIZES = (2_000, 10_000)
 ISSUE_SIZES = (10_000, 50_000)
@@ -60,49 +56,6 @@ def time_limit(sizes: tuple[int, ...]) -> float:
     return FIXED_SECONDS + sum(SECONDS_PER_SIZE + SECONDS_PER_SUBJECT * n for n in sizes)
 
 
-class RoundTrips(monitoring.CommandListener):
-    """Database commands sent since the last reset, by name and collection, with the time each
-    kind took from the driver's side (the round trip, the database's work included)."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.micros: Counter[str] = Counter()
-        self._keys: dict[int, str] = {}
-
-    def reset(self) -> None:
-        self.counts.clear()
-        self.micros.clear()
-        self._keys.clear()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        name = event.command_name
-        target = event.command.get("collection") if name == "getMore" else event.command.get(name)
-        key = f"{name} {target}" if isinstance(target, str) else name
-        if name == "find" and list(event.command.get("filter") or {}) == ["_id"]:
-            key += " by _id"  # one document at a time: where a query per file shows
-        self._keys[event.request_id] = key
-
-    def _done(
-        self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent
-    ) -> None:
-        key = self._keys.pop(event.request_id, event.command_name)
-        self.counts[key] += 1
-        self.micros[key] += event.duration_micros
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        self._done(event)
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        self._done(event)
-
-    def per_call(self, calls: int) -> dict[str, dict[str, float]]:
-        """Commands per call, by kind, slowest first: how many, and milliseconds."""
-        return {
-            key: {"count": self.counts[key] / calls, "ms": self.micros[key] / calls / 1e3}
-            for key in sorted(self.counts, key=lambda k: -self.micros[k])
-        }
-
-
 @dataclass(frozen=True)
 class CaseworkSpec:
     database_uri: str
@@ -125,7 +78,7 @@ def _local(day: dt.date, hour: int = 0) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(hour), tzinfo=LOCAL_TZ).astimezone(dt.UTC)
 
 
-def _person(index: int, today: dt.date) -> dict[str, Any]:
+def person_values(index: int, today: dt.date) -> dict[str, Any]:
     """Values as `SubjectService._validated` returns them, checked by the same validators."""
     from models.identity_numbers import (
         IdType,
@@ -244,7 +197,7 @@ async def _seed(
         for index, subject_id in zip(batch, ids, strict=True):
             station = stations[index % STATIONS]
             slot = index // STATIONS  # the file's place in its station
-            values = _person(index, today)
+            values = person_values(index, today)
             indexes = await subjects._blind_indexes(values)
             values["org"] = station
             doc = await subjects._new_document(intake, subject_id, values, indexes)
@@ -508,21 +461,6 @@ async def _measure(spec: CaseworkSpec) -> dict[str, Any]:
     return results
 
 
-def _child(spec: CaseworkSpec, results: Connection) -> None:
-    from server.processes import die_with_parent
-
-    die_with_parent(signal.SIGTERM)
-    try:
-        results.send(("ok", asyncio.run(_measure(spec))))
-    except BaseException:
-        # The parent may be gone already (it stopped us); then there is no one left to tell.
-        with contextlib.suppress(OSError):
-            results.send(("error", traceback.format_exc(limit=8)))
-        raise
-    finally:
-        results.close()
-
-
 def ratios(sizes: dict[str, Any]) -> dict[str, Any] | None:
     """Latency at the largest size over that at the smallest, against the 1.5 target."""
     if len(sizes) < 2:
@@ -576,31 +514,14 @@ def measure_casework(uri: str, sizes: tuple[int, ...] = DEFAULT_SIZES) -> dict[s
     if not sizes or any(size < MIN_SIZE for size in sizes):
         raise BenchError(f"casework sizes must be at least {MIN_SIZE:,}: {sizes}")
     spec = CaseworkSpec(database_uri=uri, sizes=sizes)
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(spec, sender), name="bench-casework")
-    child.start()
-    sender.close()
-    try:
-        limit = time_limit(sizes)
-        if not receiver.poll(limit):
-            raise BenchError(f"the casework benchmark gave no answer within {limit:.0f} s")
-        try:
-            status, value = receiver.recv()
-        except EOFError:
-            raise BenchError("the casework benchmark process died without an answer") from None
-        if status != "ok":
-            raise BenchError(f"the casework benchmark failed:\n{value}")
-        return {"caseload_files": CASELOAD, "sizes": value, "ratios": ratios(value)}
-    except BaseException:
-        child.terminate()
-        raise
-    finally:
-        receiver.close()
-        child.join(30)
-        if child.is_alive():
-            child.kill()
-            child.join()
+    value = run_in_child(
+        _measure,
+        spec,
+        name="bench-casework",
+        what="the casework benchmark",
+        limit=time_limit(sizes),
+    )
+    return {"caseload_files": CASELOAD, "sizes": value, "ratios": ratios(value)}
 
 
 def casework_table(figures: dict[str, Any]) -> str:

@@ -13,6 +13,8 @@ from ops.bench.apiserver import running_api
 from ops.bench.casefile import measure_casefile
 from ops.bench.casework import DEFAULT_SIZES as CASEWORK_DEFAULT
 from ops.bench.casework import measure_casework
+from ops.bench.checkins import DEFAULT_SUBJECTS as CHECKIN_DEFAULT
+from ops.bench.checkins import CheckinSpec, checkin_ratios, measure_checkins
 from ops.bench.dbinsert import InsertSpec, measure_inserts
 from ops.bench.loadgen import LoadSpec, drive
 from ops.bench.measure import BenchError, Run
@@ -29,6 +31,10 @@ class CeilingOptions:
     connections: int = 16
     tasks: int = 16
     max_operations: int = 1_000_000
+    # People who each check in once through the API (ops.bench.checkins), and how many of their
+    # requests are in flight; 0 people skips it.
+    checkin_subjects: int = CHECKIN_DEFAULT
+    checkin_connections: int = 16
     # Case files whose month of check-ins the missed-window sweep runs over (ops.bench.sweeps).
     sweep_subjects: tuple[int, ...] = DEFAULT_SUBJECTS
     # Database sizes for the caseload and search benchmark (ops.bench.casework).
@@ -44,6 +50,8 @@ class Ceilings:
     """
 
     runs: dict[str, Run] = field(default_factory=dict)
+    # Check-ins through the API (ops.bench.checkins; its run is `runs["checkin_keep_alive"]`).
+    checkins: dict[str, Any] = field(default_factory=dict)
     # Encryption and audit costs (ops.bench.casefile), per suite.
     casefile: dict[str, Any] = field(default_factory=dict)
     # The missed-window sweep (ops.bench.sweeps), by number of subjects.
@@ -53,10 +61,13 @@ class Ceilings:
 
     def ratios(self) -> dict[str, float]:
         healthz = self.runs["healthz_keep_alive"].rate
-        return {
+        ratios = {
             "healthz_per_insert_sequential": healthz / self.runs["insert_one_sequential"].rate,
             "healthz_per_insert_concurrent": healthz / self.runs["insert_one_concurrent"].rate,
         }
+        if self.checkins:
+            ratios.update(checkin_ratios(self.checkins["acknowledged_per_second"], self.runs))
+        return ratios
 
 
 def _check(run: Run) -> Run:
@@ -138,6 +149,18 @@ def run_ceilings(options: CeilingOptions) -> Ceilings:
             )
             ceilings.runs["insert_one_sequential"] = _check(sequential)
             ceilings.runs["insert_one_concurrent"] = _check(concurrent)
+            if options.checkin_subjects:
+                checkins = measure_checkins(
+                    CheckinSpec(
+                        database_uri=uri,
+                        subjects=options.checkin_subjects,
+                        connections=options.checkin_connections,
+                        database_pid=os.getpid(),
+                    )
+                )
+                # Answers other than 201 are counted and reported, not a failure of the run.
+                ceilings.runs["checkin_keep_alive"] = checkins.pop("run")
+                ceilings.checkins = checkins
             ceilings.casefile = measure_casefile(uri)
             if options.sweep_subjects:
                 ceilings.sweeps = measure_sweeps(uri, options.sweep_subjects, os.getpid())

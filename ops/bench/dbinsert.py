@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import multiprocessing
 import os
-import signal
 import time
-import traceback
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 
 from pymongo.asynchronous.collection import AsyncCollection
 
 from models.store import DatabaseSettings, Store
+from ops.bench.child import run_in_child
 from ops.bench.measure import BenchError, Budget, CpuMeter, Run
-from server.processes import die_with_parent
 
 COLLECTION = "bench_inserts"
 
@@ -98,49 +93,13 @@ async def _measure(spec: InsertSpec) -> list[Run]:
         await store.close()
 
 
-def _child(spec: InsertSpec, results: Connection) -> None:
-    die_with_parent(signal.SIGTERM)
-    try:
-        results.send(("ok", asyncio.run(_measure(spec))))
-    except BaseException:
-        # The parent may be gone already (it stopped us); then there is no one left to tell.
-        with contextlib.suppress(OSError):
-            results.send(("error", traceback.format_exc(limit=8)))
-        raise
-    finally:
-        results.close()
-
-
 def measure_inserts(spec: InsertSpec) -> list[Run]:
     """Run the sequential and the concurrent phase in a child process and return their figures."""
-    # The embedded database is a Python server on threads of the bench process; a client in that
-    # same process would fight it for the GIL, which no deployment does (the API and the database
-    # are separate processes), so the client is a spawned child.
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(spec, sender), name="bench-inserts")
-    child.start()
-    sender.close()
-    try:
-        # Start-up, two warm-ups, two phases and the drop, with room to spare: never forever.
-        limit = 2 * (spec.seconds + spec.warmup_seconds) + 60
-        if not receiver.poll(limit):
-            raise BenchError(f"the insert benchmark gave no answer within {limit:.0f} s")
-        try:
-            status, value = receiver.recv()
-        except EOFError:
-            raise BenchError("the insert benchmark process died without an answer") from None
-        if status != "ok":
-            raise BenchError(f"the insert benchmark failed:\n{value}")
-        runs: list[Run] = value
-        return runs
-    except BaseException:
-        # Stopped or failed: the child's answer is no longer wanted, so it is not waited for.
-        child.terminate()
-        raise
-    finally:
-        receiver.close()
-        child.join(10)
-        if child.is_alive():
-            child.kill()
-            child.join()
+    # Start-up, two warm-ups, two phases and the drop, with room to spare: never forever.
+    return run_in_child(
+        _measure,
+        spec,
+        name="bench-inserts",
+        what="the insert benchmark",
+        limit=2 * (spec.seconds + spec.warmup_seconds) + 60,
+    )

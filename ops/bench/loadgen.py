@@ -14,11 +14,13 @@ _HEADER_END = b"\r\n\r\n"
 # Not Tornado's AsyncHTTPClient: it opens a new connection for every request and spends more CPU
 # per request than the server it would measure, so the ceiling found would be the client's. This
 # protocol writes a fixed request and parses only the status line and Content-Length.
-class _Connection(asyncio.Protocol):
-    """One client connection that carries one request at a time and returns its status."""
+class Connection(asyncio.Protocol):
+    """One client connection that carries one request at a time and returns its status (the
+    answer's body stays in `body` until the next request)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.body = b""
         self._buffer = bytearray()
         self._waiter: asyncio.Future[int] | None = None
 
@@ -43,6 +45,7 @@ class _Connection(asyncio.Protocol):
         total = end + len(_HEADER_END) + length
         if len(self._buffer) < total:
             return
+        self.body = bytes(self._buffer[end + len(_HEADER_END) : total])
         del self._buffer[:total]
         waiter.set_result(status)
 
@@ -76,16 +79,28 @@ def _parse_head(head: bytes) -> tuple[int, int]:
     raise BenchError("an answer without Content-Length")
 
 
-def build_request(host: str, port: int, path: str, *, keep_alive: bool) -> bytes:
+def build_request(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    keep_alive: bool,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+) -> bytes:
     lines = [
-        f"GET {path} HTTP/1.1",
+        f"{method} {path} HTTP/1.1",
         f"Host: {host}:{port}",
         "User-Agent: anbang-bench",
         "Accept: application/json",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
     ]
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
     if not keep_alive:
         lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
 
 
 @dataclass(frozen=True)
@@ -101,9 +116,15 @@ class LoadSpec:
     keep_alive: bool
 
 
-async def _connect(host: str, port: int) -> _Connection:
+def check_loopback(host: str) -> None:
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        raise BenchError("the load generator only drives loopback addresses")
+
+
+async def connect(host: str, port: int) -> Connection:
+    check_loopback(host)
     loop = asyncio.get_running_loop()
-    _transport, protocol = await loop.create_connection(_Connection, host, port)
+    _transport, protocol = await loop.create_connection(Connection, host, port)
     return protocol
 
 
@@ -112,15 +133,14 @@ async def drive(spec: LoadSpec, name: str, server_pid: int, client_pid: int) -> 
 
     Any answer other than 200 is counted as an error; the caller decides whether that fails the run.
     """
-    if spec.host not in ("127.0.0.1", "::1", "localhost"):
-        raise BenchError("the load generator only drives loopback addresses")
+    check_loopback(spec.host)
     payload = build_request(spec.host, spec.port, spec.path, keep_alive=spec.keep_alive)
     latencies: list[float] = []
     errors = 0
 
     async def keep_alive_worker(budget: Budget) -> None:
         nonlocal errors
-        connection = await _connect(spec.host, spec.port)
+        connection = await connect(spec.host, spec.port)
         try:
             while budget.take():
                 started = time.perf_counter()
@@ -135,7 +155,7 @@ async def drive(spec: LoadSpec, name: str, server_pid: int, client_pid: int) -> 
         while budget.take():
             # The connect is part of what a client without keep-alive pays, so it is timed too.
             started = time.perf_counter()
-            connection = await _connect(spec.host, spec.port)
+            connection = await connect(spec.host, spec.port)
             try:
                 status = await connection.request(payload)
             finally:

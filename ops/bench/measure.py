@@ -1,13 +1,17 @@
-"""Measurement helpers for the benchmarks: latency percentiles, CPU time, one run's figures."""
+"""Measurement helpers for the benchmarks: latency percentiles, CPU time, one run's figures, and
+the database commands a piece of work sends."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from pymongo import monitoring
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -153,3 +157,54 @@ class Budget:
             return False
         self.remaining -= 1
         return True
+
+
+class RoundTrips(monitoring.CommandListener):
+    """Database commands sent since the last reset, by name and collection, with the time each
+    kind took from the driver's side (the round trip, the database's work included)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.micros: Counter[str] = Counter()
+        self._keys: dict[int, str] = {}
+
+    @classmethod
+    def from_tally(cls, counts: Mapping[str, int], micros: Mapping[str, int]) -> RoundTrips:
+        """The figures another process counted (`counts` and `micros` as it kept them)."""
+        trips = cls()
+        trips.counts.update(counts)
+        trips.micros.update(micros)
+        return trips
+
+    def reset(self) -> None:
+        self.counts.clear()
+        self.micros.clear()
+        self._keys.clear()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        target = event.command.get("collection") if name == "getMore" else event.command.get(name)
+        key = f"{name} {target}" if isinstance(target, str) else name
+        if name == "find" and list(event.command.get("filter") or {}) == ["_id"]:
+            key += " by _id"  # one document at a time: where a query per file shows
+        self._keys[event.request_id] = key
+
+    def _done(
+        self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent
+    ) -> None:
+        key = self._keys.pop(event.request_id, event.command_name)
+        self.counts[key] += 1
+        self.micros[key] += event.duration_micros
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._done(event)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._done(event)
+
+    def per_call(self, calls: int) -> dict[str, dict[str, float]]:
+        """Commands per call, by kind, slowest first: how many, and milliseconds."""
+        return {
+            key: {"count": self.counts[key] / calls, "ms": self.micros[key] / calls / 1e3}
+            for key in sorted(self.counts, key=lambda k: -self.micros[k])
+        }

@@ -15,12 +15,18 @@ from typing import Any
 from ops.bench.casefile import casefile_table
 from ops.bench.casework import casework_table
 from ops.bench.ceilings import CeilingOptions, Ceilings
+from ops.bench.checkins import checkins_table
 from ops.bench.measure import Run
 from ops.bench.sweeps import sweeps_table
 
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.0f}%"
+
+
+def _rate(value: float) -> str:
+    # Check-ins run at a few per second, where a whole number says too little.
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
 
 def _ms(value: float) -> str:
@@ -36,7 +42,7 @@ def table(ceilings: Ceilings) -> str:
     run: Run
     for run in ceilings.runs.values():
         lines.append(
-            f"{run.name:<44} {run.operations:>8} {run.rate:>10.0f} {run.unit:<9} "
+            f"{run.name:<44} {run.operations:>8} {_rate(run.rate):>10} {run.unit:<9} "
             f"{_ms(run.p50_ms):>8} {_ms(run.p99_ms):>8} "
             f"{_percent(run.server_cpu):>10} {_percent(run.client_cpu):>10} "
             f"{_percent(run.other_cpu):>9}"
@@ -52,6 +58,8 @@ def table(ceilings: Ceilings) -> str:
         f"{ratios['healthz_per_insert_concurrent']:.2f}",
     ]
     lines += [f"note: {note}" for note in caveats(ceilings)]
+    if ceilings.checkins:
+        lines += ["", checkins_table(ceilings.checkins, ratios)]
     if ceilings.casefile:
         lines += ["", casefile_table(ceilings.casefile)]
     if ceilings.sweeps:
@@ -84,6 +92,9 @@ def caveats(ceilings: Ceilings) -> list[str]:
                 f"{run.name}: the API used only {run.server_cpu * 100:.0f}% of a core, so it was "
                 "not the limit; read the rate as a lower bound"
             )
+    if ceilings.checkins and ceilings.checkins["errors"]:
+        errors = ", ".join(f"{n} x {s}" for s, n in ceilings.checkins["errors"].items())
+        notes.append(f"check-ins: answers other than 201: {errors}")
     return notes
 
 
@@ -110,6 +121,7 @@ def document(ceilings: Ceilings, options: CeilingOptions) -> dict[str, Any]:
         "settings": asdict(options),
         "results": {key: run.as_dict() for key, run in ceilings.runs.items()},
         "ratios": ceilings.ratios(),
+        "checkins": ceilings.checkins,
         "casefile": ceilings.casefile,
         "sweeps": ceilings.sweeps,
         "casework": ceilings.casework,

@@ -28,24 +28,20 @@ gets its own database, dropped afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
-import multiprocessing
 import os
-import signal
 import tempfile
 import time
-import traceback
 from collections import defaultdict
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
 from pymongo import monitoring
 
+from ops.bench.child import run_in_child
 from ops.bench.measure import BenchError, CpuMeter
 
 DEFAULT_SUBJECTS = (1_000, 5_000)
@@ -296,21 +292,6 @@ async def _measure(spec: SweepSpec) -> dict[str, Any]:
     return results
 
 
-def _child(spec: SweepSpec, results: Connection) -> None:
-    from server.processes import die_with_parent
-
-    die_with_parent(signal.SIGTERM)
-    try:
-        results.send(("ok", asyncio.run(_measure(spec))))
-    except BaseException:
-        # The parent may be gone already (it stopped us); then there is no one left to tell.
-        with contextlib.suppress(OSError):
-            results.send(("error", traceback.format_exc(limit=8)))
-        raise
-    finally:
-        results.close()
-
-
 def growth(sizes: dict[str, Any]) -> dict[str, Any] | None:
     """time(largest) / time(smallest) against the linear bound largest / smallest."""
     if len(sizes) < 2:
@@ -331,31 +312,14 @@ def growth(sizes: dict[str, Any]) -> dict[str, Any] | None:
 def measure_sweeps(database_uri: str, sizes: tuple[int, ...], database_pid: int) -> dict[str, Any]:
     """Seed and sweep each size in a child process; the figures by size, and their growth."""
     spec = SweepSpec(database_uri=database_uri, sizes=sizes, database_pid=database_pid)
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(spec, sender), name="bench-sweeps")
-    child.start()
-    sender.close()
-    try:
-        limit = time_limit(sizes)
-        if not receiver.poll(limit):
-            raise BenchError(f"the sweep benchmark gave no answer within {limit:.0f} s")
-        try:
-            status, value = receiver.recv()
-        except EOFError:
-            raise BenchError("the sweep benchmark process died without an answer") from None
-        if status != "ok":
-            raise BenchError(f"the sweep benchmark failed:\n{value}")
-        return {"days": DAYS, "sizes": value, "growth": growth(value)}
-    except BaseException:
-        child.terminate()
-        raise
-    finally:
-        receiver.close()
-        child.join(30)
-        if child.is_alive():
-            child.kill()
-            child.join()
+    value = run_in_child(
+        _measure,
+        spec,
+        name="bench-sweeps",
+        what="the sweep benchmark",
+        limit=time_limit(sizes),
+    )
+    return {"days": DAYS, "sizes": value, "growth": growth(value)}
 
 
 def _cores(value: float | None) -> str:
