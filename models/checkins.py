@@ -4,19 +4,22 @@ A check-in is classified by the server's arrival time against the person's check
 permitted area; the device's capture time and other suspicious signals only raise flags, and a
 flagged check-in waits for the station's review. Coordinates are sealed with the person's key.
 
-The hot path costs four database round trips: one `$unionWith` read of everything the decision
-needs (recent check-ins, the case file's key and place, open windows, leave and e-location in
-force, the areas on the person's path), the audit entry, the check-in itself (its idempotency
-key is a unique index, so concurrent duplicates yield one record), and one conditional update of
-the obligation.
+The hot path costs four database round trips: the person's recent check-ins (one indexed
+read), the audit entry, the check-in itself (its idempotency key is a unique index, so concurrent
+duplicates yield one record), and one conditional update of the obligation. What changes rarely
+(the case file's key and place, windows, leave and e-location in force, areas) is read with
+concurrent indexed finds when the person signs in and kept for 30 s per process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 import json
 import re
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,6 +58,24 @@ CHECKINS = CollectionSpec(
     ),
 )
 RECENT = 30
+RECENT_FIELDS = {
+    "idem": 1,
+    "fingerprint": 1,
+    "answer": 1,
+    "arrived_at": 1,
+    "captured_at": 1,
+    "location": 1,
+    "accuracy": 1,
+    "device": 1,
+    "photo_digest": 1,
+    "audit_entry": 1,
+}
+# How long a process trusts what it read of a person's file, windows, leave and e-location for
+# check-ins: a leave granted (or returned from) reaches a check-in at most this late, and a
+# check-in judged on the old area goes to review, never silently.
+CONTEXT_SECONDS = 30.0
+CONTEXT_ENTRIES = 50_000
+MAX_GRACE_HOURS = 168  # the upper bound of `checkin.offline_grace_hours`
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 
@@ -192,6 +213,21 @@ def _idempotency_conflict() -> Conflict:
     )
 
 
+def _choose(
+    windows: list[dict[str, Any]], captured: dt.datetime, now: dt.datetime
+) -> dict[str, Any] | None:
+    """The window open now, or (an offline upload) the recently closed one its capture time
+    falls in. A device clock is trusted for choosing the window only; arrival decides."""
+    recently_closed = [
+        w
+        for w in windows
+        if w["window_end"] <= now and w["window_start"] <= captured < w["window_end"]
+    ]
+    if recently_closed and captured < now - dt.timedelta(minutes=1):
+        return recently_closed[0]
+    return next((w for w in windows if w["window_start"] <= now < w["window_end"]), None)
+
+
 class CheckinService:
     collections = (CHECKINS,)
     sealed_fields = (("checkins", None),)
@@ -225,6 +261,7 @@ class CheckinService:
         self._uploads = uploads
         self._face = face
         self._policy = policy
+        self._contexts: OrderedDict[str, tuple[float, _Context]] = OrderedDict()
 
     async def evidence_for(self, occurrence_ids: list[str]) -> dict[str, Evidence]:
         """Check-ins stored for windows the sweep is about to mark missed (their request died
@@ -441,57 +478,77 @@ class CheckinService:
             )
         return answer
 
+    async def prefetch(self, identity: Identity) -> None:
+        """At login: load what this person's check-in will need (and unwrap their key), so the
+        check-in that follows costs its four round trips and no more."""
+        if identity.subject_id is None or identity.role != "subject":
+            return
+        context = await self._load_context(identity.subject_id, self._clock.now())
+        if context.subject is not None:
+            await self._codec.warm(identity.subject_id, context.subject.get("dek_id"))
+
     async def _context(
         self, identity: Identity, subject_id: str, now: dt.datetime, grace: dt.timedelta
     ) -> _Context:
+        """The person's recent check-ins (read fresh: idempotency, jumps, devices, photos) and
+        what changes rarely (the file's key and place, windows, leave, e-location, areas),
+        cached for `CONTEXT_SECONDS` per process."""
+        cached = self._contexts.get(subject_id)
+        stable = None
+        if cached is not None and time.monotonic() - cached[0] < CONTEXT_SECONDS:
+            stable = cached[1]
+        recent_cursor = (
+            self._checkins.find({"subject_id": subject_id}, RECENT_FIELDS)
+            .sort("arrived_at", DESCENDING)
+            .limit(RECENT)
+        )
+        if stable is None:
+            recent, stable = await asyncio.gather(
+                recent_cursor.to_list(), self._load_context(subject_id, now)
+            )
+        else:
+            recent = await recent_cursor.to_list()
+        windows = [w for w in stable.windows if w["window_end"] > now - grace]
+        return _Context(
+            subject=stable.subject,
+            recent=recent,
+            windows=windows,
+            leave=stable.leave,
+            elocation=stable.elocation,
+            org_areas=stable.org_areas,
+        )
+
+    async def _load_context(self, subject_id: str, now: dt.datetime) -> _Context:
+        """What a check-in needs that changes rarely, read with concurrent indexed finds (each
+        owning service answers for its own collection)."""
+        subject = await self._subjects.document(subject_id)
+        if subject is None:
+            return _Context()
         today = now.astimezone(LOCAL_TZ).date()
-        pipeline: list[dict[str, Any]] = [
-            {"$match": {"subject_id": subject_id}},
-            {"$sort": {"arrived_at": -1}},
-            {"$limit": RECENT},
-            {
-                "$project": {
-                    "idem": 1,
-                    "fingerprint": 1,
-                    "answer": 1,
-                    "arrived_at": 1,
-                    "captured_at": 1,
-                    "location": 1,
-                    "accuracy": 1,
-                    "device": 1,
-                    "photo_digest": 1,
-                    "audit_entry": 1,
-                }
-            },
-            {"$set": {"_part": "recent"}},
-            self._subjects.checkin_context_stage(subject_id),
-            self._obligations.checkin_windows_stage(subject_id, now, grace),
-            self._leave.in_force_stage(subject_id, today),
-            self._elocation.in_force_stage(subject_id, today),
-        ]
-        if identity.org_path:
-            pipeline.append(self._orgs.area_stage(identity.org_path))
-        context = _Context()
-        async for doc in await self._checkins.aggregate(pipeline):
-            part = doc.pop("_part")
-            if part == "recent":
-                context.recent.append(doc)
-            elif part == "subject":
-                context.subject = doc
-            elif part == "window":
-                context.windows.append(doc)
-            elif part == "leave":
-                context.leave.append(doc)
-            elif part == "elocation":
-                context.elocation.append(doc)
-            elif part == "org":
-                context.org_areas.append(doc)
-        if context.subject is not None and list(context.subject["org_path"]) != list(
-            identity.org_path
-        ):
-            # Moved since the session began: the areas are the new station's.
-            context.org_areas = await self._orgs.areas_on(context.subject["org_path"])
+        # Enough to serve every check-in of the next `CONTEXT_SECONDS`, offline ones included.
+        since = now - dt.timedelta(hours=MAX_GRACE_HOURS)
+        windows, leave, elocation, areas = await asyncio.gather(
+            self._obligations.checkin_windows(subject_id, since, now + dt.timedelta(days=1)),
+            self._leave.in_force(subject_id, today, today + dt.timedelta(days=1)),
+            self._elocation.in_force(subject_id, today, today + dt.timedelta(days=1)),
+            self._orgs.areas_on(subject["org_path"]),
+        )
+        context = _Context(
+            subject={k: subject.get(k) for k in ("_id", "dek_id", "org_id", "org_path", "status")},
+            windows=windows,
+            leave=leave,
+            elocation=elocation,
+            org_areas=areas,
+        )
+        self._contexts[subject_id] = (time.monotonic(), context)
+        self._contexts.move_to_end(subject_id)
+        while len(self._contexts) > CONTEXT_ENTRIES:
+            self._contexts.popitem(last=False)
         return context
+
+    def forget(self, subject_id: str) -> None:
+        """Drop a person's cached context (a window changed under a check-in)."""
+        self._contexts.pop(subject_id, None)
 
     async def _window_for(
         self,
@@ -533,19 +590,16 @@ class CheckinService:
                     message_zh="该签到时段已结束太久，无法补签，请联系您的工作人员。",
                 )
             return named
-        open_now = [w for w in windows if w["window_start"] <= now < w["window_end"]]
-        captured = data.captured_at.astimezone(dt.UTC)
-        recently_closed = [
-            w
-            for w in windows
-            if w["window_end"] <= now and w["window_start"] <= captured < w["window_end"]
-        ]
-        # A capture time inside a closed window is an offline upload for that window; a device
-        # clock is not trusted for more than choosing it (arrival decides the status).
-        if recently_closed and captured < now - dt.timedelta(minutes=1):
-            return recently_closed[0]
-        if open_now:
-            return open_now[0]
+        chosen = _choose(windows, data.captured_at.astimezone(dt.UTC), now)
+        if chosen is None:
+            # The cached windows may predate a replanning: look again before refusing.
+            fresh = await self._obligations.checkin_windows(
+                subject_id, now - grace, now + dt.timedelta(days=1)
+            )
+            self.forget(subject_id)
+            chosen = _choose(fresh, data.captured_at.astimezone(dt.UTC), now)
+        if chosen is not None:
+            return chosen
         if not await self._obligations.has_checkin_obligations(subject_id):
             raise Forbidden(
                 "No location check-ins are asked of this person.",
@@ -563,7 +617,10 @@ class CheckinService:
     ) -> Area | None:
         """The permitted area: the e-location order's when one names it; else the nearest
         node's polygon or circle, or a radius around the station; wider on approved leave."""
+        today = self._clock.now().astimezone(LOCAL_TZ).date().isoformat()
         for order in context.elocation:
+            if order["start_date"] > today or order["end_date"] < today:
+                continue
             if order.get("area") is not None:
                 sealed = order["area"]
                 return Area.from_doc(
@@ -578,7 +635,8 @@ class CheckinService:
                 if base.center is not None and base.radius_m <= 0:
                     base = Area(center=base.center, radius_m=rules.int("checkin.station_radius_m"))
                 break
-        if base is not None and context.leave:
+        on_leave = any(leave["start_date"] <= today <= leave["end_date"] for leave in context.leave)
+        if base is not None and on_leave:
             return base.widened(rules.int("checkin.leave_radius_m"))
         return base
 

@@ -49,6 +49,10 @@ class FieldCodec:
         aad = field_aad(collection, document_id, field)
         return Binary(seal_value(key.suite, key.key_id, key.key, value, aad))
 
+    async def warm(self, subject_id: str, key_id: str | None) -> None:
+        """Unwrap a person's data key ahead of a write that will need it."""
+        await self._vault.data_key(subject_id, key_id)
+
     async def seal_secret(
         self, collection: str, document_id: str, field: str, value: Any
     ) -> Binary:

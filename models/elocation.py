@@ -28,7 +28,7 @@ from models.policy import Identity
 from models.programs import ProgramService, ProgramType
 from models.rules import RulesService
 from models.staff import StaffService
-from models.store import CollectionSpec, Store, union_stage
+from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 
 ELOCATION_ORDERS = CollectionSpec(
@@ -422,20 +422,19 @@ class ElocationService:
             ended_on=doc.get("ended_on"),
         )
 
-    def in_force_stage(self, subject_id: str, today: dt.date) -> dict[str, Any]:
-        """The approved order in force today, with its area when it names one."""
-        day = today.isoformat()
-        return union_stage(
-            ELOCATION_ORDERS,
+    async def in_force(
+        self, subject_id: str, first: dt.date, last: dt.date
+    ) -> list[dict[str, Any]]:
+        """Approved orders running on any day in [first, last], with their sealed area."""
+        cursor = self._orders.find(
             {
                 "subject_id": subject_id,
-                "start_date": {"$lte": day},
-                "end_date": {"$gte": day},
+                "start_date": {"$lte": last.isoformat()},
                 "status": str(OrderStatus.APPROVED),
             },
-            {"area": 1, "end_date": 1},
-            "elocation",
+            {"start_date": 1, "end_date": 1, "area": 1},
         )
+        return [doc async for doc in cursor if doc["end_date"] >= first.isoformat()]
 
     async def relocate(self, subject_id: str, org_id: str, org_path: list[str]) -> int:
         """Follow the person to a new station (执行地变更)."""

@@ -28,7 +28,7 @@ from models.orgs import parse_id
 from models.periods import add_months
 from models.programs import ProgramService, ProgramType
 from models.rules import EffectiveRules, RulesService
-from models.store import CollectionSpec, Store, union_stage
+from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 
 LEAVE_REQUESTS = CollectionSpec(
@@ -506,21 +506,24 @@ class LeaveService:
             raised += 1
         return raised
 
-    def in_force_stage(self, subject_id: str, today: dt.date) -> dict[str, Any]:
-        """Approved leave running today and not yet returned from (for the check-in area)."""
-        day = today.isoformat()
-        return union_stage(
-            LEAVE_REQUESTS,
+    async def in_force(
+        self, subject_id: str, first: dt.date, last: dt.date
+    ) -> list[dict[str, Any]]:
+        """Granted leave not yet returned from that runs on any day in [first, last] (for the
+        check-in area): its id and dates."""
+        cursor = self._leave.find(
             {
                 "subject_id": subject_id,
-                "start_date": {"$lte": day},
-                "end_date": {"$gte": day},
+                "start_date": {"$lte": last.isoformat()},
                 "status": str(ApprovalStatus.APPROVED),
-                "returned_on": None,
             },
-            {"end_date": 1},
-            "leave",
+            {"start_date": 1, "end_date": 1, "returned_on": 1},
         )
+        return [
+            doc
+            async for doc in cursor
+            if doc["end_date"] >= first.isoformat() and not doc.get("returned_on")
+        ]
 
     async def relocate(self, subject_id: str, org_id: str, org_path: list[str]) -> int:
         """Follow the person to a new station (执行地变更): their requests are filed there now,

@@ -4,6 +4,8 @@ staff member, and the sessions that carry it. The WeChat session key stays here,
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,8 @@ from models.wechat import (
     WeChatQuota,
     WeChatUnavailable,
 )
+
+log = logging.getLogger("anbang.mp_accounts")
 
 WECHAT_USERS = CollectionSpec(
     "wechat_users",
@@ -76,6 +80,11 @@ class MpAccountService:
         self._subjects = subjects
         self._staff = staff
         self._throttle = throttle
+        self._login_listeners: list[Callable[[Identity], Awaitable[None]]] = []
+
+    def on_login(self, listener: Callable[[Identity], Awaitable[None]]) -> None:
+        """Run `listener` after each login (check-ins load the person's context ahead)."""
+        self._login_listeners.append(listener)
 
     async def login(self, ctx: AuditContext, code: str) -> MpLogin:
         """Exchange a `wx.login` code for our own session; the caller learns whether (and as
@@ -122,6 +131,13 @@ class MpAccountService:
         )
         identity = await self._identity(doc)
         issued = await self._sessions.issue(identity)
+        for listener in self._login_listeners:
+            try:
+                await listener(identity)
+            except Exception as exc:  # a warm-up that fails costs speed, never the login
+                log.warning(
+                    "login listener failed", extra={"fields": {"error": type(exc).__name__}}
+                )
         await self._audit.record(
             AuditContext(identity, ctx.request_id, ctx.remote_ip),
             "mp.login",

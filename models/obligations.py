@@ -24,7 +24,7 @@ from models.errors import Conflict, InvalidInput, NotFound
 from models.notifications import NotificationService, reminder_text
 from models.periods import add_months
 from models.programs import OPEN_STATUSES, ObligationRule, ProgramService
-from models.store import CollectionSpec, Store, union_stage
+from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 
 log = logging.getLogger("anbang.obligations")
@@ -453,27 +453,24 @@ class ObligationService:
 
     # --- check-ins ----------------------------------------------------------------------------
 
-    def checkin_windows_stage(
-        self, subject_id: str, now: dt.datetime, grace: dt.timedelta
-    ) -> dict[str, Any]:
-        """The person's check-in windows open now or closed within `grace` (offline uploads)."""
-        return union_stage(
-            OCCURRENCES,
+    async def checkin_windows(
+        self, subject_id: str, since: dt.datetime, until: dt.datetime
+    ) -> list[dict[str, Any]]:
+        """The person's check-in windows that end after `since` and start before `until`."""
+        cursor = self._occurrences.find(
             {
                 "subject_id": subject_id,
-                "window_start": {"$lte": now, "$gte": now - grace - dt.timedelta(days=90)},
-                "window_end": {"$gt": now - grace},
-                "kind": "remote_checkin",
+                # Bounded below so the (subject, start) index serves it: no check-in window is
+                # longer than 90 days (`*.checkin_every_days` max).
+                "window_start": {"$lt": until, "$gte": since - dt.timedelta(days=91)},
             },
-            {
-                "window_start": 1,
-                "window_end": 1,
-                "status": 1,
-                "program_id": 1,
-                "org_path": 1,
-            },
-            "window",
+            {"window_start": 1, "window_end": 1, "kind": 1, "program_id": 1, "org_path": 1},
         )
+        return [
+            doc
+            async for doc in cursor
+            if doc["kind"] == "remote_checkin" and doc["window_end"] > since
+        ]
 
     async def checkin_occurrence(self, occurrence_id_: str) -> dict[str, Any] | None:
         return await self._occurrences.find_one({"_id": occurrence_id_})

@@ -18,7 +18,7 @@ from models.clock import Clock
 from models.errors import Conflict, InvalidInput, NotFound
 from models.geo import Area
 from models.policy import Identity
-from models.store import CollectionSpec, Store, union_stage
+from models.store import CollectionSpec, Store
 
 ORGS = CollectionSpec(
     "orgs",
@@ -173,17 +173,8 @@ class OrgService:
         cursor = self._orgs.find({"path": identity.org_id}).sort("path", ASCENDING).limit(limit)
         return [Org.from_doc(doc) async for doc in cursor]
 
-    def area_stage(self, org_path: Sequence[str]) -> dict[str, Any]:
-        """The nodes on a path that define a check-in area (the station's own, else above)."""
-        return union_stage(
-            ORGS,
-            {"_id": {"$in": [ObjectId(node) for node in org_path]}, "area": {"$exists": True}},
-            {"area": 1, "path": 1, "kind": 1},
-            "org",
-        )
-
     async def areas_on(self, org_path: Sequence[str]) -> list[dict[str, Any]]:
-        """The same as `area_stage`, read on its own (a file moved mid-session)."""
+        """The nodes on a path that define a check-in area (the station's own, else above)."""
         ids = [ObjectId(node) for node in org_path]
         cursor = self._orgs.find({"_id": {"$in": ids}, "area": {"$exists": True}})
         return [{"_id": d["_id"], "area": d["area"], "kind": d["kind"]} async for d in cursor]

@@ -81,20 +81,6 @@ class DatabaseSettings:
     operation_timeout_ms: int | None = None
 
 
-def union_stage(
-    spec: CollectionSpec, match: dict[str, Any], project: dict[str, Any], part: str
-) -> dict[str, Any]:
-    """A `$unionWith` stage reading from another service's collection, each result tagged
-    with `part`: one round trip gathers what a hot path needs from several collections, while
-    each service still writes its own filter (and so its own index and rules)."""
-    return {
-        "$unionWith": {
-            "coll": spec.name,
-            "pipeline": [{"$match": match}, {"$project": project}, {"$set": {"_part": part}}],
-        }
-    }
-
-
 class Store:
     """The one database handle of a process; services get collections from it."""
 

@@ -31,7 +31,7 @@ from models.identity_numbers import (
 from models.keys import KeyVault
 from models.orgs import OrgKind, OrgService, parse_id
 from models.policy import IDENTITY_FIELDS, Identity, Policy, Role, Scope, visible_fields
-from models.store import CollectionSpec, Store, union_stage
+from models.store import CollectionSpec, Store
 
 SUBJECTS = CollectionSpec(
     "subjects",
@@ -232,15 +232,6 @@ class SubjectService:
         """The raw document, for services acting without a caller (sweeps): no scope, no
         decryption, and so no audit entry."""
         return await self._subjects.find_one({"_id": parse_id(subject_id, "case file")})
-
-    def checkin_context_stage(self, subject_id: str) -> dict[str, Any]:
-        """The parts of a case file a check-in needs (its key, its place in the tree)."""
-        return union_stage(
-            SUBJECTS,
-            {"_id": parse_id(subject_id, "case file")},
-            {"dek_id": 1, "org_id": 1, "org_path": 1, "status": 1},
-            "subject",
-        )
 
     async def reachable_ids(self, identity: Identity, action: str, limit: int) -> list[str]:
         """The ids of the case files `identity` reaches for `action` (its caseload's scope)."""

@@ -425,6 +425,8 @@ def build_services(
         policy,
     )
     assistance = AssistanceService(store, clock, audit, codec, subjects_service)
+    # A person who signs in is about to check in: their context is loaded ahead.
+    mp_accounts.on_login(checkin_service.prefetch)
     # A check-in stored by a request that died before updating its window still counts.
     obligation_service.add_evidence_source(checkin_service.evidence_for)
     caseload_service = CaseloadService(

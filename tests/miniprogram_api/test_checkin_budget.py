@@ -72,7 +72,7 @@ async def test_a_check_in_costs_at_most_four_round_trips(supervised, config, clo
         assert second.json["status"] == "on_time"
         counted = list(log.commands)
         assert len(counted) <= BUDGET, counted
-        assert [c.split()[0] for c in counted] == ["aggregate", "insert", "insert", "update"]
+        assert [c.split()[0] for c in counted] == ["find", "insert", "insert", "update"]
         # A retry costs the read, its audit entry and the (idempotent) re-application.
         log.commands.clear()
         retry_key = "budget-retry-1"
