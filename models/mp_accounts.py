@@ -83,7 +83,8 @@ class MpAccountService:
         self._login_listeners: list[Callable[[Identity], Awaitable[None]]] = []
 
     def on_login(self, listener: Callable[[Identity], Awaitable[None]]) -> None:
-        """Run `listener` after each login (check-ins load the person's context ahead)."""
+        """Run `listener` after each login and binding (check-ins load the person's context
+        ahead)."""
         self._login_listeners.append(listener)
 
     async def login(self, ctx: AuditContext, code: str) -> MpLogin:
@@ -131,13 +132,7 @@ class MpAccountService:
         )
         identity = await self._identity(doc)
         issued = await self._sessions.issue(identity)
-        for listener in self._login_listeners:
-            try:
-                await listener(identity)
-            except Exception as exc:  # a warm-up that fails costs speed, never the login
-                log.warning(
-                    "login listener failed", extra={"fields": {"error": type(exc).__name__}}
-                )
+        await self._signed_in(identity)
         await self._audit.record(
             AuditContext(identity, ctx.request_id, ctx.remote_ip),
             "mp.login",
@@ -147,6 +142,15 @@ class MpAccountService:
             details={"bound": identity.role is not None, "role": identity.role},
         )
         return MpLogin(issued.token, issued.expires_at, identity.role is not None, identity.role)
+
+    async def _signed_in(self, identity: Identity) -> None:
+        for listener in self._login_listeners:
+            try:
+                await listener(identity)
+            except Exception as exc:  # a warm-up that fails costs speed, never the login
+                log.warning(
+                    "login listener failed", extra={"fields": {"error": type(exc).__name__}}
+                )
 
     async def _identity(self, doc: dict[str, Any]) -> Identity:
         """Who a WeChat user acts as now: its binding, re-read so a disabled account, a moved
@@ -243,6 +247,7 @@ class MpAccountService:
             identity = await self._identity(doc)
             await self._sessions.rebind(user_id, identity)
         await self._throttle.clear_account(BIND, user_id)
+        await self._signed_in(identity)
         return MpBinding(role=str(identity.role), subject_id=None if kind == "staff" else target_id)
 
     async def issue_code(self, ctx: AuditContext, subject_id: str, purpose: str) -> IssuedCode:

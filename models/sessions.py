@@ -187,6 +187,9 @@ class SessionService:
                 }
             },
         )
+        # The phone that just bound calls again at once: remember its sessions as they are now.
+        async for doc in self._sessions.find({"wechat_user_id": wechat_user_id}):
+            self._remember(doc["_id"], doc)
 
 
 def _identity(doc: dict[str, Any]) -> Identity:

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=CHECKIN_DEFAULT,
         metavar="N",
         help=f"people who each check in once through POST /mp/v1/checkins "
-        f"({CHECKIN_MIN}-{CHECKIN_MAX}; the time grows with the square of N: 100 take about a "
+        f"({CHECKIN_MIN}-{CHECKIN_MAX}; seeding takes most of the time: 500 take about a "
         "minute); 0 skips it",
     )
     parser.add_argument(
