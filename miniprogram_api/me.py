@@ -8,22 +8,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from handlers.base import RequestError, endpoint
+from handlers.obligations import OccurrenceList, OccurrenceOut
 from miniprogram_api.base import MpHandler
 from models.clock import LOCAL_TZ
-
-
-class TaskOut(BaseModel):
-    id: str | None
-    kind: str
-    window_start: dt.datetime
-    window_end: dt.datetime
-    status: str
-    projected: bool
-    required_hours: int | None = None
-
-
-class TasksOut(BaseModel):
-    items: list[TaskOut]
 
 
 class MessageOut(BaseModel):
@@ -67,7 +54,7 @@ class TasksHandler(MpHandler):
     @endpoint(
         "Own obligations (a guardian: the patient's) with windows and status, "
         "`?from=&to=` (default: today and the next 7 days, at most 62 days)",
-        response=TasksOut,
+        response=OccurrenceList,
         errors=(401, 403, 422),
         tags=("mini-program",),
     )
@@ -90,7 +77,7 @@ class TasksHandler(MpHandler):
             status=None,
             kind=None,
         )
-        self.respond(TasksOut(items=[TaskOut.model_validate(v.__dict__) for v in views]))
+        self.respond(OccurrenceList(items=[OccurrenceOut.of(v) for v in views]))
 
 
 class MessagesHandler(MpHandler):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +120,15 @@ class ElocationService:
         self._programs = programs
         self._rules = rules
         self._staff = staff
+        self._listeners: list[Callable[[str], None]] = []
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Tell `listener` (a person's id) when an order is decided (or ends)."""
+        self._listeners.append(listener)
+
+    def _changed(self, subject_id: str) -> None:
+        for listener in self._listeners:
+            listener(subject_id)
 
     def today(self) -> dt.date:
         return self._clock.now().astimezone(LOCAL_TZ).date()
@@ -339,6 +348,7 @@ class ElocationService:
             resource="elocation_order",
             when_final={"decided_at": step["at"]},
         )
+        self._changed(str(updated["subject_id"]))
         return await self._view(updated)
 
     async def end_expired_orders(self, today: dt.date) -> int:

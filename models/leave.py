@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +151,15 @@ class LeaveService:
         self._programs = programs
         self._rules = rules
         self._alerts = alerts
+        self._listeners: list[Callable[[str], None]] = []
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Tell `listener` (a person's id) when leave is granted, refused or returned from."""
+        self._listeners.append(listener)
+
+    def _changed(self, subject_id: str) -> None:
+        for listener in self._listeners:
+            listener(subject_id)
 
     def today(self) -> dt.date:
         return self._clock.now().astimezone(LOCAL_TZ).date()
@@ -400,6 +409,7 @@ class LeaveService:
             resource="leave_request",
             when_final={"decided_at": step["at"]},
         )
+        self._changed(str(updated["subject_id"]))
         return await self._view(updated)
 
     async def record_return(self, ctx: AuditContext, leave_id: str, on: dt.date) -> LeaveView:
@@ -477,6 +487,7 @@ class LeaveService:
                     code="invalid_transition",
                     details={"status": "returned"},
                 )
+        self._changed(str(updated["subject_id"]))
         return await self._view(updated)
 
     async def alert_overdue_returns(self, today: dt.date) -> int:

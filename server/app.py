@@ -425,8 +425,11 @@ def build_services(
         policy,
     )
     assistance = AssistanceService(store, clock, audit, codec, subjects_service)
-    # A person who signs in is about to check in: their context is loaded ahead.
+    # A person who signs in is about to check in: their context is loaded ahead; a decision
+    # on leave or e-location taken in this process reaches their next check-in at once.
     mp_accounts.on_login(checkin_service.prefetch)
+    leave_service.on_change(checkin_service.forget)
+    elocation_service.on_change(checkin_service.forget)
     # A check-in stored by a request that died before updating its window still counts.
     obligation_service.add_evidence_source(checkin_service.evidence_for)
     caseload_service = CaseloadService(
