@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from models.assistance import AssistanceService
 from models.audit import AuditCheckpointer, AuditContext
 from models.caseload import CaseloadService
 from models.clock import LOCAL_TZ
@@ -105,6 +106,20 @@ class ProgramsEndingSweep:
 
     async def run(self, now: dt.datetime) -> dict[str, Any]:
         return {"alerts": await self._programs.alert_ending(now.astimezone(LOCAL_TZ).date())}
+
+
+class StaysEndingSweep:
+    """Tells people (and their workers) before a 阳光之家 stay reaches its limit."""
+
+    name = "stays_ending"
+    interval_seconds = 3600
+    description = "remind people whose stay at a facility ends within 14 days"
+
+    def __init__(self, assistance: AssistanceService):
+        self._assistance = assistance
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        return {"reminders": await self._assistance.remind_stays_ending(now)}
 
 
 class LeaveReturnsSweep:

@@ -542,6 +542,49 @@ class ObligationService:
             updated["status"], updated["window_start"], updated["window_end"], self._clock.now()
         )
 
+    # --- hours (education, community service) ---------------------------------------------------
+
+    async def credit_hours(
+        self, subject_id: str, kind: str, on: dt.date, hours: float, source: str
+    ) -> bool:
+        """Hours done elsewhere (a course of 阳光之家) count toward the person's `kind` window
+        that holds `on`; the window is met once its required hours are reached. False when no
+        such window is stored (the person owes no such hours then)."""
+        moment = _local_midnight(on) + dt.timedelta(hours=12)
+        window = await self._occurrences.find_one(
+            {
+                "subject_id": subject_id,
+                "window_start": {"$lte": moment, "$gte": moment - dt.timedelta(days=92)},
+                "window_end": {"$gt": moment},
+                "kind": kind,
+            }
+        )
+        if window is None:
+            return False
+        entry = {"source": source, "on": on.isoformat(), "hours": hours, "at": self._clock.now()}
+        updated = await self._occurrences.find_one_and_update(
+            {"_id": window["_id"]},
+            {"$inc": {"hours_done": hours}, "$push": {"hours_log": entry}},
+            return_document=ReturnDocument.AFTER,
+        )
+        required = updated.get("required_hours") or 0
+        if updated["hours_done"] >= required and updated["status"] in (
+            OccurrenceStatus.SCHEDULED,
+            OccurrenceStatus.MISSED,
+        ):
+            met_late = self._clock.now() >= updated["window_end"]
+            await self._occurrences.update_one(
+                {"_id": updated["_id"], "status": updated["status"]},
+                {
+                    "$set": {
+                        "status": str(OccurrenceStatus.LATE if met_late else OccurrenceStatus.DONE),
+                        "result_at": self._clock.now(),
+                    },
+                    "$unset": {"alert_pending": ""},
+                },
+            )
+        return True
+
     # --- results (drug tests, follow-ups, contacts) --------------------------------------------
 
     async def record_result(

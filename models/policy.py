@@ -276,6 +276,45 @@ DEFAULT_TABLE: dict[str, Rule] = {
         narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED, Role.HEALTH_WORKER: Scope.HEALTH},
         description="issue a person's or guardian's WeChat binding code",
     ),
+    # 阳光之家 assistance: workers refer, the station approves, the facility's coordinator
+    # places (a coordinator reaches referrals to their own facilities only, in the service).
+    "assistance.read": Rule(
+        _roles(OFFICER_ROLES, Role.SOCIAL_WORKER, Role.ASSISTANCE_COORDINATOR),
+        narrower={
+            Role.SOCIAL_WORKER: Scope.ASSIGNED,
+            Role.ASSISTANCE_COORDINATOR: Scope.REFERRED,
+        },
+        description="resources, referrals and placements in scope",
+    ),
+    "assistance.manage": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.SOCIAL_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="assess needs, refer, offer, record answers and outcomes",
+    ),
+    "assistance.approve": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER), description="approve a referral"
+    ),
+    "assistance.place": Rule(
+        _roles(
+            Role.STATION_OFFICER,
+            Role.COUNTY_OFFICER,
+            Role.SOCIAL_WORKER,
+            Role.ASSISTANCE_COORDINATOR,
+        ),
+        narrower={
+            Role.SOCIAL_WORKER: Scope.ASSIGNED,
+            Role.ASSISTANCE_COORDINATOR: Scope.REFERRED,
+        },
+        description="place, check out, arrivals, course attendance",
+    ),
+    "assistance.extend": Rule(
+        _roles(Role.COUNTY_OFFICER), description="approve a stay beyond the limit"
+    ),
+    "assistance.resources": Rule(
+        _roles(Role.COUNTY_OFFICER, Role.CITY_OFFICER),
+        description="add and open or close facilities, jobs and courses",
+    ),
+    "assistance.summary": Rule(_roles(OFFICER_ROLES), description="a node's monthly summary"),
     # The mini-program: a bound person (or guardian) acting on their own file.
     "mp.self": Rule(
         _roles(MpRole.SUBJECT, MpRole.GUARDIAN), Scope.NONE, description="own tasks and messages"

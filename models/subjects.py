@@ -255,6 +255,15 @@ class SubjectService:
         query = {**scope, "status": {"$ne": SubjectStatus.SHREDDED}}
         return [str(d["_id"]) async for d in self._subjects.find(query, {"_id": 1}).limit(limit)]
 
+    async def set_needs(
+        self, subject_id: str, sealed_needs: Any, three_nos: bool, at: dt.datetime
+    ) -> None:
+        """The assistance needs assessed for a person (sealed) and the derived 三无 flag."""
+        await self._subjects.update_one(
+            {"_id": parse_id(subject_id, "case file")},
+            {"$set": {"needs": sealed_needs, "three_nos": three_nos, "needs_at": at}},
+        )
+
     async def phone_for_notice(self, subject_id: str) -> str | None:
         """The person's phone, for an urgent notice by SMS (the delivery log records it)."""
         doc = await self.document(subject_id)
@@ -1174,6 +1183,11 @@ class SubjectService:
             }
             team = doc.get("assignments", {}).get("team")
             update: dict[str, Any] = {"enc": enc, "dek_id": new_key.key_id}
+            if doc.get("needs") is not None:
+                needs = await self._codec.open("subjects", subject_id, "needs", doc["needs"])
+                update["needs"] = await self._codec.seal(
+                    subject_id, new_key.key_id, "subjects", subject_id, "needs", needs
+                )
             if team is not None:
                 team_plain = await self._codec.open("subjects", subject_id, "team", team)
                 update["assignments.team"] = await self._codec.seal(

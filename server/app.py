@@ -14,6 +14,7 @@ import tornado.web
 from handlers import (
     admin,
     alerts,
+    assistance,
     auth,
     caseload,
     checkins,
@@ -105,6 +106,7 @@ def all_routes() -> list[tuple[Any, ...]]:
         *caseload.routes,
         *alerts.routes,
         *checkins.routes,
+        *assistance.routes,
         *mp_auth.routes,
         *mp_me.routes,
         *mp_uploads.routes,
@@ -424,7 +426,18 @@ def build_services(
         face or LocalFaceVerifier(),
         policy,
     )
-    assistance = AssistanceService(store, clock, audit, codec, subjects_service)
+    assistance_service = AssistanceService(
+        store,
+        clock,
+        audit,
+        codec,
+        subjects_service,
+        orgs,
+        rules,
+        obligation_service,
+        notifications,
+        policy,
+    )
     # A person who signs in is about to check in: their context is loaded ahead; a decision
     # on leave or e-location taken in this process reaches their next check-in at once.
     mp_accounts.on_login(checkin_service.prefetch)
@@ -446,7 +459,7 @@ def build_services(
         elocation_service,
         transfer_service,
         checkin_service,
-        assistance,
+        assistance_service,
     ):
         subjects_service.add_sealed_locations(service.sealed_fields)
     return Services(
@@ -455,7 +468,7 @@ def build_services(
         # Subscribe-message acceptances pushed by WeChat are recorded as consents.
         wechat_push=WeChatPushService(store, clock, audit, codec, consents),
         idempotency=IdempotencyService(store, clock, codec),
-        assistance=assistance,
+        assistance=assistance_service,
         content_check=ContentCheckService(wechat, mp_accounts, config.msg_sec_check),
         wechat=wechat,
         mp_accounts=mp_accounts,

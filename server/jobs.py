@@ -21,6 +21,7 @@ from jobs.sweeps import (
     ProgramsEndingSweep,
     ReminderSweep,
     RetentionSweep,
+    StaysEndingSweep,
     WeChatTokenSweep,
 )
 from models.audit import SIGNING_KEY_ID, AuditCheckpointer, AuditContext
@@ -128,6 +129,12 @@ SWEEPS: tuple[SweepSpec, ...] = (
         RetentionSweep.interval_seconds,
         RetentionSweep.description,
         lambda ctx: RetentionSweep(ctx.services.programs, ctx.services.subjects, JOBS_ACTOR),
+    ),
+    SweepSpec(
+        StaysEndingSweep.name,
+        StaysEndingSweep.interval_seconds,
+        StaysEndingSweep.description,
+        lambda ctx: StaysEndingSweep(ctx.services.assistance),
     ),
     SweepSpec(
         WeChatTokenSweep.name,
