@@ -868,10 +868,14 @@ class AssistanceService:
                     {"$pull": {holder: referral_id}, "$inc": {"free": 1}},
                 )
                 return
-            handed = await self._resources.update_one(
-                {"_id": oid, holder: referral_id},
-                {"$pull": {holder: referral_id}, "$push": {"held": first["referral_id"]}},
+            # One update hands the place over: a held place changes holder in its slot (pulling
+            # and pushing the same array in one update is refused).
+            change = (
+                {"$set": {"held.$": first["referral_id"]}}
+                if holder == "held"
+                else {"$pull": {"placed": referral_id}, "$push": {"held": first["referral_id"]}}
             )
+            handed = await self._resources.update_one({"_id": oid, holder: referral_id}, change)
             if handed.modified_count == 0:
                 continue
             await self._offer_held(first)

@@ -409,3 +409,57 @@ async def test_needs_outcomes_and_the_countys_month(desk, clock):
     assert summary.json["median_days_to_placement"] == 3.0
     (home_row,) = [r for r in summary.json["occupancy"] if r["id"] == home["id"]]
     assert home_row["occupied"] == 1
+
+
+async def test_a_cancelled_hold_passes_to_the_next_waiting(desk):
+    home = await desk.facility(capacity=1)
+    people = [await desk.person() for _ in range(3)]
+    referrals = [await desk.accepted_referral(p, home["id"]) for p in people]
+    for rid in referrals:
+        await desk.call(
+            desk.coordinator,
+            "/api/v1/assistance/placements",
+            "POST",
+            {"referral_id": rid, "resource_id": home["id"]},
+        )
+    placement = await desk.call(desk.social, f"/api/v1/assistance/referrals/{referrals[0]}")
+    assert placement.json["status"] == "placed"
+    # The bed frees; the second is offered it and says no; the third is offered it next.
+    placed_id = f"{home['id']}:{referrals[0]}"
+    await desk.call(
+        desk.coordinator,
+        f"/api/v1/assistance/placements/{placed_id}/checkout",
+        "POST",
+        {"reason": "租到房子"},
+    )
+    second = await desk.call(desk.social, f"/api/v1/assistance/referrals/{referrals[1]}")
+    assert second.json["status"] == "offered"
+    declined = await desk.call(
+        desk.social,
+        f"/api/v1/assistance/referrals/{referrals[1]}/transition",
+        "POST",
+        {"to": "declined", "reason": "已投靠亲属"},
+    )
+    assert declined.status == 200
+    third = await desk.call(desk.social, f"/api/v1/assistance/referrals/{referrals[2]}")
+    assert third.json["status"] == "offered"
+    state = await desk.call(desk.county, f"/api/v1/assistance/facilities/{home['id']}")
+    assert (state.json["occupied"], state.json["held"], state.json["waiting"]) == (0, 1, 0)
+
+
+async def test_people_are_reminded_before_their_stay_ends(desk, services, clock):
+    home = await desk.facility(capacity=1, max_stay_days=30)
+    subject_id = await desk.person()
+    rid = await desk.accepted_referral(subject_id, home["id"])
+    await desk.call(
+        desk.coordinator,
+        "/api/v1/assistance/placements",
+        "POST",
+        {"referral_id": rid, "resource_id": home["id"]},
+    )
+    assert await services.assistance.remind_stays_ending(clock.now()) == 0
+    clock.advance(dt.timedelta(days=17))
+    assert await services.assistance.remind_stays_ending(clock.now()) == 1
+    assert await services.assistance.remind_stays_ending(clock.now()) == 0
+    messages = await services.notifications.for_recipient(f"subject:{subject_id}")
+    assert any(m["title"] == "入住期限提醒" for m in messages)
