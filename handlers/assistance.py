@@ -24,7 +24,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-FacilityKind = Literal["sunshine_home", "transitional_base", "shelter", "meals"]
+FacilityKind = Literal[
+    "sunshine_home", "transitional_base", "shelter", "meals", "legal_aid", "benefit"
+]
 Need = Literal["housing", "food", "job", "training", "legal", "benefits"]
 
 
@@ -37,7 +39,9 @@ class FacilityBody(Strict):
     hours: str | None = Field(default=None, max_length=200)
     contacts: str | None = Field(default=None, max_length=200)
     # Who may stay (populations), when a facility is for some only.
-    populations: list[str] | None = Field(default=None, max_length=4)
+    populations: (
+        list[Literal["community_corrections", "resettlement", "drug_rehab", "mental_health"]] | None
+    ) = Field(default=None, min_length=1, max_length=4)
     coordinator_ids: list[str] = Field(default_factory=list, max_length=20)
 
 
@@ -211,7 +215,8 @@ class FacilitiesHandler(BaseHandler):
     access = "assistance.resources"
 
     @endpoint(
-        "Add a facility (阳光之家, 过渡性安置基地, shelter, meals) with its capacity",
+        "Add a facility (阳光之家, 过渡性安置基地, shelter, meals) or a service (legal aid, "
+        "benefit applications) with its capacity",
         body=FacilityBody,
         response=ResourceOut,
         status=201,

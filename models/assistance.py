@@ -699,6 +699,15 @@ class AssistanceService:
                 code="invalid_transition",
                 details={"status": str(status)},
             )
+        allowed = (resource.get("details") or {}).get("populations")
+        if allowed:
+            subject = await self._subjects.document(doc["subject_id"])
+            if not set(allowed) & set((subject or {}).get("populations") or []):
+                raise Conflict(
+                    "This resource is for other people (its rules say who may stay).",
+                    code="not_eligible",
+                    details={"populations": list(allowed)},
+                )
         oid = resource["_id"]
         taken = await self._resources.find_one_and_update(
             {"_id": oid, "held": referral_id},

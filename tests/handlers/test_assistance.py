@@ -463,3 +463,25 @@ async def test_people_are_reminded_before_their_stay_ends(desk, services, clock)
     assert await services.assistance.remind_stays_ending(clock.now()) == 0
     messages = await services.notifications.for_recipient(f"subject:{subject_id}")
     assert any(m["title"] == "入住期限提醒" for m in messages)
+
+
+async def test_a_facility_for_some_populations_refuses_others(desk):
+    corrections = {
+        "type": "community_corrections",
+        "start_date": "2026-11-02",
+        "end_date": "2027-11-01",
+        "sentence_type": "probation",
+    }
+    base = await desk.facility(capacity=5, populations=["resettlement"])
+    subject_id = await desk.person(corrections)
+    rid = await desk.accepted_referral(subject_id, base["id"])
+    refused = await desk.call(
+        desk.coordinator,
+        "/api/v1/assistance/placements",
+        "POST",
+        {"referral_id": rid, "resource_id": base["id"]},
+    )
+    assert refused.status == 409
+    assert refused.json["error"]["code"] == "not_eligible"
+    state = await desk.call(desk.county, f"/api/v1/assistance/facilities/{base['id']}")
+    assert state.json["occupied"] == 0
