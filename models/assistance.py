@@ -1032,11 +1032,18 @@ class AssistanceService:
             raise InvalidInput(
                 "Attendance is recorded for courses.", details=[{"field": "resource_id"}]
             )
+        # The person must be the caller's to record for, as for any placement: a course is the
+        # county's, reached from every station, the person is not. Checked before anything
+        # says whether they are enrolled.
+        if ctx.identity.role != Role.ASSISTANCE_COORDINATOR:
+            # (A coordinator reaches the people enrolled in their own course, checked below.)
+            await self._subjects.require(ctx, subject_id, "assistance.place")
         enrolled = await self._placements.find_one(
             {"resource_id": resource_id, "subject_id": subject_id, "status": "placed"}
         )
         if enrolled is None:
             raise Conflict("The person is not enrolled in this course.", code="not_enrolled")
+        await self._referral_in_scope(ctx.identity, enrolled["referral_id"], "assistance.place")
         limit = resource.get("hours_credit")
         if hours <= 0 or (limit is not None and hours > float(limit)):
             raise InvalidInput("Hours out of range.", details=[{"field": "hours"}])

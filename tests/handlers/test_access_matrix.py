@@ -17,8 +17,10 @@ from bson import ObjectId
 
 from models import totp
 from models.approvals import LEVEL_OF_ROLE, Level
+from models.assistance import ReferralStatus, ResourceKind
 from models.audit import AuditContext
 from models.checkins import CheckinInput
+from models.clock import LOCAL_TZ
 from models.elocation import Ground
 from models.identity_numbers import IdType
 from models.orgs import Org, OrgKind
@@ -156,9 +158,16 @@ async def target_subject(env: Env, in_scope: bool) -> str:
     """A case file the caller reaches in scope: filed in its subtree, assigned to it, a
     mental-health case, referred to its node (whatever its role's scope asks); or one it
     does not reach."""
-    services = env.make_staff.services
+    sid = await file_at(env, subject_home(env, in_scope))
+    if in_scope:
+        await mark_in_scope(env, sid)
+    return sid
+
+
+async def file_at(env: Env, org: Org) -> str:
+    """A case file filed at `org`, assigned to nobody."""
     birth = dt.date(1988, 8, 8)
-    view = await services.subjects.create(
+    view = await env.make_staff.services.subjects.create(
         SYSTEM,
         SubjectInput(
             name="矩阵",
@@ -168,11 +177,9 @@ async def target_subject(env: Env, in_scope: bool) -> str:
             gender="male",
             birth_date=birth,
             address="测试路 1 号",
-            org_id=subject_home(env, in_scope).id,
+            org_id=org.id,
         ),
     )
-    if in_scope:
-        await mark_in_scope(env, view.id)
     return view.id
 
 
@@ -591,10 +598,148 @@ async def org_area(env: Env, in_scope: bool) -> Request:
     )
 
 
+def county_of(env: Env, in_scope: bool) -> Org:
+    """Where the assistance resources in (or out of) the caller's scope are kept: a county's
+    resources are reached by its stations below and its city above."""
+    return env.tree.county if in_scope else env.tree.other_county
+
+
+async def county_officer(env: Env, in_scope: bool) -> AuditContext:
+    """A county officer of the county in (or out of) scope, to take the steps a builder needs
+    (the SYSTEM context holds no role the workflow's steps admit)."""
+    return as_account(await env.make_staff(Role.COUNTY_OFFICER, county_of(env, in_scope)))
+
+
+def today(env: Env) -> dt.date:
+    return env.make_staff.services.assistance._clock.now().astimezone(LOCAL_TZ).date()
+
+
+async def new_resource(
+    env: Env,
+    in_scope: bool,
+    kind: ResourceKind = ResourceKind.SUNSHINE_HOME,
+    *,
+    org: Org | None = None,
+) -> str:
+    """A resource of the county in (or out of) scope: the calling coordinator coordinates the
+    one in scope, and not the one outside."""
+    view = await env.make_staff.services.assistance.add_resource(
+        SYSTEM,
+        kind=kind,
+        name="矩阵资源",
+        org_id=(org or county_of(env, in_scope)).id,
+        capacity=5,
+        hours_credit=2.0 if kind is ResourceKind.COURSE else None,
+        coordinator_ids=[env.caller.id] if in_scope else [],
+    )
+    return view.id
+
+
+def resource_body(path: str, body: dict[str, Any]) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        return Request(path, {**body, "org_id": county_of(env, in_scope).id})
+
+    return build
+
+
+def on_resource(
+    prefix: str, suffix: str = "", body: Any = None, kind: ResourceKind = ResourceKind.SUNSHINE_HOME
+) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        resource_id = await new_resource(env, in_scope, kind)
+        return Request(f"/api/v1/assistance/{prefix}/{resource_id}{suffix}", body)
+
+    return build
+
+
+async def new_referral(
+    env: Env,
+    in_scope: bool,
+    stage: str,
+    kind: ResourceKind = ResourceKind.SUNSHINE_HOME,
+    *,
+    subject_id: str | None = None,
+    resource_id: str | None = None,
+) -> tuple[str, str]:
+    """A referral of a case file in (or out of) scope to a resource of that county, taken to
+    `stage` (requested, offered or placed) by the county's officer: (referral, resource)."""
+    sid = subject_id or await target_subject(env, in_scope)
+    resource_id = resource_id or await new_resource(env, in_scope, kind)
+    assistance = env.make_staff.services.assistance
+    view = await assistance.refer(SYSTEM, sid, ["housing"], "", resource_id)
+    if stage in ("offered", "placed"):
+        officer = await county_officer(env, in_scope)
+        await assistance.transition(officer, view.id, ReferralStatus.APPROVED, None)
+        await assistance.transition(officer, view.id, ReferralStatus.OFFERED, None)
+        if stage == "placed":
+            await assistance.place(officer, view.id, resource_id)
+    return view.id, resource_id
+
+
+def on_referral(suffix: str, body: Any = None) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        referral_id, _ = await new_referral(env, in_scope, "requested")
+        return Request(f"/api/v1/assistance/referrals/{referral_id}{suffix}", body)
+
+    return build
+
+
+async def offered_referral(env: Env, in_scope: bool) -> Request:
+    referral_id, resource_id = await new_referral(env, in_scope, "offered")
+    return Request(
+        "/api/v1/assistance/placements", {"referral_id": referral_id, "resource_id": resource_id}
+    )
+
+
+def on_placement(suffix: str, body: Callable[[Env], Any]) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        referral_id, resource_id = await new_referral(env, in_scope, "placed")
+        placement_id = f"{resource_id}:{referral_id}"
+        return Request(f"/api/v1/assistance/placements/{placement_id}{suffix}", body(env))
+
+    return build
+
+
+async def course_attendance(env: Env, in_scope: bool) -> Request:
+    """Hours at a course for a person enrolled in it. Out of scope: a person the caller does
+    not reach, enrolled in a course of its own county (a sibling station's file) where the
+    caller sits below the county; else a course and a person of the other county."""
+    if in_scope or env.caller.org.kind is OrgKind.COUNTY or env.caller.org.kind is OrgKind.CITY:
+        sid = await target_subject(env, in_scope)
+        _, course_id = await new_referral(
+            env, in_scope, "placed", ResourceKind.COURSE, subject_id=sid
+        )
+    else:
+        sid = await file_at(env, env.tree.station2)
+        course_id = await new_resource(env, False, ResourceKind.COURSE, org=env.tree.county)
+        await new_referral(env, True, "placed", subject_id=sid, resource_id=course_id)
+    return Request(
+        f"/api/v1/assistance/courses/{course_id}/attendance",
+        {"subject_id": sid, "on": today(env).isoformat(), "hours": 1.5},
+    )
+
+
+async def month_summary(env: Env, in_scope: bool) -> Request:
+    return Request(f"/api/v1/assistance/summary?org_id={env.node(in_scope).id}&month=2026-06")
+
+
+def approvers(role: Role) -> int:
+    """A referral is approved by the station (or county): the other roles that may read it are
+    refused that step by the service (STEP_ACTION), whether or not they reach the referral."""
+    return 200 if role in (Role.STATION_OFFICER, Role.COUNTY_OFFICER) else 403
+
+
+def approvers_outside(role: Role) -> int:
+    """Out of scope: the approvers do not find it; the others are refused the step first."""
+    return 404 if role in (Role.STATION_OFFICER, Role.COUNTY_OFFICER) else 403
+
+
 BREAK_GLASS_REASON = {"reason": "协查：该人员在本区涉嫌违法，需核实身份"}
 
-# (path pattern, method) -> (builder, success status, status outside scope or None: no target)
-CASES: dict[tuple[str, str], tuple[Builder, int | Callable[[Role], int], int | None]] = {
+# (path pattern, method) -> (builder, success status, status outside scope or None: no target);
+# either status may be a function of the caller's role.
+Status = int | Callable[[Role], int]
+CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
     ("/api/v1/auth/logout", "POST"): (plain("/api/v1/auth/logout"), 204, None),
     ("/api/v1/me", "GET"): (plain("/api/v1/me"), 200, None),
     ("/api/v1/me/password", "POST"): (change_password, 204, None),
@@ -848,6 +993,108 @@ CASES: dict[tuple[str, str], tuple[Builder, int | Callable[[Role], int], int | N
     ("/api/v1/checkins/review-queue", "GET"): (plain("/api/v1/checkins/review-queue"), 200, None),
     ("/api/v1/checkins/(?P<checkin_id>[^/]+)/review", "POST"): (flagged_checkin, 200, 404),
     ("/api/v1/orgs/(?P<org_id>[^/]+)/area", "PUT"): (org_area, 200, 404),
+    ("/api/v1/assistance/facilities", "POST"): (
+        resource_body(
+            "/api/v1/assistance/facilities",
+            {"name": "阳光之家", "kind": "sunshine_home", "capacity": 5},
+        ),
+        201,
+        404,
+    ),
+    ("/api/v1/assistance/jobs", "POST"): (
+        resource_body(
+            "/api/v1/assistance/jobs",
+            {"name": "岗位", "places": 2, "employer": "企业", "position": "装配工"},
+        ),
+        201,
+        404,
+    ),
+    ("/api/v1/assistance/courses", "POST"): (
+        resource_body(
+            "/api/v1/assistance/courses", {"name": "技能培训", "seats": 10, "hours_credit": 2}
+        ),
+        201,
+        404,
+    ),
+    ("/api/v1/assistance/facilities/(?P<resource_id>[^/]+)", "GET"): (
+        on_resource("facilities"),
+        200,
+        404,
+    ),
+    ("/api/v1/assistance/facilities/(?P<resource_id>[^/]+)", "PATCH"): (
+        on_resource("facilities", body={"active": False}),
+        200,
+        404,
+    ),
+    ("/api/v1/assistance/resources/(?P<resource_id>[^/]+)", "GET"): (
+        on_resource("resources", kind=ResourceKind.JOB),
+        200,
+        404,
+    ),
+    ("/api/v1/assistance/resources/(?P<resource_id>[^/]+)", "PATCH"): (
+        on_resource("resources", body={"active": True}, kind=ResourceKind.COURSE),
+        200,
+        404,
+    ),
+    ("/api/v1/assistance/resources/(?P<resource_id>[^/]+)/waiting-list", "GET"): (
+        on_resource("resources", "/waiting-list"),
+        200,
+        404,
+    ),
+    # Outside: a person the caller does not reach, enrolled in a course it does reach.
+    ("/api/v1/assistance/courses/(?P<resource_id>[^/]+)/attendance", "POST"): (
+        course_attendance,
+        200,
+        404,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/needs", "PUT"): (
+        on_subject("/needs", lambda env, _in: {"housing": True, "employment": True}),
+        200,
+        404,
+    ),
+    ("/api/v1/assistance/referrals", "POST"): (
+        on_subject_body(
+            "/api/v1/assistance/referrals", lambda sid: {"subject_id": sid, "needs": ["housing"]}
+        ),
+        201,
+        404,
+    ),
+    ("/api/v1/assistance/referrals", "GET"): (plain("/api/v1/assistance/referrals"), 200, None),
+    ("/api/v1/assistance/referrals/(?P<referral_id>[^/]+)", "GET"): (on_referral(""), 200, 404),
+    # The route admits every reader; the approval step itself is the station's (or county's).
+    ("/api/v1/assistance/referrals/(?P<referral_id>[^/]+)/transition", "POST"): (
+        on_referral("/transition", {"to": "approved"}),
+        approvers,
+        approvers_outside,
+    ),
+    ("/api/v1/assistance/referrals/(?P<referral_id>[^/]+)/outcome", "POST"): (
+        on_referral("/outcome", {"kind": "housing_found", "note": "已租到住房"}),
+        200,
+        404,
+    ),
+    ("/api/v1/assistance/placements", "POST"): (offered_referral, 201, 404),
+    ("/api/v1/assistance/placements/(?P<placement_id>[^/]+)/checkout", "POST"): (
+        on_placement("/checkout", lambda env: {"reason": "找到住处"}),
+        200,
+        404,
+    ),
+    ("/api/v1/assistance/placements/(?P<placement_id>[^/]+)/arrival", "POST"): (
+        on_placement("/arrival", lambda env: {"on": today(env).isoformat()}),
+        200,
+        404,
+    ),
+    ("/api/v1/assistance/placements/(?P<placement_id>[^/]+)/extension", "POST"): (
+        on_placement(
+            "/extension",
+            lambda env: {
+                "until": (today(env) + dt.timedelta(days=120)).isoformat(),
+                "reason": "仍在找工作",
+            },
+        ),
+        200,
+        404,
+    ),
+    ("/api/v1/assistance/summary", "GET"): (month_summary, 200, 404),
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/binding-code", "POST"): (
         on_subject("/binding-code", lambda env, _in: {"role": "subject"}),
         201,
@@ -950,7 +1197,8 @@ async def test_the_matrix_matches_the_policy_table(fetch, tree, make_staff):
                 request = await builder(env, in_scope)
                 allowed = action == SELF or policy.allows(caller.identity, action)
                 in_status = success(role) if callable(success) else success
-                expected = (in_status if in_scope else outside) if allowed else 403
+                out_status = outside(role) if callable(outside) else outside
+                expected = (in_status if in_scope else out_status) if allowed else 403
                 if pattern in MP_ONLY:
                     expected = 403
                 answer = await send(fetch, method, request, token)
