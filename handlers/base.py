@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import re
@@ -406,6 +407,23 @@ class BaseHandler(tornado.web.RequestHandler):
                 [{"field": "limit", "message": f"a whole number from 1 to {maximum}"}],
             )
         return int(raw)
+
+    def date_query(self, name: str, default: dt.date) -> dt.date:
+        """`?<name>=YYYY-MM-DD`, or `default` when absent (422 naming the field otherwise)."""
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return default
+        try:
+            return dt.date.fromisoformat(raw)
+        except ValueError:
+            message = (
+                validation_message("date_parsing")
+                if self.audience == "mp"
+                else "a date, YYYY-MM-DD"
+            )
+            raise RequestError(
+                422, "validation_failed", "Invalid query.", [{"field": name, "message": message}]
+            ) from None
 
     def parse(self, model: type[ModelT]) -> ModelT:
         """The body as `model`: 400 when it is not JSON, 415 when it says it is something else,

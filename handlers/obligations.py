@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handlers.base import BaseHandler, RequestError, endpoint
+from handlers.base import BaseHandler, endpoint
 from models.clock import LOCAL_TZ
 from models.obligations import OccurrenceView
 
@@ -37,21 +37,6 @@ class ExcuseBody(BaseModel):
     reason: str = Field(min_length=2, max_length=500)
 
 
-def _date_argument(handler: BaseHandler, name: str, default: dt.date) -> dt.date:
-    raw = handler.get_query_argument(name, None)
-    if raw is None:
-        return default
-    try:
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        raise RequestError(
-            422,
-            "validation_failed",
-            "Invalid query.",
-            [{"field": name, "message": "a date, YYYY-MM-DD"}],
-        ) from None
-
-
 class SubjectObligationsHandler(BaseHandler):
     access = "obligations.read"
 
@@ -64,8 +49,8 @@ class SubjectObligationsHandler(BaseHandler):
     )
     async def get(self, subject_id: str) -> None:
         today = self.ctx.clock.now().astimezone(LOCAL_TZ).date()
-        start = _date_argument(self, "from", today)
-        end = _date_argument(self, "to", start + dt.timedelta(days=30))
+        start = self.date_query("from", today)
+        end = self.date_query("to", start + dt.timedelta(days=30))
         views = await self.ctx.obligations.for_subject(
             self.audit_context,
             subject_id,

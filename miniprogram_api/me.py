@@ -33,21 +33,6 @@ class MessagesOut(BaseModel):
 MAX_TASK_DAYS = 62
 
 
-def _day(handler: MpHandler, name: str, default: dt.date) -> dt.date:
-    raw = handler.get_query_argument(name, None)
-    if raw is None:
-        return default
-    try:
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        raise RequestError(
-            422,
-            "validation_failed",
-            "Invalid query.",
-            [{"field": name, "message": "应为日期（YYYY-MM-DD）"}],
-        ) from None
-
-
 class TasksHandler(MpHandler):
     access = "mp.self"
 
@@ -60,8 +45,8 @@ class TasksHandler(MpHandler):
     )
     async def get(self) -> None:
         today = self.ctx.clock.now().astimezone(LOCAL_TZ).date()
-        start = _day(self, "from", today)
-        end = _day(self, "to", start + dt.timedelta(days=7))
+        start = self.date_query("from", today)
+        end = self.date_query("to", start + dt.timedelta(days=7))
         if (end - start).days > MAX_TASK_DAYS:
             raise RequestError(
                 422,
