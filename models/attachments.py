@@ -123,6 +123,11 @@ class AttachmentService:
             self._bucket, self._vault, subject_id, key_id, content_type, max_bytes
         )
 
+    async def ids_for(self, subject_id: str) -> list[str]:
+        """Every attachment stored for a person (photos, check-in photos)."""
+        cursor = self._files.find({"metadata.subject_id": subject_id}, {"_id": 1})
+        return [str(doc["_id"]) async for doc in cursor]
+
     async def info(self, attachment_id: str) -> AttachmentInfo | None:
         doc = await self._files.find_one({"_id": ObjectId(attachment_id)})
         if doc is None:

@@ -1200,7 +1200,12 @@ class SubjectService:
                     subject_id, doc["photo_id"], new_key.key_id
                 )
             await self._subjects.update_one({"_id": oid}, {"$set": update})
-            await self._vault.destroy(old_key_id)
+            # Check-in photos are referenced by id from records that cannot move with a copy:
+            # while any remain, the old key stays (unused for new data) rather than make them
+            # unreadable; retention shreds both keys at the end.
+            others = set(await self._attachments.ids_for(subject_id)) - {update.get("photo_id")}
+            if not others:
+                await self._vault.destroy(old_key_id)
         return new_key.key_id
 
     # --- bulk import -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from models.geo import Point, distance_m, wgs84_to_gcj02
 from models.policy import Role
+from server.app import SYSTEM
 from tests.mp_support import STATION_CENTRE, local
 
 
@@ -516,3 +517,15 @@ async def test_an_e_location_order_with_an_area_replaces_the_stations(
     assert (await check_in(supervised.client, clock)).json["status"] == "outside_area"
     at_home = await check_in(supervised.client, clock, east_of(STATION_CENTRE, 1600))
     assert at_home.json["status"] == "on_time"
+
+
+async def test_rotating_a_persons_key_keeps_their_check_in_photos_readable(
+    supervised, clock, services
+):
+    clock.set(local(2026, 11, 2, 10, 0))
+    uploaded = await supervised.client.upload(png_bytes(64, 48), content_type="image/png")
+    attachment_id = uploaded.json["upload_id"].split(".")[0]
+    await check_in(supervised.client, clock, photo_upload_id=uploaded.json["upload_id"])
+    await services.subjects.rotate_data_key(SYSTEM, supervised.subject_id)
+    photo = b"".join([chunk async for chunk in services.subjects._attachments.read(attachment_id)])
+    assert photo == png_bytes(64, 48)
