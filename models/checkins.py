@@ -583,6 +583,10 @@ class CheckinService:
                         code="not_open",
                         message_zh="该签到时段尚未开始。",
                     )
+                if found["window_end"] > now - grace:
+                    # Open (or recently closed) but newer than this process's cached windows.
+                    self.forget(subject_id)
+                    return found
                 raise InvalidInput(
                     "This check-in window closed too long ago.",
                     code="window_closed",

@@ -529,3 +529,14 @@ async def test_rotating_a_persons_key_keeps_their_check_in_photos_readable(
     await services.subjects.rotate_data_key(SYSTEM, supervised.subject_id)
     photo = b"".join([chunk async for chunk in services.subjects._attachments.read(attachment_id)])
     assert photo == png_bytes(64, 48)
+
+
+async def test_a_named_window_newer_than_the_cached_ones_is_accepted(supervised, clock, fetch):
+    """The person's context was loaded when they bound (Monday 08:00); two days later in the
+    same half-minute of real time, they name Wednesday's window, which that load never saw."""
+    (wednesday,) = await obligations_of(fetch, supervised, dt.date(2026, 11, 4))
+    clock.set(local(2026, 11, 4, 10, 0))
+    answer = await check_in(supervised.client, clock, obligation_id=wednesday["id"])
+    assert answer.status == 201, answer.body
+    assert answer.json["status"] == "on_time"
+    assert answer.json["obligation_id"] == wednesday["id"]
