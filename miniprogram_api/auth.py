@@ -92,6 +92,17 @@ class BindHandler(MpHandler):
         await self.respond_once(produce)
 
 
+class LogoutHandler(MpHandler):
+    access = SELF
+
+    @endpoint(
+        "End this session (the binding stays)", status=204, errors=(401,), tags=("mini-program",)
+    )
+    async def post(self) -> None:
+        await self.ctx.mp_accounts.logout(self.audit_context)
+        self.respond(None, status=204)
+
+
 class MeHandler(MpHandler):
     access = SELF
 
@@ -115,5 +126,6 @@ class MeHandler(MpHandler):
 routes = [
     (r"/mp/v1/auth/login", LoginHandler),
     (r"/mp/v1/auth/bind", BindHandler),
+    (r"/mp/v1/auth/logout", LogoutHandler),
     (r"/mp/v1/me", MeHandler),
 ]

@@ -250,6 +250,18 @@ class MpAccountService:
         await self._signed_in(identity)
         return MpBinding(role=str(identity.role), subject_id=None if kind == "staff" else target_id)
 
+    async def logout(self, ctx: AuditContext) -> None:
+        """End this WeChat session (the binding stays: the next login is bound again)."""
+        if ctx.identity.session_id:
+            await self._sessions.revoke(ctx.identity.session_id)
+            await self._audit.record(
+                ctx,
+                "mp.logout",
+                resource="wechat_user",
+                resource_id=ctx.identity.wechat_user_id,
+                subject_id=ctx.identity.subject_id,
+            )
+
     async def issue_code(self, ctx: AuditContext, subject_id: str, purpose: str) -> IssuedCode:
         """A worker issues the person (or their guardian) a single-use binding code."""
         subject = await self._subjects.require(ctx, subject_id, "subjects.binding_code")

@@ -1107,6 +1107,7 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
         None,
     ),
     ("/mp/v1/me", "GET"): (plain("/mp/v1/me"), 403, None),
+    ("/mp/v1/auth/logout", "POST"): (plain("/mp/v1/auth/logout"), 403, None),
     ("/mp/v1/uploads", "POST"): (plain("/mp/v1/uploads"), 403, None),
     ("/mp/v1/checkins", "POST"): (plain("/mp/v1/checkins", {}), 403, None),
     ("/mp/v1/me/tasks", "GET"): (plain("/mp/v1/me/tasks"), 403, None),

@@ -309,3 +309,15 @@ def png_bytes() -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
+
+
+async def test_logging_out_ends_the_session_but_keeps_the_binding(
+    api, fetch, tree, make_staff, clock, mp_clients
+):
+    clock.set(local(2026, 11, 2, 8, 0))
+    officer = await make_staff.token_for(await make_staff(Role.STATION_OFFICER, tree.station))
+    _, person = await enrol(fetch, mp_clients, tree, officer, CORRECTIONS, "leaver")
+    assert (await person.call("POST", "/mp/v1/auth/logout")).status == 204
+    assert (await person.tasks()).status == 401
+    again = await person.login("leaver")
+    assert again.json["bound"] is True and again.json["role"] == "subject"
