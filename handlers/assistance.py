@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.base import BaseHandler, RequestError, endpoint
 from models.assistance import (
-    OUTCOMES,
     PlacementView,
     ReferralStatus,
     ReferralView,
@@ -432,7 +431,6 @@ class OutcomeHandler(BaseHandler):
     )
     async def post(self, referral_id: str) -> None:
         body = self.parse(OutcomeBody)
-        assert body.kind in OUTCOMES
         view = await self.ctx.assistance.record_outcome(
             self.audit_context, referral_id, body.model_dump(mode="json", exclude_none=True)
         )

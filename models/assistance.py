@@ -128,7 +128,6 @@ STEP_ACTION = {
     S.COMPLETED: "assistance.place",
 }
 NEEDS_REASON = frozenset({S.DECLINED, S.CANCELLED, S.NO_SHOW})
-TERMINAL = frozenset(s for s, nexts in TRANSITIONS.items() if not nexts)
 OUTCOMES = ("housing_found", "job_found", "benefits_granted", "training_completed", "other")
 # What the person (or guardian) reads when their referral moves.
 STATUS_ZH = {
@@ -822,12 +821,10 @@ class AssistanceService:
         )
         return [
             {"referral_id": e["referral_id"], "position": n + 1, "since": e["since"]}
-            async for n, e in _enumerate(cursor)
+            for n, e in enumerate(await cursor.to_list())
         ]
 
-    async def check_out(
-        self, ctx: AuditContext, placement_id: str, reason: str, outcome: str | None = None
-    ) -> PlacementView:
+    async def check_out(self, ctx: AuditContext, placement_id: str, reason: str) -> PlacementView:
         """The stay (or course, or job) ends: the place is freed and goes to the first waiting."""
         if not reason.strip():
             raise InvalidInput("State the reason.", details=[{"field": "reason"}])
@@ -1136,10 +1133,3 @@ def _placement_view(doc: Mapping[str, Any]) -> PlacementView:
         arrived_on=dt.date.fromisoformat(doc["arrived_on"]) if doc.get("arrived_on") else None,
         departed_on=dt.date.fromisoformat(doc["departed_on"]) if doc.get("departed_on") else None,
     )
-
-
-async def _enumerate(cursor: Any) -> Any:
-    index = 0
-    async for item in cursor:
-        yield index, item
-        index += 1

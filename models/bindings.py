@@ -29,7 +29,6 @@ CODE_LENGTH = 8
 STAFF_CODE_LIFETIME = dt.timedelta(minutes=10)
 # Handed over in person at intake or a visit and typed in there and then.
 SUBJECT_CODE_LIFETIME = dt.timedelta(hours=1)
-PURPOSES = ("staff", "subject", "guardian")
 
 
 @dataclass(frozen=True)

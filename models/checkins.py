@@ -314,7 +314,7 @@ class CheckinService:
         org_id = ctx.identity.org_id
         rules = await self._rules.for_org(org_id) if org_id else None
         grace = dt.timedelta(hours=rules.int("checkin.offline_grace_hours") if rules else 72)
-        context = await self._context(ctx.identity, subject_id, now, grace)
+        context = await self._context(subject_id, now, grace)
 
         for previous in context.recent:
             if previous["idem"] == idem:
@@ -487,9 +487,7 @@ class CheckinService:
         if context.subject is not None:
             await self._codec.warm(identity.subject_id, context.subject.get("dek_id"))
 
-    async def _context(
-        self, identity: Identity, subject_id: str, now: dt.datetime, grace: dt.timedelta
-    ) -> _Context:
+    async def _context(self, subject_id: str, now: dt.datetime, grace: dt.timedelta) -> _Context:
         """The person's recent check-ins (read fresh: idempotency, jumps, devices, photos) and
         what changes rarely (the file's key and place, windows, leave, e-location, areas),
         cached for `CONTEXT_SECONDS` per process."""

@@ -81,13 +81,6 @@ class SessionService:
     def _limits_for(self, channel: str) -> SessionLimits:
         return self.mp_limits if channel == "mp" else self.limits
 
-    def forget(self, session_id: str | None = None) -> None:
-        """Drop cached lookups (one session, or all) after a change to sessions."""
-        if session_id is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(session_id, None)
-
     async def issue(self, identity: Identity) -> IssuedSession:
         token = secrets.token_urlsafe(32)
         session_id = token_hash(token)
