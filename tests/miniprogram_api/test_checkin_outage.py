@@ -8,6 +8,7 @@ test reads the database directly (the `store` fixture), past the proxy, to see w
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +25,13 @@ from server.app import assemble_api, open_vault
 from tests.conftest import ServedApp, serve_runtime
 from tests.faultproxy import FaultProxy, mongodb_command, mongodb_frame_length, mongodb_ids
 from tests.mp_support import STATION_CENTRE, local
+
+# PyMongo may abandon a connection attempt the proxy cuts and leave its socket unclosed (see the
+# fixture's end): expected here, so not an error here; anywhere else it still is.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 # The application's patience with a database it cannot reach: short, so the tests are quick.
 SERVER_SELECTION_S = 1.5
@@ -132,6 +140,11 @@ async def outage(supervised, config, clock, database_server) -> AsyncIterator[Ou
             await served.runtime.services.close()
         await store.close()
         await proxy.stop()
+        # A connection attempt PyMongo abandons when the proxy resets it mid-handshake leaves
+        # its socket to the garbage collector: collect it here, where that is expected (as in
+        # tests/handlers/test_base.py), not in some later test.
+        await asyncio.sleep(0.1)
+        gc.collect()
     assert proxy.connections == 0
     # Whatever the outage did, no answer was a server fault or showed the server's insides.
     for answer in outage.answers:
