@@ -53,6 +53,7 @@ from models.obligations import ObligationService
 from models.orgs import OrgService
 from models.policy import ANONYMOUS, PUBLIC, RESTRICTION_ALLOWS, SELF, Identity, Policy
 from models.programs import ProgramService
+from models.reports import ReportService
 from models.rules import RulesService
 from models.sanctions import SanctionService
 from models.staff import StaffService
@@ -160,6 +161,7 @@ class AppContext:
     idempotency: IdempotencyService
     notifications: NotificationService
     assistance: AssistanceService
+    reports: ReportService
     content_check: ContentCheckService
     # WeChat's message push (`/wechat/push`): the app it serves, its Token and EncodingAESKey.
     wechat_appid: str = ""

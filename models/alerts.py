@@ -21,6 +21,8 @@ ALERTS = CollectionSpec(
     "alerts",
     (
         IndexModel([("org_path", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)]),
+        # Monthly reports: a subtree's alerts by when they were raised, whatever their status.
+        IndexModel([("org_path", ASCENDING), ("created_at", ASCENDING)]),
         IndexModel([("to_user_id", ASCENDING), ("status", ASCENDING)]),
         # A caseload counts open alerts per subject.
         IndexModel([("subject_id", ASCENDING), ("status", ASCENDING)]),

@@ -38,6 +38,8 @@ OCCURRENCES = CollectionSpec(
         IndexModel([("program_id", ASCENDING), ("window_start", ASCENDING)]),
         # Caseloads: what is due in a worker's part of the tree.
         IndexModel([("org_path", ASCENDING), ("status", ASCENDING), ("window_end", ASCENDING)]),
+        # Monthly reports: a subtree's windows by when they closed, whatever their status.
+        IndexModel([("org_path", ASCENDING), ("window_end", ASCENDING)]),
         IndexModel([("alert_pending", ASCENDING)], sparse=True),
     ),
 )

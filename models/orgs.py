@@ -173,6 +173,11 @@ class OrgService:
         cursor = self._orgs.find({"path": identity.org_id}).sort("path", ASCENDING).limit(limit)
         return [Org.from_doc(doc) async for doc in cursor]
 
+    async def below(self, org_id: str, limit: int = 5000) -> list[Org]:
+        """A node and everything under it (no scope check: the caller has made it)."""
+        cursor = self._orgs.find({"path": org_id}).sort("path", ASCENDING).limit(limit)
+        return [Org.from_doc(doc) async for doc in cursor]
+
     async def areas_on(self, org_path: Sequence[str]) -> list[dict[str, Any]]:
         """The nodes on a path that define a check-in area (the station's own, else above)."""
         ids = [ObjectId(node) for node in org_path]

@@ -315,6 +315,20 @@ DEFAULT_TABLE: dict[str, Rule] = {
         description="add and open or close facilities, jobs and courses",
     ),
     "assistance.summary": Rule(_roles(OFFICER_ROLES), description="a node's monthly summary"),
+    # Monthly compliance (Reports): each level reports on its subtree and its officer signs
+    # (the service admits only the officer of the report's own level).
+    "reports.create": Rule(_roles(OFFICER_ROLES), description="compute a node's monthly report"),
+    "reports.read": Rule(
+        _roles(OFFICER_ROLES), description="read, drill into and export reports in scope"
+    ),
+    "reports.sign": Rule(
+        _roles(OFFICER_ROLES), description="sign a report of one's own level (frozen snapshot)"
+    ),
+    "compliance.read": Rule(
+        _roles(OFFICER_ROLES, Role.SOCIAL_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="one person's monthly compliance",
+    ),
     # The mini-program: a bound person (or guardian) acting on their own file.
     "mp.self": Rule(
         _roles(MpRole.SUBJECT, MpRole.GUARDIAN), Scope.NONE, description="own tasks and messages"

@@ -38,7 +38,12 @@ SANCTIONS = CollectionSpec(
     ),
 )
 DETACHMENTS = CollectionSpec(
-    "detachments", (IndexModel([("subject_id", ASCENDING), ("start_date", ASCENDING)]),)
+    "detachments",
+    (
+        IndexModel([("subject_id", ASCENDING), ("start_date", ASCENDING)]),
+        # Monthly reports: a subtree's episodes by when they began.
+        IndexModel([("org_path", ASCENDING), ("start_date", ASCENDING)]),
+    ),
 )
 
 
@@ -182,7 +187,7 @@ class SanctionService:
     ) -> DetachmentView:
         """A 脱管 episode (contact lost from `start`, regained on `end`, or still lost). The
         scheduler will record these from missed obligations; staff record them by hand now."""
-        await self._corrections_subject(ctx, subject_id, "detachments.record")
+        subject = await self._corrections_subject(ctx, subject_id, "detachments.record")
         today = self.today()
         if start > today or (end is not None and end > today):
             raise InvalidInput(
@@ -195,6 +200,8 @@ class SanctionService:
         doc = {
             "_id": ObjectId(),
             "subject_id": subject_id,
+            # Where it happened, for the station's and county's monthly reports.
+            "org_path": list(subject["org_path"]),
             "start_date": start.isoformat(),
             "end_date": end.isoformat() if end else None,
             "recorded_by": ctx.identity.user_id,
@@ -217,9 +224,11 @@ class SanctionService:
         existing = await self._detachments.find_one({"subject_id": subject_id, "end_date": None})
         if existing is not None:
             return str(existing["_id"]), False
+        subject = await self._subjects.document(subject_id)
         doc = {
             "_id": ObjectId(),
             "subject_id": subject_id,
+            "org_path": list(subject["org_path"]) if subject else [],
             "start_date": start.isoformat(),
             "end_date": None,
             "recorded_by": "system",
@@ -416,5 +425,8 @@ class SanctionService:
         """Follow the person to a new station (执行地变更)."""
         result = await self._sanctions.update_many(
             {"subject_id": subject_id}, {"$set": {"org_id": org_id, "org_path": org_path}}
+        )
+        await self._detachments.update_many(
+            {"subject_id": subject_id}, {"$set": {"org_path": org_path}}
         )
         return result.modified_count

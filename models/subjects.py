@@ -308,6 +308,28 @@ class SubjectService:
             return mask_value("name", name)
         return str(name)
 
+    async def display_names(
+        self, identity: Identity, subject_ids: list[str]
+    ) -> dict[str, str | None]:
+        """`display_name` for many files in one query (a report's people)."""
+        if not subject_ids or "name" not in visible_fields(identity):
+            return {}
+        ids = [ObjectId(s) for s in subject_ids if ObjectId.is_valid(s)]
+        names: dict[str, str | None] = {}
+        async for doc in self._subjects.find(
+            {"_id": {"$in": ids}}, {"enc.name": 1, "status": 1, "juvenile": 1, "assignments": 1}
+        ):
+            sid = str(doc["_id"])
+            if doc.get("status") == SubjectStatus.SHREDDED or "name" not in doc.get("enc", {}):
+                names[sid] = None
+                continue
+            name = await self._codec.open("subjects", sid, "name", doc["enc"]["name"])
+            if doc.get("juvenile") and identity.user_id not in _assigned_ids(doc):
+                names[sid] = mask_value("name", name)
+            else:
+                names[sid] = str(name)
+        return names
+
     async def hand_over_caseload(
         self, ctx: AuditContext, from_worker_id: str, to_worker_ids: list[str], staff_lookup: Any
     ) -> int:

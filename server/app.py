@@ -24,6 +24,7 @@ from handlers import (
     obligations,
     ops,
     programs,
+    reports,
     sanctions,
     subjects,
     transfers,
@@ -69,6 +70,7 @@ from models.orgs import OrgKind, OrgService
 from models.passwords import HashCost, PasswordHasher
 from models.policy import Identity, Policy
 from models.programs import ProgramService
+from models.reports import ReportService
 from models.rules import RuleBook, RulesService
 from models.sanctions import SanctionService
 from models.sessions import SessionService
@@ -107,6 +109,7 @@ def all_routes() -> list[tuple[Any, ...]]:
         *alerts.routes,
         *checkins.routes,
         *assistance.routes,
+        *reports.routes,
         *mp_auth.routes,
         *mp_me.routes,
         *mp_uploads.routes,
@@ -152,6 +155,7 @@ def collection_specs() -> list[CollectionSpec]:
         *WeChatPushService.collections,
         *IdempotencyService.collections,
         *AssistanceService.collections,
+        *ReportService.collections,
     ]
 
 
@@ -305,6 +309,7 @@ class Services:
     deliveries: DeliveryLog
     assistance: AssistanceService
     content_check: ContentCheckService
+    reports: ReportService
 
     async def close(self) -> None:
         """Release what the services hold beyond the database (the WeChat client's threads)."""
@@ -470,6 +475,7 @@ def build_services(
         idempotency=IdempotencyService(store, clock, codec),
         assistance=assistance_service,
         content_check=ContentCheckService(wechat, mp_accounts, config.msg_sec_check),
+        reports=ReportService(store, clock, audit, orgs, subjects_service, staff.lookup),
         wechat=wechat,
         mp_accounts=mp_accounts,
         uploads=uploads,
@@ -544,6 +550,7 @@ def assemble_api(
         notifications=services.notifications,
         assistance=services.assistance,
         content_check=services.content_check,
+        reports=services.reports,
         wechat_appid=services.wechat.appid,
         push_token=config.wechat_push_token,
         push_aes_key=config.wechat_push_aes_key,

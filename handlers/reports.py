@@ -1,0 +1,274 @@
+"""Staff endpoints for monthly compliance: a node's report (JSON, XLSX or PDF), its drill-down to
+the people behind a figure, the officer's sign-off, and one person's month."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from typing import IO, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from tornado.iostream import StreamClosedError
+
+from handlers.base import BaseHandler, RequestError, endpoint
+from handlers.report_exports import chunks, render_pdf, render_xlsx
+from models.reports import FIGURE_KEYS, ReportView
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateBody(Strict):
+    org_id: str = Field(min_length=1, max_length=64)
+    month: str = Field(min_length=1, max_length=16, description="YYYY-MM, a month that has ended")
+
+
+class SignBody(Strict):
+    comment: str = Field(default="", max_length=1000)
+    # Replacing a signed version after the data changed is asked for, never implied.
+    resign: bool = False
+
+
+class SignatureOut(BaseModel):
+    version: int
+    sha256: str
+    at: dt.datetime
+    by: str
+    comment: str
+
+
+class UnitOut(BaseModel):
+    org_id: str
+    name: str
+    kind: str
+    figures: dict[str, int | float]
+    rates: dict[str, float | None]
+
+
+class ReportOut(BaseModel):
+    """The figures of the signed snapshot once signed (else of the latest computation);
+    `changes` lists what moved in the data since the signature."""
+
+    id: str
+    org_id: str
+    org_name: str
+    org_kind: str
+    month: str
+    status: Literal["draft", "signed"]
+    generated_at: dt.datetime
+    sha256: str
+    figures: dict[str, int | float]
+    rates: dict[str, float | None]
+    by_program: dict[str, dict[str, int | float | None]]
+    by_level: dict[str, int]
+    by_trend: dict[str, int]
+    units: list[UnitOut]
+    signed: SignatureOut | None
+    signatures: list[SignatureOut]
+    changes: dict[str, Any] | None
+
+
+class DrillRowOut(BaseModel):
+    subject_id: str
+    name: str | None
+    unit_id: str | None
+    value: int | float
+    programs: list[str]
+    trend: str
+
+
+class DrillOut(BaseModel):
+    figure: str
+    items: list[DrillRowOut]
+
+
+class SubjectMonthOut(BaseModel):
+    subject_id: str
+    month: str
+    figures: dict[str, int | float]
+    rates: dict[str, float | None]
+    programs: list[str]
+    supervision_level: str | None
+    risk_level: int | None
+    trend: str
+    missed_previous_month: int
+
+
+def report_out(view: ReportView) -> ReportOut:
+    summary = view.summary
+    return ReportOut(
+        id=view.id,
+        org_id=view.org_id,
+        org_name=view.org_name,
+        org_kind=view.org_kind,
+        month=view.month,
+        status=view.status,  # type: ignore[arg-type]
+        generated_at=view.generated_at,
+        sha256=summary["sha256"],
+        figures=summary["figures"],
+        rates=summary["rates"],
+        by_program=summary["by_program"],
+        by_level=summary["by_level"],
+        by_trend=summary["by_trend"],
+        units=[UnitOut(**unit) for unit in summary["units"]],
+        signed=SignatureOut(**view.signed) if view.signed else None,
+        signatures=[SignatureOut(**s) for s in view.signatures],
+        changes=view.changes,
+    )
+
+
+EXPORTS = {
+    "xlsx": (
+        render_xlsx,
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ),
+    "pdf": (render_pdf, "application/pdf"),
+}
+_SAFE_NAME = re.compile(r"[^0-9A-Za-z_-]")
+
+
+class ReportsHandler(BaseHandler):
+    access = "reports.create"
+
+    @endpoint(
+        "A station's, county's or city's report for a month that has ended (computed now; "
+        "asked again, it is refreshed and, once signed, shows what changed)",
+        body=CreateBody,
+        response=ReportOut,
+        status=201,
+        errors=(404, 422),
+        tags=("reports",),
+    )
+    async def post(self) -> None:
+        body = self.parse(CreateBody)
+        view, created = await self.ctx.reports.generate(self.audit_context, body.org_id, body.month)
+        self.respond(report_out(view), status=201 if created else 200)
+
+
+class ReportHandler(BaseHandler):
+    access = "reports.read"
+
+    @endpoint(
+        "The report (`?format=json|xlsx|pdf`); the exports are streamed",
+        response=ReportOut,
+        errors=(404, 422),
+        tags=("reports",),
+    )
+    async def get(self, report_id: str) -> None:
+        fmt = self.get_query_argument("format", "json")
+        if fmt == "json":
+            self.respond(report_out(await self.ctx.reports.get(self.audit_context, report_id)))
+            return
+        if fmt not in EXPORTS:
+            raise RequestError(
+                422,
+                "validation_failed",
+                "Invalid query.",
+                [{"field": "format", "message": "json, xlsx or pdf"}],
+            )
+        render, media_type = EXPORTS[fmt]
+        data = await self.ctx.reports.export_data(self.audit_context, report_id, fmt)
+        # Rendering is CPU work: off the event loop, into a file spooled to disk when large.
+        file: IO[bytes] = await asyncio.to_thread(render, data)
+        try:
+            report = data["report"]
+            name = _SAFE_NAME.sub("_", f"compliance-{report.org_id}-{report.month}")
+            self.set_header("Content-Type", media_type)
+            self.set_header("Content-Disposition", f'attachment; filename="{name}.{fmt}"')
+            for chunk in chunks(file):
+                self.write(chunk)
+                try:
+                    await self.flush()
+                except StreamClosedError:
+                    return
+            self.finish()
+        finally:
+            file.close()
+
+
+class SignHandler(BaseHandler):
+    access = "reports.sign"
+
+    @endpoint(
+        "Sign the report as its data stands (the officer of the report's level): the snapshot "
+        "is frozen and its hash audited; unchanged, signing again changes nothing; changed, "
+        "it needs `resign: true`",
+        body=SignBody,
+        response=ReportOut,
+        errors=(403, 404, 409, 422),
+        tags=("reports",),
+    )
+    async def post(self, report_id: str) -> None:
+        body = self.parse(SignBody)
+        view = await self.ctx.reports.sign(
+            self.audit_context, report_id, body.comment, resign=body.resign
+        )
+        self.respond(report_out(view))
+
+
+class DrillDownHandler(BaseHandler):
+    access = "reports.read"
+
+    @endpoint(
+        "The people behind one figure (`?figure=&version=current|signed&unit_id=`), as the "
+        "caller may see them",
+        response=DrillOut,
+        errors=(404, 422),
+        tags=("reports",),
+    )
+    async def get(self, report_id: str) -> None:
+        figure = self.get_query_argument("figure", "")
+        if figure not in FIGURE_KEYS:
+            raise RequestError(
+                422,
+                "validation_failed",
+                "Invalid query.",
+                [{"field": "figure", "message": "one of the report's figures"}],
+            )
+        version = self.get_query_argument("version", None)
+        if version not in (None, "current", "signed"):
+            raise RequestError(
+                422,
+                "validation_failed",
+                "Invalid query.",
+                [{"field": "version", "message": "current or signed"}],
+            )
+        items = await self.ctx.reports.drill_down(
+            self.audit_context,
+            report_id,
+            figure,
+            version=version,
+            unit_id=self.get_query_argument("unit_id", None),
+        )
+        self.respond(DrillOut(figure=figure, items=[DrillRowOut(**item) for item in items]))
+
+
+class SubjectMonthHandler(BaseHandler):
+    access = "compliance.read"
+
+    @endpoint(
+        "One person's month (`?month=YYYY-MM`): obligations by outcome, check-in rate, hours, "
+        "leave, alerts, 脱管, sanctions, drug tests, follow-ups, assistance and the risk trend",
+        response=SubjectMonthOut,
+        errors=(404, 422),
+        tags=("reports",),
+    )
+    async def get(self, subject_id: str) -> None:
+        month = self.get_query_argument("month", "")
+        result = await self.ctx.reports.subject_month(self.audit_context, subject_id, month)
+        self.respond(SubjectMonthOut(**result))
+
+
+def _id(name: str) -> str:
+    return f"(?P<{name}>[^/]+)"
+
+
+routes = [
+    (r"/api/v1/reports/compliance", ReportsHandler),
+    (rf"/api/v1/reports/compliance/{_id('report_id')}", ReportHandler),
+    (rf"/api/v1/reports/compliance/{_id('report_id')}/sign", SignHandler),
+    (rf"/api/v1/reports/compliance/{_id('report_id')}/subjects", DrillDownHandler),
+    (rf"/api/v1/subjects/{_id('subject_id')}/compliance", SubjectMonthHandler),
+]
