@@ -813,7 +813,8 @@ class ReportService:
             },
             return_document=ReturnDocument.AFTER,
         )
-        if previous and previous != copy:
+        # The rows of the previous computation go, never those of a signed version.
+        if previous and previous not in (copy, (doc.get("signed") or {}).get("copy")):
             await self._rows.delete_many({"report_id": doc["_id"], "copy": previous})
         await self._audit.record(
             ctx,

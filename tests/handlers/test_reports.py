@@ -231,6 +231,11 @@ async def test_sign_off_freezes_a_snapshot_and_a_late_change_shows_as_a_differen
         f"/api/v1/reports/compliance/{rid}/subjects?figure=checkins_excused", token=officer.token
     )
     assert signed_drill.json["items"] == []
+    signed_missed = await fetch(
+        f"/api/v1/reports/compliance/{rid}/subjects?figure=checkins_missed", token=officer.token
+    )
+    [row] = signed_missed.json["items"]
+    assert row["value"] == before["checkins_missed"]
     current_drill = await fetch(
         f"/api/v1/reports/compliance/{rid}/subjects?figure=checkins_excused&version=current",
         token=officer.token,
