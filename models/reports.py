@@ -133,6 +133,7 @@ STATUS_FIGURE = {
     "pending_review": "pending",
 }
 MAX_DRILL = 500
+ROW_BATCH = 500
 MAX_LISTED_CHANGES = 200
 SUPERVISION_RANK = {"lenient": 0, "normal": 1, "strict": 2}
 
@@ -712,9 +713,14 @@ class ReportService:
     async def _store_rows(self, report_id: ObjectId, rows: list[dict]) -> str:
         """Write a computation's rows under a fresh copy label; the report then points at it."""
         copy = str(ObjectId())
-        if rows:
+        # In batches: each stays well inside the API process's per-operation deadline.
+        for first in range(0, len(rows), ROW_BATCH):
             await self._rows.insert_many(
-                [{**r, "report_id": report_id, "copy": copy} for r in rows], ordered=False
+                [
+                    {**r, "report_id": report_id, "copy": copy}
+                    for r in rows[first : first + ROW_BATCH]
+                ],
+                ordered=False,
             )
         return copy
 

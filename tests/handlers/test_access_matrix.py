@@ -25,6 +25,7 @@ from models.elocation import Ground
 from models.identity_numbers import IdType
 from models.orgs import Org, OrgKind
 from models.policy import PUBLIC, SELF, VISIBLE_FIELDS, Identity, MpRole, Policy, Role
+from models.reports import SIGNING_LEVEL, UNIT_KIND
 from models.sanctions import SanctionKind
 from models.subjects import SUBJECT_ORG_KINDS, SubjectInput
 from server.app import SYSTEM, Services, all_routes
@@ -723,6 +724,79 @@ async def month_summary(env: Env, in_scope: bool) -> Request:
     return Request(f"/api/v1/assistance/summary?org_id={env.node(in_scope).id}&month=2026-06")
 
 
+# Monthly compliance reports cover a month that has ended by the test clock (real time at the
+# start of the test, as for the assistance summary's month).
+REPORT_MONTH = "2026-06"
+
+
+def reporting_node(env: Env, in_scope: bool) -> Org:
+    """The node whose report the caller reaches in scope: its own station, county or city; or
+    the same kind of node elsewhere. A caller sitting below a station (whom the policy refuses
+    before any report is looked at) gets a station's."""
+    node = env.node(in_scope)
+    if node.kind in SIGNING_LEVEL:
+        return node
+    return env.tree.station if in_scope else env.tree.other_station
+
+
+async def unreported_month(env: Env, org: Org) -> str:
+    """The latest ended month (from REPORT_MONTH back) with no report of `org` yet, so that a
+    report is created (201) and signed afresh whatever the cases before it left behind."""
+    reports = env.make_staff.services.reports
+    taken = {doc["month"] async for doc in reports._reports.find({"org_id": org.id}, {"month": 1})}
+    first = dt.date.fromisoformat(f"{REPORT_MONTH}-01")
+    while f"{first:%Y-%m}" in taken:
+        first = (first - dt.timedelta(days=1)).replace(day=1)
+    return f"{first:%Y-%m}"
+
+
+async def new_report(env: Env, org: Org, month: str = REPORT_MONTH) -> str:
+    view, _ = await env.make_staff.services.reports.generate(SYSTEM, org.id, month)
+    return view.id
+
+
+async def new_report_body(env: Env, in_scope: bool) -> Request:
+    org = reporting_node(env, in_scope)
+    return Request(
+        "/api/v1/reports/compliance", {"org_id": org.id, "month": await unreported_month(env, org)}
+    )
+
+
+def on_report(suffix: str) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        report_id = await new_report(env, reporting_node(env, in_scope))
+        return Request(f"/api/v1/reports/compliance/{report_id}{suffix}")
+
+    return build
+
+
+async def sign_units_below(env: Env, org: Org, month: str) -> None:
+    """Every report `org` signs after (a county's stations; a city's counties, theirs first),
+    made and signed for `month` by an officer of that unit."""
+    unit_kind = UNIT_KIND.get(org.kind)
+    if unit_kind is None:
+        return
+    services = env.make_staff.services
+    for unit in await services.orgs.below(org.id):
+        if unit.kind is not unit_kind:
+            continue
+        await sign_units_below(env, unit, month)
+        officer = await env.make_staff(ROLE_FOR_KIND[unit.kind], unit)
+        report_id = await new_report(env, unit, month)
+        await services.reports.sign(as_account(officer), report_id, "矩阵", resign=True)
+
+
+async def report_at_callers_level(env: Env, in_scope: bool) -> Request:
+    """A report of the caller's own level, never signed, whose units below have signed: the
+    service admits only the officer of a report's level (else 403 wrong_level), and a county
+    (city) only once its stations (counties) have signed (else 409 units_unsigned)."""
+    org = reporting_node(env, in_scope)
+    month = await unreported_month(env, org)
+    await sign_units_below(env, org, month)
+    report_id = await new_report(env, org, month)
+    return Request(f"/api/v1/reports/compliance/{report_id}/sign", {"comment": "已核对"})
+
+
 def approvers(role: Role) -> int:
     """A referral is approved by the station (or county): the other roles that may read it are
     refused that step by the service (STEP_ACTION), whether or not they reach the referral."""
@@ -1095,6 +1169,28 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
         404,
     ),
     ("/api/v1/assistance/summary", "GET"): (month_summary, 200, 404),
+    ("/api/v1/reports/compliance", "POST"): (new_report_body, 201, 404),
+    ("/api/v1/reports/compliance/(?P<report_id>[^/]+)", "GET"): (
+        on_report("?format=json"),
+        200,
+        404,
+    ),
+    # Every officer the policy admits signs a report of its own level (see the builder).
+    ("/api/v1/reports/compliance/(?P<report_id>[^/]+)/sign", "POST"): (
+        report_at_callers_level,
+        200,
+        404,
+    ),
+    ("/api/v1/reports/compliance/(?P<report_id>[^/]+)/subjects", "GET"): (
+        on_report("/subjects?figure=checkins_missed"),
+        200,
+        404,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/compliance", "GET"): (
+        on_subject(f"/compliance?month={REPORT_MONTH}"),
+        200,
+        404,
+    ),
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/binding-code", "POST"): (
         on_subject("/binding-code", lambda env, _in: {"role": "subject"}),
         201,
