@@ -169,6 +169,8 @@ class AppContext:
     push_aes_key: str = ""
     in_flight: InFlight = field(default_factory=InFlight)
     max_body_bytes: int = 1 << 20
+    # Production: the console's cookie is sent over HTTPS only.
+    production: bool = False
     # The OpenAPI document is generated from the route table once, lazily, by handlers.openapi.
     openapi_factory: Callable[[], Mapping[str, Any]] | None = None
 

@@ -30,6 +30,8 @@ from handlers import (
     transfers,
 )
 from handlers.base import AppContext, NotFoundHandler, log_request
+from handlers.console import pages as console
+from handlers.console.pages import TEMPLATES as CONSOLE_TEMPLATES
 from handlers.openapi import build_openapi
 from miniprogram_api import auth as mp_auth
 from miniprogram_api import checkins as mp_checkins
@@ -209,9 +211,11 @@ def make_app(context: AppContext, routes: Sequence[tuple[Any, ...]]) -> tornado.
         return build_openapi(routes, title=API_TITLE, version=API_VERSION)
 
     context.openapi_factory = openapi
+    # The console (HTML pages over the API) is served beside the API, not described by it.
     return tornado.web.Application(
-        routes,
+        [*routes, *console.routes],
         anbang=context,
+        template_path=str(CONSOLE_TEMPLATES),
         default_handler_class=NotFoundHandler,
         log_function=log_request,
         serve_traceback=False,
@@ -555,6 +559,7 @@ def assemble_api(
         push_token=config.wechat_push_token,
         push_aes_key=config.wechat_push_aes_key,
         max_body_bytes=config.max_body_bytes,
+        production=config.production,
     )
     return ApiRuntime(
         store=store, context=context, app=make_app(context, all_routes()), services=services

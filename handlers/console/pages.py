@@ -1,0 +1,603 @@
+"""The console's pages: login (with TOTP), the caseload, a case file, alerts, leave decisions,
+the check-in review queue, the assistance board and the monthly compliance dashboard."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import urllib.parse
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tornado.httpclient import AsyncHTTPClient
+
+from handlers.console.base import (
+    ApiAnswer,
+    ApiRefused,
+    ConsoleHandler,
+    SessionExpired,
+    SignedInHandler,
+)
+from models.clock import LOCAL_TZ
+from models.reports import FIGURE_LABELS, LEVEL_LABELS, PROGRAM_LABELS, RATE_LABELS, TREND_LABELS
+
+STATIC_DIR = Path(__file__).parent / "static"
+TEMPLATES = Path(__file__).parent / "templates"
+LEVEL_OF_ROLE = {"station_officer": "station", "county_officer": "county", "city_officer": "city"}
+ROLE_ZH = {
+    "station_officer": "司法所工作人员",
+    "county_officer": "县(区)司法局工作人员",
+    "city_officer": "市司法局工作人员",
+    "social_worker": "社会工作者",
+    "grid_worker": "网格员",
+    "health_worker": "卫生健康工作人员",
+    "police": "公安民警",
+    "assistance_coordinator": "帮扶机构协调员",
+    "oversight": "监督人员",
+    "sys_admin": "系统管理员",
+    "security_admin": "安全管理员",
+    "audit_admin": "审计管理员",
+}
+KIND_ZH = {
+    "remote_checkin": "定位签到",
+    "in_person_report": "当面报到",
+    "written_report": "书面报告",
+    "education": "教育学习",
+    "community_service": "公益活动",
+    "drug_test": "尿检",
+    "medical_reexam": "病情复查",
+    "mental_followup": "随访",
+    "counseling": "心理辅导",
+    "contact": "帮教联系",
+}
+STATUS_ZH = {
+    "scheduled": "待办",
+    "open": "进行中",
+    "done": "已完成",
+    "late": "逾期完成",
+    "missed": "未完成",
+    "excused": "已豁免",
+    "pending_review": "待审核",
+    "pending": "审批中",
+    "approved": "已批准",
+    "rejected": "未批准",
+}
+LEVEL_ZH = {"station": "司法所", "county": "县(区)司法局", "city": "市司法局"}
+FLAG_ZH = {
+    "impossible_travel": "位移过快",
+    "low_accuracy": "定位精度低",
+    "clock_skew": "设备时间异常",
+    "offline": "离线补传",
+    "photo_reused": "照片重复",
+    "device_changed": "更换设备",
+    "face_review": "人脸待核",
+    "face_mismatch": "人脸不符",
+    "no_area": "未设范围",
+}
+
+
+def local_time(value: str | None) -> str:
+    if not value:
+        return ""
+    return dt.datetime.fromisoformat(value).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+
+
+LABELS = {
+    "kind": KIND_ZH,
+    "status": STATUS_ZH,
+    "level": LEVEL_ZH,
+    "flag": FLAG_ZH,
+    "role": ROLE_ZH,
+    "program": PROGRAM_LABELS,
+    "supervision": LEVEL_LABELS,
+    "trend": TREND_LABELS,
+    "figure": FIGURE_LABELS,
+    "rate": RATE_LABELS,
+}
+
+
+class Page(SignedInHandler):
+    def get_template_namespace(self) -> dict[str, Any]:
+        namespace = super().get_template_namespace()
+        namespace.update(labels=LABELS, local_time=local_time, my_level=self.my_level)
+        return namespace
+
+    @property
+    def my_level(self) -> str | None:
+        return LEVEL_OF_ROLE.get((getattr(self, "me", None) or {}).get("role", ""))
+
+
+# --- signing in -------------------------------------------------------------------------------
+
+
+class LoginPage(ConsoleHandler):
+    async def get(self) -> None:
+        self.render(
+            "login.html",
+            next=self.safe_next(self.get_query_argument("next", None)),
+            username="",
+            need_totp=False,
+            error=None,
+            errors={},
+        )
+
+    async def post(self) -> None:
+        username = self.get_body_argument("username", "").strip()
+        password = self.get_body_argument("password", "")
+        totp = self.get_body_argument("totp", "").strip() or None
+        target = self.safe_next(self.get_body_argument("next", None))
+        errors = {}
+        if not username:
+            errors["username"] = "请输入用户名"
+        if not password:
+            errors["password"] = "请输入密码"  # noqa: S105 - a message, not a password
+        if errors:
+            self.set_status(422)
+            self.render(
+                "login.html",
+                next=target,
+                username=username,
+                need_totp=bool(totp),
+                error=None,
+                errors=errors,
+            )
+            return
+        body: dict[str, Any] = {"username": username, "password": password}
+        if totp:
+            body["totp"] = totp
+        answer = await self.api("POST", "/api/v1/auth/login", body, anonymous=True)
+        if answer.ok:
+            self.start_session(answer.body["token"])
+            step = answer.body.get("required_step")
+            if step == "totp_enrolment":
+                self.redirect("/console/totp")
+            elif step == "password_change":
+                self.redirect("/console/password")
+            else:
+                self.redirect(target)
+            return
+        need_totp = answer.error_code in ("totp_required", "invalid_totp")
+        self.set_status(answer.status)
+        field_errors = answer.field_errors()
+        if answer.error_code in ("totp_required", "invalid_totp"):
+            field_errors["totp"] = answer.message_zh()
+        self.render(
+            "login.html",
+            next=target,
+            username=username,
+            need_totp=need_totp,
+            error=None if "totp" in field_errors else answer.message_zh(),
+            errors=field_errors,
+        )
+
+
+class LogoutPage(ConsoleHandler):
+    async def post(self) -> None:
+        if self.token:
+            with contextlib.suppress(SessionExpired):
+                await self.api("POST", "/api/v1/auth/logout")
+        self.end_session()
+        self.redirect("/console/login")
+
+
+class RestrictedPage(Page):
+    """A page a restricted session may open (it is where the restriction is lifted)."""
+
+    async def prepare(self) -> None:
+        await ConsoleHandler.prepare(self)
+        if not self.token:
+            raise SessionExpired()
+        me = await self.api("GET", "/api/v1/me")
+        if not me.ok:
+            raise ApiRefused(me)
+        self.me = me.body
+
+
+class TotpPage(RestrictedPage):
+    async def get(self) -> None:
+        enrolment = await self.api_ok("POST", "/api/v1/me/totp")
+        self.render("totp.html", enrolment=enrolment, errors={}, code="")
+
+    async def post(self) -> None:
+        code = self.get_body_argument("code", "").strip()
+        answer = await self.api("POST", "/api/v1/me/totp/confirm", {"code": code})
+        if answer.ok:
+            self.redirect("/console/")
+            return
+        enrolment = {
+            "secret": self.get_body_argument("secret", ""),
+            "provisioning_uri": self.get_body_argument("provisioning_uri", ""),
+        }
+        errors = answer.field_errors() or {"code": answer.message_zh()}
+        if "code" in errors and answer.status == 422:
+            errors["code"] = "请输入 6 位数字动态验证码"
+        self.set_status(answer.status)
+        self.render("totp.html", enrolment=enrolment, errors=errors, code=code)
+
+
+class PasswordPage(RestrictedPage):
+    async def get(self) -> None:
+        self.render("password.html", errors={}, error=None)
+
+    async def post(self) -> None:
+        answer = await self.api(
+            "POST",
+            "/api/v1/me/password",
+            {
+                "current_password": self.get_body_argument("current_password", ""),
+                "new_password": self.get_body_argument("new_password", ""),
+            },
+        )
+        if answer.ok:
+            self.redirect("/console/")
+            return
+        self.set_status(answer.status)
+        errors = answer.field_errors()
+        self.render("password.html", errors=errors, error=None if errors else answer.message_zh())
+
+
+# --- the day's work ---------------------------------------------------------------------------
+
+
+class CaseloadPage(Page):
+    async def get(self) -> None:
+        caseload = await self.api("GET", "/api/v1/caseload")
+        alerts = await self.api("GET", "/api/v1/alerts?status=open")
+        self.render(
+            "caseload.html",
+            items=caseload.body["items"] if caseload.ok else [],
+            caseload_error=None if caseload.ok else caseload.message_zh(),
+            open_alerts=len(alerts.body["items"]) if alerts.ok else None,
+        )
+
+
+class SubjectPage(Page):
+    async def get(self, subject_id: str) -> None:
+        await self._show(subject_id, note="", errors={})
+
+    async def _show(self, subject_id: str, note: str, errors: dict[str, str]) -> None:
+        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
+        programs = await self.api("GET", f"/api/v1/subjects/{subject_id}/programs")
+        today = self.ctx.clock.now().astimezone(LOCAL_TZ).date()
+        query = urllib.parse.urlencode(
+            {
+                "from": (today - dt.timedelta(days=30)).isoformat(),
+                "to": (today + dt.timedelta(days=7)).isoformat(),
+            }
+        )
+        obligations = await self.api("GET", f"/api/v1/subjects/{subject_id}/obligations?{query}")
+        notes = await self.api("GET", f"/api/v1/subjects/{subject_id}/notes")
+        items = obligations.body["items"] if obligations.ok else []
+        self.render(
+            "subject.html",
+            subject=subject,
+            programs=programs.body["items"] if programs.ok else [],
+            checkins=[o for o in items if o["kind"] == "remote_checkin"],
+            others=[o for o in items if o["kind"] != "remote_checkin"],
+            notes=notes.body["items"] if notes.ok else None,
+            note=note,
+            errors=errors,
+        )
+
+    async def post(self, subject_id: str) -> None:
+        text = self.get_body_argument("text", "")
+        answer = await self.api("POST", f"/api/v1/subjects/{subject_id}/notes", {"text": text})
+        if answer.ok:
+            self.redirect(f"/console/subjects/{subject_id}")
+            return
+        errors = answer.field_errors() or {"text": answer.message_zh()}
+        if "text" in errors and not text.strip():
+            errors["text"] = "请填写记录内容"
+        self.set_status(answer.status)
+        await self._show(subject_id, note=text, errors=errors)
+
+
+class AlertsPage(Page):
+    async def get(self) -> None:
+        alerts = await self.api_ok("GET", "/api/v1/alerts?status=open")
+        self.render("alerts.html", alerts=alerts["items"])
+
+
+class AlertAck(Page):
+    async def post(self, alert_id: str) -> None:
+        await self.api_ok("POST", f"/api/v1/alerts/{alert_id}/ack")
+        self.redirect("/console/alerts")
+
+
+class LeavePage(Page):
+    async def get(self) -> None:
+        await self._show({}, {})
+
+    async def _show(self, typed: dict[str, str], errors: dict[str, dict[str, str]]) -> None:
+        requests = await self.api_ok("GET", "/api/v1/leave-requests?status=pending")
+        self.render("leave.html", requests=requests["items"], typed=typed, errors=errors)
+
+
+class LeaveDecision(LeavePage):
+    async def post(self, leave_id: str) -> None:
+        comment = self.get_body_argument("comment", "")
+        approve = self.get_body_argument("approve", "") == "1"
+        errors: dict[str, str] = {}
+        if not comment.strip():
+            errors["comment"] = "请填写审批意见"
+        else:
+            answer = await self.api(
+                "POST",
+                f"/api/v1/leave-requests/{leave_id}/decision",
+                {"approve": approve, "comment": comment},
+            )
+            if answer.ok:
+                self.redirect("/console/leave")
+                return
+            errors = answer.field_errors() or {"comment": answer.message_zh()}
+            self.set_status(answer.status)
+        if not errors:
+            return
+        if self.get_status() == 200:
+            self.set_status(422)
+        await self._show({leave_id: comment}, {leave_id: errors})
+
+
+class ReviewPage(Page):
+    async def get(self) -> None:
+        await self._show({}, {})
+
+    async def _show(self, typed: dict[str, str], errors: dict[str, dict[str, str]]) -> None:
+        queue = await self.api_ok("GET", "/api/v1/checkins/review-queue")
+        self.render("review.html", items=queue["items"], typed=typed, errors=errors)
+
+
+class ReviewDecision(ReviewPage):
+    async def post(self, checkin_id: str) -> None:
+        comment = self.get_body_argument("comment", "")
+        accept = self.get_body_argument("accept", "") == "1"
+        if not comment.strip():
+            self.set_status(422)
+            await self._show({checkin_id: comment}, {checkin_id: {"comment": "请填写审核理由"}})
+            return
+        answer = await self.api(
+            "POST",
+            f"/api/v1/checkins/{checkin_id}/review",
+            {"accept": accept, "comment": comment},
+        )
+        if answer.ok:
+            self.redirect("/console/checkins")
+            return
+        self.set_status(answer.status)
+        errors = answer.field_errors() or {"comment": answer.message_zh()}
+        await self._show({checkin_id: comment}, {checkin_id: errors})
+
+
+class AssistancePage(Page):
+    async def get(self) -> None:
+        month = _last_month(self.ctx.clock.now())
+        summary = await self.api(
+            "GET",
+            "/api/v1/assistance/summary?"
+            + urllib.parse.urlencode({"org_id": self.me["org_id"], "month": month}),
+        )
+        referrals = await self.api("GET", "/api/v1/assistance/referrals")
+        self.render(
+            "assistance.html",
+            month=month,
+            summary=summary.body if summary.ok else None,
+            referrals=referrals.body["items"] if referrals.ok else [],
+            error=None if summary.ok else summary.message_zh(),
+        )
+
+
+# --- monthly compliance -----------------------------------------------------------------------
+
+
+def _last_month(now: dt.datetime) -> str:
+    first = now.astimezone(LOCAL_TZ).date().replace(day=1)
+    return f"{first - dt.timedelta(days=1):%Y-%m}"
+
+
+class ReportsPage(Page):
+    async def get(self) -> None:
+        await self._show(self.me["org_id"], _last_month(self.ctx.clock.now()), {}, None)
+
+    async def _show(
+        self, org_id: str, month: str, errors: dict[str, str], error: str | None
+    ) -> None:
+        orgs = await self.api("GET", "/api/v1/orgs")
+        nodes = [
+            o
+            for o in (orgs.body.get("items", []) if orgs.ok else [])
+            if o.get("kind") in ("station", "county", "city")
+        ]
+        self.render(
+            "reports.html", orgs=nodes, org_id=org_id, month=month, errors=errors, error=error
+        )
+
+    async def post(self) -> None:
+        org_id = self.get_body_argument("org_id", "")
+        month = self.get_body_argument("month", "").strip()
+        answer = await self.api(
+            "POST", "/api/v1/reports/compliance", {"org_id": org_id, "month": month}
+        )
+        if answer.ok:
+            self.redirect(f"/console/reports/{answer.body['id']}")
+            return
+        errors = answer.field_errors()
+        if answer.error_code == "month_not_ended":
+            errors["month"] = answer.message_zh()
+        elif "month" in errors:
+            errors["month"] = "请按 YYYY-MM 填写月份"
+        self.set_status(answer.status)
+        await self._show(org_id, month, errors, None if errors else answer.message_zh())
+
+
+class ReportPage(Page):
+    async def get(self, report_id: str) -> None:
+        await self._show(report_id, comment="", errors={}, error=None)
+
+    async def _show(
+        self, report_id: str, comment: str, errors: dict[str, str], error: str | None
+    ) -> None:
+        report = await self.api_ok("GET", f"/api/v1/reports/compliance/{report_id}")
+        charts = {
+            "programs": {
+                "labels": [PROGRAM_LABELS.get(p, p) for p in report["by_program"]],
+                "values": [
+                    round((v.get("compliance_rate") or 0) * 100, 1)
+                    for v in report["by_program"].values()
+                ],
+            },
+            "units": {
+                "labels": [u["name"] for u in report["units"]],
+                "values": [
+                    round((u["rates"]["compliance_rate"] or 0) * 100, 1) for u in report["units"]
+                ],
+                "missed": [u["figures"].get("checkins_missed", 0) for u in report["units"]],
+            },
+        }
+        can_sign = self.my_level is not None and self.my_level == _REPORT_LEVEL.get(
+            report["org_kind"]
+        )
+        self.render(
+            "report.html",
+            report=report,
+            charts=json.dumps(charts, ensure_ascii=False),
+            can_sign=can_sign,
+            comment=comment,
+            errors=errors,
+            error=error,
+        )
+
+
+_REPORT_LEVEL = {"station": "station", "county": "county", "city": "city"}
+
+
+class ReportSign(ReportPage):
+    async def post(self, report_id: str) -> None:
+        comment = self.get_body_argument("comment", "")
+        resign = self.get_body_argument("resign", "") == "1"
+        answer = await self.api(
+            "POST",
+            f"/api/v1/reports/compliance/{report_id}/sign",
+            {"comment": comment, "resign": resign},
+        )
+        if answer.ok:
+            self.redirect(f"/console/reports/{report_id}")
+            return
+        self.set_status(answer.status)
+        errors = answer.field_errors()
+        await self._show(report_id, comment, errors, None if errors else _refusal(answer))
+
+
+def _refusal(answer: ApiAnswer) -> str:
+    message = answer.message_zh()
+    details = (answer.body or {}).get("error", {}).get("details")
+    if answer.error_code == "units_unsigned" and isinstance(details, dict):
+        names = "、".join(u.get("name", "") for u in details.get("unsigned", []))
+        message += f"(未签署:{names})"
+    return message
+
+
+class DrillPage(Page):
+    async def get(self, report_id: str) -> None:
+        figure = self.get_query_argument("figure", "")
+        version = self.get_query_argument("version", None)
+        query = {"figure": figure}
+        if version:
+            query["version"] = version
+        answer = await self.api_ok(
+            "GET",
+            f"/api/v1/reports/compliance/{report_id}/subjects?" + urllib.parse.urlencode(query),
+        )
+        self.render("drill.html", report_id=report_id, figure=figure, items=answer["items"])
+
+
+class ReportDownload(Page):
+    """The API's export, relayed as it streams (never held whole in this process)."""
+
+    FORMATS: ClassVar[dict[str, str]] = {"xlsx": "xlsx", "pdf": "pdf"}
+
+    async def get(self, report_id: str) -> None:
+        fmt = self.FORMATS.get(self.get_query_argument("format", ""))
+        if fmt is None:
+            raise ApiRefused(ApiAnswer(422, None, {}, b""))
+        headers_seen: dict[str, str] = {}
+
+        def header_line(line: str) -> None:
+            name, _, value = line.partition(":")
+            if name.lower() in ("content-type", "content-disposition"):
+                headers_seen[name.lower()] = value.strip()
+
+        def relay(chunk: bytes) -> None:
+            if not self._headers_written:
+                self.set_header("Content-Type", headers_seen.get("content-type", ""))
+                self.set_header("Content-Disposition", headers_seen.get("content-disposition", ""))
+                self.set_header("Content-Security-Policy", "default-src 'none'")
+            self.write(chunk)
+            self.flush()
+
+        response = await AsyncHTTPClient().fetch(
+            self._api_base() + f"/api/v1/reports/compliance/{report_id}?format={fmt}",
+            headers={"Authorization": f"Bearer {self.token}", "X-Request-Id": self.request_id},
+            header_callback=header_line,
+            streaming_callback=relay,
+            raise_error=False,
+            request_timeout=300,
+        )
+        if response.code == 401:
+            raise SessionExpired()
+        if response.code != 200:
+            raise ApiRefused(ApiAnswer(response.code, None, {}, b""))
+        self.finish()
+
+
+class StaticFile(ConsoleHandler):
+    """The console's own script, style and chart library; names are fixed, never from the path."""
+
+    FILES: ClassVar[dict[str, str]] = {
+        "console.js": "text/javascript",
+        "console.css": "text/css",
+        "chart-4.6.1.umd.min.js": "text/javascript",
+    }
+
+    async def get(self, name: str) -> None:
+        media_type = self.FILES.get(name)
+        if media_type is None:
+            self.send_error(404)
+            return
+        self.set_header("Content-Type", f"{media_type}; charset=utf-8")
+        self.set_header("Cache-Control", "public, max-age=3600")
+        self.finish((STATIC_DIR / name).read_bytes())
+
+
+class Home(ConsoleHandler):
+    async def get(self) -> None:
+        self.redirect("/console/")
+
+
+def _id(name: str) -> str:
+    # Ids go into API paths: letters, digits, `_`, `:` and `-` only (no dots, no slashes).
+    return f"(?P<{name}>[A-Za-z0-9_:-]{{1,100}})"
+
+
+routes = [
+    (r"/console", Home),
+    (r"/console/", CaseloadPage),
+    (r"/console/login", LoginPage),
+    (r"/console/logout", LogoutPage),
+    (r"/console/totp", TotpPage),
+    (r"/console/password", PasswordPage),
+    (rf"/console/subjects/{_id('subject_id')}", SubjectPage),
+    (r"/console/alerts", AlertsPage),
+    (rf"/console/alerts/{_id('alert_id')}/ack", AlertAck),
+    (r"/console/leave", LeavePage),
+    (rf"/console/leave/{_id('leave_id')}/decision", LeaveDecision),
+    (r"/console/checkins", ReviewPage),
+    (rf"/console/checkins/{_id('checkin_id')}/review", ReviewDecision),
+    (r"/console/assistance", AssistancePage),
+    (r"/console/reports", ReportsPage),
+    (rf"/console/reports/{_id('report_id')}", ReportPage),
+    (rf"/console/reports/{_id('report_id')}/sign", ReportSign),
+    (rf"/console/reports/{_id('report_id')}/subjects", DrillPage),
+    (rf"/console/reports/{_id('report_id')}/download", ReportDownload),
+    (r"/console/static/(?P<name>[A-Za-z0-9_.-]+)", StaticFile),
+]

@@ -1,0 +1,247 @@
+"""The officer console in a real browser (Debian's headless Chromium driven by Playwright):
+login, the caseload, a leave decision at the right step, a flagged check-in reviewed, a report
+signed and downloaded; field errors in Chinese that keep what was typed; an expired session that
+returns to the page after login; and the security headers, cookie and XSRF check."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from openpyxl import load_workbook
+from playwright.async_api import Browser, Page, async_playwright
+from tornado.httpclient import AsyncHTTPClient
+
+from tests.mp_support import STATION_CENTRE, local
+
+# Chromium as this machine's sandbox runs it: no GPU, no sandbox (root), no network chatter.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    path = os.environ.get("ANBANG_CHROMIUM") or shutil.which("chromium")
+    if not path:
+        pytest.fail(
+            "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+        )
+    return path
+
+
+@pytest_asyncio.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()
+
+
+@pytest_asyncio.fixture
+async def page(browser: Browser, api) -> AsyncIterator[Page]:
+    context = await browser.new_context(
+        base_url=api.base_url,
+        viewport={"width": 1366, "height": 768},
+        locale="zh-CN",
+        accept_downloads=True,
+    )
+    opened = await context.new_page()
+    yield opened
+    await context.close()
+
+
+async def login(page: Page, account, next_path: str = "/console/") -> None:
+    await page.goto(f"/console/login?next={next_path}")
+    await page.fill("#username", account.username)
+    await page.fill("#password", account.password)
+    await page.click("button[type=submit]")
+    await page.wait_for_load_state()
+
+
+async def logout(page: Page) -> None:
+    await page.click("header .who button")
+    await page.wait_for_url("**/console/login")
+
+
+async def test_login_shows_field_errors_in_chinese_and_keeps_the_username(page, supervised):
+    await page.goto("/console/")
+    assert page.url.endswith("/console/login?next=%2Fconsole%2F")
+    await page.fill("#username", supervised.officer.username)
+    await page.click("button[type=submit]")
+    assert await page.text_content("#password-error") == "请输入密码"
+    assert await page.input_value("#username") == supervised.officer.username
+    await page.fill("#password", "not-the-password")
+    await page.click("button[type=submit]")
+    assert "用户名或密码错误" in await page.text_content("p.error")
+    assert await page.input_value("#username") == supervised.officer.username
+    await page.fill("#password", supervised.officer.password)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/console/")
+    assert await page.text_content("h1") == "今日工作"
+    # The person's daily check-in is due today and shows on the station's caseload.
+    row = page.locator("#caseload tbody tr").first
+    assert "定位签到" in await row.inner_text()
+
+
+async def test_a_leave_request_is_decided_at_each_level_in_turn(page, supervised, make_staff):
+    person = supervised.client
+    leave = await person.call(
+        "POST",
+        "/mp/v1/leave-requests",
+        {
+            "start_date": "2026-11-10",
+            "end_date": "2026-11-19",
+            "destination": "杭州市西湖区",
+            "reason": "陪同母亲就医",
+        },
+        headers={"Idempotency-Key": "console-leave-0001"},
+    )
+    assert leave.status == 201 and leave.json["next_level"] == "station"
+    row = f"#leave-{leave.json['id']}"
+
+    await login(page, supervised.county, "/console/leave")
+    assert "非本级审批" in await page.inner_text(row)  # the station acts first
+    await logout(page)
+
+    await login(page, supervised.officer, "/console/leave")
+    assert page.url.endswith("/console/leave")
+    assert "杭州市西湖区" in await page.inner_text(row)
+    # No comment: the error shows beside the field and nothing is decided.
+    await page.click(f"{row} button[name=approve][value='1']")
+    assert "请填写审批意见" in await page.inner_text(row)
+    await page.fill(f"{row} textarea", "情况属实,同意上报")
+    await page.click(f"{row} button[name=approve][value='1']")
+    await page.wait_for_url("**/console/leave")
+    assert "待 县(区)司法局 审批" in await page.inner_text(row)
+    assert "非本级审批" in await page.inner_text(row)
+    await logout(page)
+
+    await login(page, supervised.county, "/console/leave")
+    await page.fill(f"{row} textarea", "同意")
+    await page.click(f"{row} button[name=approve][value='1']")
+    await page.wait_for_url("**/console/leave")
+    assert await page.locator(row).count() == 0  # decided: no longer pending
+    decided = await person.call("GET", "/mp/v1/me/tasks?from=2026-11-02&to=2026-11-02")
+    assert decided.status == 200
+
+
+async def test_a_flagged_checkin_is_reviewed_with_a_reason(page, supervised, clock):
+    far = (STATION_CENTRE.lat + 0.5, STATION_CENTRE.lng)  # some 55 km away
+    checkin = await supervised.client.check_in(
+        lat=far[0],
+        lng=far[1],
+        coord_type="wgs84",
+        captured_at=clock.now(),
+        key="console-check-0001",
+    )
+    assert checkin.status == 201 and checkin.json["status"] == "outside_area"
+    row = f"#checkin-{checkin.json['id']}"
+
+    await login(page, supervised.officer, "/console/checkins")
+    assert "不可见" not in await page.inner_text(row)
+    await page.fill(f"{row} textarea", "   ")
+    await page.click(f"{row} button[name=accept][value='1']")
+    assert "请填写审核理由" in await page.inner_text(row)
+    await page.fill(f"{row} textarea", "经电话核实,在外地就医,已补假")
+    await page.click(f"{row} button[name=accept][value='1']")
+    await page.wait_for_url("**/console/checkins")
+    assert await page.locator(row).count() == 0
+
+
+async def test_a_report_is_generated_drilled_signed_and_downloaded(page, supervised, clock):
+    # The person missed their first day; the month is over on 1 December.
+    clock.set(local(2026, 12, 1, 9, 0))
+    await login(page, supervised.officer, "/console/reports")
+    await page.fill("#month", "2026-12")
+    await page.click("main button[type=submit]")
+    assert "该月份尚未结束" in await page.text_content("#month-error")
+    assert await page.input_value("#month") == "2026-12"
+    await page.fill("#month", "2026-11")
+    await page.click("main button[type=submit]")
+    await page.wait_for_url("**/console/reports/*")
+    assert await page.text_content("#report-status") == "草稿"
+    # The chart library drew its charts (the page carries no inline script).
+    await page.wait_for_function(
+        "document.getElementById('chart-programs').toDataURL().length > 2000"
+    )
+    await page.click("#figures a >> nth=0")
+    await page.wait_for_url("**/subjects?figure=*")
+    assert await page.locator("#drill tbody tr").count() == 1
+    await page.go_back()
+    await page.fill("#comment", "已核对")
+    await page.click("#sign")
+    await page.wait_for_url("**/console/reports/*")
+    assert await page.text_content("#report-status") == "已签署"
+
+    async with page.expect_download() as waiting:
+        await page.click("#download-xlsx")
+    download = await waiting.value
+    assert download.suggested_filename.endswith(".xlsx")
+    book = load_workbook(io.BytesIO((await download.path()).read_bytes()))
+    assert "汇总" in book.sheetnames
+
+
+async def test_an_expired_session_returns_to_the_page_after_login(page, supervised, clock):
+    await login(page, supervised.officer, "/console/checkins")
+    assert page.url.endswith("/console/checkins")
+    clock.set(clock.now() + dt.timedelta(minutes=31))  # idle past the staff session's limit
+    await page.goto("/console/alerts")
+    assert "/console/login" in page.url and "next=%2Fconsole%2Falerts" in page.url
+    await page.fill("#username", supervised.officer.username)
+    await page.fill("#password", supervised.officer.password)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/console/alerts")
+
+
+async def test_headers_cookie_and_forms_are_locked_down(api, supervised):
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        login_page = await client.fetch(api.base_url + "/console/login")
+        csp = login_page.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert login_page.headers["X-Frame-Options"] == "DENY"
+        # A form posted without its XSRF token is refused.
+        forged = await client.fetch(
+            api.base_url + "/console/login",
+            method="POST",
+            body="username=x&password=y",
+            raise_error=False,
+        )
+        assert forged.code == 403
+        xsrf = next(
+            c.split(";")[0].split("=", 1)[1]
+            for c in login_page.headers.get_list("Set-Cookie")
+            if c.startswith("_xsrf=")
+        )
+        signed_in = await client.fetch(
+            api.base_url + "/console/login",
+            method="POST",
+            body=f"username={supervised.officer.username}&password={supervised.officer.password}"
+            f"&_xsrf={xsrf}&next=/console/",
+            headers={"Cookie": f"_xsrf={xsrf}"},
+            follow_redirects=False,
+            raise_error=False,
+        )
+        assert signed_in.code == 302
+        cookie = next(
+            c for c in signed_in.headers.get_list("Set-Cookie") if c.startswith("anbang_console=")
+        )
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
+        assert "Secure" not in cookie  # development over plain HTTP; production sets it
+        # No personal data in console URLs: the next hop is a path, never a name or number.
+        assert signed_in.headers["Location"] == "/console/"
+    finally:
+        client.close()
