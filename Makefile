@@ -7,7 +7,11 @@ STAMP := $(VENV)/.installed
 # database; a file's tests stay together on one worker. `PYTEST_ARGS=` runs it in one process.
 PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 
-.PHONY: run test bench lint format clean
+# The console's browser tests drive Debian's Chromium (and its CJK fonts, so Chinese renders as
+# text in screenshots); installed here when missing, as root or through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test bench lint format clean browser screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Anbang needs Python 3.11")'
@@ -19,8 +23,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	exec $(BIN)/python -m server dev
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+browser:
+	@command -v chromium >/dev/null && [ -d /usr/share/fonts/opentype/noto ] || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			chromium fonts-noto-cjk >/dev/null; }
+
+# The console's key pages at 1366x768, written to var/screenshots/.
+screenshots: $(STAMP) browser
+	ANBANG_SCREENSHOTS=var/screenshots $(BIN)/python -m pytest -q -p no:randomly \
+		tests/handlers/test_console.py -k screenshots
 
 bench: $(STAMP)
 	$(BIN)/python -m ops.bench

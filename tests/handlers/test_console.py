@@ -10,6 +10,7 @@ import io
 import os
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -245,3 +246,60 @@ async def test_headers_cookie_and_forms_are_locked_down(api, supervised):
         assert signed_in.headers["Location"] == "/console/"
     finally:
         client.close()
+
+
+@pytest.fixture
+def screenshot_dir(tmp_path: Path) -> Path:
+    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def png_sizes(target: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in target.glob("*.png")}
+
+
+async def test_screenshots_of_the_key_pages(page, supervised, clock, screenshot_dir):
+    """`make screenshots` keeps these in var/screenshots/; `make test` checks they render."""
+    target = screenshot_dir
+    person = supervised.client
+    await person.call(
+        "POST",
+        "/mp/v1/leave-requests",
+        {
+            "start_date": "2026-11-10",
+            "end_date": "2026-11-19",
+            "destination": "杭州市西湖区",
+            "reason": "陪同母亲就医",
+        },
+        headers={"Idempotency-Key": "shots-leave-0001"},
+    )
+    await person.check_in(
+        lat=STATION_CENTRE.lat + 0.5,
+        lng=STATION_CENTRE.lng,
+        coord_type="wgs84",
+        captured_at=clock.now(),
+        key="shots-check-0001",
+    )
+    shots = {"login": "/console/login"}
+    await page.goto("/console/login")
+    await page.screenshot(path=target / "login.png")
+    await login(page, supervised.officer)
+    shots = {
+        "caseload": "/console/",
+        "subject": f"/console/subjects/{supervised.subject_id}",
+        "leave": "/console/leave",
+        "checkins": "/console/checkins",
+        "assistance": "/console/assistance",
+        "reports": "/console/reports",
+    }
+    for name, path in shots.items():
+        await page.goto(path)
+        assert page.url.endswith(path), (name, page.url)
+        await page.screenshot(path=target / f"{name}.png", full_page=True)
+    await page.fill("#month", "2026-10")
+    await page.click("main button[type=submit]")
+    await page.wait_for_url("**/console/reports/*")
+    await page.screenshot(path=target / "report.png", full_page=True)
+    sizes = png_sizes(target)
+    assert len(sizes) >= 8 and min(sizes.values()) > 5000, sizes
