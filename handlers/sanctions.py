@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, RequestError, endpoint
 from models.sanctions import DetachmentView, SanctionKind, SanctionView, Suggestion
 
 ID_PATTERN = r"^[0-9a-fA-F]{24}$"
@@ -168,7 +168,36 @@ def _id(name: str) -> str:
     return f"(?P<{name}>[^/]+)"
 
 
+class SanctionList(BaseModel):
+    items: list[SanctionOut]
+
+
+class SanctionsHandler(BaseHandler):
+    access = "sanctions.read"
+
+    @endpoint(
+        "Praise and sanctions in scope (`?status=pending`), with their steps and the next level",
+        response=SanctionList,
+        errors=(422,),
+        tags=("decisions",),
+    )
+    async def get(self) -> None:
+        status = self.get_query_argument("status", None)
+        if status not in (None, "pending", "approved", "rejected"):
+            raise RequestError(
+                422,
+                "validation_failed",
+                "Invalid query.",
+                [{"field": "status", "message": "pending, approved or rejected"}],
+            )
+        views = await self.ctx.sanctions.list(
+            self.audit_context, status, self.query_limit(default=100, maximum=200)
+        )
+        self.respond(SanctionList(items=[SanctionOut.of(v) for v in views]))
+
+
 routes = [
+    (r"/api/v1/sanctions", SanctionsHandler),
     (rf"/api/v1/subjects/{_id('subject_id')}/sanctions", SubjectSanctionsHandler),
     (rf"/api/v1/sanctions/{_id('sanction_id')}/decision", SanctionDecisionHandler),
     (rf"/api/v1/subjects/{_id('subject_id')}/sanction-suggestions", SuggestionsHandler),

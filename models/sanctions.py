@@ -47,6 +47,9 @@ DETACHMENTS = CollectionSpec(
 )
 
 
+MAX_LIST = 200
+
+
 class SanctionKind(enum.StrEnum):
     PRAISE = "praise"  # 表扬
     ADMONISH = "admonish"  # 训诫
@@ -342,6 +345,27 @@ class SanctionService:
             when_final={"decided_at": step["at"]},
         )
         return await self._view(updated)
+
+    async def list(self, ctx: AuditContext, status: str | None, limit: int) -> list[SanctionView]:
+        """Praise and sanctions filed under the caller's subtree, oldest first (the decision
+        queue of each level)."""
+        query: dict[str, Any] = {"org_path": ctx.identity.org_id}
+        if status:
+            query["status"] = status
+        docs = [
+            doc
+            async for doc in self._sanctions.find(query)
+            .sort("created_at", ASCENDING)
+            .limit(min(limit, MAX_LIST))
+        ]
+        views = [await self._view(doc) for doc in docs]
+        await self._audit.record(
+            ctx,
+            "sanctions.read",
+            resource="sanction",
+            details={"status": status, "count": len(views)},
+        )
+        return views
 
     async def _view(self, doc: Mapping[str, Any]) -> SanctionView:
         chain = ApprovalChain.from_doc(doc["approval"]).view()

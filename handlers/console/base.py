@@ -38,6 +38,7 @@ ERRORS_ZH = {
     "invalid_credentials": "用户名或密码错误。",
     "totp_required": "请输入动态验证码。",
     "invalid_totp": "动态验证码错误或已使用。",
+    "wrong_code": "动态验证码不正确，请重新输入。",
     "locked": "账号已锁定，请稍后再试或联系管理员。",
     "too_many_attempts": "尝试次数过多，请稍后再试。",
     "forbidden": "您没有权限执行此操作。",

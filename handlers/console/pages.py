@@ -209,9 +209,12 @@ class TotpPage(RestrictedPage):
             "secret": self.get_body_argument("secret", ""),
             "provisioning_uri": self.get_body_argument("provisioning_uri", ""),
         }
-        errors = answer.field_errors() or {"code": answer.message_zh()}
-        if "code" in errors and answer.status == 422:
-            errors["code"] = "请输入 6 位数字动态验证码"
+        if answer.error_code == "wrong_code":
+            errors = {"code": answer.message_zh()}
+        elif answer.status == 422:
+            errors = {"code": "请输入 6 位数字动态验证码"}
+        else:
+            errors = {"code": answer.message_zh()}
         self.set_status(answer.status)
         self.render("totp.html", enrolment=enrolment, errors=errors, code=code)
 
@@ -337,6 +340,52 @@ class LeaveDecision(LeavePage):
         if self.get_status() == 200:
             self.set_status(422)
         await self._show({leave_id: comment}, {leave_id: errors})
+
+
+SANCTION_ZH = {
+    "praise": "表扬",
+    "admonish": "训诫",
+    "warn": "警告",
+    "public_security_penalty": "提请治安管理处罚",
+    "revoke_request": "提请撤销缓刑/假释",
+    "imprison_request": "提请收监执行",
+}
+
+
+class SanctionsPage(Page):
+    async def get(self) -> None:
+        await self._show({}, {})
+
+    async def _show(self, typed: dict[str, str], errors: dict[str, dict[str, str]]) -> None:
+        pending = await self.api_ok("GET", "/api/v1/sanctions?status=pending")
+        self.render(
+            "sanctions.html",
+            items=pending["items"],
+            kinds=SANCTION_ZH,
+            typed=typed,
+            errors=errors,
+        )
+
+
+class SanctionDecision(SanctionsPage):
+    async def post(self, sanction_id: str) -> None:
+        comment = self.get_body_argument("comment", "")
+        approve = self.get_body_argument("approve", "") == "1"
+        if not comment.strip():
+            self.set_status(422)
+            await self._show({sanction_id: comment}, {sanction_id: {"comment": "请填写审批意见"}})
+            return
+        answer = await self.api(
+            "POST",
+            f"/api/v1/sanctions/{sanction_id}/decision",
+            {"approve": approve, "comment": comment},
+        )
+        if answer.ok:
+            self.redirect("/console/sanctions")
+            return
+        self.set_status(answer.status)
+        errors = answer.field_errors() or {"comment": answer.message_zh()}
+        await self._show({sanction_id: comment}, {sanction_id: errors})
 
 
 class ReviewPage(Page):
@@ -591,6 +640,8 @@ routes = [
     (rf"/console/alerts/{_id('alert_id')}/ack", AlertAck),
     (r"/console/leave", LeavePage),
     (rf"/console/leave/{_id('leave_id')}/decision", LeaveDecision),
+    (r"/console/sanctions", SanctionsPage),
+    (rf"/console/sanctions/{_id('sanction_id')}/decision", SanctionDecision),
     (r"/console/checkins", ReviewPage),
     (rf"/console/checkins/{_id('checkin_id')}/review", ReviewDecision),
     (r"/console/assistance", AssistancePage),

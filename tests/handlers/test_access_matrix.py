@@ -961,6 +961,7 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
         404,
     ),
     ("/api/v1/leave-requests", "GET"): (plain("/api/v1/leave-requests?status=pending"), 200, None),
+    ("/api/v1/sanctions", "GET"): (plain("/api/v1/sanctions?status=pending"), 200, None),
     ("/api/v1/leave-requests/(?P<leave_id>[^/]+)/decision", "POST"): (
         leave_at_callers_step,
         200,

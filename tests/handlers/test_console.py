@@ -18,6 +18,7 @@ from openpyxl import load_workbook
 from playwright.async_api import Browser, Page, async_playwright
 from tornado.httpclient import AsyncHTTPClient
 
+from models import totp
 from tests.mp_support import STATION_CENTRE, local
 
 # Chromium as this machine's sandbox runs it: no GPU, no sandbox (root), no network chatter.
@@ -303,3 +304,55 @@ async def test_screenshots_of_the_key_pages(page, supervised, clock, screenshot_
     await page.screenshot(path=target / "report.png", full_page=True)
     sizes = png_sizes(target)
     assert len(sizes) >= 8 and min(sizes.values()) > 5000, sizes
+
+
+async def test_totp_is_enrolled_then_asked_for_at_login(page, supervised, clock):
+    await login(page, supervised.officer, "/console/totp")
+    secret = (await page.text_content(".secret code")).strip()
+    await page.fill("#code", "12345")
+    await page.click("main button[type=submit]")
+    assert await page.text_content("#code-error") == "请输入 6 位数字动态验证码"
+    assert await page.input_value("#code") == "12345"
+    wrong = "000000" if totp.code_at(secret, clock.now()) != "000000" else "111111"
+    await page.fill("#code", wrong)
+    await page.click("main button[type=submit]")
+    assert "不正确" in await page.text_content("#code-error")
+    await page.fill("#code", totp.code_at(secret, clock.now()))
+    await page.click("main button[type=submit]")
+    await page.wait_for_url("**/console/")
+    await logout(page)
+
+    clock.set(clock.now() + dt.timedelta(seconds=60))  # a fresh step: codes work once
+    await login(page, supervised.officer)
+    assert await page.text_content("#totp-error") == "请输入动态验证码。"
+    await page.fill("#password", supervised.officer.password)
+    await page.fill("#totp", totp.code_at(secret, clock.now()))
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/console/")
+
+
+async def test_a_sanction_is_decided_at_the_callers_step(page, supervised, fetch):
+    proposed = await fetch(
+        f"/api/v1/subjects/{supervised.subject_id}/sanctions",
+        "POST",
+        token=await supervised.officer_token(),
+        json_body={"kind": "warn", "reason": "未经批准离开县域"},
+    )
+    assert proposed.status == 201, proposed.body
+    level = proposed.json["next_level"]
+    deciding = supervised.officer if level == "station" else supervised.county
+    other = supervised.county if level == "station" else supervised.officer
+    row = f"#sanction-{proposed.json['id']}"
+    await login(page, other, "/console/sanctions")
+    assert "非本级审批" in await page.inner_text(row)
+    await logout(page)
+    await login(page, deciding, "/console/sanctions")
+    assert "警告" in await page.inner_text(row)
+    await page.click(f"{row} button[name=approve][value='1']")
+    assert "请填写审批意见" in await page.inner_text(row)
+    await page.fill(f"{row} textarea", "事实清楚,同意")
+    await page.click(f"{row} button[name=approve][value='1']")
+    await page.wait_for_url("**/console/sanctions")
+    after = await fetch("/api/v1/sanctions?status=pending", token=await supervised.county_token())
+    decided = [s for s in after.json["items"] if s["id"] == proposed.json["id"]]
+    assert not decided or decided[0]["next_level"] != level
