@@ -80,8 +80,30 @@ class CaseloadHandler(BaseHandler):
         self.respond(Caseload(items=[CaseloadEntry.of(i) for i in items]))
 
 
+class VisitListItem(BaseModel):
+    id: str
+    kind: str
+    at: dt.datetime
+    by: str | None
+    note: str | None
+
+
+class VisitList(BaseModel):
+    items: list[VisitListItem]
+
+
 class VisitsHandler(BaseHandler):
-    access = "visits.record"
+    access = {"GET": "subjects.notes", "POST": "visits.record"}
+
+    @endpoint(
+        "A person's visits and talks, newest first (notes opened)",
+        response=VisitList,
+        errors=(404,),
+        tags=("caseload",),
+    )
+    async def get(self, subject_id: str) -> None:
+        visits = await self.ctx.caseload.visits(self.audit_context, subject_id)
+        self.respond(VisitList(items=[VisitListItem(**v) for v in visits]))
 
     @endpoint(
         "Record a visit or talk (note and place encrypted); meets the open contact or "

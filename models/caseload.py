@@ -120,6 +120,35 @@ class CaseloadService:
         )
         return sorted(items.values(), key=lambda i: (-len(i.overdue), -len(i.due_today)))
 
+    async def visits(
+        self, ctx: AuditContext, subject_id: str, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """A person's recorded visits and talks, newest first, their notes opened."""
+        await self._subjects.require(ctx, subject_id, "subjects.notes")
+        found = []
+        async for doc in (
+            self._visits.find({"subject_id": subject_id}).sort("at", DESCENDING).limit(limit)
+        ):
+            vid = str(doc["_id"])
+            found.append(
+                {
+                    "id": vid,
+                    "kind": doc["kind"],
+                    "at": doc["at"],
+                    "by": doc.get("by"),
+                    "note": await self._codec.open("visits", vid, "note", doc["note"]),
+                }
+            )
+        await self._audit.record(
+            ctx,
+            "visits.read",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"count": len(found)},
+        )
+        return found
+
     async def record_visit(
         self,
         ctx: AuditContext,

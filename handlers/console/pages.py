@@ -271,6 +271,7 @@ class SubjectPage(Page):
         )
         obligations = await self.api("GET", f"/api/v1/subjects/{subject_id}/obligations?{query}")
         notes = await self.api("GET", f"/api/v1/subjects/{subject_id}/notes")
+        visits = await self.api("GET", f"/api/v1/subjects/{subject_id}/visits")
         items = obligations.body["items"] if obligations.ok else []
         self.render(
             "subject.html",
@@ -279,6 +280,7 @@ class SubjectPage(Page):
             checkins=[o for o in items if o["kind"] == "remote_checkin"],
             others=[o for o in items if o["kind"] != "remote_checkin"],
             notes=notes.body["items"] if notes.ok else None,
+            visits=visits.body["items"] if visits.ok else None,
             note=note,
             errors=errors,
         )

@@ -1057,6 +1057,7 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
     ),
     ("/api/v1/counseling/(?P<session_id>[^/]+)/cancel", "POST"): (on_session("/cancel"), 200, 404),
     ("/api/v1/caseload", "GET"): (plain("/api/v1/caseload"), 200, None),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/visits", "GET"): (on_subject("/visits"), 200, 404),
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/visits", "POST"): (
         on_subject("/visits", lambda env, _in: {"kind": "visit", "note": "走访"}),
         201,

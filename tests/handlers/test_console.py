@@ -98,6 +98,26 @@ async def test_login_shows_field_errors_in_chinese_and_keeps_the_username(page, 
     assert "定位签到" in await row.inner_text()
 
 
+async def test_the_case_file_shows_visits_notes_and_check_ins(page, supervised, fetch):
+    token = await supervised.officer_token()
+    visit = await fetch(
+        f"/api/v1/subjects/{supervised.subject_id}/visits",
+        "POST",
+        token=token,
+        json_body={"kind": "talk", "note": "入矫谈话,已告知报到要求"},
+    )
+    assert visit.status == 201
+    await login(page, supervised.officer, f"/console/subjects/{supervised.subject_id}")
+    assert "入矫谈话" in await page.inner_text("#visits")
+    assert await page.locator("#checkin-timeline li").count() >= 1
+    await page.click("main button[type=submit]")  # an empty note
+    assert await page.text_content("#text-error") == "请填写记录内容"
+    await page.fill("#text", "电话回访,情况稳定")
+    await page.click("main button[type=submit]")
+    await page.wait_for_url(f"**/console/subjects/{supervised.subject_id}")
+    assert "电话回访" in await page.inner_text(".notes")
+
+
 async def test_a_leave_request_is_decided_at_each_level_in_turn(page, supervised, make_staff):
     person = supervised.client
     leave = await person.call(
