@@ -42,10 +42,11 @@ REPORTS = CollectionSpec(
     ),
 )
 # A report's per-person rows, one set per computation: the current draft's, and each signed
-# snapshot's (kept, so every signature can be shown again as it was signed).
+# snapshot's (kept, so every signature can be shown again as it was signed). Rows are stored in
+# chunks of ROW_CHUNK: a county's 5,000 people are 20 documents, not 5,000 writes.
 REPORT_ROWS = CollectionSpec(
     "compliance_report_rows",
-    (IndexModel([("report_id", ASCENDING), ("copy", ASCENDING), ("subject_id", ASCENDING)]),),
+    (IndexModel([("report_id", ASCENDING), ("copy", ASCENDING), ("seq", ASCENDING)]),),
 )
 
 MONTH_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -133,7 +134,7 @@ STATUS_FIGURE = {
     "pending_review": "pending",
 }
 MAX_DRILL = 500
-ROW_BATCH = 500
+ROW_CHUNK = 250
 MAX_LISTED_CHANGES = 200
 SUPERVISION_RANK = {"lenient": 0, "normal": 1, "strict": 2}
 
@@ -351,14 +352,10 @@ class ReportService:
 
         # Programs first: they place a person in the tree as the file stands.
         async for doc in self._programs.find(
-            {
-                **match,
-                "start_date": {"$lt": month.next_first.isoformat()},
-                "$or": [
-                    {"ended_on": None},
-                    {"ended_on": {"$gte": month.first.isoformat()}},
-                ],
-            },
+            # No `$or` on the end: some servers scan the collection for one; the subtree's
+            # programs begun before the month's end are few, and those ended earlier are
+            # skipped here.
+            {**match, "start_date": {"$lt": month.next_first.isoformat()}},
             {
                 "subject_id": 1,
                 "org_path": 1,
@@ -372,7 +369,9 @@ class ReportService:
                 "details.risk_history": 1,
             },
         ):
-            if doc.get("status") == "transferred":
+            if doc.get("status") == "transferred" or (
+                doc.get("ended_on") and doc["ended_on"] < month.first.isoformat()
+            ):
                 continue
             entry = row(doc["subject_id"])
             entry.place(doc.get("org_path"))
@@ -495,13 +494,11 @@ class ReportService:
             if not doc.get("returned_on") and ended <= month.last and ended < today:
                 entry.values["overdue_returns"] += 1
         async for doc in self._detachments.find(
-            {
-                **match,
-                "start_date": {"$lte": month.last.isoformat()},
-                "$or": [{"end_date": None}, {"end_date": {"$gte": month.first.isoformat()}}],
-            },
+            {**match, "start_date": {"$lte": month.last.isoformat()}},
             {"subject_id": 1, "start_date": 1, "end_date": 1, "org_path": 1},
         ):
+            if doc.get("end_date") and doc["end_date"] < month.first.isoformat():
+                continue
             entry = row(doc["subject_id"])
             entry.place(doc.get("org_path"))
             entry.values["detachments"] += 1
@@ -713,16 +710,27 @@ class ReportService:
     async def _store_rows(self, report_id: ObjectId, rows: list[dict]) -> str:
         """Write a computation's rows under a fresh copy label; the report then points at it."""
         copy = str(ObjectId())
-        # In batches: each stays well inside the API process's per-operation deadline.
-        for first in range(0, len(rows), ROW_BATCH):
-            await self._rows.insert_many(
-                [
-                    {**r, "report_id": report_id, "copy": copy}
-                    for r in rows[first : first + ROW_BATCH]
-                ],
-                ordered=False,
-            )
+        chunks = [
+            {
+                "report_id": report_id,
+                "copy": copy,
+                "seq": seq,
+                "rows": rows[first : first + ROW_CHUNK],
+            }
+            for seq, first in enumerate(range(0, len(rows), ROW_CHUNK))
+        ]
+        if chunks:
+            await self._rows.insert_many(chunks, ordered=False)
         return copy
+
+    async def _load_rows(self, report_id: ObjectId, copy: str) -> list[dict]:
+        """A stored computation's rows, in subject order."""
+        rows: list[dict] = []
+        async for chunk in self._rows.find({"report_id": report_id, "copy": copy}).sort(
+            "seq", ASCENDING
+        ):
+            rows.extend(chunk["rows"])
+        return rows
 
     def _diff(
         self, signed: Mapping[str, Any], signed_rows: list[dict], summary: Mapping, rows: list
@@ -760,12 +768,7 @@ class ReportService:
         signed = doc.get("signed")
         if not signed:
             return []
-        return [
-            r
-            async for r in self._rows.find(
-                {"report_id": doc["_id"], "copy": signed["copy"]}, {"_id": 0}
-            )
-        ]
+        return await self._load_rows(doc["_id"], signed["copy"])
 
     async def generate(
         self, ctx: AuditContext, org_id: str, month_raw: str
@@ -954,21 +957,13 @@ class ReportService:
         if figure not in FIGURE_LABELS:
             raise InvalidInput("No such figure.", details=[{"field": "figure"}])
         copy = self._copy(doc, version)
-        query: dict[str, Any] = {
-            "report_id": doc["_id"],
-            "copy": copy,
-            f"values.{figure}": {"$gt": 0},
-        }
-        if ctx.identity.org_id and not ctx.identity.unscoped:
-            query["org_path"] = ctx.identity.org_id
-        if unit_id:
-            query["unit_id"] = unit_id
         rows = [
             r
-            async for r in self._rows.find(query, {"_id": 0})
-            .sort("subject_id", ASCENDING)
-            .limit(MAX_DRILL)
-        ]
+            for r in await self._load_rows(doc["_id"], copy)
+            if r["values"].get(figure, 0) > 0
+            and (not unit_id or r.get("unit_id") == unit_id)
+            and ctx.identity.reaches(r["org_path"])
+        ][:MAX_DRILL]
         names = await self._subjects.display_names(ctx.identity, [r["subject_id"] for r in rows])
         await self._audit.record(
             ctx,
@@ -1005,12 +1000,7 @@ class ReportService:
         doc = await self._in_scope(ctx, report_id, "reports.read")
         copy = self._copy(doc, None)
         summary = doc["signed"] if doc.get("signed") else doc["current"]
-        rows = [
-            r
-            async for r in self._rows.find(
-                {"report_id": doc["_id"], "copy": copy}, {"_id": 0}
-            ).sort("subject_id", ASCENDING)
-        ]
+        rows = await self._load_rows(doc["_id"], copy)
         names = await self._subjects.display_names(ctx.identity, [r["subject_id"] for r in rows])
         tree = {node.id: node for node in await self._orgs.below(doc["org_id"])}
         signer = None
