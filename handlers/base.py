@@ -412,6 +412,18 @@ class BaseHandler(tornado.web.RequestHandler):
             )
         return int(raw)
 
+    def choice_query(self, name: str, allowed: tuple[str, ...]) -> str | None:
+        """`?<name>=` as one of `allowed`, or None when absent (422 naming the field otherwise)."""
+        raw = self.get_query_argument(name, None)
+        if raw is not None and raw not in allowed:
+            raise RequestError(
+                422,
+                "validation_failed",
+                "Invalid query.",
+                [{"field": name, "message": "one of " + ", ".join(allowed)}],
+            )
+        return raw
+
     def date_query(self, name: str, default: dt.date) -> dt.date:
         """`?<name>=YYYY-MM-DD`, or `default` when absent (422 naming the field otherwise)."""
         raw = self.get_query_argument(name, None)

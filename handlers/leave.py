@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handlers.base import BaseHandler, RequestError, endpoint
+from handlers.base import BaseHandler, endpoint
 from models.leave import LeaveView
 
 
@@ -94,14 +94,7 @@ class LeaveRequestsHandler(BaseHandler):
         tags=("decisions",),
     )
     async def get(self) -> None:
-        status = self.get_query_argument("status", None)
-        if status not in (None, "pending", "approved", "rejected"):
-            raise RequestError(
-                422,
-                "validation_failed",
-                "Invalid query.",
-                [{"field": "status", "message": "pending, approved or rejected"}],
-            )
+        status = self.choice_query("status", ("pending", "approved", "rejected"))
         views = await self.ctx.leave.list(
             self.audit_context, status, self.query_limit(default=100, maximum=200)
         )

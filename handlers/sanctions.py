@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handlers.base import BaseHandler, RequestError, endpoint
+from handlers.base import BaseHandler, endpoint
 from models.sanctions import DetachmentView, SanctionKind, SanctionView, Suggestion
 
 ID_PATTERN = r"^[0-9a-fA-F]{24}$"
@@ -182,14 +182,7 @@ class SanctionsHandler(BaseHandler):
         tags=("decisions",),
     )
     async def get(self) -> None:
-        status = self.get_query_argument("status", None)
-        if status not in (None, "pending", "approved", "rejected"):
-            raise RequestError(
-                422,
-                "validation_failed",
-                "Invalid query.",
-                [{"field": "status", "message": "pending, approved or rejected"}],
-            )
+        status = self.choice_query("status", ("pending", "approved", "rejected"))
         views = await self.ctx.sanctions.list(
             self.audit_context, status, self.query_limit(default=100, maximum=200)
         )

@@ -133,6 +133,8 @@ STATUS_FIGURE = {
     "excused": "excused",
     "pending_review": "pending",
 }
+# Where a person's group sits in the tree (the first record's path will do).
+FIRST_PATH = {"path": {"$first": "$org_path"}}
 MAX_DRILL = 500
 ROW_CHUNK = 250
 MAX_LISTED_CHANGES = 200
@@ -522,66 +524,34 @@ class ReportService:
             entry.place(group.get("path"))
             entry.values[group["_id"]["k"]] += group["n"]
 
-        async for group in await self._elocation.aggregate(
-            [
-                {
-                    "$match": {
-                        **match,
-                        "status": {"$in": ["approved", "ended"]},
-                        "start_date": {"$lte": month.last.isoformat()},
-                        "end_date": {"$gte": month.first.isoformat()},
-                    }
-                },
-                {
-                    "$group": {
-                        "_id": "$subject_id",
-                        "n": {"$sum": 1},
-                        "path": {"$first": "$org_path"},
-                    }
-                },
-            ]
-        ):
-            entry = row(group["_id"])
-            entry.place(group.get("path"))
-            entry.values["elocation_orders"] += group["n"]
+        async def count_per_person(collection: Any, figure: str, stages: list[dict]) -> None:
+            per_person = {"$group": {"_id": "$subject_id", "n": {"$sum": 1}, **FIRST_PATH}}
+            async for group in await collection.aggregate([*stages, per_person]):
+                entry = row(group["_id"])
+                entry.place(group.get("path"))
+                entry.values[figure] += group["n"]
 
-        async for group in await self._referrals.aggregate(
-            [
-                {"$match": {**match, "created_at": in_month}},
-                {
-                    "$group": {
-                        "_id": "$subject_id",
-                        "n": {"$sum": 1},
-                        "path": {"$first": "$org_path"},
-                    }
-                },
-            ]
-        ):
-            entry = row(group["_id"])
-            entry.place(group.get("path"))
-            entry.values["referrals"] += group["n"]
-        async for group in await self._referrals.aggregate(
+        in_force = {
+            "status": {"$in": ["approved", "ended"]},
+            "start_date": {"$lte": month.last.isoformat()},
+            "end_date": {"$gte": month.first.isoformat()},
+        }
+        await count_per_person(
+            self._elocation, "elocation_orders", [{"$match": {**match, **in_force}}]
+        )
+        await count_per_person(
+            self._referrals, "referrals", [{"$match": {**match, "created_at": in_month}}]
+        )
+        placed = {"history.status": {"$in": ["placed", "enrolled"]}, "history.at": in_month}
+        await count_per_person(
+            self._referrals,
+            "placements",
             [
                 {"$match": {**match, "history.at": in_month}},
                 {"$unwind": "$history"},
-                {
-                    "$match": {
-                        "history.status": {"$in": ["placed", "enrolled"]},
-                        "history.at": in_month,
-                    }
-                },
-                {
-                    "$group": {
-                        "_id": "$subject_id",
-                        "n": {"$sum": 1},
-                        "path": {"$first": "$org_path"},
-                    }
-                },
-            ]
-        ):
-            entry = row(group["_id"])
-            entry.place(group.get("path"))
-            entry.values["placements"] += group["n"]
+                {"$match": placed},
+            ],
+        )
         async for group in await self._referrals.aggregate(
             [
                 {"$match": {**match, "outcome_at": in_month}},
