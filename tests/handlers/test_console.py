@@ -118,7 +118,7 @@ async def test_the_case_file_shows_visits_notes_and_check_ins(page, supervised, 
     assert "电话回访" in await page.inner_text(".notes")
 
 
-async def test_a_leave_request_is_decided_at_each_level_in_turn(page, supervised, make_staff):
+async def test_a_leave_request_is_decided_at_each_level_in_turn(page, supervised, fetch):
     person = supervised.client
     leave = await person.call(
         "POST",
@@ -156,8 +156,10 @@ async def test_a_leave_request_is_decided_at_each_level_in_turn(page, supervised
     await page.click(f"{row} button[name=approve][value='1']")
     await page.wait_for_url("**/console/leave")
     assert await page.locator(row).count() == 0  # decided: no longer pending
-    decided = await person.call("GET", "/mp/v1/me/tasks?from=2026-11-02&to=2026-11-02")
-    assert decided.status == 200
+    approved = await fetch(
+        "/api/v1/leave-requests?status=approved", token=await supervised.county_token()
+    )
+    assert [r["id"] for r in approved.json["items"]] == [leave.json["id"]]
 
 
 async def test_a_flagged_checkin_is_reviewed_with_a_reason(page, supervised, clock):
