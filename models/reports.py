@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pymongo
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -133,6 +134,7 @@ STATUS_FIGURE = {
     "excused": "excused",
     "pending_review": "pending",
 }
+REPORT_DEADLINE_S = 300
 # Where a person's group sits in the tree (the first record's path will do).
 FIRST_PATH = {"path": {"$first": "$org_path"}}
 MAX_DRILL = 500
@@ -604,7 +606,10 @@ class ReportService:
         """A node's report as the data stands: its summary and every person's row."""
         tree = {node.id: node for node in await self._orgs.below(org.id)}
         unit_kind = UNIT_KIND.get(org.kind)
-        raw = await self._month_rows({"org_path": org.id}, month)
+        # A county's month is one long aggregation: longer than the API process's deadline per
+        # operation (meant for a person's requests), so the report sets its own.
+        with pymongo.timeout(REPORT_DEADLINE_S):
+            raw = await self._month_rows({"org_path": org.id}, month)
 
         def unit_for(path: list[str]) -> str | None:
             if unit_kind is None:
