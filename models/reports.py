@@ -275,6 +275,11 @@ class _Row:
         }
 
 
+def row_counts(row: Mapping[str, Any]) -> bool:
+    """Whether a person's row belongs in the month: supervised in it, or something counted."""
+    return bool(row["programs"] or row["values"])
+
+
 def _canonical(payload: Any) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -620,7 +625,8 @@ class ReportService:
             return None
 
         units = {sid: unit_for(entry.org_path) for sid, entry in raw.items()}
-        rows = [entry.finish(units) for entry in raw.values()]
+        # Someone seen only in the month before (for the trend) is not in this month's report.
+        rows = [row for row in (e.finish(units) for e in raw.values()) if row_counts(row)]
         rows.sort(key=lambda r: r["subject_id"])
         return self._summarise(rows, tree, unit_kind), rows
 

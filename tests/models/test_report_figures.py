@@ -264,6 +264,16 @@ async def october(services, store, tree, clock):
     await d.detachment("2026-10-25", None)
     await d.sanction("revoke_request", "approved", local(2026, 10, 21, 10, 0))
 
+    # 周九: supervised until August; only a September window left behind. Not in October.
+    g = Month(store, await person(services, tree.station, "周九"), tree.station)
+    await g.program(
+        "community_corrections",
+        "2026-03-01",
+        {**CORRECTIONS_DETAILS, "strict_until": "2026-06-01"},
+        ended_on="2026-08-31",
+    )
+    await g.window("remote_checkin", local(2026, 9, 20), "missed")
+
     # 钱七 at the county's other station, 孙八 in another county.
     e = Month(store, ids["钱七"], tree.station2)
     await e.program(
@@ -343,6 +353,9 @@ async def test_a_stations_month_matches_the_hand_count(services, tree, october):
     }
     assert view.summary["by_program"]["drug_rehab"]["obligations_missed"] == 3
     assert view.summary["units"] == []  # a station has no reporting units below it
+    exported = await services.reports.export_data(SYSTEM, view.id, "xlsx")
+    expected_people = {october[name] for name in ("张三", "李四", "王五", "赵六")}
+    assert {row["subject_id"] for row in exported["rows"]} == expected_people  # not 周九
 
 
 async def test_each_person_behind_a_figure(services, tree, october, make_staff):
