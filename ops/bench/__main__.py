@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from ops.bench import PROJECT_ROOT
 from ops.bench.casework import DEFAULT_SIZES as CASEWORK_DEFAULT
@@ -18,6 +19,10 @@ from ops.bench.checkins import MAX_SUBJECTS as CHECKIN_MAX
 from ops.bench.checkins import MIN_SUBJECTS as CHECKIN_MIN
 from ops.bench.measure import BenchError
 from ops.bench.report import document, table, write_json
+from ops.bench.reports import DEFAULT_SIZES as REPORT_DEFAULT
+from ops.bench.reports import ISSUE_SIZES as REPORT_ISSUE
+from ops.bench.reports import measure_reports, reports_table
+from ops.bench.reports import parse_sizes as parse_report_sizes
 from ops.bench.sweeps import DEFAULT_SUBJECTS, ISSUE_SUBJECTS, parse_sizes
 
 DEFAULT_OUTPUT = PROJECT_ROOT / "var" / "bench" / "latest.json"
@@ -63,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="database sizes (subjects) for the caseload and search benchmark; the issue's "
         f"sizes: {','.join(str(n) for n in CASEWORK_ISSUE)} (about 15 minutes); 0 skips it",
     )
+    parser.add_argument(
+        "--report-subjects",
+        default=",".join(str(n) for n in REPORT_DEFAULT),
+        metavar="N,N",
+        help="database sizes (subjects, each with a month of history) for the monthly "
+        "compliance report of one station (200 subjects) and one county (up to 5,000); the "
+        f"issue's sizes: {','.join(str(n) for n in REPORT_ISSUE)}; 0 skips it",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the JSON goes")
     return parser
 
@@ -92,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         casework_subjects = parse_sizes(args.casework_subjects)
     except ValueError as exc:
         parser.error(f"--casework-subjects: {exc}")
+    try:
+        report_subjects = parse_report_sizes(args.report_subjects)
+    except ValueError as exc:
+        parser.error(f"--report-subjects: {exc}")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     options = CeilingOptions(
         seconds=args.seconds,
@@ -114,8 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     if sweep_subjects:
         sizes = ", ".join(f"{n:,}" for n in sweep_subjects)
         print(f"bench: then the missed-window sweep over {sizes} subjects", flush=True)
+    if report_subjects:
+        sizes = ", ".join(f"{n:,}" for n in report_subjects)
+        print(f"bench: then monthly reports in databases of {sizes} subjects", flush=True)
+    reports: dict[str, Any] = {}
     try:
         ceilings = run_ceilings(options)
+        if report_subjects:
+            reports = measure_reports(report_subjects)
     except BenchError as exc:
         print(f"bench: failed: {exc}", file=sys.stderr)
         return 1
@@ -124,7 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: interrupted; nothing written", file=sys.stderr)
         return 130
     print(table(ceilings))
-    write_json(args.output, document(ceilings, options))
+    content = document(ceilings, options)
+    if reports:
+        print("\n" + reports_table(reports))
+    # Beside the others' figures (ops.bench.reports runs on a database of its own).
+    content["settings"]["report_subjects"] = list(report_subjects)
+    content["reports"] = reports
+    write_json(args.output, content)
     print(f"\nbench: wrote {args.output} in {time.monotonic() - started:.1f} s")
     return 0
 
