@@ -40,6 +40,11 @@ def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secant
         port=0,
         storage_path=str(tmp_path_factory.mktemp("secantus")),
         enable_test_commands=False,
+        # No TTL sweeper: tests run the application on a fixed clock, often weeks behind the
+        # wall clock the database's sweeper reads, so it would delete a binding code or an
+        # idempotency key a test has just written (it did, now and then, under load). The
+        # application checks every expiry itself; the TTL indexes only tidy up.
+        ttl_sweep_seconds=0,
     )
     server.start()
     yield server
