@@ -75,7 +75,9 @@ class ApiAnswer:
         return None
 
     def message_zh(self) -> str:
-        return ERRORS_ZH.get(self.error_code or "", GENERIC_ZH)
+        by_status = {403: "forbidden", 404: "not_found", 503: "unavailable"}
+        code = self.error_code or by_status.get(self.status, "")
+        return ERRORS_ZH.get(code, GENERIC_ZH)
 
     def field_errors(self) -> dict[str, str]:
         """The API's 422 details as Chinese messages by field name (`a.b` → `a`)."""

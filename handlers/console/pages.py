@@ -574,11 +574,17 @@ class ReportDownload(Page):
         headers_seen: dict[str, str] = {}
 
         def header_line(line: str) -> None:
+            if line.startswith("HTTP/"):
+                headers_seen["status"] = line.split()[1]
+                return
             name, _, value = line.partition(":")
             if name.lower() in ("content-type", "content-disposition"):
                 headers_seen[name.lower()] = value.strip()
 
         def relay(chunk: bytes) -> None:
+            # Only a file is relayed; a refusal's body is dropped and answered as a page below.
+            if headers_seen.get("status") != "200":
+                return
             if not self._headers_written:
                 self.set_header("Content-Type", headers_seen.get("content-type", ""))
                 self.set_header("Content-Disposition", headers_seen.get("content-disposition", ""))

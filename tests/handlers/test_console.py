@@ -210,6 +210,10 @@ async def test_a_report_is_generated_drilled_signed_and_downloaded(page, supervi
     await page.wait_for_url("**/console/reports/*")
     assert await page.text_content("#report-status") == "已签署"
 
+    # Someone else's report id: a page saying so, never a download.
+    refused = await page.goto("/console/reports/6b0000000000000000000000/download?format=pdf")
+    assert refused.status == 404 and "未找到" in await page.inner_text("main")
+    await page.go_back()
     async with page.expect_download() as waiting:
         await page.click("#download-xlsx")
     download = await waiting.value
