@@ -124,7 +124,8 @@ class InvestigationService:
             if expedited
             else "corrections.investigation_working_days"
         )
-        due = self._calendar.deadline(requested_on, rules.int(key))
+        # A year without its holiday calendar gets a provisional, weekends-only deadline.
+        due, provisional = self._calendar.deadline_or_provisional(requested_on, rules.int(key))
         now = self._clock.now()
         doc = {
             "_id": ObjectId(),
@@ -133,6 +134,7 @@ class InvestigationService:
             "requested_on": requested_on.isoformat(),
             "expedited": expedited,
             "due": due.isoformat(),
+            "due_provisional": provisional,
             "status": str(InvestigationStatus.REQUESTED),
             "county_id": county.id,
             "org_path": list(county.path),

@@ -28,7 +28,7 @@ from models.policy import Identity, Role
 from models.rules import EffectiveRules, RulesService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
-from models.workdays import CalendarUnavailable, WorkdayCalendar
+from models.workdays import WorkdayCalendar
 
 log = logging.getLogger("anbang.programs")
 
@@ -442,9 +442,7 @@ class ProgramService:
                 "strict_until": strict_until.isoformat(),
                 "level_history": [],
                 # The subject reports within N working days of the judgment taking effect.
-                "intake_due": self._calendar.deadline(
-                    start, rules.int("corrections.intake_working_days")
-                ).isoformat(),
+                **self._working_day_deadline(start, rules.int("corrections.intake_working_days")),
                 "intake_done": None,
             }
             sealed = {"prohibitions": data.get("prohibitions") or None, "plan": data.get("plan")}
@@ -524,22 +522,13 @@ class ProgramService:
         """`intake_due`, and `intake_due_provisional` when the holiday calendar of a year is not
         yet loaded: then weekends alone are skipped, the deadline is marked provisional and the
         operator is told to add the year's calendar file."""
-        try:
-            return {
-                "intake_due": self._calendar.deadline(start, days).isoformat(),
-                "intake_due_provisional": False,
-            }
-        except CalendarUnavailable as exc:
+        due, provisional = self._calendar.deadline_or_provisional(start, days)
+        if provisional:
             log.warning(
                 "holiday calendar missing; deadline provisional",
-                extra={"fields": {"year": exc.year}},
+                extra={"fields": {"from": start.isoformat()}},
             )
-            day, left = start, days
-            while left > 0:
-                day += dt.timedelta(days=1)
-                if day.weekday() < 5:
-                    left -= 1
-            return {"intake_due": day.isoformat(), "intake_due_provisional": True}
+        return {"intake_due": due.isoformat(), "intake_due_provisional": provisional}
 
     # --- reads ----------------------------------------------------------------------------------
 

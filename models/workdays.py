@@ -140,6 +140,19 @@ class WorkdayCalendar:
         """The last day of "within `days` working days of `start`" (the start day not counted)."""
         return self.add_working_days(start, days)
 
+    def deadline_or_provisional(self, start: date, days: int) -> tuple[date, bool]:
+        """`deadline`, or, for a year whose holiday calendar is not loaded, the deadline that
+        skips weekends alone, marked provisional (True) so it can be shown as such."""
+        try:
+            return self.deadline(start, days), False
+        except CalendarUnavailable:
+            day, left = start, days
+            while left > 0:
+                day += _ONE_DAY
+                if day.weekday() < _SATURDAY:
+                    left -= 1
+            return day, True
+
     def working_days_between(self, start: date, end: date) -> int:
         """The number of working days in (start, end]; 0 when `end` is not after `start`."""
         _check_date(start)

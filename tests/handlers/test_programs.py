@@ -593,3 +593,24 @@ async def test_retention_shreds_only_where_a_period_is_set(fetch, staff, subject
     read = await fetch(f"/api/v1/subjects/{subject}", token=staff["station"].token)
     assert read.json["status"] == "shredded" and read.json["name"] is None
     assert await sweep.run(now) == {"shredded": 0}
+
+
+async def test_a_year_without_its_holiday_calendar_gets_a_provisional_deadline(
+    fetch, staff, subject
+):
+    """Found by fuzzing the API: a date the holiday calendar does not cover answered 500."""
+    opened = await open_program(
+        fetch, staff, subject, corrections(start_date="2000-03-01", end_date="2001-03-01")
+    )
+    assert opened.status == 201, opened.body
+    assert opened.json["details"]["intake_due_provisional"] is True
+    # 10 working days from Wednesday 1 March 2000, weekends alone skipped: Wednesday 15 March.
+    assert opened.json["details"]["intake_due"] == "2000-03-15"
+    requested = await fetch(
+        "/api/v1/investigations",
+        "POST",
+        token=staff["county"].token,
+        json_body={"subject_id": subject, "court": "鹿城区人民法院", "requested_on": "2000-01-03"},
+    )
+    assert requested.status == 201, requested.body
+    assert requested.json["due"] == "2000-01-17"
