@@ -27,6 +27,7 @@ from models.policy import Identity, Role
 from models.store import DatabaseSettings, Store
 from server.app import SYSTEM, ApiRuntime, Services, assemble_api, collection_specs, open_vault
 from server.config import Config
+from server.embedded_tuning import plan_id_filters_by_id
 from server.wechat_standin import StandinState, make_standin_app
 
 pytest_plugins = ["tests.mp_support"]
@@ -35,6 +36,7 @@ pytest_plugins = ["tests.mp_support"]
 @pytest.fixture(scope="session")
 def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecantusDBServer]:
     """The embedded database, in this process, on a free loopback port, for the whole session."""
+    plan_id_filters_by_id()
     server = SecantusDBServer(
         host="127.0.0.1",
         port=0,

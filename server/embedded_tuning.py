@@ -1,0 +1,44 @@
+"""A correction to the embedded database's write planner, applied where it starts (never used
+with MongoDB).
+
+SecantusDB 0.7.0b3 carries out a findAndModify by re-asserting the query as
+`{"_id": <matched>, "$and": [<query>]}`, and its write planner gives up on any filter with a
+top-level `$` key: every `find_one_and_update` and `find_one_and_delete` then scans the whole
+collection to write the one document it had already found. A check-in's update of its window
+scanned every occurrence in the database, so its cost grew with the database (the load
+verification found it). MongoDB plans such a filter on the `_id` index. The correction does the
+same: a filter that names `_id` by equality is served by the `_id` point lookup, and the write
+path still applies the whole filter to what the lookup returns, so the result is unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def plan_id_filters_by_id() -> None:
+    """Serve write filters that pin `_id` from the `_id` lookup (idempotent)."""
+    from secantus import storage
+
+    original = storage.Storage._try_index_id_keys
+    if getattr(original, "anbang_corrected", False):
+        return
+
+    def try_index_id_keys(
+        self: Any, db: str, coll: str, filter: dict[str, Any], *, collation: Any = None
+    ) -> list[Any] | None:
+        if (
+            filter
+            and len(filter) > 1
+            and "_id" in filter
+            and collation is None
+            and not self._is_timeseries(db, coll)
+        ):
+            keys = storage._id_point_lookup_keys(filter["_id"])
+            if keys is not None:
+                found = (self._doc_recordid(db, coll, key) for key in keys)
+                return [recordid for recordid in found if recordid is not None]
+        return original(self, db, coll, filter, collation=collation)
+
+    try_index_id_keys.anbang_corrected = True  # type: ignore[attr-defined]
+    storage.Storage._try_index_id_keys = try_index_id_keys  # type: ignore[method-assign]
