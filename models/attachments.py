@@ -15,14 +15,21 @@ from dataclasses import dataclass
 
 from bson import ObjectId
 from gridfs import AsyncGridFSBucket, NoFile
+from pymongo import ASCENDING, IndexModel
 
 from models.codec import IntegrityError, Shredded
 from models.crypto import CryptoError, Sealed, open_bytes, seal_bytes
 from models.keys import KeyShredded, KeyUnknown, KeyVault
 from models.store import CollectionSpec, Store
 
-ATTACHMENT_FILES = CollectionSpec("attachments.files")
-ATTACHMENT_CHUNKS = CollectionSpec("attachments.chunks")
+# GridFS's own indexes, made with the others at start-up rather than checked at every upload.
+ATTACHMENT_FILES = CollectionSpec(
+    "attachments.files", (IndexModel([("filename", ASCENDING), ("uploadDate", ASCENDING)]),)
+)
+ATTACHMENT_CHUNKS = CollectionSpec(
+    "attachments.chunks",
+    (IndexModel([("files_id", ASCENDING), ("n", ASCENDING)], unique=True),),
+)
 RECORD_PLAINTEXT = 64 * 1024
 _LENGTH = struct.Struct(">I")
 MAX_RECORD = RECORD_PLAINTEXT + 1024  # a record's plaintext plus header, nonce and tag
@@ -75,6 +82,11 @@ class AttachmentWriter:
                     "format": "sealed-records-v1",
                 },
             )
+            # A new GridFS stream reads the first document of both collections to decide whether
+            # to create its indexes: two round trips per photo, and on the embedded database a
+            # read of every stored chunk (it materialises a whole collection for a limit of 1).
+            # The indexes exist (ATTACHMENT_FILES, ATTACHMENT_CHUNKS), so the stream is told so.
+            object.__setattr__(self._stream, "_ensured_index", True)
 
     async def write(self, data: bytes) -> None:
         self.size += len(data)

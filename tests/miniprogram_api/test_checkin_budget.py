@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
+import zlib
 
 from pymongo.monitoring import (
     CommandFailedEvent,
@@ -93,6 +95,52 @@ async def test_a_check_in_costs_at_most_four_round_trips(supervised, config, clo
         )
         assert again.status == 201
         assert len(log.commands) <= 3, log.commands
+    finally:
+        served.server.stop()
+        await served.server.close_all_connections()
+        await served.runtime.services.close()
+        await store.close()
+
+
+def grey_png(width: int, height: int) -> bytes:
+    raw = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+async def test_a_photo_upload_never_reads_the_stored_photos(supervised, config, clock):
+    """GridFS would read the first stored file and chunk at every upload to decide on its
+    indexes (on the embedded database, a read of every stored photo); they are made at start."""
+    log = CommandLog()
+    settings = DatabaseSettings(
+        uri=config.database_uri, name=config.db_name, production=False, event_listeners=(log,)
+    )
+    store = Store.connect(settings)
+    vault = await open_vault(dataclasses.replace(config), store, clock)
+    served = await serve_runtime(assemble_api(store, config, vault, clock, hash_cost=TEST_COST))
+    client = supervised.client
+    client.base_url = served.base_url
+    try:
+        assert (await client.login("probationer")).status == 200
+        for shade in range(2):
+            log.commands.clear()
+            answer = await client.upload(grey_png(64 + shade, 48), content_type="image/png")
+            assert answer.status == 201, answer.body
+            reads = [c for c in log.commands if c.startswith("find attachments")]
+            assert reads == [], log.commands
+        indexes = await store.collection("attachments.chunks").index_information()
+        assert indexes["files_id_1_n_1"]["unique"] is True
     finally:
         served.server.stop()
         await served.server.close_all_connections()
