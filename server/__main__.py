@@ -1,4 +1,4 @@
-"""Command line: `python -m server serve | jobs | db | dev | wechat-standin | config | demo`."""
+"""Command line: `python -m server` and its sub-commands (serve, jobs, db, dev, backup, ...)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 
 from server.admin_cli import add_admin_commands
 from server.audit_cli import add_audit_commands
+from server.backup_cli import add_backup_commands
 from server.config import Config, ConfigError, describe_variables
 from server.logs import configure
 
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_commands(admin)
     audit = commands.add_parser("audit", help="the audit log")
     add_audit_commands(audit)
+    backup = commands.add_parser("backup", help="sealed backups: keygen, export, restore, compare")
+    add_backup_commands(backup)
     demo = commands.add_parser("demo", help="demo data")
     demo.add_argument("action", choices=["seed"])
     return parser
@@ -100,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             from server.audit_cli import run_audit
 
             return asyncio.run(run_audit(config, args))
+        if args.command == "backup":
+            from server.backup_cli import run_backup
+
+            return asyncio.run(run_backup(config, args))
         if args.command == "demo":
             from server.demo import seed_demo
 

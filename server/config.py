@@ -56,6 +56,11 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("ANBANG_MASTER_KEY_FILE", "var/keys/master.key", "master key file (0600)"),
     Variable(
+        "ANBANG_BACKUP_KEY_FILE",
+        "var/keys/backup.key",
+        "key file (0600) sealing `backup` archives; never the master key, kept apart from both",
+    ),
+    Variable(
         "ANBANG_CRYPTO_SUITE",
         "standard",
         "`standard` (AES-GCM, HMAC-SHA-256, Ed25519) or "
@@ -151,6 +156,7 @@ class Config:
     wechat_templates: dict[str, str]
     db_operation_timeout_ms: int
     master_key_file: Path
+    backup_key_file: Path
     crypto_suite: str
     audit_export: Path
     bootstrap_admin: str
@@ -221,6 +227,7 @@ class Config:
             wechat_templates=_pairs(environ.get("WECHAT_TEMPLATES", "")),
             db_operation_timeout_ms=_int(environ, "ANBANG_DB_OPERATION_TIMEOUT_MS", 500, 600_000),
             master_key_file=_var_path(environ, "ANBANG_MASTER_KEY_FILE", var_dir),
+            backup_key_file=_var_path(environ, "ANBANG_BACKUP_KEY_FILE", var_dir),
             crypto_suite=suite,
             audit_export=_var_path(environ, "ANBANG_AUDIT_EXPORT", var_dir),
             bootstrap_admin=bootstrap,
