@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 # text in screenshots); installed here when missing, as root or through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench lint format clean browser screenshots
+.PHONY: run test bench verify lint format clean browser screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Anbang needs Python 3.11")'
@@ -39,6 +39,12 @@ screenshots: $(STAMP) browser
 
 bench: $(STAMP)
 	$(BIN)/python -m ops.bench
+
+# Load, faults, backup and restore, hostile input and a log scan; a summary table at the end
+# (docs/verification.md). `VERIFY_ARGS=--parts load` runs one part.
+VERIFY_ARGS ?=
+verify: $(STAMP)
+	$(BIN)/python -m ops.verify $(VERIFY_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -143,7 +143,7 @@ def time_limit(subjects: int) -> float:
     return FIXED_SECONDS + SECONDS_PER_PERSON * people + phase_limit(people, people)
 
 
-async def _seed(services: Services, count: int, today: dt.date) -> list[Person]:
+async def seed_people(services: Services, count: int, today: dt.date) -> list[Person]:
     """`count` case files with a corrections program from today and a binding code each."""
     city = await services.orgs.create(
         SYSTEM, name="市", code="c-city", kind=OrgKind.CITY, parent_id=None
@@ -190,7 +190,7 @@ async def _seed(services: Services, count: int, today: dt.date) -> list[Person]:
     return list(await asyncio.gather(*(enrol(index) for index in range(count))))
 
 
-async def _sign_in(api: RunningApi, people: list[Person], connections: int) -> None:
+async def sign_in_people(api: RunningApi, people: list[Person], connections: int) -> None:
     """Log each person in through the WeChat stand-in and bind them with their code."""
     http = AsyncHTTPClient(force_instance=True, max_clients=connections)
     slots = asyncio.Semaphore(connections)
@@ -361,7 +361,7 @@ async def _measure(spec: CheckinSpec) -> dict[str, Any]:
             services = build_services(store, config, clock, vault)
             started = time.perf_counter()
             today = clock.now().astimezone(LOCAL_TZ).date()
-            everyone = await _seed(services, spec.subjects + WARM_UP_PEOPLE, today)
+            everyone = await seed_people(services, spec.subjects + WARM_UP_PEOPLE, today)
             warm_up, people = everyone[:WARM_UP_PEOPLE], everyone[WARM_UP_PEOPLE:]
             seconds["seeding"] = time.perf_counter() - started
             async with running_api(
@@ -372,7 +372,7 @@ async def _measure(spec: CheckinSpec) -> dict[str, Any]:
                 count_commands=True,
             ) as api:
                 started = time.perf_counter()
-                await _sign_in(api, everyone, spec.connections)
+                await sign_in_people(api, everyone, spec.connections)
                 seconds["sign_in"] = time.perf_counter() - started
                 started = time.perf_counter()
                 warmed = await _check_in(api, warm_up, spec.connections, len(everyone))

@@ -16,11 +16,13 @@ _HEADER_END = b"\r\n\r\n"
 # protocol writes a fixed request and parses only the status line and Content-Length.
 class Connection(asyncio.Protocol):
     """One client connection that carries one request at a time and returns its status (the
-    answer's body stays in `body` until the next request)."""
+    answer's status line and headers stay in `head`, its body in `body`, until the next
+    request)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.body = b""
+        self.head = b""
         self._buffer = bytearray()
         self._waiter: asyncio.Future[int] | None = None
 
@@ -45,6 +47,7 @@ class Connection(asyncio.Protocol):
         total = end + len(_HEADER_END) + length
         if len(self._buffer) < total:
             return
+        self.head = head
         self.body = bytes(self._buffer[end + len(_HEADER_END) : total])
         del self._buffer[:total]
         waiter.set_result(status)
