@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True)
     started = time.monotonic()
     figures: dict[str, Any] = {"parts": parts}
+    # Tokens and binding codes handed out during the run: the log scan looks for each.
+    secrets: set[str] = set()
     rows: list[Row] = []
     try:
         if "load" in parts:
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 processes=tuple(int(n) for n in args.processes.split(",")),
             )
             (work / "load").mkdir()
-            figures["load"] = asyncio.run(run_load(spec, work / "load"))
+            figures["load"] = asyncio.run(run_load(spec, work / "load", secrets))
             rows += load_rows(figures["load"])
         if "suites" in parts:
             print("verify: faults, backup and restore, hostile input (pytest) ...", flush=True)
@@ -295,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += fuzz_rows(figures["fuzz"])
         if "logs" in parts:
             print("verify: scanning every log written ...", flush=True)
-            figures["logs"] = scan([work]).as_dict()
+            figures["logs"] = scan([work], secrets=secrets).as_dict()
             rows += log_rows(figures["logs"])
     except BenchError as exc:
         print(f"verify: failed: {exc}", file=sys.stderr)
