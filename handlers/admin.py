@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.base import BaseHandler, endpoint
+from handlers.query import object_id, page_size, query, query_args
 from models.orgs import Org, OrgKind
 from models.policy import Role
 from models.staff import StaffView
@@ -173,10 +174,13 @@ class StaffListHandler(BaseHandler):
         response=StaffPage,
         tags=("organisation",),
     )
+    @query(
+        object_id("cursor", "The `next_cursor` of the previous page"),
+        page_size(50, MAX_PAGE),
+    )
     async def get(self) -> None:
-        items, next_cursor = await self.ctx.staff.list(
-            self.identity, self.get_query_argument("cursor", None), self.query_limit(50, MAX_PAGE)
-        )
+        args = query_args(self)
+        items, next_cursor = await self.ctx.staff.list(self.identity, args["cursor"], args["limit"])
         self.respond(StaffPage(items=[StaffOut.of(v) for v in items], next_cursor=next_cursor))
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from handlers.base import BaseHandler, RequestError, endpoint
-from models.alerts import Alert
+from handlers.base import BaseHandler, endpoint
+from handlers.query import one_of, query, query_args, yes_no
+from models.alerts import Alert, AlertStatus
 
 
 class AlertOut(BaseModel):
@@ -36,17 +37,13 @@ class AlertsHandler(BaseHandler):
     @endpoint(
         "Alerts in the caller's scope (`?status=open&mine=1`)", response=AlertList, tags=("alerts",)
     )
+    @query(
+        one_of("status", AlertStatus, "Only alerts in this state"),
+        yes_no("mine", "1: only alerts addressed to the caller"),
+    )
     async def get(self) -> None:
-        status = self.get_query_argument("status", None)
-        if status not in (None, "open", "acknowledged"):
-            raise RequestError(
-                422,
-                "validation_failed",
-                "Invalid query.",
-                [{"field": "status", "message": "open or acknowledged"}],
-            )
-        mine = self.get_query_argument("mine", "0") == "1"
-        alerts = await self.ctx.alerts.list(self.identity, status=status, mine=mine)
+        args = query_args(self)
+        alerts = await self.ctx.alerts.list(self.identity, status=args["status"], mine=args["mine"])
         self.respond(AlertList(items=[AlertOut.of(a) for a in alerts]))
 
 

@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handlers.base import BaseHandler, RequestError, endpoint
+from handlers.base import BaseHandler, endpoint
+from handlers.query import calendar_month, one_of, page_size, query, query_args, text
 from models.assistance import (
     PlacementView,
     ReferralStatus,
@@ -375,15 +376,18 @@ class ReferralsHandler(BaseHandler):
         response=ReferralList,
         tags=("assistance",),
     )
+    @query(
+        one_of("status", ReferralStatus, "Only referrals in this state"),
+        text("resource_id", "Only referrals to this facility, job or course"),
+        page_size(100, 500),
+    )
     async def get(self) -> None:
-        status = self.get_query_argument("status", None)
-        if status is not None and status not in {str(s) for s in ReferralStatus}:
-            raise RequestError(422, "validation_failed", "Invalid query.", [{"field": "status"}])
+        args = query_args(self)
         views = await self.ctx.assistance.referrals(
             self.audit_context,
-            resource_id=self.get_query_argument("resource_id", None),
-            status=status,
-            limit=self.query_limit(100, 500),
+            resource_id=args["resource_id"],
+            status=args["status"],
+            limit=args["limit"],
         )
         self.respond(ReferralList(items=[ReferralOut.of(v) for v in views]))
 
@@ -535,10 +539,14 @@ class SummaryHandler(BaseHandler):
         errors=(404, 422),
         tags=("assistance",),
     )
+    @query(
+        text("org_id", "An organisation in the caller's scope (default: the caller's)"),
+        calendar_month("month", "The month"),
+    )
     async def get(self) -> None:
-        org_id = self.get_query_argument("org_id", None) or str(self.identity.org_id)
-        month = self.get_query_argument("month", "")
-        result = await self.ctx.assistance.summary(self.audit_context, org_id, month)
+        args = query_args(self)
+        org_id = args["org_id"] or str(self.identity.org_id)
+        result = await self.ctx.assistance.summary(self.audit_context, org_id, args["month"])
         self.respond(SummaryOut(**result))
 
 

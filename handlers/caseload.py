@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from handlers.base import BaseHandler, RequestError, endpoint
+from handlers.base import BaseHandler, endpoint
+from handlers.query import one_of, query, query_args
 from models.caseload import CaseloadItem
 
 
@@ -67,15 +68,15 @@ class CaseloadHandler(BaseHandler):
         response=Caseload,
         tags=("caseload",),
     )
+    @query(
+        one_of(
+            "due",
+            ("today", "overdue"),
+            "Only subjects with items due today, or only those with overdue items",
+        )
+    )
     async def get(self) -> None:
-        due = self.get_query_argument("due", None)
-        if due not in (None, "today", "overdue"):
-            raise RequestError(
-                422,
-                "validation_failed",
-                "Invalid query.",
-                [{"field": "due", "message": "today or overdue"}],
-            )
+        due = query_args(self)["due"]
         items = await self.ctx.caseload.caseload(self.audit_context, due)
         self.respond(Caseload(items=[CaseloadEntry.of(i) for i in items]))
 

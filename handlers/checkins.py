@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from handlers.base import BaseHandler, endpoint
+from handlers.query import page_size, query, query_args
 from models.geo import Area, Point
 
 
@@ -94,8 +95,10 @@ class ReviewQueueHandler(BaseHandler):
         errors=(401, 403, 422),
         tags=("check-ins",),
     )
+    @query(page_size(100, 500))
     async def get(self) -> None:
-        items = await self.ctx.checkins.review_queue(self.audit_context, self.query_limit(100, 500))
+        limit = query_args(self)["limit"]
+        items = await self.ctx.checkins.review_queue(self.audit_context, limit)
         self.respond(
             ReviewQueueOut(items=[ReviewItemOut.model_validate(i.__dict__) for i in items])
         )

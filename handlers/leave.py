@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.base import BaseHandler, endpoint
+from handlers.query import one_of, page_size, query, query_args
 from models.leave import LeaveView
 
 
@@ -93,11 +94,13 @@ class LeaveRequestsHandler(BaseHandler):
         response=LeaveList,
         tags=("decisions",),
     )
+    @query(
+        one_of("status", ("pending", "approved", "rejected"), "Only requests in this state"),
+        page_size(default=100, maximum=200),
+    )
     async def get(self) -> None:
-        status = self.choice_query("status", ("pending", "approved", "rejected"))
-        views = await self.ctx.leave.list(
-            self.audit_context, status, self.query_limit(default=100, maximum=200)
-        )
+        args = query_args(self)
+        views = await self.ctx.leave.list(self.audit_context, args["status"], args["limit"])
         self.respond(LeaveList(items=[LeaveOut.of(v) for v in views]))
 
 

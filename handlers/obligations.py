@@ -8,8 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.base import BaseHandler, endpoint
+from handlers.query import calendar_day, one_of, query, query_args
 from models.clock import LOCAL_TZ
-from models.obligations import OccurrenceView
+from models.obligations import KINDS, MAX_RANGE_DAYS, OccurrenceStatus, OccurrenceView
 
 
 class OccurrenceOut(BaseModel):
@@ -47,17 +48,23 @@ class SubjectObligationsHandler(BaseHandler):
         errors=(404, 422),
         tags=("obligations",),
     )
+    @query(
+        calendar_day("from", "First day (default: today)"),
+        calendar_day("to", f"Last day (default: 30 days after `from`; {MAX_RANGE_DAYS} at most)"),
+        one_of("status", OccurrenceStatus, "Only occurrences in this state"),
+        one_of("kind", KINDS, "Only obligations of this kind"),
+    )
     async def get(self, subject_id: str) -> None:
-        today = self.ctx.clock.now().astimezone(LOCAL_TZ).date()
-        start = self.date_query("from", today)
-        end = self.date_query("to", start + dt.timedelta(days=30))
+        args = query_args(self)
+        start = args["from"] or self.ctx.clock.now().astimezone(LOCAL_TZ).date()
+        end = args["to"] or start + dt.timedelta(days=30)
         views = await self.ctx.obligations.for_subject(
             self.audit_context,
             subject_id,
             start=start,
             end=end,
-            status=self.get_query_argument("status", None),
-            kind=self.get_query_argument("kind", None),
+            status=args["status"],
+            kind=args["kind"],
         )
         self.respond(OccurrenceList(items=[OccurrenceOut.of(v) for v in views]))
 

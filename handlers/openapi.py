@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from handlers.base import BaseHandler, EndpointDoc
+from handlers.query import declared_query
 from models.policy import PUBLIC
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
@@ -106,6 +107,10 @@ def build_openapi(routes: Sequence[Route], *, title: str, version: str) -> dict[
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.compile(pattern).groupindex
         ]
+        # The query parameters the method reads, from the declaration it parses them by.
+        query = declared_query(getattr(handler, method))
+        if query is not None:
+            parameters += query.parameters()
         if parameters:
             operation["parameters"] = parameters
         if action != PUBLIC:
@@ -117,6 +122,9 @@ def build_openapi(routes: Sequence[Route], *, title: str, version: str) -> dict[
             }
         operation["responses"][str(doc.status)] = success
         statuses = set(doc.errors) | {503}
+        if query is not None:
+            # 422 names a parameter that does not fit; 400 a query that is not UTF-8.
+            statuses |= {400, 422}
         if doc.body is not None:
             operation["requestBody"] = {
                 "required": True,

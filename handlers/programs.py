@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from handlers.base import BaseHandler, endpoint
+from handlers.query import query, query_args, text
 from models.investigations import InvestigationView
 from models.programs import ProgramView
 from models.rules import EffectiveRules
@@ -290,8 +291,9 @@ class EffectiveRulesHandler(BaseHandler):
         errors=(404,),
         tags=("rules",),
     )
+    @query(text("org_id", "An organisation in the caller's scope (default: the caller's)"))
     async def get(self) -> None:
-        org_id = self.get_query_argument("org_id", None) or self.identity.org_id or ""
+        org_id = query_args(self)["org_id"] or self.identity.org_id or ""
         org = await self.ctx.orgs.get_in_scope(self.identity, org_id)
         self.respond(EffectiveRulesOut.of(await self.ctx.rules.for_org(org.id)))
 

@@ -11,7 +11,8 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from tornado.iostream import StreamClosedError
 
-from handlers.base import BaseHandler, RequestError, endpoint
+from handlers.base import BaseHandler, endpoint
+from handlers.query import calendar_month, one_of, query, query_args, required, text
 from handlers.report_exports import chunks, render_pdf, render_xlsx
 from models.reports import FIGURE_KEYS, ReportView
 
@@ -156,18 +157,12 @@ class ReportHandler(BaseHandler):
         errors=(404, 422),
         tags=("reports",),
     )
+    @query(one_of("format", ("json", *EXPORTS), "The report's form", default="json"))
     async def get(self, report_id: str) -> None:
-        fmt = self.get_query_argument("format", "json")
+        fmt = query_args(self)["format"]
         if fmt == "json":
             self.respond(report_out(await self.ctx.reports.get(self.audit_context, report_id)))
             return
-        if fmt not in EXPORTS:
-            raise RequestError(
-                422,
-                "validation_failed",
-                "Invalid query.",
-                [{"field": "format", "message": "json, xlsx or pdf"}],
-            )
         render, media_type = EXPORTS[fmt]
         data = await self.ctx.reports.export_data(self.audit_context, report_id, fmt)
         # Rendering is CPU work: off the event loop, into a file spooled to disk when large.
@@ -218,29 +213,24 @@ class DrillDownHandler(BaseHandler):
         errors=(404, 422),
         tags=("reports",),
     )
+    @query(
+        required(one_of("figure", FIGURE_KEYS, "One of the report's figures")),
+        one_of(
+            "version",
+            ("current", "signed"),
+            "The data as it stands, or the signed snapshot (default: the signed one once signed)",
+        ),
+        text("unit_id", "Only the people of this unit (a county's station, a city's county)"),
+    )
     async def get(self, report_id: str) -> None:
-        figure = self.get_query_argument("figure", "")
-        if figure not in FIGURE_KEYS:
-            raise RequestError(
-                422,
-                "validation_failed",
-                "Invalid query.",
-                [{"field": "figure", "message": "one of the report's figures"}],
-            )
-        version = self.get_query_argument("version", None)
-        if version not in (None, "current", "signed"):
-            raise RequestError(
-                422,
-                "validation_failed",
-                "Invalid query.",
-                [{"field": "version", "message": "current or signed"}],
-            )
+        args = query_args(self)
+        figure = args["figure"]
         items = await self.ctx.reports.drill_down(
             self.audit_context,
             report_id,
             figure,
-            version=version,
-            unit_id=self.get_query_argument("unit_id", None),
+            version=args["version"],
+            unit_id=args["unit_id"],
         )
         self.respond(DrillOut(figure=figure, items=[DrillRowOut(**item) for item in items]))
 
@@ -255,8 +245,9 @@ class SubjectMonthHandler(BaseHandler):
         errors=(404, 422),
         tags=("reports",),
     )
+    @query(calendar_month("month", "The month, ended in Asia/Shanghai"))
     async def get(self, subject_id: str) -> None:
-        month = self.get_query_argument("month", "")
+        month = query_args(self)["month"]
         result = await self.ctx.reports.subject_month(self.audit_context, subject_id, month)
         self.respond(SubjectMonthOut(**result))
 

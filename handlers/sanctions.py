@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.base import BaseHandler, endpoint
+from handlers.query import one_of, page_size, query, query_args
 from models.sanctions import DetachmentView, SanctionKind, SanctionView, Suggestion
 
 ID_PATTERN = r"^[0-9a-fA-F]{24}$"
@@ -181,11 +182,13 @@ class SanctionsHandler(BaseHandler):
         errors=(422,),
         tags=("decisions",),
     )
+    @query(
+        one_of("status", ("pending", "approved", "rejected"), "Only decisions in this state"),
+        page_size(default=100, maximum=200),
+    )
     async def get(self) -> None:
-        status = self.choice_query("status", ("pending", "approved", "rejected"))
-        views = await self.ctx.sanctions.list(
-            self.audit_context, status, self.query_limit(default=100, maximum=200)
-        )
+        args = query_args(self)
+        views = await self.ctx.sanctions.list(self.audit_context, args["status"], args["limit"])
         self.respond(SanctionList(items=[SanctionOut.of(v) for v in views]))
 
 

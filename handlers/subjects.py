@@ -9,10 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from tornado.ioloop import IOLoop
 
 from handlers.base import BaseHandler, RequestError, endpoint
+from handlers.query import object_id, one_of, page_size, query, query_args
 from models.attachments import AttachmentWriter
 from models.errors import DomainError
 from models.identity_numbers import IdType
-from models.subjects import SubjectInput, SubjectView
+from models.programs import ProgramType
+from models.subjects import SubjectInput, SubjectStatus, SubjectView
 
 ID_PATTERN = r"^[0-9a-fA-F]{24}$"
 MAX_PAGE = 100
@@ -34,7 +36,8 @@ class SubjectBody(Strict):
 
 
 class SubjectPatch(Strict):
-    version: int = Field(ge=1)
+    # At most what the database holds (a 64-bit integer): a larger one answered 500.
+    version: int = Field(ge=1, le=2**63 - 1)
     name: str | None = Field(default=None, min_length=1, max_length=50)
     id_number: str | None = Field(default=None, min_length=5, max_length=30)
     phone: str | None = Field(default=None, min_length=5, max_length=30)
@@ -178,13 +181,24 @@ class SubjectsHandler(BaseHandler):
         response=SubjectPage,
         tags=("case files",),
     )
+    @query(
+        one_of("population", ProgramType, "Only subjects with a program of this type"),
+        one_of(
+            "status",
+            (SubjectStatus.ACTIVE, SubjectStatus.SHREDDED),
+            "Only case files in this state",
+        ),
+        object_id("cursor", "The `next_cursor` of the previous page"),
+        page_size(20, MAX_PAGE),
+    )
     async def get(self) -> None:
+        args = query_args(self)
         page = await self.ctx.subjects.list(
             self.audit_context,
-            population=self.get_query_argument("population", None),
-            status=self.get_query_argument("status", None),
-            cursor=self.get_query_argument("cursor", None),
-            limit=self.query_limit(20, MAX_PAGE),
+            population=args["population"],
+            status=args["status"],
+            cursor=args["cursor"],
+            limit=args["limit"],
         )
         self.respond(
             SubjectPage(items=[SubjectOut.of(v) for v in page.items], next_cursor=page.next_cursor)
@@ -351,6 +365,11 @@ class SubjectPhotoHandler(BaseHandler):
 
     access = {"PUT": "subjects.photo", "GET": "subjects.read"}
     max_body_bytes = 5 << 20
+    # Also set here, not only in `prepare`: a method Tornado refuses (TRACE) never reaches
+    # `prepare`, yet the connection's close still asks for the writer.
+    _writer: AttachmentWriter | None = None
+    _head = b""
+    _refusal: RequestError | None = None
 
     async def prepare(self) -> None:
         self._writer: AttachmentWriter | None = None

@@ -3,20 +3,28 @@ templates they allowed in `wx.requestSubscribeMessage`."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from handlers.base import endpoint
 from miniprogram_api.base import MpHandler
 from models.policy import SELF
 
+# A template id as WeChat issues them (letters, digits, `-`, `_`). Each becomes a field name in
+# the person's consent record: a `.` there nested a document the counts are read from (500 on
+# every later call for that person), and a lone surrogate cannot be stored at all (500).
+TemplateId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
 
 class ConsentBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    template_ids: list[str] | None = Field(default=None, min_length=1, max_length=20)
+    template_ids: list[TemplateId] | None = Field(default=None, min_length=1, max_length=20)
     # Where the account's category allows long-term subscriptions (长期订阅).
     long_term: bool = False
-    privacy_notice_version: str | None = Field(default=None, min_length=1, max_length=40)
+    # A version label such as `2026-11` or `v1.2` (stored as given: printable ASCII only).
+    privacy_notice_version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,40}$")
 
     @model_validator(mode="after")
     def _one_kind(self) -> ConsentBody:

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from handlers.base import RequestError, endpoint
 from handlers.obligations import OccurrenceList, OccurrenceOut
+from handlers.query import calendar_day, query, query_args
 from miniprogram_api.base import MpHandler
 from models.clock import LOCAL_TZ
 
@@ -43,10 +44,14 @@ class TasksHandler(MpHandler):
         errors=(401, 403, 422),
         tags=("mini-program",),
     )
+    @query(
+        calendar_day("from", "First day (default: today)"),
+        calendar_day("to", f"Last day (default: 7 days after `from`; {MAX_TASK_DAYS} at most)"),
+    )
     async def get(self) -> None:
-        today = self.ctx.clock.now().astimezone(LOCAL_TZ).date()
-        start = self.date_query("from", today)
-        end = self.date_query("to", start + dt.timedelta(days=7))
+        args = query_args(self)
+        start = args["from"] or self.ctx.clock.now().astimezone(LOCAL_TZ).date()
+        end = args["to"] or start + dt.timedelta(days=7)
         if (end - start).days > MAX_TASK_DAYS:
             raise RequestError(
                 422,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
-from tornado.httputil import HTTPFile, parse_body_arguments
+from tornado.httputil import HTTPFile, HTTPInputError, parse_body_arguments
 
 from handlers.base import RequestError, endpoint
 from miniprogram_api.base import MpHandler
@@ -32,7 +32,11 @@ class UploadsHandler(MpHandler):
             raise RequestError(415, "unsupported_media_type", "Send the photo as multipart.")
         arguments: dict[str, list[bytes]] = {}
         files: dict[str, list[HTTPFile]] = {}
-        parse_body_arguments(content_type, self.raw_body(), arguments, files)
+        try:
+            parse_body_arguments(content_type, self.raw_body(), arguments, files)
+        except HTTPInputError:
+            # No boundary, no final boundary, a part without headers: the client's fault.
+            raise RequestError(400, "bad_request", "The multipart body is malformed.") from None
         uploaded = files.get("file") or []
         if len(uploaded) != 1:
             raise RequestError(

@@ -17,15 +17,20 @@ from handlers.caseload import CaseloadHandler, Location, VisitOut
 from handlers.checkins import ReviewHandler
 from handlers.leave import LeaveDecisionHandler, LeaveRequestsHandler
 from handlers.obligations import ResultHandler
+from handlers.query import QUERY_ATTRIBUTE, declared_query
 from miniprogram_api.base import MpHandler
 from miniprogram_api.me import MessageOut, MessagesOut
 
 
 def same_contract(staff_method: Callable[..., Awaitable[None]]) -> Any:
-    """Give a mini-program wrapper the OpenAPI description of the staff method it serves."""
+    """Give a mini-program wrapper the OpenAPI description of the staff method it serves, and
+    its query parameters (the staff method reads them through the wrapper's declaration)."""
 
     def mark(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         method.__endpoint__ = staff_method.__endpoint__  # type: ignore[attr-defined]
+        spec = declared_query(staff_method)
+        if spec is not None:
+            setattr(method, QUERY_ATTRIBUTE, spec)
         return method
 
     return mark

@@ -152,6 +152,9 @@ async def test_staff_list_pages_by_cursor_within_scope(fetch, admin, tree, make_
     assert len(seen) == 6  # five workers and the admin itself
     assert tree.other_station.id not in seen
     assert (await fetch("/api/v1/staff?limit=0", token=admin.token)).status == 422
+    # A superscript two passed `str.isdigit` and then failed `int`: a 500.
+    assert (await fetch("/api/v1/staff?limit=%C2%B2", token=admin.token)).status == 422
+    assert (await fetch("/api/v1/staff?cursor=nonsense", token=admin.token)).status == 422
 
 
 async def test_moving_staff_is_audited_and_ends_their_sessions(

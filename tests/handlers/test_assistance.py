@@ -409,6 +409,10 @@ async def test_needs_outcomes_and_the_countys_month(desk, clock):
     assert summary.json["median_days_to_placement"] == 3.0
     (home_row,) = [r for r in summary.json["occupancy"] if r["id"] == home["id"]]
     assert home_row["occupied"] == 1
+    # Months whose bounds the calendar cannot hold in UTC answered 500.
+    for month in ("0001-01", "9999-12", "2026-13", ""):
+        odd = await desk.call(desk.county, f"/api/v1/assistance/summary?month={month}")
+        assert odd.status == 422 and odd.error["details"][0]["field"] == "month", month
 
 
 async def test_a_cancelled_hold_passes_to_the_next_waiting(desk):

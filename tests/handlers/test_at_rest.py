@@ -221,3 +221,16 @@ async def test_rotating_a_data_key_keeps_everything_sealed_with_it_readable(
     assert photo.body == PNG
     programs = await fetch(f"/api/v1/subjects/{sid}/programs", token=officer.token)
     assert programs.json["items"][0]["details"]["prohibitions"] == ["不得进入娱乐场所"]
+
+
+async def test_a_method_the_photo_route_does_not_serve_is_refused_quietly(
+    fetch, tree, officer, caplog
+):
+    # Tornado refuses such a method before `prepare`, where the upload's state was first set:
+    # the connection's close then raised AttributeError outside any request.
+    path = f"/api/v1/subjects/{ObjectId()}/photo"
+    with caplog.at_level(logging.ERROR):
+        for method in ("TRACE", "QUERY", "POST"):
+            answer = await fetch(path, method, body=b"x", token=officer.token)
+            assert answer.status == 405, method
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

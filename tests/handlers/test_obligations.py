@@ -351,6 +351,9 @@ async def test_bad_ranges_are_refused_by_name(fetch_with_staff, people, tree, cl
         ("?from=2026-03-10&to=2026-03-01", "to"),
         ("?from=2026-01-01&to=2029-01-01", "to"),
         ("?kind=sleeping", "kind"),
+        # The default `to` (30 days on) and the day after `to` overflowed past 9999: a 500.
+        ("?from=9999-12-20", "from"),
+        ("?from=9999-12-31&to=9999-12-31", "from"),
     ):
         answer = await fetch(base + query, token=people["station"].token)
         assert answer.status == 422, query

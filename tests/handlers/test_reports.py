@@ -358,3 +358,10 @@ async def test_one_persons_month(fetch, tree, october, make_staff):
         f"/api/v1/subjects/{people['张三']}/compliance?month=2026-11", token=officer.token
     )
     assert early.status == 422
+    # Months whose bounds the calendar cannot hold in UTC answered 500.
+    for month_query in ("0001-01", "9999-12", "2026-13", ""):
+        odd = await fetch(
+            f"/api/v1/subjects/{people['张三']}/compliance?month={month_query}",
+            token=officer.token,
+        )
+        assert odd.status == 422 and odd.error["details"][0]["field"] == "month", month_query

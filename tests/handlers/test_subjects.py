@@ -152,6 +152,12 @@ async def test_edits_name_the_version_they_read(fetch, tree, people):
     assert stale.status == 409
     assert stale.error["code"] == "stale_version"
     assert (await fetch(path, token=people["station"].token)).json["address"] != "新地址 1 号"
+    # A version past 64 bits reached the database, which cannot hold it: 500. Now refused
+    # before it gets there (by the field's bound, or as a number no field can hold).
+    huge = await fetch(
+        path, "PATCH", token=people["station"].token, json_body={"version": 2**63, "phone": "1"}
+    )
+    assert huge.status in (400, 422)
 
 
 async def test_assigned_social_workers_reach_the_file_and_others_do_not(fetch, tree, people):

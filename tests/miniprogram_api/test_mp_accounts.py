@@ -167,6 +167,44 @@ async def test_uploads_refuse_what_is_not_a_photo(api, fetch, tree, make_staff, 
         "POST", "/mp/v1/uploads", body=b"{}", headers={"Content-Type": "application/json"}
     )
     assert not_multipart.status == 415
+    # A multipart body tornado cannot parse (no boundary, no final boundary) answered 500.
+    for content_type, body in (
+        ("multipart/form-data", b""),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nno headers"),
+    ):
+        malformed = await person.call(
+            "POST", "/mp/v1/uploads", body=body, headers={"Content-Type": content_type}
+        )
+        assert malformed.status == 400, content_type
+        assert malformed.json["error"]["message"] == "请求格式有误。"
+
+
+async def test_consents_take_only_what_wechat_issues(
+    api, fetch, tree, make_staff, clock, mp_clients
+):
+    clock.set(local(2026, 11, 2, 8, 0))
+    officer = await make_staff.token_for(await make_staff(Role.STATION_OFFICER, tree.station))
+    _, person = await enrol(fetch, mp_clients, tree, officer, CORRECTIONS, "consenting")
+    # A `.` in a template id nested the stored counts (500 then, and on every later call); a
+    # NUL could not be stored as a field name (500).
+    for body in (
+        b'{"template_ids": ["a.b"]}',
+        b'{"template_ids": ["$inc"]}',
+        b'{"template_ids": ["a\\u0000b"]}',
+        b'{"privacy_notice_version": "' + b"0" * 41 + b'"}',
+        b'{"privacy_notice_version": "v1\\u0000"}',
+    ):
+        refused = await person.call(
+            "POST", "/mp/v1/consents", body=body, headers={"Content-Type": "application/json"}
+        )
+        assert refused.status == 422, body
+    accepted = await person.call(
+        "POST", "/mp/v1/consents", {"template_ids": ["tmpl-reminder", "6sXZa4_fiLv-TrV"]}
+    )
+    assert accepted.status == 200
+    assert accepted.json["one_time"] == {"6sXZa4_fiLv-TrV": 1, "tmpl-reminder": 1}
+    notice = await person.call("POST", "/mp/v1/consents", {"privacy_notice_version": "2026-11"})
+    assert notice.json["privacy_notice_version"] == "2026-11"
 
 
 async def test_leave_is_returned_from_the_mini_program(
@@ -321,3 +359,16 @@ async def test_logging_out_ends_the_session_but_keeps_the_binding(
     assert (await person.tasks()).status == 401
     again = await person.login("leaver")
     assert again.json["bound"] is True and again.json["role"] == "subject"
+
+
+async def test_tasks_refuse_a_day_the_calendar_cannot_step_past(
+    api, fetch, tree, make_staff, clock, mp_clients
+):
+    clock.set(local(2026, 11, 2, 8, 0))
+    officer = await make_staff.token_for(await make_staff(Role.STATION_OFFICER, tree.station))
+    _, phone = await enrol(fetch, mp_clients, tree, officer, CORRECTIONS, "calendar-edge")
+    # The default `to`, seven days after `from`, overflowed past 9999-12-31: a 500.
+    edge = await phone.call("GET", "/mp/v1/me/tasks?from=9999-12-31")
+    assert edge.status == 422
+    assert edge.json["error"]["details"] == [{"field": "from", "message": "应为日期（YYYY-MM-DD）"}]
+    assert (await phone.tasks(dt.date(2026, 11, 2), dt.date(2026, 11, 2))).status == 200
