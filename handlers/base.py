@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import re
 import traceback
 import uuid
@@ -211,6 +212,46 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# BSON holds signed 64-bit integers and doubles: a larger number cannot be stored or compared
+# (the driver raises while encoding the query), and 1e400 reads as infinity. No field of this
+# API means anything beyond either, so such a number is refused with the rest of bad JSON.
+_INT64 = range(-(2**63), 2**63)
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if value not in _INT64:
+        raise ValueError("a number is out of range (more than 64 bits)")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number is out of range (beyond a double)")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # `{"role": "subject", "role": "guardian"}`: parsers disagree on which one counts (the last
+    # here, the first in some proxies and log pipelines), so what was checked or recorded on the
+    # way in need not be what is acted on. Such a body is refused, not guessed at.
+    result = dict(pairs)
+    if len(result) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"the key {json.dumps(key[:64], ensure_ascii=False)} repeats")
+            seen.add(key)
+    return result
+
+
+# Query parameter names are plain words. `?status[$ne]=x` is the bracket syntax some frameworks
+# (PHP, Express's qs) turn into a nested object, i.e. a query operator; no route here takes one,
+# so such a name is refused outright rather than silently ignored.
+_QUERY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     """Every route's handler derives from this; it declares `access` for each method it serves.
@@ -272,6 +313,7 @@ class BaseHandler(tornado.web.RequestHandler):
             )
         self.identity = await self.authenticate()
         await self.authorize()
+        self.check_query_names()
 
     def data_received(self, chunk: bytes) -> None:
         # Chunked uploads have no Content-Length: count as they arrive and stop keeping data
@@ -362,6 +404,17 @@ class BaseHandler(tornado.web.RequestHandler):
                 details={"path_pattern": type(self).__name__},
             )
             raise Forbidden()
+
+    def check_query_names(self) -> None:
+        """400 for a query parameter whose name is not a plain word (`status[$ne]`)."""
+        for name in self.request.query_arguments:
+            if not _QUERY_NAME.match(name):
+                raise RequestError(
+                    400,
+                    "bad_request",
+                    "Query parameter names are plain words.",
+                    {"parameter": name[:64]},
+                )
 
     # --- request bodies -------------------------------------------------------------------------
 
@@ -455,8 +508,15 @@ class BaseHandler(tornado.web.RequestHandler):
             )
         try:
             # The standard parser first (in C, fast): it names where the JSON breaks and refuses
-            # NaN and Infinity, which are not JSON; absurd nesting hits its recursion limit.
-            json.loads(raw, parse_constant=_reject_constant)
+            # NaN and Infinity, which are not JSON, numbers no field can hold and a key given
+            # twice; absurd nesting hits its recursion limit.
+            json.loads(
+                raw,
+                parse_constant=_reject_constant,
+                parse_int=_bounded_int,
+                parse_float=_finite_float,
+                object_pairs_hook=_unique_keys,
+            )
         except UnicodeDecodeError as exc:
             raise RequestError(
                 400, "invalid_json", "The request body is not valid UTF-8.", {"position": exc.start}
@@ -619,6 +679,13 @@ class NotFoundHandler(BaseHandler):
     """Unknown routes answer 404 in the error envelope, whatever the method."""
 
     access = PUBLIC
+
+    async def prepare(self) -> None:
+        # A path under the mini-program's prefix that matches no route (`/mp/v1/a/../b`) is
+        # still read by a mini-program user: the refusal is in Chinese, like every other there.
+        if self.request.path.startswith("/mp/"):
+            self.audience = "mp"
+        await super().prepare()
 
     async def get(self, *_args: str) -> None:
         raise tornado.web.HTTPError(404)
