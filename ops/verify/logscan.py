@@ -15,9 +15,9 @@ from ops.bench.casework import SURNAMES, person_values
 
 # A resident ID number (GB 11643) anywhere in a line: 17 digits and a check digit, not inside a
 # longer run of digits; a match counts only when its check digit and birth date are valid.
-_ID_NUMBER = re.compile(r"(?<![0-9])([1-9][0-9]{16}[0-9Xx])(?![0-9])")
+_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])([1-9][0-9]{16}[0-9Xx])(?![0-9A-Za-z])")
 # A mainland mobile number, not inside a longer run of digits (timestamps, counters).
-_PHONE = re.compile(r"(?<![0-9])(1[3-9][0-9]{9})(?![0-9])")
+_PHONE = re.compile(r"(?<![0-9A-Za-z])(1[3-9][0-9]{9})(?![0-9A-Za-z])")
 # What carries a credential on the wire, should a header or body ever be logged whole.
 _CREDENTIAL = re.compile(
     r"(Bearer\s+[A-Za-z0-9._~+/=-]{16,}"

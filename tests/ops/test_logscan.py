@@ -50,6 +50,9 @@ def test_ordinary_log_lines_are_not_findings(tmp_path):
                 # Timestamps in milliseconds, request ids, digests and an invalid check digit.
                 "2026-12-02T23:10:18.010Z at 1796253017000 sweep done in 12 ms",
                 "request_id=ef3b4fbaae144877a572ddbcdd826db0 status=201",
+                # Hex ids that happen to hold eleven digits starting 1[3-9], or eighteen.
+                "request_id=c0ffee13905770001abcdef012345678 status=201",
+                "trace f33030219900307001Xe done",
                 "digest 0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9",
                 "number 330302199003070012 is not an ID number (bad check digit)",
                 "org 鹿城区五马街道司法所 report signed",
@@ -58,5 +61,5 @@ def test_ordinary_log_lines_are_not_findings(tmp_path):
         encoding="utf-8",
     )
     result = scan([tmp_path])
-    assert result.files == 1 and result.lines == 5
+    assert result.files == 1 and result.lines == 7
     assert result.findings == []
