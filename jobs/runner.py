@@ -55,6 +55,9 @@ class JobsProcess:
     lease: LeaseSettings = field(default_factory=LeaseSettings)
     holder: str = field(default_factory=holder_id)
     holding: bool = False
+    # The running scheduler (None before `run` starts it), so a takeover can bring every
+    # sweep forward.
+    _scheduler: AsyncIOScheduler | None = field(default=None, init=False, repr=False)
 
     async def run_sweep(self, sweep: Sweep) -> None:
         if not self.holding:
@@ -81,7 +84,22 @@ class JobsProcess:
                 "lease " + ("acquired" if held else "lost"),
                 extra={"fields": {"holder": self.holder}},
             )
+        taking_over = held and not self.holding
         self.holding = held
+        if taking_over:
+            self._run_every_sweep_now()
+
+    def _run_every_sweep_now(self) -> None:
+        """A process that just took the lease catches up at once, as one that just started
+        does: the holder it replaces may have died mid-sweep, and waiting for each sweep's next
+        interval would leave missed windows unmarked for minutes (close_windows) or hours."""
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running:
+            return  # before start: every sweep is scheduled to run at start anyway
+        now = dt.datetime.now(dt.UTC)
+        for sweep in self.sweeps:
+            # The interval continues from now; max_instances=1 still keeps one run at a time.
+            scheduler.modify_job(sweep.name, next_run_time=now)
 
     async def run(self, stop: asyncio.Event) -> None:
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=dt.UTC)
@@ -108,6 +126,7 @@ class JobsProcess:
             )
         await self.renew_lease()
         scheduler.start()
+        self._scheduler = scheduler
         log.info(
             "jobs ready",
             extra={
@@ -121,6 +140,7 @@ class JobsProcess:
         try:
             await stop.wait()
         finally:
+            self._scheduler = None
             scheduler.shutdown(wait=False)
             if self.holding:
                 # Hand over at once rather than making the standby wait for the TTL.

@@ -92,9 +92,14 @@ class Store:
     @classmethod
     def connect(cls, settings: DatabaseSettings) -> Store:
         """Build the client; no I/O happens until the first operation."""
-        # Production runs a replica set: majority-acknowledged, journaled writes, so an
-        # acknowledged check-in survives the loss of the primary.
-        durability = {"w": "majority", "journal": True} if settings.production else {}
+        # A write is acknowledged only once it is in the journal on disk, so an acknowledged
+        # check-in survives the database process being killed (the embedded database honours
+        # j:true too: without it a kill -9 lost the writes of its last tens of milliseconds).
+        # Production runs a replica set: majority-acknowledged as well, so an acknowledged
+        # check-in also survives the loss of the primary.
+        durability = (
+            {"w": "majority", "journal": True} if settings.production else {"journal": True}
+        )
         deadline = (
             {"timeoutMS": settings.operation_timeout_ms} if settings.operation_timeout_ms else {}
         )

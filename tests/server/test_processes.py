@@ -9,207 +9,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import http.client
 import json
 import logging
 import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
 from tornado.netutil import bind_sockets
 
-from server.config import VARIABLES
 from server.serving import serve_sockets
+from tests.process_support import (
+    Launched,
+    ProcessId,
+    descendants,
+    environment,
+    launched,
+    port_open,
+    run_cli,
+    wait_for_ready,
+    wait_until,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-# --- helpers: ports, environment, processes ------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {seconds:.0f} s")
-        time.sleep(0.05)
-
-
-def environment(tmp_path: Path, **overrides: str) -> dict[str, str]:
-    """The test process's environment without any setting of ours; state under `tmp_path`."""
-    ours = {v.name for v in VARIABLES}
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ours and not name.startswith(("ANBANG_", "WECHAT_"))
-    }
-    var = tmp_path / "var"
-    env.update(
-        ANBANG_VAR_DIR=str(var),
-        ANBANG_DB_PATH=str(var / "db"),
-        ANBANG_MASTER_KEY_FILE=str(var / "keys" / "master.key"),
-        ANBANG_DB_PORT=str(free_port()),
-        ANBANG_PORT=str(free_port()),
-        ANBANG_WECHAT_PORT=str(free_port()),
-        ANBANG_DB_WAIT="20",
-        ANBANG_SHUTDOWN_GRACE="5",
-        ANBANG_DEMO="0",
-    )
-    env.update(overrides)
-    return env
-
-
-@dataclass(frozen=True)
-class ProcessId:
-    """A process as the kernel knows it: its pid and start time, so a reused pid is not it."""
-
-    pid: int
-    started: int
-
-    @classmethod
-    def of(cls, pid: int) -> ProcessId | None:
-        stat = _stat(pid)
-        return None if stat is None else cls(pid, int(stat[19]))
-
-    @property
-    def alive(self) -> bool:
-        stat = _stat(self.pid)
-        # A zombie has exited; it only waits for a parent to collect its status.
-        return stat is not None and int(stat[19]) == self.started and stat[0] != "Z"
-
-    @property
-    def command(self) -> str:
-        try:
-            raw = Path(f"/proc/{self.pid}/cmdline").read_bytes()
-        except OSError:
-            return ""
-        return raw.replace(b"\0", b" ").decode(errors="replace").strip()
-
-
-def _stat(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat from the state field on (the command name may contain spaces)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def descendants(pid: int) -> list[ProcessId]:
-    found: list[ProcessId] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            ident = ProcessId.of(int(child))
-            if ident is not None:
-                found.append(ident)
-                found.extend(descendants(ident.pid))
-    return found
-
-
-class Launched:
-    """`python -m server <args>` with its output in a file; killed with its descendants at exit."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path):
-        self.log_path = log
-        self._log = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "server", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.pid = self.process.pid
-
-    @property
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait(self, seconds: float) -> int:
-        try:
-            return self.process.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"`{' '.join(self.process.args[3:])}` still running after {seconds:.0f} s:\n"
-                + self.output
-            ) from None
-
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def kill_everything(self) -> None:
-        left = [p for p in descendants(self.pid) if p.alive]
-        if self.running():
-            self.process.kill()
-        for ident in left:
-            if ident.alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(ident.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=10)
-        self._log.close()
-
-
-@contextlib.contextmanager
-def launched(args: list[str], env: dict[str, str], log: Path) -> Iterator[Launched]:
-    process = Launched(args, env, log)
-    try:
-        yield process
-    finally:
-        process.kill_everything()
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-def wait_for_ready(process: Launched, port: int, seconds: float) -> dict:
-    deadline = time.monotonic() + seconds
-    while True:
-        assert process.running(), f"exited with {process.process.returncode}:\n{process.output}"
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            status, body = get(port, "/readyz")
-            if status == 200:
-                return json.loads(body)  # type: ignore[no-any-return]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"/readyz not 200 within {seconds:.0f} s:\n{process.output}")
-        time.sleep(0.1)
+# --- helpers: ports, environment and processes are in tests/process_support.py ---------------
 
 
 def start_dev(tmp_path: Path, stack: contextlib.ExitStack) -> tuple[Launched, dict[str, str]]:
@@ -428,18 +254,6 @@ async def test_serve_stops_after_the_grace_period_when_a_request_never_ends(stor
 
 
 # --- `jobs` on the command line ------------------------------------------------------------------
-
-
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "server", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def test_jobs_list_names_the_sweeps(tmp_path):
