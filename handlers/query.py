@@ -135,6 +135,11 @@ def text(name: str, description: str) -> Text:
     return Text(name, description, {"type": "string"})
 
 
+def matching(name: str, description: str, pattern: str) -> Text:
+    """Text in a form given by a regular expression (anchor it: `^...$`)."""
+    return Text(name, description, {"type": "string", "pattern": pattern})
+
+
 def object_id(name: str, description: str) -> Text:
     """An id the server issued (24 hexadecimal digits)."""
     return Text(name, description, {"type": "string", "pattern": ID_PATTERN})

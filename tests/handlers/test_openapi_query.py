@@ -37,11 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Route modules that read the query string outside a declaration, each with the reason. A module
 # added here is a route whose parameters /openapi.json does not describe.
-UNDECLARED_READERS = {
-    # WeChat's own protocol (signature, timestamp, nonce, echostr...), called by WeChat's servers;
-    # not yet moved to a declaration.
-    "miniprogram_api/push.py",
-}
+UNDECLARED_READERS: frozenset[str] = frozenset()
 # Ways a handler can reach the query string other than `query_args`.
 RAW_READS = frozenset(
     {
@@ -99,6 +95,22 @@ def test_declared_parameters_appear_with_their_schema():
     assert _query_parameters(paths["/mp/v1/worker/leave-requests"]["get"]) == leave
     # A refused value is part of the contract.
     assert "422" in paths["/api/v1/alerts"]["get"]["responses"]
+    # WeChat's push protocol too: what its servers put in the URL, none of it required (an
+    # unsigned request is refused by the signature check, 403).
+    check = _query_parameters(paths["/wechat/push"]["get"])
+    push = _query_parameters(paths["/wechat/push"]["post"])
+    assert set(check) == {"signature", "timestamp", "nonce", "echostr"}
+    assert set(push) == {
+        "signature",
+        "timestamp",
+        "nonce",
+        "openid",
+        "encrypt_type",
+        "msg_signature",
+    }
+    assert not any(p["required"] for p in [*check.values(), *push.values()])
+    assert push["signature"]["schema"]["pattern"] == "^[0-9a-f]{40}$"
+    assert push["encrypt_type"]["schema"]["enum"] == ["aes"]
 
 
 def test_the_document_describes_exactly_what_each_method_parses():

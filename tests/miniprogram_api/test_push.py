@@ -500,3 +500,35 @@ async def test_no_openid_in_the_clear_in_the_database(fetch, clock, api, store, 
             scanned += 1
             assert OPENID.encode() not in bson.encode(document), name
     assert scanned > 0
+
+
+# --- the query, as the route declares it --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "replace"),
+    [
+        ("GET", {"signature": "A" * 40}),
+        ("GET", {"timestamp": "12345678901"}),
+        ("GET", {"nonce": "a b"}),
+        ("GET", {"echostr": "回声"}),
+        ("POST", {"encrypt_type": "raw"}),
+        ("POST", {"msg_signature": "0" * 41}),
+        ("POST", {"openid": "o\\x00"}),
+    ],
+)
+async def test_a_query_value_outside_wechats_form_is_refused_by_name(
+    fetch, clock, store, method, replace
+):
+    query = {**signed(clock), **({"echostr": "5831046752"} if method == "GET" else {}), **replace}
+    body, content_type = body_for("xml", popup((TEMPLATE, "accept")))
+    answer = await fetch(
+        f"{PUSH}?{urlencode(query)}",
+        method,
+        body=body if method == "POST" else None,
+        headers={"Content-Type": content_type} if method == "POST" else None,
+    )
+    assert answer.status == 422
+    assert [d["field"] for d in answer.error["details"]] == list(replace)
+    # Refused before the signature was checked: the nonce is not used up.
+    assert await store.collection(PUSH_NONCES).count_documents({}) == 0
