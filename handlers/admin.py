@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, csv_media, endpoint
 from handlers.query import object_id, page_size, query, query_args
 from models.orgs import Org, OrgKind
 from models.policy import Role
@@ -248,6 +248,10 @@ class StaffImportHandler(BaseHandler):
 
     @endpoint(
         "Import accounts from a UTF-8 CSV file (text/csv): all rows or none",
+        body_media=csv_media(
+            "username, name, role, org_code and optionally is_agency_head (1 or 0)",
+            "username,name,role,org_code,is_agency_head\r\nli.na,李娜,social_worker,330302001,0\r\n",
+        ),
         response=ImportAnswer,
         status=201,
         errors=(409,),

@@ -186,6 +186,24 @@ class EndpointDoc:
     status: int = 200
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = ()
+    # A body that is not JSON (a CSV file, a multipart upload): media type -> its OpenAPI media
+    # type object (schema, example), so the document says what to send and fuzzers send it.
+    body_media: Mapping[str, Mapping[str, Any]] | None = None
+
+
+def csv_media(columns: str, example: str) -> dict[str, dict[str, Any]]:
+    """The OpenAPI description of a CSV upload (what `csv_text` reads): UTF-8 text/csv, a header
+    row naming `columns`, one record per row."""
+    return {
+        "text/csv": {
+            "schema": {
+                "type": "string",
+                "description": f"UTF-8 (a byte-order mark is allowed); a header row naming "
+                f"{columns}, in any order; then one record per row",
+            },
+            "example": example,
+        }
+    }
 
 
 def endpoint(
@@ -196,12 +214,16 @@ def endpoint(
     status: int = 200,
     errors: tuple[int, ...] = (),
     tags: tuple[str, ...] = (),
+    body_media: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
-    """Declare a handler method's contract; the OpenAPI document is built from these."""
+    """Declare a handler method's contract; the OpenAPI document is built from these. `body`
+    is a JSON body's model; `body_media` describes a body in another media type instead."""
+    if body is not None and body_media is not None:
+        raise ValueError("a body is JSON (`body`) or another media type (`body_media`)")
 
     def mark(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         method.__endpoint__ = EndpointDoc(  # type: ignore[attr-defined]
-            summary, body, response, status, errors, tags
+            summary, body, response, status, errors, tags, body_media
         )
         return method
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -129,6 +130,12 @@ def build_openapi(routes: Sequence[Route], *, title: str, version: str) -> dict[
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": refs[(doc.body, "validation")]}},
+            }
+            statuses |= {400, 413, 415, 422}
+        elif doc.body_media is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": copy.deepcopy({k: dict(v) for k, v in doc.body_media.items()}),
             }
             statuses |= {400, 413, 415, 422}
         if action != PUBLIC:

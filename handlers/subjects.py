@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from tornado.ioloop import IOLoop
 
-from handlers.base import BaseHandler, RequestError, endpoint
+from handlers.base import BaseHandler, RequestError, csv_media, endpoint
 from handlers.query import object_id, one_of, page_size, query, query_args
 from models.attachments import AttachmentWriter
 from models.errors import DomainError
@@ -339,6 +339,11 @@ class SubjectImportHandler(BaseHandler):
 
     @endpoint(
         "Import case files from a UTF-8 CSV file (text/csv): all rows or none",
+        body_media=csv_media(
+            "name, id_type, id_number, phone, gender, birth_date, address and org_code",
+            "name,id_type,id_number,phone,gender,birth_date,address,org_code\r\n"
+            "赵敏,foreign,E12345678,13700000001,female,1985-05-05,五马街1号,330302001\r\n",
+        ),
         response=ImportOut,
         status=201,
         errors=(409,),
@@ -414,6 +419,10 @@ class SubjectPhotoHandler(BaseHandler):
 
     @endpoint(
         "Store the subject's photo (JPEG or PNG body, at most 5 MiB), encrypted",
+        body_media={
+            kind: {"schema": {"type": "string", "format": "binary"}}
+            for kind in IMAGE_SIGNATURES.values()
+        },
         response=PhotoOut,
         status=201,
         errors=(404, 413, 415),

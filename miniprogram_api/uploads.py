@@ -21,6 +21,22 @@ class UploadsHandler(MpHandler):
 
     @endpoint(
         "Upload a photo (multipart field `file`, JPEG or PNG, at most 5 MiB); stored encrypted",
+        body_media={
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The photo, recognised by its content",
+                        }
+                    },
+                    "required": ["file"],
+                },
+                "encoding": {"file": {"contentType": "image/jpeg, image/png"}},
+            }
+        },
         response=UploadOut,
         status=201,
         errors=(400, 401, 403, 413, 415, 422),
