@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,9 @@ ORGS = CollectionSpec(
 )
 
 CODE_PATTERN = re.compile(r"^[0-9A-Za-z-]{2,20}$")
+# The same as a person's cached check-in context (models/checkins.py CONTEXT_SECONDS).
+AREAS_SECONDS = 30.0
+AREAS_ENTRIES = 10_000
 
 
 class OrgKind(enum.StrEnum):
@@ -87,6 +91,9 @@ class OrgService:
         self._orgs = store.collection(ORGS)
         self._clock = clock
         self._audit = audit
+        # Every check-in of a station reads the same areas: kept per path for AREAS_SECONDS,
+        # as long as a person's cached check-in context keeps them anyway.
+        self._areas: dict[tuple[str, ...], tuple[float, list[dict[str, Any]]]] = {}
 
     async def create(
         self,
@@ -179,10 +186,19 @@ class OrgService:
         return [Org.from_doc(doc) async for doc in cursor]
 
     async def areas_on(self, org_path: Sequence[str]) -> list[dict[str, Any]]:
-        """The nodes on a path that define a check-in area (the station's own, else above)."""
-        ids = [ObjectId(node) for node in org_path]
+        """The nodes on a path that define a check-in area (the station's own, else above); an
+        area set in another process is seen within AREAS_SECONDS."""
+        path = tuple(org_path)
+        cached = self._areas.get(path)
+        if cached is not None and time.monotonic() - cached[0] < AREAS_SECONDS:
+            return list(cached[1])
+        ids = [ObjectId(node) for node in path]
         cursor = self._orgs.find({"_id": {"$in": ids}, "area": {"$exists": True}})
-        return [{"_id": d["_id"], "area": d["area"], "kind": d["kind"]} async for d in cursor]
+        areas = [{"_id": d["_id"], "area": d["area"], "kind": d["kind"]} async for d in cursor]
+        if len(self._areas) >= AREAS_ENTRIES:
+            self._areas.clear()
+        self._areas[path] = (time.monotonic(), areas)
+        return list(areas)
 
     async def set_area(self, ctx: AuditContext, org_id: str, area: Area) -> Org:
         """A node's permitted check-in area: a polygon, or a centre (and radius)."""
@@ -192,6 +208,7 @@ class OrgService:
                 {"_id": ObjectId(org.id)},
                 {"$set": {"area": area.to_doc(), "area_set_at": self._clock.now()}},
             )
+        self._areas.clear()
         return org
 
     async def any_exists(self) -> bool:
