@@ -105,6 +105,19 @@ def load_rows(figures: dict[str, Any]) -> list[Row]:
                 None,
             ),
         ]
+        database = burst.get("database") or {}
+        if database.get("cpu_ms_per_command") is not None:
+            rows.append(
+                Row(
+                    area,
+                    "database: commands per check-in × CPU per command = check-ins/s at one core",
+                    "",
+                    f"{database['commands_per_checkin']:.1f} × "
+                    f"{database['cpu_ms_per_command']:.2f} ms = "
+                    f"{database['checkins_per_second_at_one_core']:.0f}/s",
+                    None,
+                )
+            )
     verified = figures["verified"]
     rows += [
         Row(

@@ -532,6 +532,17 @@ async def _run_processes(
         }
         # Database commands the API sent per acknowledged check-in, by kind (1 process only).
         burst_figures["commands_per_checkin"] = commands
+        # What each command costs the database, and the rate at which its one process would be
+        # busy all the time: the figures that say whether a target is within its reach.
+        database_ms = burst_figures["cpu_ms_per_checkin"]["database"]
+        per_checkin = sum(kind["count"] for kind in commands.values())
+        burst_figures["database"] = {
+            "commands_per_checkin": round(per_checkin, 2) if commands else None,
+            "cpu_ms_per_command": round(database_ms / per_checkin, 3) if commands else None,
+            "checkins_per_second_at_one_core": round(1000 / database_ms, 1)
+            if database_ms
+            else None,
+        }
         capacity_tally, capacity_started = await burst.capacity()
         capacity_figures = _figures(capacity_tally, capacity_started, None)
         burst.pool.close()
