@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fuzz-examples", type=int, default=None, help="schemathesis examples per operation"
     )
+    parser.add_argument(
+        "--fuzz-top-up-to",
+        type=int,
+        default=None,
+        help="after schemathesis, requests per operation the top-up brings each to (0: none)",
+    )
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="logs and reports")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON figures")
     return parser
@@ -195,11 +201,15 @@ def suite_rows(figures: dict[str, Any]) -> list[Row]:
 
 
 def fuzz_rows(figures: dict[str, Any]) -> list[Row]:
-    area = "schemathesis over /openapi.json"
+    area = "schemathesis over /openapi.json, then the top-up"
     per_operation = figures.get("requests_per_operation", {})
     if not isinstance(per_operation, dict):
         per_operation = {}
     minimum = per_operation.get("min")
+    topped = per_operation.get("topped_up") or {}
+    extra = figures.get("top_up") or {}
+    by_source = figures.get("server_errors_by_source") or {}
+    no_answer = extra.get("no_answer", 0)
     return [
         Row(area, "operations fuzzed", "every route", str(figures.get("operations", "n/a")), None),
         Row(
@@ -211,10 +221,26 @@ def fuzz_rows(figures: dict[str, Any]) -> list[Row]:
         ),
         Row(
             area,
-            "5xx answers",
+            "of which from the top-up: operations topped up, requests (schemathesis alone: min)",
+            "",
+            f"{len(topped)}, {sum(topped.values()):,} "
+            f"(min {per_operation.get('schemathesis_min', 'n/a')})",
+            None,
+        ),
+        Row(
+            area,
+            "5xx answers: schemathesis + top-up",
             "0",
-            str(figures.get("server_errors", "n/a")),
+            f"{figures.get('server_errors', 'n/a')} "
+            f"({by_source.get('schemathesis', 'n/a')} + {by_source.get('top_up', 'n/a')})",
             figures.get("server_errors") == 0,
+        ),
+        Row(
+            area,
+            "top-up requests left without an answer (dropped, timed out)",
+            "0",
+            str(no_answer),
+            no_answer == 0,
         ),
         Row(
             area,
@@ -306,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             options: dict[str, Any] = {}
             if args.fuzz_examples is not None:
                 options["examples"] = args.fuzz_examples
+            if args.fuzz_top_up_to is not None:
+                options["top_up_to"] = args.fuzz_top_up_to
             figures["fuzz"] = run_fuzz(work / "fuzz", **options)
             rows += fuzz_rows(figures["fuzz"])
         if "logs" in parts:

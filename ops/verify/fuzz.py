@@ -27,6 +27,7 @@ from typing import Any
 from ops.bench import PROJECT_ROOT
 from ops.bench.apiserver import HOST, free_port, log_tail
 from ops.bench.measure import BenchError
+from ops.verify import topup
 
 # What fits DEFAULT_DEADLINE_SECONDS on the 2-core development machine with two workers, with
 # room for other work sharing it: 300 took 11 min on a quiet machine, 250 took 17 min beside
@@ -449,21 +450,37 @@ def _body_of(request: dict[str, Any]) -> bytes | None:
 _TOKEN_HEADER = "Authorization: Bearer $TOKEN"  # noqa: S105 - a shell variable, not a token
 
 
-def curl(request: dict[str, Any], token: str | None) -> str:
-    """One line that sends the request again (the session's token as $TOKEN)."""
+# Headers schemathesis adds to every request: left out of a reproduction, which is about the rest.
+_CLIENT_HEADERS = frozenset({"user-agent", "accept-encoding", "accept", "connection"})
+
+
+def curl(request: dict[str, Any], token: str | None, *, every_header: bool = False) -> str:
+    """One line that sends the request again (the session's token as $TOKEN); a body that is
+    not UTF-8, or holds a NUL (no shell argument can), is piped in from base64, byte for byte.
+    `every_header`: Accept and the rest too (the top-up varies them)."""
     parts = ["curl", "-X", str(request.get("method", "GET"))]
     for name, values in (request.get("headers") or {}).items():
-        if name.lower() in ("user-agent", "accept-encoding", "accept", "connection"):
+        if name.lower() in _CLIENT_HEADERS and not every_header:
             continue
         for value in values if isinstance(values, list) else [values]:
-            if name.lower() == "authorization" or (token and token in str(value)):
+            session = name.lower() == "authorization" and not every_header
+            if session or (token and token in str(value)):
                 name, value = "Authorization", "Bearer $TOKEN"
             parts += ["-H", f"{name}: {value}"]
     body = _body_of(request)
+    prefix = ""
     if body is not None:
-        parts += ["--data-binary", body.decode("utf-8", "backslashreplace")]
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and "\x00" not in text:
+            parts += ["--data-binary", text]
+        else:
+            prefix = f"printf %s {base64.b64encode(body).decode()} | base64 -d | "
+            parts += ["--data-binary", "@-"]
     parts.append(str(request.get("uri", "")))
-    return shlex.join(parts).replace(
+    return prefix + shlex.join(parts).replace(
         "'Authorization: Bearer $TOKEN'", '"Authorization: Bearer $TOKEN"'
     )
 
@@ -591,22 +608,66 @@ def logged_errors(log_path: Path, keep: int = 10) -> dict[str, Any]:
     }
 
 
-def summarise(passes: list[PassFigures], seconds: float, examples: int) -> dict[str, Any]:
+def schemathesis_requests(passes: list[PassFigures]) -> collections.Counter[str]:
+    """Requests per operation from the passes that count towards the target (not the
+    other-channel passes, which only prove refusals)."""
     per_operation: collections.Counter[str] = collections.Counter()
+    for figures in passes:
+        if figures.name not in CROSS_PASSES:
+            for name, operation in figures.operations.items():
+                per_operation[name] += operation.requests
+    return per_operation
+
+
+def _top_up_failures(result: topup.TopUpResult) -> dict[str, list[dict[str, Any]]]:
+    return {
+        f"top-up: {name}": [_top_up_failure(entry) for entry in sent.failures]
+        for name, sent in sorted(result.operations.items())
+        if sent.failures
+    }
+
+
+def _top_up_failure(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "check": "not_a_server_error" if entry["status"] else "no_answer",
+        "status": entry["status"],
+        "message": " ".join(str(entry["answer"]).split())[:300],
+        "varied": entry["varied"],
+        "request_id": entry["request_id"],
+        "reproduce": curl(entry["request"], None, every_header=True),
+    }
+
+
+def summarise(
+    passes: list[PassFigures],
+    seconds: float,
+    examples: int,
+    top_up: topup.TopUpResult | None = None,
+    top_up_to: int = 0,
+) -> dict[str, Any]:
+    """The figures of the schemathesis passes and of the top-up after them: requests per
+    operation count both (`topped_up` says how many came from the top-up), and so do 5xx."""
+    from_schemathesis = schemathesis_requests(passes)
+    topped = {name: sent.requests for name, sent in (top_up.operations if top_up else {}).items()}
+    per_operation = collections.Counter(from_schemathesis)
+    per_operation.update(topped)
     stopped_early: dict[str, int] = {}
     cut_short: dict[str, int] = {}
     for figures in passes:
         if figures.name in CROSS_PASSES:
             continue
         for name, operation in figures.operations.items():
-            per_operation[name] += operation.requests
             if figures.timed_out:
                 cut_short[name] = operation.requests
             elif operation.fuzzed < examples:
                 stopped_early[name] = operation.fuzzed
     counts = sorted(per_operation.values())
+    schemathesis_counts = sorted(from_schemathesis.values())
     every = [op for p in passes for op in p.operations.values()]
     below = {name: n for name, n in sorted(per_operation.items()) if n < TARGET_PER_OPERATION}
+    sent = list(top_up.operations.values()) if top_up else []
+    schemathesis_5xx = sum(op.server_errors for op in every)
+    top_up_5xx = sum(s.server_errors for s in sent)
     return {
         "examples": examples,
         "operations": len(per_operation),
@@ -617,6 +678,13 @@ def summarise(passes: list[PassFigures], seconds: float, examples: int) -> dict[
             "target": TARGET_PER_OPERATION,
             "reached_target": sum(n >= TARGET_PER_OPERATION for n in counts),
             "below_target": below,
+            # Of the requests above, those the top-up sent (operations it sent none are left out).
+            "topped_up": {name: n for name, n in sorted(topped.items()) if n},
+            # Schemathesis's own, before the top-up.
+            "schemathesis_min": schemathesis_counts[0] if schemathesis_counts else None,
+            "schemathesis_median": (
+                statistics.median(schemathesis_counts) if schemathesis_counts else None
+            ),
             # Hypothesis generated fewer than `examples` (the number it generated): a small
             # input space (no parameters), or too many drawn inputs rejected by its filters.
             "stopped_early": dict(sorted(stopped_early.items())),
@@ -624,14 +692,18 @@ def summarise(passes: list[PassFigures], seconds: float, examples: int) -> dict[
             "cut_short": dict(sorted(cut_short.items())),
             "by_operation": dict(sorted(per_operation.items())),
         },
-        "total_requests": sum(op.requests for op in every),
-        "server_errors": sum(op.server_errors for op in every),
+        "total_requests": sum(op.requests for op in every) + sum(topped.values()),
+        "server_errors": schemathesis_5xx + top_up_5xx,
+        "server_errors_by_source": {"schemathesis": schemathesis_5xx, "top_up": top_up_5xx},
         "schema_violations": sum(op.schema_violations for op in every),
         "failures": {
-            f"{p.name}: {name}": operation.failures
-            for p in passes
-            for name, operation in sorted(p.operations.items())
-            if operation.failures
+            **{
+                f"{p.name}: {name}": operation.failures
+                for p in passes
+                for name, operation in sorted(p.operations.items())
+                if operation.failures
+            },
+            **(_top_up_failures(top_up) if top_up else {}),
         },
         "runner_errors": {
             f"{p.name}: {name}": operation.runner_errors
@@ -655,8 +727,182 @@ def summarise(passes: list[PassFigures], seconds: float, examples: int) -> dict[
             }
             for p in passes
         ],
+        "top_up": _top_up_summary(top_up, top_up_to),
         "seconds": round(seconds, 1),
     }
+
+
+def _top_up_summary(result: topup.TopUpResult | None, top_up_to: int) -> dict[str, Any]:
+    if result is None:
+        return {"to": top_up_to, "run": False}
+    sent = result.operations.values()
+    statuses: collections.Counter[int] = collections.Counter()
+    varied: collections.Counter[str] = collections.Counter()
+    for one in sent:
+        statuses.update(one.statuses)
+        varied.update(one.varied)
+    return {
+        "to": top_up_to,
+        "run": True,
+        "operations": sum(1 for one in sent if one.requests),
+        "requests": sum(one.requests for one in sent),
+        "server_errors": sum(one.server_errors for one in sent),
+        # Connection dropped or timed out: no answer at all, which no client should get.
+        "no_answer": sum(one.no_answer for one in sent),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        # Requests that varied each thing (a request varies one to three).
+        "varied": dict(varied.most_common()),
+        "seconds": round(result.seconds, 1),
+        "timed_out": result.timed_out,
+        "sessions_lost": result.sessions_lost,
+        "sessions_renewed": result.renewed,
+    }
+
+
+# --- the top-up -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaneSpec:
+    """Which operations a top-up lane covers (as its pass does) and under which session."""
+
+    name: str
+    include: str
+    exclude: str | None
+    lane: topup.Lane
+
+
+def top_up_plan(
+    document: dict[str, Any],
+    done: collections.Counter[str],
+    lanes: list[LaneSpec],
+    to: int,
+) -> list[tuple[topup.Operation, int, topup.Lane]]:
+    """Each operation a lane covers that schemathesis left below `to` requests (`done`), with
+    the number missing, in the lanes' order (the ones that end their session last)."""
+    plan = []
+    for spec in sorted(lanes, key=lambda spec: spec.lane.ends_session):
+        for operation in _covered(document, spec):
+            missing = to - done.get(operation.name, 0)
+            if missing > 0:
+                plan.append((operation, missing, spec.lane))
+    return plan
+
+
+def _covered(document: dict[str, Any], spec: LaneSpec) -> list[topup.Operation]:
+    return [
+        operation
+        for operation in topup.operations(document)
+        if re.search(spec.include, operation.path)
+        and not (spec.exclude and re.search(spec.exclude, operation.path))
+    ]
+
+
+def _lanes(
+    stack: Stack, staff: str, subject: str, worker: str, only: tuple[str, ...]
+) -> list[LaneSpec]:
+    """A lane per pass that ran, under the same session; the logouts under throwaway ones."""
+
+    def new_subject() -> str:
+        return subject_session(stack, staff_session(stack, STAFF_USERNAME))[0]
+
+    lanes = {
+        "staff": LaneSpec(
+            "staff",
+            STAFF_ROUTES,
+            LOGOUTS,
+            topup.Lane("staff", staff, lambda: staff_session(stack, STAFF_USERNAME)),
+        ),
+        "mini-program": LaneSpec(
+            "mini-program", MP_ROUTES, LOGOUTS, topup.Lane("mini-program", subject, new_subject)
+        ),
+        "worker": LaneSpec(
+            "worker",
+            WORKER_ROUTES,
+            None,
+            topup.Lane("worker", worker, lambda: worker_session(stack, WORKER_USERNAME)),
+        ),
+    }
+    chosen = [spec for name, spec in lanes.items() if name in only]
+    if "logout" in only:
+        chosen += [
+            LaneSpec(
+                "staff-logout",
+                LOGOUTS,
+                "^/mp/",
+                topup.Lane(
+                    "staff-logout",
+                    staff_session(stack, STAFF_USERNAME),
+                    lambda: staff_session(stack, STAFF_USERNAME),
+                    ends_session=True,
+                ),
+            ),
+            LaneSpec(
+                "mp-logout",
+                LOGOUTS,
+                "^/api/",
+                topup.Lane(
+                    "mp-logout",
+                    wechat_session(stack, "logout"),
+                    lambda: wechat_session(stack, "logout"),
+                    ends_session=True,
+                ),
+            ),
+        ]
+    return chosen
+
+
+_PROBES = {"staff": "/api/v1/me", "mini-program": "/mp/v1/me", "worker": "/mp/v1/me"}
+
+
+def run_top_up(
+    stack: Stack,
+    lanes: list[LaneSpec],
+    passes: list[PassFigures],
+    *,
+    to: int,
+    seed: int,
+    workers: int,
+    deadline: float,
+    work_dir: Path,
+    extra_ids: tuple[str, ...] = (),
+) -> topup.TopUpResult:
+    """Requests for every operation the passes left below `to`, until `deadline`
+    (time.monotonic()); each 5xx and each request left without an answer is written, with its
+    reproduction, to `top-up-failures.ndjson` in `work_dir`."""
+    document = _expect(_call(stack.base_url, "GET", "/openapi.json"), 200, "/openapi.json")
+    plan = top_up_plan(document, schemathesis_requests(passes), lanes, to)
+    sender = topup.Sender(stack.base_url)
+    # "Other existing ids" for path parameters and `*_id` fields: what each session's lists show.
+    ids = list(extra_ids)
+    for spec in lanes:
+        if not spec.lane.ends_session and any(lane is spec.lane for _, _, lane in plan):
+            ids += topup.collect_ids(sender, _covered(document, spec), spec.lane.token)
+    generator = topup.Generator(document, list(dict.fromkeys(ids)), seed)
+    failures_path = work_dir / "top-up-failures.ndjson"
+
+    def log_failure(entry: dict[str, Any]) -> None:
+        line = {**entry, "reproduce": curl(entry["request"], None, every_header=True)}
+        with open(failures_path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+    def alive(lane: topup.Lane) -> bool:
+        return bool(session_alive(stack, lane.token, _PROBES.get(lane.name, "/api/v1/me")))
+
+    print(
+        f"fuzz: top-up, {sum(n for _, n, _ in plan):,} requests over {len(plan)} operations "
+        f"below {to:,} ...",
+        flush=True,
+    )
+    return topup.top_up(
+        sender,
+        plan,
+        generator,
+        workers=workers,
+        deadline=deadline,
+        alive=alive,
+        log_failure=log_failure,
+    )
 
 
 # What an operation costs beyond its examples, in examples: schemathesis's coverage phase
@@ -688,21 +934,24 @@ def run_fuzz(
     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
     seed: int = 13,
     only: tuple[str, ...] = PASS_NAMES,
+    top_up_to: int = TARGET_PER_OPERATION,
 ) -> dict[str, Any]:
     """Start the development stack in `work_dir`, fuzz every route under the session it is
     for and under the other channel's, stop the stack; the figures. `deadline_seconds` (from
     the start) is shared among the passes by their weight, what one leaves goes to the next,
     and a pass past its share is stopped; reports, the stack's log and `fuzz-figures.json`
-    stay in `work_dir`."""
+    stay in `work_dir`. Then the top-up brings every operation of the passes that ran to
+    `top_up_to` requests (0: no top-up), in what the deadline leaves."""
     started = time.monotonic()
     work_dir.mkdir(parents=True, exist_ok=True)
     report_dir = work_dir / "schemathesis"
     report_dir.mkdir(exist_ok=True)
     stack = start_stack(work_dir)
     passes: list[PassFigures] = []
+    result: topup.TopUpResult | None = None
     try:
         staff = staff_session(stack, STAFF_USERNAME)
-        subject, _ = subject_session(stack, staff)
+        subject, subject_id = subject_session(stack, staff)
         worker = worker_session(stack, WORKER_USERNAME)
         runs = [run for run in _passes(staff, subject, worker, examples) if run.name in only]
         if "logout" in only:
@@ -727,9 +976,21 @@ def run_fuzz(
             if run.name in probes:
                 figures.session_survived = session_alive(stack, run.token, probes[run.name])
             passes.append(figures)
+        if top_up_to > 0:
+            result = run_top_up(
+                stack,
+                _lanes(stack, staff, subject, worker, only),
+                passes,
+                to=top_up_to,
+                seed=seed,
+                workers=workers,
+                deadline=started + deadline_seconds,
+                work_dir=work_dir,
+                extra_ids=(subject_id,),
+            )
     finally:
         code = stop_stack(stack)
-    summary = summarise(passes, time.monotonic() - started, examples)
+    summary = summarise(passes, time.monotonic() - started, examples, result, top_up_to)
     summary["logged_errors"] = logged_errors(stack.log_path)
     summary["stack_exit_code"] = code
     summary["work_dir"] = str(work_dir)
@@ -753,8 +1014,21 @@ def _print(summary: dict[str, Any]) -> None:
             f"  pass {p['name']}: {p['operations']} operations, {p['requests']:,} requests, "
             f"{p['seconds']:.0f} s" + (" (deadline)" if p["timed_out"] or p["skipped"] else "")
         )
+    extra = summary["top_up"]
+    if extra["run"]:
+        by_source = summary["server_errors_by_source"]
+        print(
+            f"  top-up to {extra['to']:,}: {extra['operations']} operations, "
+            f"{extra['requests']:,} requests, {extra['seconds']:.0f} s"
+            + (" (deadline)" if extra["timed_out"] else "")
+            + f"; 5xx {by_source['top_up']} (schemathesis {by_source['schemathesis']}); "
+            f"no answer {extra['no_answer']}; answers {extra['statuses']}"
+        )
+        if extra["sessions_lost"]:
+            print(f"  sessions ended during the top-up (opened again): {extra['sessions_lost']}")
     for title, listed in (
         (f"below {per['target']:,} requests", per["below_target"]),
+        ("topped up (requests added)", per["topped_up"]),
         ("Hypothesis stopped before the examples asked for (generated)", per["stopped_early"]),
         ("stopped by the deadline", per["cut_short"]),
     ):
@@ -785,6 +1059,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument(
+        "--top-up-to",
+        type=int,
+        default=TARGET_PER_OPERATION,
+        help="after schemathesis, bring each operation to this many requests (0: no top-up)",
+    )
+    parser.add_argument(
         "--passes", default=",".join(PASS_NAMES), help=f"some of {','.join(PASS_NAMES)}"
     )
     parser.add_argument(
@@ -805,6 +1085,7 @@ def main(argv: list[str] | None = None) -> int:
             deadline_seconds=args.deadline,
             seed=args.seed,
             only=only,
+            top_up_to=args.top_up_to,
         )
     except BenchError as exc:
         print(f"fuzz: failed: {exc}", file=sys.stderr)
@@ -814,7 +1095,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     _print(summary)
     print(f"\nfigures in {args.work / 'fuzz-figures.json'}")
-    failed = summary["server_errors"] or summary["schema_violations"]
+    failed = (
+        summary["server_errors"]
+        or summary["schema_violations"]
+        or summary["top_up"].get("no_answer")
+    )
     return 1 if failed or summary["wrong_session_not_refused"] else 0
 
 
