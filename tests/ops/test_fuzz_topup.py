@@ -24,6 +24,9 @@ from ops.verify.fuzz import (
     LaneSpec,
     OperationFigures,
     PassFigures,
+    _passes,
+    _top_up_weight,
+    _weight,
     curl,
     summarise,
     top_up_plan,
@@ -317,3 +320,13 @@ def test_without_a_top_up_the_summary_is_schemathesis_alone():
     assert per["below_target"] == {"GET /a": 12} and per["topped_up"] == {}
     assert summary["top_up"] == {"to": 0, "run": False}
     assert TARGET_PER_OPERATION == 1000
+
+
+def test_the_top_up_has_time_kept_back_only_when_it_has_work():
+    paths = [path for path, methods in DOCUMENT["paths"].items() for _ in methods]
+    default = _passes("s", "m", "w", 300)
+    passes_cost = sum(_weight(run, paths) for run in default)
+    kept = _top_up_weight(default, paths, TARGET_PER_OPERATION)
+    # At 300 examples the passes keep over half the deadline; the top-up gets the rest.
+    assert 0 < kept < passes_cost
+    assert _top_up_weight(_passes("s", "m", "w", 1000), paths, TARGET_PER_OPERATION) == 0
