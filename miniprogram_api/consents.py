@@ -9,12 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from handlers.base import endpoint
 from miniprogram_api.base import MpHandler
+from models.consents import TEMPLATE_ID_PATTERN
 from models.policy import SELF
 
-# A template id as WeChat issues them (letters, digits, `-`, `_`). Each becomes a field name in
-# the person's consent record: a `.` there nested a document the counts are read from (500 on
-# every later call for that person), and a lone surrogate cannot be stored at all (500).
-TemplateId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# The form is the consent record's (models/consents.py): each id becomes a field name there.
+TemplateId = Annotated[str, Field(pattern=TEMPLATE_ID_PATTERN)]
 
 
 class ConsentBody(BaseModel):

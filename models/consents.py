@@ -5,6 +5,7 @@ long-term subscription (where the account's category has it) allows messages unt
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,11 @@ from models.store import CollectionSpec, Store
 
 CONSENTS = CollectionSpec("consents")
 MAX_TEMPLATES = 20
+# A template id as WeChat issues them (letters, digits, `-`, `_`). Each becomes a field name in
+# the person's consent record: a `.` there would nest a document the counts are read from, a `$`
+# would be refused by the database, a lone surrogate cannot be stored at all.
+TEMPLATE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+TEMPLATE_ID = re.compile(TEMPLATE_ID_PATTERN)
 # A one-time acceptance a user repeats (tapping "allow" each time) is counted, up to a bound.
 MAX_ONE_TIME = 50
 
@@ -68,10 +74,12 @@ class ConsentService:
     ) -> ConsentState:
         """Record acceptances (from `wx.requestSubscribeMessage` through the API, or from a
         WeChat push event): one-time ones add one allowed message each."""
-        ids = sorted({t.strip() for t in template_ids if t.strip()})
+        ids = _checked(template_ids)
         if not ids or len(ids) > MAX_TEMPLATES:
             raise InvalidInput(
-                f"Name 1 to {MAX_TEMPLATES} templates.", details=[{"field": "template_ids"}]
+                f"Name 1 to {MAX_TEMPLATES} templates.",
+                details=[{"field": "template_ids"}],
+                message_zh=f"请选择 1 至 {MAX_TEMPLATES} 个消息模板。",
             )
         change: dict[str, Any] = {"$pull": {"refused": {"$in": ids}}}
         if long_term:
@@ -102,7 +110,7 @@ class ConsentService:
 
     async def refuse_templates(self, user_id: str, template_ids: list[str]) -> None:
         """The user refused or revoked (a push event): nothing more is sent on these."""
-        ids = sorted({t for t in template_ids if t})
+        ids = _checked(template_ids)
         if not ids:
             return
         await self._consents.update_one(
@@ -118,6 +126,7 @@ class ConsentService:
     async def consume(self, user_id: str, template_id: str) -> bool:
         """Use up one allowed message on `template_id` (a long-term subscription is not used
         up); False when the user has not allowed one."""
+        _checked([template_id])
         doc = await self._consents.find_one(
             {"_id": user_id}, {"long_term": 1, "refused": 1, f"one_time.{template_id}": 1}
         )
@@ -133,6 +142,7 @@ class ConsentService:
 
     async def restore(self, user_id: str, template_id: str) -> None:
         """Give back a one-time allowance whose message WeChat did not deliver."""
+        _checked([template_id])
         await self._consents.update_one(
             {"_id": user_id, "long_term": {"$ne": template_id}},
             {"$inc": {f"one_time.{template_id}": 1}},
@@ -152,3 +162,16 @@ def _state(doc: dict[str, Any] | None) -> ConsentState:
         long_term=list(doc.get("long_term") or []),
         refused=list(doc.get("refused") or []),
     )
+
+
+def _checked(template_ids: list[str]) -> list[str]:
+    """The distinct ids, each of WeChat's form (else InvalidInput naming `template_ids`)."""
+    ids = sorted(set(template_ids))
+    for template_id in ids:
+        if not TEMPLATE_ID.fullmatch(template_id):
+            raise InvalidInput(
+                "A template id is letters, digits, '-' and '_' (at most 128).",
+                details=[{"field": "template_ids"}],
+                message_zh="消息模板编号无效。",
+            )
+    return ids

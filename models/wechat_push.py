@@ -32,7 +32,7 @@ from wechatpy.utils import WeChatSigner
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
 from models.codec import FieldCodec
-from models.consents import ConsentService
+from models.consents import TEMPLATE_ID, ConsentService
 from models.errors import BadRequest, Forbidden
 from models.policy import Identity
 from models.store import CollectionSpec, Store
@@ -77,7 +77,6 @@ _TIMESTAMP = re.compile(r"^[0-9]{1,10}$")
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ECHOSTR = re.compile(r"^[\x21-\x7e]{1,256}$")
 _OPENID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _STATUS = re.compile(r"^[A-Za-z0-9_: ]{1,64}$")
 _NUMBER = re.compile(r"^-?[0-9]{1,32}$")
@@ -198,7 +197,7 @@ def _text(value: Any) -> str | None:
 
 def _checked(value: Any, pattern: re.Pattern[str]) -> str | None:
     text = _text(value)
-    return text if text is not None and pattern.match(text) else None
+    return text if text is not None and pattern.fullmatch(text) else None
 
 
 def _load(text: str) -> tuple[dict[str, Any], str]:
@@ -239,7 +238,7 @@ def _entries(doc: Mapping[str, Any], event: str) -> list[Mapping[str, Any]]:
 
 
 def _template(entry: Mapping[str, Any]) -> str:
-    template_id = _checked(entry.get("TemplateId"), _TEMPLATE_ID)
+    template_id = _checked(entry.get("TemplateId"), TEMPLATE_ID)
     if template_id is None:
         raise _malformed("A template id is missing or malformed.")
     return template_id
