@@ -111,6 +111,17 @@ def load_rows(figures: dict[str, Any]) -> list[Row]:
                 None,
             ),
         ]
+        if burst.get("cores_needed_at_offered_rate") is not None:
+            rows.append(
+                Row(
+                    area,
+                    f"CPU the offered rate needs at the measured cost per check-in "
+                    f"(cores of {burst['cores_available']})",
+                    "",
+                    f"{burst['cores_needed_at_offered_rate']:.2f}",
+                    None,
+                )
+            )
         database = burst.get("database") or {}
         if database.get("cpu_ms_per_command") is not None:
             rows.append(

@@ -543,6 +543,12 @@ async def _run_processes(
             if database_ms
             else None,
         }
+        # The CPU the offered rate asks for at these costs, beside the cores the machine has: more
+        # than it has, and no scheduling meets the rate.
+        burst_figures["cores_needed_at_offered_rate"] = round(
+            sum(burst_figures["cpu_ms_per_checkin"].values()) * spec.rate / 1000, 2
+        )
+        burst_figures["cores_available"] = os.cpu_count()
         capacity_tally, capacity_started = await burst.capacity()
         capacity_figures = _figures(capacity_tally, capacity_started, None)
         burst.pool.close()
