@@ -14,7 +14,7 @@ from pymongo import ReturnDocument
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
 from models.errors import InvalidInput
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, upsert_one
 
 CONSENTS = CollectionSpec("consents")
 MAX_TEMPLATES = 20
@@ -95,9 +95,7 @@ class ConsentService:
                 subject_id=ctx.identity.subject_id,
                 details={"templates": ids, "long_term": long_term},
             )
-        doc = await self._consents.find_one_and_update(
-            {"_id": user_id}, change, upsert=True, return_document=ReturnDocument.AFTER
-        )
+        doc = await upsert_one(self._consents, {"_id": user_id}, change)
         # Bound the count: repeated taps must not bank an unlimited supply of messages.
         over = {t: MAX_ONE_TIME for t, n in (doc.get("one_time") or {}).items() if n > MAX_ONE_TIME}
         if over:

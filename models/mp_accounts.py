@@ -19,7 +19,7 @@ from models.errors import BadRequest, Forbidden, Locked, RateLimited, Unavailabl
 from models.policy import Identity, MpRole
 from models.sessions import SessionService
 from models.staff import StaffService
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, upsert_one
 from models.subjects import SubjectService, SubjectStatus
 from models.throttle import ThrottleService
 from models.wechat import (
@@ -111,7 +111,8 @@ class MpAccountService:
             ) from None
         user_id = await self.user_id_for(session.openid)
         now = self._clock.now()
-        doc = await self._users.find_one_and_update(
+        doc = await upsert_one(
+            self._users,
             {"_id": user_id},
             {
                 "$set": {
@@ -127,8 +128,6 @@ class MpAccountService:
                     "created_at": now,
                 },
             },
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
         )
         identity = await self._identity(doc)
         issued = await self._sessions.issue(identity)

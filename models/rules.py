@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from pymongo import ReturnDocument
-
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
 from models.errors import InvalidInput, NotFound
 from models.orgs import Org, OrgKind, OrgService
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, upsert_one
 
 RULE_OVERRIDES = CollectionSpec("rule_overrides")
 
@@ -233,7 +231,8 @@ class RulesService:
             reason=source,
             details={"keys": sorted(checked)},
         ):
-            doc = await self._overrides.find_one_and_update(
+            doc = await upsert_one(
+                self._overrides,
                 {"_id": code},
                 {
                     "$set": {
@@ -244,8 +243,6 @@ class RulesService:
                     },
                     "$inc": {"version": 1},
                 },
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
             )
         self._cache.clear()
         return {

@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import AsyncMongoClient, IndexModel
+from pymongo import AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     AutoReconnect,
     ConnectionFailure,
+    DuplicateKeyError,
     ExecutionTimeout,
     NetworkTimeout,
     NotPrimaryError,
@@ -40,6 +41,31 @@ _UNAVAILABLE_ERRORS: tuple[type[PyMongoError], ...] = (
     ExecutionTimeout,
     WTimeoutError,
 )
+
+
+async def upsert_one(
+    collection: AsyncCollection, query: dict[str, Any], update: dict[str, Any]
+) -> dict[str, Any]:
+    """`find_one_and_update` with upsert: the document after the change, whoever created it.
+
+    Two first writes of one document race (a double tap, two logins from one address at once).
+    The loser's insert collides with the winner's: MongoDB retries that itself for an equality on
+    `_id` (4.2 and later), other servers raise DuplicateKeyError, and the change is applied by
+    trying again. The embedded database applies the loser's change but answers with no document
+    (found with concurrent counters: a third of racing upserts), so it is read back.
+    """
+    for _ in range(3):
+        try:
+            doc = await collection.find_one_and_update(
+                query, update, upsert=True, return_document=ReturnDocument.AFTER
+            )
+        except DuplicateKeyError:
+            continue
+        if doc is None:
+            doc = await collection.find_one(query)
+        if doc is not None:
+            return dict(doc)
+    raise Unavailable("The record could not be written; try again.")
 
 
 def as_unavailable(exc: BaseException) -> Unavailable | None:

@@ -7,11 +7,11 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 
 from models.clock import Clock
 from models.errors import Locked, RateLimited
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, upsert_one
 
 THROTTLES = CollectionSpec(
     "throttles",
@@ -47,11 +47,10 @@ class ThrottleService:
         window = self.rules.address_window.total_seconds()
         slot = math.floor(now.timestamp() / window)
         window_end = dt.datetime.fromtimestamp((slot + 1) * window, dt.UTC)
-        doc = await self._docs.find_one_and_update(
+        doc = await upsert_one(
+            self._docs,
             {"_id": _key(f"{scope}-addr-{slot}", address)},
             {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": window_end}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
         )
         if doc["count"] > self.rules.attempts_per_address:
             raise RateLimited(retry_after=max(1, math.ceil((window_end - now).total_seconds())))
@@ -69,14 +68,13 @@ class ThrottleService:
         """Count a failure for the account name; True when this failure locked it."""
         now = self._clock.now()
         keep = self.rules.failures_before_lock
-        doc = await self._docs.find_one_and_update(
+        doc = await upsert_one(
+            self._docs,
             {"_id": _key(f"{scope}-acct", name)},
             {
                 "$push": {"failures": {"$each": [now], "$slice": -keep}},
                 "$set": {"expires_at": now + self.rules.failure_window + self.rules.lock_for},
             },
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
         )
         recent = [t for t in doc["failures"] if t > now - self.rules.failure_window]
         if len(recent) >= keep:
