@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -297,6 +298,63 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def run_load_part(
+    args: argparse.Namespace, work: Path, figures: dict[str, Any], secrets: set[str]
+) -> list[Row]:
+    print("verify: load (the morning burst) ...", flush=True)
+    spec = LoadSpec(
+        rate=args.rate,
+        seconds=args.seconds,
+        people=args.people,
+        processes=tuple(int(n) for n in args.processes.split(",")),
+    )
+    (work / "load").mkdir()
+    figures["load"] = asyncio.run(run_load(spec, work / "load", secrets))
+    return load_rows(figures["load"])
+
+
+def run_suites_part(
+    args: argparse.Namespace, work: Path, figures: dict[str, Any], secrets: set[str]
+) -> list[Row]:
+    print("verify: faults, backup and restore, hostile input (pytest) ...", flush=True)
+    (work / "suites").mkdir()
+    figures["suites"] = run_suites(work / "suites")
+    return suite_rows(figures["suites"])
+
+
+def run_fuzz_part(
+    args: argparse.Namespace, work: Path, figures: dict[str, Any], secrets: set[str]
+) -> list[Row]:
+    print("verify: schemathesis over every route ...", flush=True)
+    from ops.verify.fuzz import run_fuzz
+
+    (work / "fuzz").mkdir()
+    options: dict[str, Any] = {}
+    if args.fuzz_examples is not None:
+        options["examples"] = args.fuzz_examples
+    if args.fuzz_top_up_to is not None:
+        options["top_up_to"] = args.fuzz_top_up_to
+    figures["fuzz"] = run_fuzz(work / "fuzz", **options)
+    return fuzz_rows(figures["fuzz"])
+
+
+def run_logs_part(
+    args: argparse.Namespace, work: Path, figures: dict[str, Any], secrets: set[str]
+) -> list[Row]:
+    print("verify: scanning every log written ...", flush=True)
+    figures["logs"] = scan([work], secrets=secrets).as_dict()
+    return log_rows(figures["logs"])
+
+
+PartRunner = Callable[[argparse.Namespace, Path, dict[str, Any], set[str]], list[Row]]
+PART_RUNNERS: dict[str, PartRunner] = {
+    "load": run_load_part,
+    "suites": run_suites_part,
+    "fuzz": run_fuzz_part,
+    "logs": run_logs_part,
+}
+
+
 def _stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     # As Ctrl-C: the `finally` blocks on the way out stop every process this run started.
     raise KeyboardInterrupt
@@ -319,41 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     secrets: set[str] = set()
     rows: list[Row] = []
     try:
-        if "load" in parts:
-            print("verify: load (the morning burst) ...", flush=True)
-            spec = LoadSpec(
-                rate=args.rate,
-                seconds=args.seconds,
-                people=args.people,
-                processes=tuple(int(n) for n in args.processes.split(",")),
-            )
-            (work / "load").mkdir()
-            figures["load"] = asyncio.run(run_load(spec, work / "load", secrets))
-            rows += load_rows(figures["load"])
-        if "suites" in parts:
-            print("verify: faults, backup and restore, hostile input (pytest) ...", flush=True)
-            (work / "suites").mkdir()
-            figures["suites"] = run_suites(work / "suites")
-            rows += suite_rows(figures["suites"])
-        if "fuzz" in parts:
-            print("verify: schemathesis over every route ...", flush=True)
-            from ops.verify.fuzz import run_fuzz
-
-            (work / "fuzz").mkdir()
-            options: dict[str, Any] = {}
-            if args.fuzz_examples is not None:
-                options["examples"] = args.fuzz_examples
-            if args.fuzz_top_up_to is not None:
-                options["top_up_to"] = args.fuzz_top_up_to
-            figures["fuzz"] = run_fuzz(work / "fuzz", **options)
-            rows += fuzz_rows(figures["fuzz"])
-        if "logs" in parts:
-            print("verify: scanning every log written ...", flush=True)
-            figures["logs"] = scan([work], secrets=secrets).as_dict()
-            rows += log_rows(figures["logs"])
-    except BenchError as exc:
-        print(f"verify: failed: {exc}", file=sys.stderr)
-        return 1
+        # In this order whatever order they were named in: the log scan reads what the others wrote.
+        for part in [known for known in PARTS if known in parts]:
+            try:
+                rows += PART_RUNNERS[part](args, work, figures, secrets)
+            except BenchError as exc:
+                # One part failing to run must not cost the figures of the others.
+                print(f"verify: {part} failed: {exc}", file=sys.stderr)
+                figures[part] = {"failed": str(exc)}
+                rows.append(Row(part, "the part ran to its end", "yes", f"no: {exc}"[:200], False))
     except KeyboardInterrupt:
         print("verify: interrupted", file=sys.stderr)
         return 130

@@ -875,6 +875,8 @@ class TopUpResult:
     # Sessions a request ended and that were opened again (logouts aside): lane -> operations.
     sessions_lost: dict[str, list[str]] = field(default_factory=dict)
     renewed: dict[str, int] = field(default_factory=dict)
+    # Sessions that could not be opened again (lane -> why): its later requests go without one.
+    renew_failed: dict[str, str] = field(default_factory=dict)
 
 
 def _record(
@@ -944,8 +946,13 @@ def top_up(
         if not lane.ends_session and alive is not None and not alive(lane):
             result.sessions_lost.setdefault(lane.name, []).append(operation.name)
             if lane.renew is not None:
-                lane.token = lane.renew()
-                lane.renewed += 1
+                try:
+                    lane.token = lane.renew()
+                    lane.renewed += 1
+                except Exception as exc:
+                    # A lock or a login limit must not cost the figures of everything else.
+                    result.renew_failed[lane.name] = f"{type(exc).__name__}: {exc}"[:300]
+                    lane.token = None
         result.renewed[lane.name] = lane.renewed
     sender.close()
     result.seconds = time.monotonic() - started
