@@ -49,10 +49,13 @@ PHASES = "examples,coverage,fuzzing"
 # case (陈国强), whose rules ask for check-ins.
 STAFF_USERNAME = "county.officer"
 WORKER_USERNAME = "wuma.officer"
-# Fuzzing the staff routes sends wrong current passwords and TOTP codes under the county
-# officer's session, and the account locks as it must: every login after the passes (the
-# top-up's throwaway and renewed sessions) is as another county officer, whom nothing fuzzes.
+# Schemathesis learns values from responses and sends them back: the usernames that
+# GET /api/v1/staff lists come back as logins with wrong passwords, and those accounts lock as
+# they must. The sessions the top-up needs later (a throwaway for each run of logouts, a new one
+# for a lane whose session ended) are therefore opened before the passes, as another county
+# officer, and kept from idling out between passes; past the pool, a login is tried.
 SPARE_USERNAME = "county.head"
+SPARE_SESSIONS = 24
 SUBJECT_POPULATION = "community_corrections"
 # Sessions ended by these routes cannot serve the rest of a pass: they get a pass of their own,
 # last, under throwaway sessions.
@@ -286,6 +289,25 @@ def staff_session(stack: Stack, username: str) -> str:
     if answer.get("required_step"):
         raise BenchError(f"{username} must first complete {answer['required_step']}")
     return str(answer["token"])
+
+
+class SparePool:
+    """Staff sessions opened ahead, for the top-up's throwaway and renewed sessions."""
+
+    def __init__(self, stack: Stack, size: int, username: str = SPARE_USERNAME):
+        self.stack = stack
+        self.username = username
+        self.tokens = [staff_session(stack, username) for _ in range(size)]
+
+    def keep_alive(self) -> None:
+        """Use each session, so none reaches the 30-minute idle expiry during a long run."""
+        for token in self.tokens:
+            _call(self.stack.base_url, "GET", "/api/v1/me", token=token)
+
+    def take(self) -> str:
+        if self.tokens:
+            return self.tokens.pop()
+        return staff_session(self.stack, self.username)
 
 
 def wechat_session(stack: Stack, label: str) -> str:
@@ -821,19 +843,19 @@ def _covered(document: dict[str, Any], spec: LaneSpec) -> list[topup.Operation]:
 
 
 def _lanes(
-    stack: Stack, staff: str, subject: str, worker: str, only: tuple[str, ...]
+    stack: Stack, staff: str, subject: str, worker: str, only: tuple[str, ...], spare: SparePool
 ) -> list[LaneSpec]:
     """A lane per pass that ran, under the same session; the logouts under throwaway ones."""
 
     def new_subject() -> str:
-        return subject_session(stack, staff_session(stack, SPARE_USERNAME))[0]
+        return subject_session(stack, spare.take())[0]
 
     lanes = {
         "staff": LaneSpec(
             "staff",
             STAFF_ROUTES,
             LOGOUTS,
-            topup.Lane("staff", staff, lambda: staff_session(stack, SPARE_USERNAME)),
+            topup.Lane("staff", staff, spare.take),
         ),
         "mini-program": LaneSpec(
             "mini-program", MP_ROUTES, LOGOUTS, topup.Lane("mini-program", subject, new_subject)
@@ -854,8 +876,8 @@ def _lanes(
                 "^/mp/",
                 topup.Lane(
                     "staff-logout",
-                    staff_session(stack, SPARE_USERNAME),
-                    lambda: staff_session(stack, SPARE_USERNAME),
+                    spare.take(),
+                    spare.take,
                     ends_session=True,
                 ),
             ),
@@ -990,6 +1012,7 @@ def run_fuzz(
         staff = staff_session(stack, STAFF_USERNAME)
         subject, subject_id = subject_session(stack, staff)
         worker = worker_session(stack, WORKER_USERNAME)
+        spare = SparePool(stack, SPARE_SESSIONS if top_up_to > 0 else 0)
         runs = [run for run in _passes(staff, subject, worker, examples) if run.name in only]
         if "logout" in only:
             # Logging out ends the session: last, each under a throwaway one.
@@ -1012,13 +1035,14 @@ def run_fuzz(
                 flush=True,
             )
             figures = run_pass(run, stack, report_dir, workers, seed, share)
+            spare.keep_alive()
             if run.name in probes:
                 figures.session_survived = session_alive(stack, run.token, probes[run.name])
             passes.append(figures)
         if top_up_to > 0:
             result = run_top_up(
                 stack,
-                _lanes(stack, staff, subject, worker, only),
+                _lanes(stack, staff, subject, worker, only, spare),
                 passes,
                 to=top_up_to,
                 seed=seed,
