@@ -1002,6 +1002,8 @@ def run_fuzz(
     `top_up_to` requests (0: no top-up), in what the deadline leaves (a share by its expected
     cost is kept back from the passes)."""
     started = time.monotonic()
+    # Schemathesis runs in another directory: a relative path would put its reports elsewhere.
+    work_dir = work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     report_dir = work_dir / "schemathesis"
     report_dir.mkdir(exist_ok=True)
