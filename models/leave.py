@@ -46,6 +46,8 @@ LEAVE_REQUESTS = CollectionSpec(
 # Leave that still counts: granted, or still able to be granted.
 COUNTING = (str(ApprovalStatus.PENDING), str(ApprovalStatus.APPROVED))
 MAX_LIST = 200
+# How far from today a leave's dates may lie.
+DATE_REACH_DAYS = 3653
 
 
 class LeaveChannel(enum.StrEnum):
@@ -220,6 +222,16 @@ class LeaveService:
         channel: LeaveChannel,
     ) -> LeaveView:
         subject_id = str(subject["_id"])
+        # No term reaches that far: a date beyond it is a slip (and the window arithmetic
+        # would leave the calendar at year 1).
+        today = self.today()
+        for field, day in (("start_date", start), ("end_date", end)):
+            if abs((day - today).days) > DATE_REACH_DAYS:
+                raise InvalidInput(
+                    "The date is more than ten years from today.",
+                    details=[{"field": field}],
+                    message_zh="日期超出范围（距今不能超过十年）。",
+                )
         if end < start:
             raise InvalidInput(
                 "The leave ends before it starts.",
