@@ -105,6 +105,11 @@ class DatabaseSettings:
     # holding the request until the driver's heartbeat notices. None: no deadline (the jobs
     # process, whose sweeps walk long cursors).
     operation_timeout_ms: int | None = None
+    # A pooled connection idle longer than this is closed at checkout instead of reused. A peer
+    # or a middlebox that silently drops idle connections (the embedded database after 300 s,
+    # firewalls and load balancers often sooner) would otherwise turn the first write after a
+    # quiet spell into AutoReconnect: writes are not retried where retryable writes are off.
+    max_idle_time_ms: int = 60_000
 
 
 class Store:
@@ -136,6 +141,7 @@ class Store:
             serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
             connectTimeoutMS=settings.connect_timeout_ms,
             maxPoolSize=settings.max_pool_size,
+            maxIdleTimeMS=settings.max_idle_time_ms,
             event_listeners=list(settings.event_listeners),
             **deadline,
             **durability,

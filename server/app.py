@@ -172,6 +172,7 @@ def connect_store(config: Config, *, operation_timeout_ms: int | None = None) ->
             name=config.db_name,
             production=config.production,
             operation_timeout_ms=operation_timeout_ms,
+            max_idle_time_ms=config.db_max_idle_ms,
         )
     )
 

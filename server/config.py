@@ -82,6 +82,13 @@ VARIABLES: tuple[Variable, ...] = (
         "10000",
         "deadline of each database operation of an API process (503 past it)",
     ),
+    Variable(
+        "ANBANG_DB_MAX_IDLE_MS",
+        "60000",
+        "pooled database connections idle longer than this are closed, not reused; keep it "
+        "below every idle limit on the path (the embedded database drops a connection idle "
+        "for 300 s, firewalls and load balancers often sooner)",
+    ),
     Variable("ANBANG_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Variable(
         "ANBANG_VAR_DIR",
@@ -155,6 +162,7 @@ class Config:
     msg_sec_check: bool
     wechat_templates: dict[str, str]
     db_operation_timeout_ms: int
+    db_max_idle_ms: int
     master_key_file: Path
     backup_key_file: Path
     crypto_suite: str
@@ -226,6 +234,7 @@ class Config:
             msg_sec_check=_flag(environ, "ANBANG_MSG_SEC_CHECK"),
             wechat_templates=_pairs(environ.get("WECHAT_TEMPLATES", "")),
             db_operation_timeout_ms=_int(environ, "ANBANG_DB_OPERATION_TIMEOUT_MS", 500, 600_000),
+            db_max_idle_ms=_int(environ, "ANBANG_DB_MAX_IDLE_MS", 100, 3_600_000),
             master_key_file=_var_path(environ, "ANBANG_MASTER_KEY_FILE", var_dir),
             backup_key_file=_var_path(environ, "ANBANG_BACKUP_KEY_FILE", var_dir),
             crypto_suite=suite,

@@ -151,7 +151,8 @@ SWEEPS: tuple[SweepSpec, ...] = (
 )
 
 
-async def _context(config: Config, clock: Clock) -> JobsContext:
+async def open_jobs_context(config: Config, clock: Clock) -> JobsContext:
+    """The jobs process's store, vault and services, connected and ready."""
     store = connect_store(config)
     try:
         await wait_for_database(store, config.db_wait_seconds)
@@ -169,7 +170,7 @@ async def _context(config: Config, clock: Clock) -> JobsContext:
 async def _run_jobs(config: Config) -> None:
     stop = stop_event_on_signals()
     clock = SystemClock()
-    ctx = await _context(config, clock)
+    ctx = await open_jobs_context(config, clock)
     try:
         sweeps = [spec.build(ctx) for spec in SWEEPS]
         process = JobsProcess(leases=LeaseService(ctx.store, clock), sweeps=sweeps, clock=clock)
@@ -181,7 +182,7 @@ async def _run_jobs(config: Config) -> None:
 
 async def _run_once(config: Config, name: str, now: dt.datetime) -> list[dict]:
     # The simulated time lives in this process's clock only, never in shared state.
-    ctx = await _context(config, FixedClock(now))
+    ctx = await open_jobs_context(config, FixedClock(now))
     try:
         return await run_once([spec.build(ctx) for spec in SWEEPS], name, now)
     finally:
