@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.banner import read_demo_logins, running_banner
 from server.config import Config
 from server.processes import die_with_parent
 
@@ -113,19 +114,9 @@ def run_development(config: Config) -> int:
         _wait_for_port(children[-1], config.port, 60)
         children.append(_spawn("jobs", ["jobs"], env))
 
-        print(
-            f"\nAnbang is running: API http://{config.host}:{config.port} "
-            f"(readiness /readyz, API description /docs)\n"
-            f"  database  {config.database_uri}\n"
-            f"  WeChat    {config.wechat_base_url}\n"
-            + (
-                f"  demo logins in {Path(config.var_dir) / 'demo-logins.txt'}\n"
-                if config.demo
-                else ""
-            )
-            + "Press Ctrl-C to stop.\n",
-            flush=True,
-        )
+        logins_file = Path(config.var_dir) / "demo-logins.txt"
+        logins = read_demo_logins(logins_file) if config.demo else []
+        print(running_banner(config, logins, logins_file), flush=True)
         while not stop_requested:
             for child in children:
                 if child.process.poll() is not None:

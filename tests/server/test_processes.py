@@ -92,6 +92,13 @@ def test_dev_serves_and_sigterm_stops_every_child(tmp_path):
         dev, env = start_dev(tmp_path, stack)
         children = descendants(dev.pid)
         assert sorted(role(c) for c in children) == ["db", "jobs", "serve", "wechat-standin"]
+        # The banner says where the console is and whom to log in as, with the seeded password.
+        logins = (tmp_path / "var" / "demo-logins.txt").read_text(encoding="utf-8")
+        officer = next(line.split() for line in logins.splitlines() if " wuma.officer " in line)
+        console = f"http://127.0.0.1:{env['ANBANG_PORT']}/console/"
+        wait_until(lambda: console in dev.output, 10, "the banner")
+        banner_line = next(line for line in dev.output.splitlines() if "wuma.officer " in line)
+        assert officer[2] in banner_line and "start with this one" in banner_line
 
         dev.process.send_signal(signal.SIGTERM)
         assert dev.wait(40) == 0, dev.output
