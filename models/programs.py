@@ -441,8 +441,8 @@ class ProgramService:
                 "supervision_level": level,
                 "strict_until": strict_until.isoformat(),
                 "level_history": [],
-                # The subject reports within N working days of the judgment taking effect.
-                **self._working_day_deadline(start, rules.int("corrections.intake_working_days")),
+                # The subject reports within N days of the judgment taking effect.
+                **self._intake_deadline(start, rules.int("corrections.intake_days")),
                 "intake_done": None,
             }
             sealed = {"prohibitions": data.get("prohibitions") or None, "plan": data.get("plan")}
@@ -459,9 +459,7 @@ class ProgramService:
                 "from_program_id": str(from_program["_id"]) if from_program else None,
                 "key_person": bool(data.get("key_person")),
                 "volunteer_checkins": bool(data.get("volunteer_checkins")),
-                "intake_due": (
-                    release + dt.timedelta(days=rules.int("resettlement.intake_days"))
-                ).isoformat(),
+                **self._intake_deadline(release, rules.int("resettlement.intake_days")),
                 "intake_done": None,
             }
             return details, {}, ProgramStatus.PENDING_INTAKE, end
@@ -485,9 +483,7 @@ class ProgramService:
                 end = end or longest
             details = {
                 "mode": mode,
-                "intake_due": (
-                    start + dt.timedelta(days=rules.int("drug_rehab.intake_days"))
-                ).isoformat(),
+                **self._intake_deadline(start, rules.int("drug_rehab.intake_days")),
                 "intake_done": None,
                 "agreement_signed": None,
             }
@@ -518,11 +514,12 @@ class ProgramService:
         }
         return details, sealed, ProgramStatus.ACTIVE, end
 
-    def _working_day_deadline(self, start: dt.date, days: int) -> dict[str, Any]:
-        """`intake_due`, and `intake_due_provisional` when the holiday calendar of a year is not
-        yet loaded: then weekends alone are skipped, the deadline is marked provisional and the
-        operator is told to add the year's calendar file."""
-        due, provisional = self._calendar.deadline_or_provisional(start, days)
+    def _intake_deadline(self, start: dt.date, days: int) -> dict[str, Any]:
+        """`intake_due`, a period in days counted as 刑事诉讼法 Art. 105 counts it, and
+        `intake_due_provisional` when the holiday calendar of a year is not yet loaded: then
+        weekends alone are rest days, the deadline is marked provisional and the operator is
+        told to add the year's calendar file."""
+        due, provisional = self._calendar.period_end(start, days)
         if provisional:
             log.warning(
                 "holiday calendar missing; deadline provisional",

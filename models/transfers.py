@@ -259,13 +259,13 @@ class TransferService:
         if accept:
             rules = await self._rules.for_org(doc["from_org_id"])
             today = self.today()
+            # A period in days: Art. 105 counting (a last day on a holiday moves on).
+            report_due, _ = self._calendar.period_end(today, rules.int("transfers.report_days"))
             changes |= {
                 "handover_due": self._calendar.deadline(
                     today, rules.int("transfers.handover_working_days")
                 ).isoformat(),
-                "report_due": (
-                    today + dt.timedelta(days=rules.int("transfers.report_days"))
-                ).isoformat(),
+                "report_due": report_due.isoformat(),
                 "rules_version": rules.version,
             }
         return await self._move(ctx, doc, to, changes, comment)

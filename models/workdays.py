@@ -153,6 +153,27 @@ class WorkdayCalendar:
                     left -= 1
             return day, True
 
+    def period_end(self, start: date, days: int) -> tuple[date, bool]:
+        """The last day of a period of `days` days from `start`, counted as 刑事诉讼法 Art. 105
+        counts every period the law gives in days: the start day is not counted, and a last day
+        that falls on a holiday or a rest day moves to the first working day after it (a 调休
+        working weekend is a working day). The second value is True when a year's holiday
+        calendar is not loaded: weekends alone are rest days then, and the day is provisional."""
+        _check_date(start)
+        if days < 0:
+            raise ValueError(f"days must not be negative, got {days}")
+        day = start + timedelta(days=days)
+        provisional = False
+        while True:
+            try:
+                working = self.is_working_day(day)
+            except CalendarUnavailable:
+                provisional = True
+                working = day.weekday() < _SATURDAY
+            if working:
+                return day, provisional
+            day += _ONE_DAY
+
     def working_days_between(self, start: date, end: date) -> int:
         """The number of working days in (start, end]; 0 when `end` is not after `start`."""
         _check_date(start)

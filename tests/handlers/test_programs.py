@@ -62,21 +62,22 @@ def rules_by_kind(program):
     ]
 
 
-async def test_intake_deadline_counts_working_days_across_the_spring_festival(
-    fetch, staff, subject
-):
+async def test_intake_within_ten_days_moves_past_the_spring_festival(fetch, staff, subject):
     opened = await open_program(fetch, staff, subject, corrections())
     assert opened.status == 201
     program = opened.json
     assert program["status"] == "pending_intake"
-    # From Monday 9 Feb 2026 the 10th working day is Saturday 28 Feb, a 调休 working day,
-    # after the holiday of 15-23 Feb: counting weekends alone would say 23 Feb.
-    assert program["details"]["intake_due"] == "2026-02-28"
+    # 社区矫正法 Art. 21 says 十日内, counted as 刑事诉讼法 Art. 105 counts: from Monday 9 Feb
+    # 2026 (not counted) the 10th day is Thursday 19 Feb, inside the holiday of 15-23 Feb, so
+    # the period ends on the first working day after it, Tuesday 24 Feb (not the 10th working
+    # day, 28 Feb, as counting working days said).
+    assert program["details"]["intake_due"] == "2026-02-24"
+    assert program["details"]["intake_due_provisional"] is False
     assert program["rules_version"].startswith("national-")
     on_day_10 = await fetch(
         f"/api/v1/programs/{program['id']}/intake",
         "POST",
-        json_body={"date": "2026-02-28"},
+        json_body={"date": "2026-02-24"},
         token=staff["station"].token,
     )
     assert on_day_10.status == 200
@@ -91,12 +92,12 @@ async def test_intake_deadline_counts_working_days_across_the_spring_festival(
     assert again.status == 409
 
 
-async def test_an_intake_on_the_11th_working_day_is_late(fetch, staff, subject):
+async def test_an_intake_the_day_after_the_shifted_last_day_is_late(fetch, staff, subject):
     program = (await open_program(fetch, staff, subject, corrections())).json
     late = await fetch(
         f"/api/v1/programs/{program['id']}/intake",
         "POST",
-        json_body={"date": "2026-03-02"},
+        json_body={"date": "2026-02-25"},
         token=staff["station"].token,
     )
     assert late.json["details"]["intake_late"] is True
@@ -428,13 +429,13 @@ async def test_a_province_override_changes_the_outcome(fetch, staff, subject, tr
         "PUT",
         token=staff["sysadmin"].token,
         json_body={
-            "rules": {"corrections.intake_working_days": 5},
+            "rules": {"corrections.intake_days": 5},
             "source": "浙江省社区矫正实施细则 (test)",
         },
     )
     assert put.status == 200 and put.json["version"] == 1
     program = (await open_program(fetch, staff, subject, corrections())).json
-    # 5 working days from Monday 9 Feb: 10-13 Feb and Saturday 14 Feb, a 调休 working day.
+    # 5 days from Monday 9 Feb end on Saturday 14 Feb, a 调休 working day: it stays the last day.
     assert program["details"]["intake_due"] == "2026-02-14"
     assert "33@1" in program["rules_version"]
     # A county's own override wins over its province's.
@@ -442,13 +443,13 @@ async def test_a_province_override_changes_the_outcome(fetch, staff, subject, tr
         f"/api/v1/rules/{tree.county.code}",
         "PUT",
         token=staff["county"].token,
-        json_body={"rules": {"corrections.intake_working_days": 7}, "source": "区司法局通知"},
+        json_body={"rules": {"corrections.intake_days": 7}, "source": "区司法局通知"},
     )
     assert county.status == 200
     effective = await fetch(
         f"/api/v1/rules/effective?org_id={tree.station.id}", token=staff["station"].token
     )
-    rule = next(r for r in effective.json["rules"] if r["key"] == "corrections.intake_working_days")
+    rule = next(r for r in effective.json["rules"] if r["key"] == "corrections.intake_days")
     assert rule["value"] == 7 and tree.county.code in rule["source"]
     assert f"{tree.county.code}@1" in effective.json["version"]
 
@@ -458,10 +459,10 @@ async def test_overrides_are_checked_and_scoped(fetch, staff, tree):
         f"/api/v1/rules/{tree.county.code}",
         "PUT",
         token=staff["county"].token,
-        json_body={"rules": {"corrections.intake_working_days": 0}, "source": "x1"},
+        json_body={"rules": {"corrections.intake_days": 0}, "source": "x1"},
     )
     assert bad_value.status == 422
-    assert bad_value.error["details"][0]["field"] == "rules.corrections.intake_working_days"
+    assert bad_value.error["details"][0]["field"] == "rules.corrections.intake_days"
     unknown = await fetch(
         f"/api/v1/rules/{tree.county.code}",
         "PUT",
@@ -604,8 +605,9 @@ async def test_a_year_without_its_holiday_calendar_gets_a_provisional_deadline(
     )
     assert opened.status == 201, opened.body
     assert opened.json["details"]["intake_due_provisional"] is True
-    # 10 working days from Wednesday 1 March 2000, weekends alone skipped: Wednesday 15 March.
-    assert opened.json["details"]["intake_due"] == "2000-03-15"
+    # 10 days from Wednesday 1 March 2000 end on Saturday 11 March; with weekends alone known
+    # as rest days the period ends on Monday 13 March, provisionally.
+    assert opened.json["details"]["intake_due"] == "2000-03-13"
     requested = await fetch(
         "/api/v1/investigations",
         "POST",

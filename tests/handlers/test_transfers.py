@@ -10,6 +10,7 @@ import pytest
 
 from models.policy import Role
 from models.programs import ProgramType
+from models.workdays import WorkdayCalendar
 from tests.subject_factories import subject_body
 
 CORRECTIONS = {
@@ -97,9 +98,14 @@ async def test_a_handover_moves_the_file_to_the_receiving_station(
     body = accepted.json
     today = services.transfers.today()
     assert body["status"] == "accepted" and body["decided_on"] == str(today)
-    # Deadlines: the file within 3 working days (holidays skipped), the report within 7 days.
-    assert body["handover_due"] == str(services.transfers._calendar.deadline(today, 3))
-    assert body["report_due"] == str(today + dt.timedelta(days=7))
+    # Deadlines: the file within 3 working days (holidays skipped), the report within 7 days
+    # (a period in days: a last day on a rest day or holiday moves to the next working day).
+    calendar = WorkdayCalendar()
+    assert body["handover_due"] == str(calendar.deadline(today, 3))
+    report_due = today + dt.timedelta(days=7)
+    while not calendar.is_working_day(report_due):
+        report_due += dt.timedelta(days=1)
+    assert body["report_due"] == str(report_due)
     not_theirs = await post(fetch, staff, f"{path}/handover", {"date": str(today)}, "station2")
     assert not_theirs.status == 403
     before = await fetch(f"/api/v1/subjects/{subject}", token=staff["station2"].token)

@@ -301,3 +301,61 @@ def test_adding_is_monotonic(calendar: WorkdayCalendar, start: date, days: int) 
     assert calendar.add_working_days(start, days + 1) > here
     assert here >= start
     assert calendar.deadline(start, days) == here
+
+
+# --- periods in days, counted as 刑事诉讼法 Art. 105 counts them --------------------------------
+
+
+def test_a_period_in_days_does_not_count_its_first_day(calendar):
+    # Monday 2 March 2026 + 10 days: Thursday 12 March, an ordinary working day.
+    assert calendar.period_end(date(2026, 3, 2), 10) == (date(2026, 3, 12), False)
+    # One day more is one day later: the limit moves by exactly one.
+    assert calendar.period_end(date(2026, 3, 2), 11) == (date(2026, 3, 13), False)
+
+
+def test_a_last_day_inside_a_holiday_moves_to_the_first_working_day_after_it(calendar):
+    # 9 Feb + 10 days = Thursday 19 Feb, inside the Spring Festival (15-23 Feb): Tuesday 24 Feb.
+    assert calendar.period_end(date(2026, 2, 9), 10) == (date(2026, 2, 24), False)
+    # Ending on the holiday's first day (15 Feb) moves just as far.
+    assert calendar.period_end(date(2026, 2, 9), 6) == (date(2026, 2, 24), False)
+    # The day before the holiday is a working Saturday (14 Feb, 调休): it stays the last day.
+    assert calendar.period_end(date(2026, 2, 9), 5) == (date(2026, 2, 14), False)
+
+
+def test_a_last_day_on_a_weekend_moves_to_monday(calendar):
+    # Monday 2 March + 5 days = Saturday 7 March, a rest day: Monday 9 March.
+    assert calendar.period_end(date(2026, 3, 2), 5) == (date(2026, 3, 9), False)
+    assert calendar.period_end(date(2026, 3, 2), 4) == (date(2026, 3, 6), False)
+
+
+def test_a_working_sunday_ends_a_period(calendar):
+    # Sunday 20 September 2026 is a 调休 working day before National Day.
+    assert calendar.period_end(date(2026, 9, 10), 10) == (date(2026, 9, 20), False)
+    # National Day 1-7 Oct: a period ending on 3 Oct ends on Thursday 8 Oct.
+    assert calendar.period_end(date(2026, 9, 23), 10) == (date(2026, 10, 8), False)
+
+
+def test_a_year_without_its_calendar_gives_a_provisional_end(calendar):
+    if calendar.covers(UNCOVERED_YEAR):
+        pytest.skip(f"the calendar package now covers {UNCOVERED_YEAR}")
+    # Wednesday 1 January + 10 days = Saturday 11 January: with weekends alone known, Monday.
+    end, provisional = calendar.period_end(date(UNCOVERED_YEAR, 1, 1), 10)
+    assert provisional is True
+    assert end == date(UNCOVERED_YEAR, 1, 13)
+
+
+def test_a_negative_period_is_refused(calendar):
+    with pytest.raises(ValueError):
+        calendar.period_end(date(2026, 3, 2), -1)
+
+
+@given(st.dates(date(2026, 1, 1), date(2026, 10, 31)), st.integers(0, 45))
+def test_a_period_ends_on_a_working_day_no_earlier_than_its_plain_count(start, days):
+    calendar = WorkdayCalendar()
+    end, provisional = calendar.period_end(start, days)
+    plain = start + timedelta(days=days)
+    assert end >= plain and calendar.is_working_day(end)
+    assert all(
+        not calendar.is_working_day(plain + timedelta(days=i)) for i in range((end - plain).days)
+    )
+    assert provisional is False
