@@ -51,6 +51,10 @@ PDF_PERSON_FIGURES = (
     "detachment_days",
 )
 HEADER_FILL = PatternFill("solid", fgColor="DDE4EE")
+# The mark of a unit where nobody was supervised and nothing was recorded in the month.
+QUIET_MARK = "本月无记录"
+# Section headings are numbered by what the report holds (a station has no units below it).
+SECTION_NUMERALS = "一二三四五六七八九十"
 
 
 def title_of(data: Mapping[str, Any]) -> str:
@@ -75,6 +79,15 @@ def _rate_cell(key: str, value: float | None) -> str:
     if key == "alert_ack_median_minutes":
         return "—" if value is None else f"{value:g}"
     return _format_rate(value)
+
+
+def _remark(unit: Mapping[str, Any]) -> str:
+    return QUIET_MARK if unit.get("nothing_recorded") else ""
+
+
+def numbered(titles: Sequence[str]) -> list[str]:
+    """Section headings numbered by their position among those present: 一、 二、 三、 ..."""
+    return [f"{SECTION_NUMERALS[index]}、{title}" for index, title in enumerate(titles)]
 
 
 def _programs(row: Mapping[str, Any]) -> str:
@@ -151,15 +164,23 @@ def render_xlsx(data: Mapping[str, Any]) -> IO[bytes]:
     if summary["units"]:
         units = book.create_sheet("分单位")
         unit_figures = [k for k in FIGURE_KEYS if k != "subjects"]
-        _printable(units, (22, 10, 10, 10, *([9] * len(unit_figures))), header, freeze="B2")
+        _printable(units, (22, 12, 10, 10, 10, *([9] * len(unit_figures))), header, freeze="C2")
         _header(
             units,
-            ("单位", "在册人数", "履行率", "签到率", *(FIGURE_LABELS[k] for k in unit_figures)),
+            (
+                "单位",
+                "备注",
+                "在册人数",
+                "履行率",
+                "签到率",
+                *(FIGURE_LABELS[k] for k in unit_figures),
+            ),
         )
         for unit in summary["units"]:
             units.append(
                 [
                     unit["name"],
+                    _remark(unit),
                     unit["figures"].get("subjects", 0),
                     _format_rate(unit["rates"]["compliance_rate"]),
                     _format_rate(unit["rates"]["checkin_rate"]),
@@ -227,8 +248,9 @@ def render_pdf(data: Mapping[str, Any]) -> IO[bytes]:
         Paragraph(title, heading),
         Paragraph(f"{KIND_LABELS.get(report.org_kind, '')}:{report.org_name}  {signed_line}", body),
         Spacer(1, 4 * mm),
-        Paragraph("一、汇总", section),
     ]
+    # Each section is its title and what follows it; numbered once the present ones are known.
+    sections: list[tuple[str, list[Any]]] = []
     figures = [(FIGURE_LABELS[k], str(summary["figures"].get(k, 0))) for k in FIGURE_KEYS]
     figures += [(label, _rate_cell(k, summary["rates"].get(k))) for k, label in RATE_LABELS.items()]
     # Two label-value pairs per line keep the summary on one page.
@@ -239,10 +261,9 @@ def render_pdf(data: Mapping[str, Any]) -> IO[bytes]:
     ]
     table = Table([["指标", "数值", "指标", "数值"], *pairs], repeatRows=1)
     table.setStyle(grid)
-    story += [table, Spacer(1, 4 * mm)]
+    sections.append(("汇总", [table, Spacer(1, 4 * mm)]))
 
     if summary["by_program"]:
-        story.append(Paragraph("二、分项目", section))
         rows = [["项目", "人数", "履行率", "签到率", "未完成", "漏签到"]]
         for program, counts in summary["by_program"].items():
             rows.append(
@@ -257,16 +278,28 @@ def render_pdf(data: Mapping[str, Any]) -> IO[bytes]:
             )
         program_table = Table(rows, repeatRows=1)
         program_table.setStyle(grid)
-        story += [program_table, Spacer(1, 4 * mm)]
+        sections.append(("分项目", [program_table, Spacer(1, 4 * mm)]))
 
     if summary["units"]:
-        story.append(Paragraph("三、分单位", section))
-        rows = [["单位", "在册人数", "履行率", "签到率", "漏签到", "脱管(次)", "预警", "逾期未办"]]
+        rows = [
+            [
+                "单位",
+                "备注",
+                "在册人数",
+                "履行率",
+                "签到率",
+                "漏签到",
+                "脱管(次)",
+                "预警",
+                "逾期未办",
+            ]
+        ]
         for unit in summary["units"]:
             f = unit["figures"]
             rows.append(
                 [
                     unit["name"],
+                    _remark(unit),
                     str(f.get("subjects", 0)),
                     _format_rate(unit["rates"]["compliance_rate"]),
                     _format_rate(unit["rates"]["checkin_rate"]),
@@ -278,9 +311,8 @@ def render_pdf(data: Mapping[str, Any]) -> IO[bytes]:
             )
         unit_table = Table(rows, repeatRows=1)
         unit_table.setStyle(grid)
-        story += [unit_table, Spacer(1, 4 * mm)]
+        sections.append(("分单位", [unit_table, Spacer(1, 4 * mm)]))
 
-    story.append(Paragraph("四、人员明细", section))
     rows = [["姓名", "司法所", "项目", "趋势", *(FIGURE_LABELS[k] for k in PDF_PERSON_FIGURES)]]
     for row in data["rows"]:
         rows.append(
@@ -294,7 +326,10 @@ def render_pdf(data: Mapping[str, Any]) -> IO[bytes]:
         )
     people = Table(rows, repeatRows=1)
     people.setStyle(grid)
-    story.append(people)
+    sections.append(("人员明细", [people]))
+    headings = numbered([title for title, _ in sections])
+    for heading_text, (_, flowables) in zip(headings, sections, strict=True):
+        story += [Paragraph(heading_text, section), *flowables]
 
     file = _spool()
     document = SimpleDocTemplate(

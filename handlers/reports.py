@@ -46,6 +46,11 @@ class UnitOut(BaseModel):
     kind: str
     figures: dict[str, int | float]
     rates: dict[str, float | None]
+    # Reports stored before quiet units were listed carry no mark: each of their units had a record.
+    nothing_recorded: bool = Field(
+        default=False,
+        description="Nobody supervised and nothing recorded in the unit this month (all zeros)",
+    )
 
 
 class ReportOut(BaseModel):

@@ -289,7 +289,10 @@ def snapshot_hash(org_id: str, month: str, summary: Mapping[str, Any], rows: lis
     body = {
         "org_id": org_id,
         "month": month,
-        "summary": {k: v for k, v in summary.items() if k != "sha256"},
+        "summary": {
+            **{k: v for k, v in summary.items() if k != "sha256"},
+            "units": _recorded_units(summary.get("units") or []),
+        },
         "rows": sorted(
             (
                 {k: v for k, v in row.items() if k not in ("_id", "report_id", "copy")}
@@ -299,6 +302,17 @@ def snapshot_hash(org_id: str, month: str, summary: Mapping[str, Any], rows: lis
         ),
     }
     return hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def _recorded_units(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The units a signature covers: those with a record, as they were hashed before quiet units
+    were listed. A quiet unit's line is all zeros, known from the tree and the rows (which the
+    hash covers); leaving it out keeps every signature made before valid."""
+    return [
+        {k: v for k, v in unit.items() if k != "nothing_recorded"}
+        for unit in units
+        if not unit.get("nothing_recorded")
+    ]
 
 
 @dataclass
@@ -653,6 +667,12 @@ class ReportService:
                 unit = units.setdefault(r["unit_id"], (Counter(), []))
                 unit[0].update(r["values"])
                 unit[1].extend(r["ack_minutes"])
+        recorded = set(units)
+        # A station where nobody is supervised and nothing was recorded is what a county most
+        # needs to see: every unit of the tree has its line, zeros and a mark if quiet.
+        for node in tree.values():
+            if node.kind == unit_kind and node.id not in units:
+                units[node.id] = (Counter(), [])
         figures = {key: _number(totals[key]) for key in FIGURE_KEYS}
         return {
             "figures": figures,
@@ -675,6 +695,7 @@ class ReportService:
                     "kind": str(unit_kind),
                     "figures": {key: _number(counts[key]) for key in FIGURE_KEYS},
                     "rates": rates(counts, unit_minutes),
+                    "nothing_recorded": unit_id not in recorded,
                 }
                 for unit_id, (counts, unit_minutes) in sorted(
                     units.items(), key=lambda item: tree[item[0]].code if item[0] in tree else ""

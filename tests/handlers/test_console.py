@@ -222,6 +222,22 @@ async def test_a_report_is_generated_drilled_signed_and_downloaded(page, supervi
     assert "汇总" in book.sheetnames
 
 
+async def test_a_county_report_marks_the_station_where_nothing_was_recorded(
+    page, supervised, clock
+):
+    # The county's second station, 南汇, has nobody supervised and nothing recorded in November.
+    clock.set(local(2026, 12, 1, 9, 0))
+    await login(page, supervised.county, "/console/reports")
+    await page.fill("#month", "2026-11")
+    await page.click("main button[type=submit]")
+    await page.wait_for_url("**/console/reports/*")
+    assert await page.locator("#units tbody tr").count() == 2
+    quiet = page.locator("#units tbody tr.quiet")
+    assert await quiet.count() == 1
+    assert "南汇司法所" in await quiet.inner_text()
+    assert "本月无记录" in await quiet.inner_text()
+
+
 async def test_an_expired_session_returns_to_the_page_after_login(page, supervised, clock):
     await login(page, supervised.officer, "/console/checkins")
     assert page.url.endswith("/console/checkins")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 
 import pytest
 from openpyxl import load_workbook
@@ -13,8 +14,10 @@ from pypdf import PdfReader
 from models.audit import AUDIT
 from models.clock import LOCAL_TZ
 from models.obligations import OCCURRENCES
+from models.orgs import OrgKind
 from models.policy import Role
-from models.reports import FIGURE_LABELS
+from models.reports import FIGURE_KEYS, FIGURE_LABELS
+from server.app import SYSTEM
 from tests.subject_factories import subject_body
 
 
@@ -337,6 +340,100 @@ async def test_both_exports_carry_the_same_figures_as_the_json(fetch, tree, octo
 
     unknown = await fetch(f"/api/v1/reports/compliance/{rid}?format=csv", token=officer.token)
     assert unknown.status == 422 and unknown.error["details"][0]["field"] == "format"
+
+
+def pdf_text(body: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(body)).pages)
+
+
+async def test_a_county_report_lists_its_quiet_stations_with_zeros_and_a_mark(
+    fetch, tree, october, services, make_staff
+):
+    *_, county, _ = october
+    # A station where nobody is supervised and nothing happened all October.
+    quiet = await services.orgs.create(
+        SYSTEM, name="松台司法所", code="330302003", kind=OrgKind.STATION, parent_id=tree.county.id
+    )
+    answer = await report_for(fetch, county.token, tree.county.id)
+    assert answer.status == 201
+    report = answer.json
+    units = {u["org_id"]: u for u in report["units"]}
+    assert set(units) == {tree.station.id, tree.station2.id, quiet.id}
+    assert units[quiet.id]["name"] == "松台司法所"
+    assert units[quiet.id]["nothing_recorded"] is True
+    assert units[quiet.id]["figures"] == {key: 0 for key in FIGURE_KEYS}
+    assert set(units[quiet.id]["rates"].values()) == {None}
+    assert not units[tree.station.id]["nothing_recorded"]
+    assert not units[tree.station2.id]["nothing_recorded"]
+    assert report["figures"]["subjects"] == 2  # the totals are the people's, as before
+    shown = await fetch(f"/api/v1/reports/compliance/{report['id']}", token=county.token)
+    assert shown.json["units"] == report["units"]
+
+    xlsx = await fetch(f"/api/v1/reports/compliance/{report['id']}?format=xlsx", token=county.token)
+    sheet = load_workbook(io.BytesIO(xlsx.body))["分单位"]
+    header, *lines = list(sheet.iter_rows(values_only=True))
+    remark, subjects = header.index("备注"), header.index("在册人数")
+    by_name = {line[0]: line for line in lines}
+    assert set(by_name) == {tree.station.name, tree.station2.name, "松台司法所"}
+    assert by_name["松台司法所"][remark] == "本月无记录"
+    assert by_name["松台司法所"][subjects] == 0
+    assert not by_name[tree.station.name][remark]
+
+    pdf = await fetch(f"/api/v1/reports/compliance/{report['id']}?format=pdf", token=county.token)
+    # The text comes back one cell a line: the mark is the cell after the quiet station's name.
+    cells = pdf_text(pdf.body).splitlines()
+    assert cells[cells.index("松台司法所") + 1] == "本月无记录"
+    assert cells.count("本月无记录") == 1
+
+    # A city lists each of its counties the same way.
+    await services.orgs.create(
+        SYSTEM, name="瓯海区司法局", code="330304", kind=OrgKind.COUNTY, parent_id=tree.city.id
+    )
+    city_officer = await make_staff(Role.CITY_OFFICER, tree.city)
+    city = (await report_for(fetch, await make_staff.token_for(city_officer), tree.city.id)).json
+    assert [(u["name"], u["nothing_recorded"]) for u in city["units"]] == [
+        (tree.county.name, False),
+        ("瓯海区司法局", True),
+    ]
+
+
+SECTION_HEADING = re.compile(r"([一二三四五六七八九十])、(汇总|分项目|分单位|人员明细)")
+NUMERALS = "一二三四五六七八九十"
+
+
+async def pdf_headings(fetch, token: str, report_id: str) -> list[tuple[str, str]]:
+    pdf = await fetch(f"/api/v1/reports/compliance/{report_id}?format=pdf", token=token)
+    assert pdf.status == 200
+    return SECTION_HEADING.findall(pdf_text(pdf.body))
+
+
+async def test_pdf_sections_are_numbered_by_those_present(
+    fetch, tree, october, services, make_staff
+):
+    officer, _, county, _ = october
+    # A station has no units below it: its sections run 一 to 三, not 一, 二, 四.
+    station = (await report_for(fetch, officer.token, tree.station.id)).json
+    assert await pdf_headings(fetch, officer.token, station["id"]) == [
+        ("一", "汇总"),
+        ("二", "分项目"),
+        ("三", "人员明细"),
+    ]
+    # A station with nobody supervised has no programs either.
+    empty = await services.orgs.create(
+        SYSTEM, name="松台司法所", code="330302003", kind=OrgKind.STATION, parent_id=tree.county.id
+    )
+    empty_officer = await make_staff(Role.STATION_OFFICER, empty)
+    empty_token = await make_staff.token_for(empty_officer)
+    nobody = (await report_for(fetch, empty_token, empty.id)).json
+    assert await pdf_headings(fetch, empty_token, nobody["id"]) == [
+        ("一", "汇总"),
+        ("二", "人员明细"),
+    ]
+    # A county has them all.
+    whole = (await report_for(fetch, county.token, tree.county.id)).json
+    headings = await pdf_headings(fetch, county.token, whole["id"])
+    assert [title for _, title in headings] == ["汇总", "分项目", "分单位", "人员明细"]
+    assert "".join(numeral for numeral, _ in headings) == NUMERALS[: len(headings)]
 
 
 async def test_one_persons_month(fetch, tree, october, make_staff):

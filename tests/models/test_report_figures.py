@@ -18,10 +18,10 @@ from models.elocation import ELOCATION_ORDERS
 from models.identity_numbers import IdType
 from models.leave import LEAVE_REQUESTS
 from models.obligations import OCCURRENCES
-from models.orgs import Org
+from models.orgs import Org, OrgKind
 from models.policy import Role
 from models.programs import PROGRAMS
-from models.reports import FIGURE_KEYS, parse_month
+from models.reports import FIGURE_KEYS, parse_month, snapshot_hash
 from models.sanctions import DETACHMENTS, SANCTIONS
 from models.subjects import SubjectInput
 from server.app import SYSTEM
@@ -390,6 +390,45 @@ async def test_the_county_adds_up_its_stations_and_nothing_beyond(services, tree
     assert units[tree.station2.id]["subjects"] == 1
     city, _ = await services.reports.generate(SYSTEM, tree.city.id, "2026-10")
     assert [u["org_id"] for u in city.summary["units"]] == [tree.county.id]
+
+
+async def test_a_quiet_station_has_its_line_and_the_county_its_totals(services, tree, october):
+    quiet = await services.orgs.create(
+        SYSTEM, name="松台司法所", code="330302003", kind=OrgKind.STATION, parent_id=tree.county.id
+    )
+    county, _ = await services.reports.generate(SYSTEM, tree.county.id, "2026-10")
+    assert county.summary["figures"]["subjects"] == 5
+    lines = {unit["org_id"]: unit for unit in county.summary["units"]}
+    assert [unit["org_id"] for unit in county.summary["units"]] == [
+        tree.station.id,
+        tree.station2.id,
+        quiet.id,
+    ]  # in code order, the quiet one among the others
+    assert lines[quiet.id]["nothing_recorded"] is True
+    assert set(lines[quiet.id]["figures"].values()) == {0}
+    assert not lines[tree.station2.id]["nothing_recorded"]
+    assert tree.other_station.id not in lines
+
+
+def test_a_quiet_unit_leaves_the_signed_hash_as_it_was():
+    """A signature made before quiet units were listed still matches the same data."""
+    unit = {
+        "org_id": "a",
+        "name": "五马司法所",
+        "kind": "station",
+        "figures": {"subjects": 1},
+        "rates": {"compliance_rate": 0.5},
+    }
+    rows = [{"subject_id": "s1", "values": {"subjects": 1}}]
+    before = {"figures": {"subjects": 1}, "units": [unit]}
+    quiet = {**unit, "org_id": "b", "name": "松台司法所", "figures": {"subjects": 0}}
+    now = {
+        "figures": {"subjects": 1},
+        "units": [{**unit, "nothing_recorded": False}, {**quiet, "nothing_recorded": True}],
+    }
+    assert snapshot_hash("c", "2026-10", now, rows) == snapshot_hash("c", "2026-10", before, rows)
+    moved = {**now, "units": [{**unit, "figures": {"subjects": 2}, "nothing_recorded": False}]}
+    assert snapshot_hash("c", "2026-10", moved, rows) != snapshot_hash("c", "2026-10", before, rows)
 
 
 def test_months_are_local_and_must_have_ended():
