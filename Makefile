@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 # text in screenshots); installed here when missing, as root or through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench verify lint format clean browser screenshots
+.PHONY: run test bench verify lint format clean browser hsm screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Anbang needs Python 3.11")'
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	exec $(BIN)/python -m server dev
 
-test: $(STAMP) lint browser
+test: $(STAMP) lint browser hsm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 browser:
@@ -31,6 +31,13 @@ browser:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 			chromium fonts-noto-cjk >/dev/null; }
+
+# The master key in a hardware module is tested against SoftHSM2 (a PKCS#11 token in software).
+hsm:
+	@command -v softhsm2-util >/dev/null && [ -f /usr/lib/softhsm/libsofthsm2.so ] || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			softhsm2 >/dev/null; }
 
 # The console's key pages at 1366x768, written to var/screenshots/.
 screenshots: $(STAMP) browser

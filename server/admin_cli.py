@@ -10,7 +10,9 @@ from pathlib import Path
 
 from models.audit import AuditContext
 from models.clock import SystemClock
+from models.crypto import Suite
 from models.errors import DomainError
+from models.hsm import Pkcs11MasterKey
 from models.keys import LocalKeyFile, MasterKeyError
 from models.orgs import OrgKind
 from models.policy import Identity, Role
@@ -23,7 +25,7 @@ from server.app import (
     open_vault,
     wait_for_database,
 )
-from server.config import Config
+from server.config import Config, ConfigError
 
 
 def add_admin_commands(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +73,14 @@ def add_admin_commands(parser: argparse.ArgumentParser) -> None:
         "rotate-master",
         help="a new master key rewraps every key (run again to finish an interrupted rotation)",
     )
+    ceremony = key_commands.add_parser(
+        "hsm-create",
+        help="key ceremony: generate the master key inside the PKCS#11 token of "
+        "ANBANG_MASTER_KEY (it never leaves the token); never replaces a key",
+    )
+    ceremony.add_argument(
+        "--label", default=None, help="the new key's label (default: object= of the URI)"
+    )
     retire = key_commands.add_parser(
         "retire-master", help="drop an old master key once no key and no backup still needs it"
     )
@@ -87,6 +97,9 @@ def add_admin_commands(parser: argparse.ArgumentParser) -> None:
 
 
 async def run_admin(config: Config, args: argparse.Namespace) -> int:
+    if args.admin_command == "keys" and args.keys_command == "hsm-create":
+        # Before any vault exists: the first start needs this key to open one.
+        return _hsm_create(config, args.label)
     store = connect_store(config)
     try:
         await wait_for_database(store, config.db_wait_seconds)
@@ -170,15 +183,49 @@ async def _dispatch(services: Services, ctx: AuditContext, args: argparse.Namesp
     return 0
 
 
+def _hsm_create(config: Config, label: str | None) -> int:
+    """Generate the master key on the token; prints its id for the ceremony record."""
+    hsm = config.master_key_pkcs11
+    if hsm is None:
+        raise ConfigError(
+            "hsm-create needs ANBANG_MASTER_KEY=pkcs11:module=...;token=...;object=... "
+            "(it is `file`)"
+        )
+    token = Pkcs11MasterKey(
+        hsm.module, hsm.token, label or hsm.object, config.pkcs11_pin, Suite(config.crypto_suite)
+    )
+    try:
+        kek_id = token.create()
+    except MasterKeyError as exc:
+        print(f"anbang: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        token.close()
+    print(
+        f"created master key {kek_id} labelled {token.label!r} on {token.where}: AES-256, "
+        "sensitive, not extractable"
+    )
+    if label and label != hsm.object:
+        print(f"to rotate: set object={label} in ANBANG_MASTER_KEY, then run `keys rotate-master`")
+    return 0
+
+
 async def _keys(services: Services, ctx: AuditContext, args: argparse.Namespace) -> int:
     vault = services.vault
     master = vault.master
     if args.keys_command == "rotate-master":
-        if not isinstance(master, LocalKeyFile):
-            raise DomainError("Rotate a KMS or HSM master key with its own tools.")
+        if not isinstance(master, LocalKeyFile | Pkcs11MasterKey):
+            raise DomainError("Rotate a KMS master key with its own tools.")
         unfinished = await vault.kek_ids_in_use() - {master.current_id}
         if unfinished:
             print(f"resuming an unfinished rotation (keys still under {sorted(unfinished)})")
+        elif isinstance(master, Pkcs11MasterKey):
+            # The new key is made in a ceremony on the token; this only moves keys onto it.
+            raise DomainError(
+                f"Every key is already wrapped by {master.current_id}. To rotate, create a new "
+                "key on the token (`keys hsm-create --label NEW`), set object=NEW in "
+                "ANBANG_MASTER_KEY, then run rotate-master again."
+            )
         else:
             print(f"new master key {master.add_new_current()}")
         async with services.audit.change(
@@ -191,8 +238,8 @@ async def _keys(services: Services, ctx: AuditContext, args: argparse.Namespace)
         )
         return 0
     if args.keys_command == "retire-master":
-        if not isinstance(master, LocalKeyFile):
-            raise DomainError("Retire a KMS or HSM master key with its own tools.")
+        if not isinstance(master, LocalKeyFile | Pkcs11MasterKey):
+            raise DomainError("Retire a KMS master key with its own tools.")
         if args.kek_id in await vault.kek_ids_in_use():
             raise DomainError(f"Keys are still wrapped by {args.kek_id}; run rotate-master first.")
         async with services.audit.change(

@@ -60,6 +60,7 @@ from models.crypto import Suite
 from models.elocation import ElocationService
 from models.errors import Conflict
 from models.health import ReadinessService
+from models.hsm import MasterKeyMissing, Pkcs11MasterKey
 from models.idempotency import IdempotencyService
 from models.investigations import InvestigationService
 from models.keys import KeyVault, LocalKeyFile, MasterKeyError
@@ -228,6 +229,33 @@ async def open_vault(config: Config, store: Store, clock: Clock) -> KeyVault:
     """The key vault under the configured master key; a missing or wrong key stops the process
     with a clear message, and a new key is never created over a vault that holds keys."""
     suite = Suite(config.crypto_suite)
+    hsm = config.master_key_pkcs11
+    if hsm is not None:
+        # A key on the token is made only in the key ceremony (`admin keys hsm-create`), never
+        # here; a key file still present opens what it wrapped until `rotate-master` moves it.
+        previous = LocalKeyFile(config.master_key_file, suite)
+        if previous.exists:
+            previous.load()
+        token = Pkcs11MasterKey(
+            hsm.module,
+            hsm.token,
+            hsm.object,
+            config.pkcs11_pin,
+            suite,
+            previous=previous if previous.exists else None,
+        )
+        vault = KeyVault(store, token, suite, clock)
+        try:
+            token.load()
+        except MasterKeyMissing as exc:
+            if await vault.holds_keys():
+                raise MasterKeyError(
+                    f"{exc}; this database's key vault holds keys: bring back the token's key "
+                    "(a new key would make every record unreadable)"
+                ) from None
+            raise
+        await vault.open()
+        return vault
     provider = LocalKeyFile(config.master_key_file, suite)
     vault = KeyVault(store, provider, suite, clock)
     if config.master_key_file.exists():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 
 class ConfigError(Exception):
@@ -55,6 +56,23 @@ VARIABLES: tuple[Variable, ...] = (
         "1: free text from the mini-program passes WeChat's msgSecCheck (production)",
     ),
     Variable("ANBANG_MASTER_KEY_FILE", "var/keys/master.key", "master key file (0600)"),
+    Variable(
+        "ANBANG_MASTER_KEY",
+        "file",
+        "`file` (ANBANG_MASTER_KEY_FILE) or a key in a hardware module, "
+        "`pkcs11:module=/usr/lib/softhsm/libsofthsm2.so;token=anbang;object=anbang-master` "
+        "(suite `standard` only; docs/operations.md, key ceremony)",
+    ),
+    Variable(
+        "ANBANG_PKCS11_PIN_FILE",
+        "",
+        "file (0600) holding the token's user PIN, for `ANBANG_MASTER_KEY=pkcs11:...`",
+    ),
+    Variable(
+        "ANBANG_PKCS11_PIN",
+        "",
+        "the token's user PIN itself, when no PIN file is used (never put it in the URI)",
+    ),
     Variable(
         "ANBANG_BACKUP_KEY_FILE",
         "var/keys/backup.key",
@@ -143,6 +161,88 @@ def _var_path(environ: Mapping[str, str], name: str, var_dir: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class Pkcs11Key:
+    """Where the master key lives in a hardware module: the PKCS#11 library, token and label."""
+
+    module: Path
+    token: str
+    object: str
+
+    def __str__(self) -> str:
+        # Safe to log: the PIN never lives in the URI.
+        return f"pkcs11:token={self.token};object={self.object}?module-path={self.module}"
+
+
+_PKCS11_NAMES = {"module": "module", "module-path": "module", "token": "token", "object": "object"}
+
+
+def _master_key(environ: Mapping[str, str]) -> Pkcs11Key | None:
+    """ANBANG_MASTER_KEY: None for the key file, else the parsed `pkcs11:` URI (RFC 7512
+    attributes: `;` in the path, `&` after `?`; `module=` or `module-path=` names the library)."""
+    raw = _text(environ, "ANBANG_MASTER_KEY")
+    if raw == "file":
+        return None
+    if not raw.startswith("pkcs11:"):
+        raise ConfigError("ANBANG_MASTER_KEY must be `file` or a `pkcs11:` URI")
+    path, _, query = raw.removeprefix("pkcs11:").partition("?")
+    found: dict[str, str] = {}
+    for item in [*path.split(";"), *query.split("&")]:
+        if not item.strip():
+            continue
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if name in ("pin-value", "pin-source"):
+            # Named, never echoed: the URI may be printed where the PIN must not be.
+            raise ConfigError(
+                "ANBANG_MASTER_KEY must not carry the PIN: put it in ANBANG_PKCS11_PIN_FILE "
+                "(0600) or ANBANG_PKCS11_PIN"
+            )
+        if name == "type" and unquote(value) == "secret-key":
+            continue
+        if name not in _PKCS11_NAMES or not sep or not value:
+            raise ConfigError(
+                f"ANBANG_MASTER_KEY: `{name}` is not one of module=, token=, object= "
+                "(each with a value)"
+            )
+        found[_PKCS11_NAMES[name]] = unquote(value)
+    missing = [name for name in ("module", "token", "object") if not found.get(name)]
+    if missing:
+        raise ConfigError(
+            "ANBANG_MASTER_KEY: a pkcs11: URI needs "
+            + ", ".join(f"{name}=" for name in missing)
+            + " (e.g. pkcs11:module=/usr/lib/softhsm/libsofthsm2.so;token=anbang;"
+            "object=anbang-master)"
+        )
+    return Pkcs11Key(Path(found["module"]), found["token"], found["object"])
+
+
+def _pkcs11_pin(environ: Mapping[str, str]) -> str:
+    """The token's user PIN, from its file (0600, one line) or the environment."""
+    pin = environ.get("ANBANG_PKCS11_PIN", "").strip()
+    pin_file = environ.get("ANBANG_PKCS11_PIN_FILE", "").strip()
+    if pin and pin_file:
+        raise ConfigError("set ANBANG_PKCS11_PIN_FILE or ANBANG_PKCS11_PIN, not both")
+    if pin_file:
+        path = Path(pin_file)
+        try:
+            mode = path.stat().st_mode & 0o777
+            pin = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"ANBANG_PKCS11_PIN_FILE {path} cannot be read ({type(exc).__name__})"
+            ) from None
+        if mode & 0o077:
+            raise ConfigError(
+                f"ANBANG_PKCS11_PIN_FILE {path} is readable by others (mode {mode:o}); chmod 600 it"
+            )
+    if not pin:
+        raise ConfigError(
+            "ANBANG_MASTER_KEY=pkcs11:... needs the token's user PIN in ANBANG_PKCS11_PIN_FILE "
+            "(a 0600 file) or ANBANG_PKCS11_PIN"
+        )
+    return pin
+
+
+@dataclass(frozen=True)
 class Config:
     env: str
     host: str
@@ -164,6 +264,9 @@ class Config:
     db_operation_timeout_ms: int
     db_max_idle_ms: int
     master_key_file: Path
+    # None: the key file; else the master key on a PKCS#11 token.
+    master_key_pkcs11: Pkcs11Key | None
+    pkcs11_pin: str = field(repr=False)
     backup_key_file: Path
     crypto_suite: str
     audit_export: Path
@@ -215,6 +318,14 @@ class Config:
         if bootstrap and ":" not in bootstrap:
             raise ConfigError("ANBANG_BOOTSTRAP_ADMIN must be user:password")
         var_dir = Path(_text(environ, "ANBANG_VAR_DIR"))
+        master_key_pkcs11 = _master_key(environ)
+        if master_key_pkcs11 is not None and suite == "sm":
+            # PKCS#11 defines no SM4 mechanism and SoftHSM implements none: the master key
+            # would be AES while every other key is 国密.
+            raise ConfigError(
+                "ANBANG_CRYPTO_SUITE=sm cannot use a PKCS#11 master key (the module offers no "
+                "SM4): use ANBANG_MASTER_KEY=file with suite sm, or suite standard with the module"
+            )
         config = cls(
             env=env,
             host=_text(environ, "ANBANG_HOST"),
@@ -236,6 +347,8 @@ class Config:
             db_operation_timeout_ms=_int(environ, "ANBANG_DB_OPERATION_TIMEOUT_MS", 500, 600_000),
             db_max_idle_ms=_int(environ, "ANBANG_DB_MAX_IDLE_MS", 100, 3_600_000),
             master_key_file=_var_path(environ, "ANBANG_MASTER_KEY_FILE", var_dir),
+            master_key_pkcs11=master_key_pkcs11,
+            pkcs11_pin=_pkcs11_pin(environ) if master_key_pkcs11 else "",
             backup_key_file=_var_path(environ, "ANBANG_BACKUP_KEY_FILE", var_dir),
             crypto_suite=suite,
             audit_export=_var_path(environ, "ANBANG_AUDIT_EXPORT", var_dir),
