@@ -49,6 +49,112 @@ _ERROR_DESCRIPTIONS = {
 
 Route = Sequence[Any]
 
+# operationIds are derived from the path, so every route has one and a generated client reads
+# well: the method gives the verb (`getSubject`, `updateSubject`, `setOrgArea`), a GET of a
+# collection whose items have paths lists (`listSubjects`), a POST to a collection creates
+# (`createSubjectNote`), and a POST to an action segment takes the action's verb
+# (`decideLeaveRequest`); `{}` stands for the nouns of the path. Mini-program operations
+# start with `mp` (`mpLogin`). A new action segment that reads badly as `create...` goes here.
+_ACTIONS = {
+    "ack": "acknowledge{}",
+    "arrival": "record{}Arrival",
+    "assign": "assign{}",
+    "attendance": "record{}Attendance",
+    "bind": "bind",
+    "binding-code": "issue{}BindingCode",
+    "break-glass": "breakGlass{}",
+    "cancel": "cancel{}",
+    "checkins": "checkIn{}",
+    "checkout": "checkOut{}",
+    "close": "close{}",
+    "confirm": "confirm{}",
+    "consents": "record{}Consents",
+    "decision": "decide{}",
+    "disable": "disable{}",
+    "enable": "enable{}",
+    "excuse": "excuse{}",
+    "extension": "extend{}",
+    "handover": "handOver{}",
+    "import": "import{}",
+    "intake": "record{}Intake",
+    "login": "login",
+    "logout": "logout",
+    "move": "move{}",
+    "outcome": "record{}Outcome",
+    "password": "change{}Password",
+    "password-reset": "reset{}Password",
+    "push": "receive{}Push",
+    "renewals": "renew{}",
+    "report": "record{}Report",
+    "result": "record{}Result",
+    "return": "record{}Return",
+    "review": "review{}",
+    "risk": "assess{}Risk",
+    "search": "search{}",
+    "sign": "sign{}",
+    "supervision-level": "change{}SupervisionLevel",
+    "terminate": "terminate{}",
+    "totp": "enrol{}Totp",
+    "transition": "transition{}",
+}
+_VERBS = {"get": "get", "post": "create", "put": "set", "patch": "update", "delete": "delete"}
+_API_PREFIX = re.compile(r"^/(?:(mp)/)?(?:api/)?v\d+/")
+
+
+def _pascal(segment: str) -> str:
+    return "".join(word[:1].upper() + word[1:] for word in segment.split("-"))
+
+
+def _singular(segment: str) -> str:
+    if segment.endswith("ies"):
+        return segment[:-3] + "y"
+    if segment.endswith("s") and not segment.endswith("ss"):
+        return segment[:-1]
+    return segment
+
+
+def collections(templates: Iterable[str]) -> frozenset[str]:
+    """The paths whose items have paths of their own (`/api/v1/staff` for `.../{staff_id}`)."""
+    return frozenset(
+        template[: match.start()].rstrip("/")
+        for template in templates
+        for match in re.finditer(r"\{\w+\}", template)
+    )
+
+
+def operation_id(method: str, template: str, listed: frozenset[str] = frozenset()) -> str:
+    """`GET /api/v1/assistance/resources/{resource_id}` -> `getAssistanceResource`,
+    `POST /mp/v1/auth/login` -> `mpLogin`: camelCase, verb first. `listed` holds the
+    collections (see `collections`): a GET of one of them lists it."""
+    prefix = _API_PREFIX.match(template)
+    mp = bool(prefix and prefix.group(1))
+    segments = template[prefix.end() if prefix else 1 :].strip("/").split("/")
+    literals: list[tuple[str, bool]] = []  # (segment, names one item: a parameter follows)
+    for segment in segments:
+        if segment.startswith("{"):
+            if literals:
+                literals[-1] = (literals[-1][0], True)
+        elif segment:
+            literals.append((segment, False))
+    action = None
+    if method == "post" and literals and not segments[-1].startswith("{"):
+        action = _ACTIONS.get(literals[-1][0])
+        if action is not None:
+            literals.pop()
+        else:
+            # A POST to a collection adds one item to it.
+            literals[-1] = (literals[-1][0], True)
+    nouns = []
+    for index, (segment, item) in enumerate(literals):
+        last = index == len(literals) - 1
+        if segment == "me":
+            nouns.append("Me" if last and action is None else "My")
+        else:
+            nouns.append(_pascal(_singular(segment) if item else segment))
+    verb = "list" if method == "get" and template in listed else _VERBS[method]
+    name = (action or verb + "{}").format("".join(nouns))
+    return "mp" + name[:1].upper() + name[1:] if mp else name
+
 
 def path_template(pattern: str) -> str:
     """`/api/v1/subjects/(?P<subject_id>[^/]+)` -> `/api/v1/subjects/{subject_id}`."""
@@ -94,12 +200,21 @@ def build_openapi(routes: Sequence[Route], *, title: str, version: str) -> dict[
         }
 
     paths: dict[str, dict[str, Any]] = {}
+    named: dict[str, str] = {}
+    listed = collections(template for *_, template in operations)
     for pattern, method, handler, template in operations:
         doc = getattr(handler, method).__endpoint__
         action = _action(handler, method)
+        name = operation_id(method, template, listed)
+        if name in named:
+            # Client generators break on a repeated id: a new route must not take another's.
+            raise ValueError(
+                f"operationId {name} of {method.upper()} {template} is also {named[name]}'s"
+            )
+        named[name] = f"{method.upper()} {template}"
         operation: dict[str, Any] = {
             "summary": doc.summary,
-            "operationId": f"{handler.__name__}.{method}",
+            "operationId": name,
             "tags": list(doc.tags),
             "x-anbang-action": action,
             "responses": {},

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+import enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.base import endpoint
 from miniprogram_api.base import MpHandler
-from models.policy import PUBLIC, SELF
+from models.policy import PUBLIC, SELF, MpRole, Role
+
+# Who a mini-program session acts as: the person or a guardian, or a staff member by their own
+# role (not a generic `staff`): the worker's screens and the actions the policy lets them take
+# follow that role. Built from the two role enums, so a role added there is declared here too.
+SessionRole = enum.StrEnum(  # type: ignore[misc]
+    "SessionRole", [(role.name, role.value) for role in (*MpRole, *Role)]
+)
+ROLE_DESCRIPTION = (
+    "`subject` or `guardian`: the person's screens; a staff role: the worker's screens; "
+    "null: not bound yet"
+)
 
 
 class Strict(BaseModel):
@@ -24,7 +35,7 @@ class LoginOut(BaseModel):
     token: str
     expires_at: dt.datetime
     bound: bool
-    role: Literal["subject", "guardian"] | str | None
+    role: SessionRole | None = Field(description=ROLE_DESCRIPTION)
 
 
 class BindBody(Strict):
@@ -32,12 +43,12 @@ class BindBody(Strict):
 
 
 class BindOut(BaseModel):
-    role: str
+    role: SessionRole
     subject_id: str | None = None
 
 
 class MeOut(BaseModel):
-    role: str | None
+    role: SessionRole | None = Field(description=ROLE_DESCRIPTION)
     bound: bool
     subject_id: str | None = None
     # A person or guardian: the file's name and station; nothing else leaves the file here.

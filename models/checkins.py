@@ -28,7 +28,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from models.audit import AuditContext, AuditService
-from models.clock import LOCAL_TZ, Clock
+from models.clock import LOCAL_TZ, Clock, stored_precision
 from models.codec import FieldCodec
 from models.elocation import ElocationService
 from models.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
@@ -310,7 +310,9 @@ class CheckinService:
             )
         idem = f"{subject_id}:{key}"
         fingerprint = await self._codec.blind_index("checkin-request", data.fingerprint_text())
-        now = self._clock.now()
+        # A retry answers `arrived_at` as read back from the database (milliseconds): the first
+        # answer says the same, byte for byte.
+        now = stored_precision(self._clock.now())
         org_id = ctx.identity.org_id
         rules = await self._rules.for_org(org_id) if org_id else None
         grace = dt.timedelta(hours=rules.int("checkin.offline_grace_hours") if rules else 72)

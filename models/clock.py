@@ -10,6 +10,12 @@ from zoneinfo import ZoneInfo
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
 
+def stored_precision(at: dt.datetime) -> dt.datetime:
+    """`at` cut to whole milliseconds, as a BSON date keeps it: a time both answered and stored
+    is cut first, so an answer rebuilt from the record (a replay) says exactly the same."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
 class Clock(Protocol):
     def now(self) -> dt.datetime:
         """The current time, timezone-aware, in UTC."""

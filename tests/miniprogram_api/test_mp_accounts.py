@@ -372,3 +372,30 @@ async def test_tasks_refuse_a_day_the_calendar_cannot_step_past(
     assert edge.status == 422
     assert edge.json["error"]["details"] == [{"field": "from", "message": "应为日期（YYYY-MM-DD）"}]
     assert (await phone.tasks(dt.date(2026, 11, 2), dt.date(2026, 11, 2))).status == 200
+
+
+async def test_a_workers_login_answers_a_role_the_document_declares(
+    api, fetch, tree, make_staff, mp_clients
+):
+    document = (await fetch("/openapi.json")).json
+    schemas = document["components"]["schemas"]
+    declared = schemas["SessionRole"]["enum"]
+    assert set(declared) == {"subject", "guardian", *(str(role) for role in Role)}
+    assert "staff" not in declared
+    role_ref = {"$ref": "#/components/schemas/SessionRole"}
+    for answer in ("LoginOut", "MeOut"):
+        assert schemas[answer]["properties"]["role"]["anyOf"] == [role_ref, {"type": "null"}]
+    login_answer = document["paths"]["/mp/v1/auth/login"]["post"]["responses"]["200"]
+    assert login_answer["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/LoginOut"
+    }
+    worker = await make_staff(Role.SOCIAL_WORKER, tree.station)
+    code = await fetch("/api/v1/me/binding-code", "POST", token=await make_staff.token_for(worker))
+    phone = mp_clients()
+    assert (await phone.login("worker-zhao")).json["role"] is None
+    assert (await phone.bind(code.json["code"])).json["role"] == "social_worker"
+    again = await phone.login("worker-zhao")
+    assert again.json["bound"] is True
+    assert again.json["role"] == "social_worker" and again.json["role"] in declared
+    me = await phone.call("GET", "/mp/v1/me")
+    assert me.json["role"] == "social_worker"
