@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.base import BaseHandler, csv_media, endpoint
-from handlers.query import object_id, page_size, query, query_args
+from handlers.query import object_id, page_size, query, query_args, yes_no
 from models.orgs import Org, OrgKind
 from models.policy import Role
 from models.staff import StaffView
@@ -43,7 +43,9 @@ class OrgList(BaseModel):
 
 class StaffBody(Strict):
     username: str = Field(min_length=3, max_length=32)
-    password: str = Field(min_length=1, max_length=256)
+    # Optional: without it the server generates one. Either way it works once (changed at
+    # first login), and the role waits for the security administrator.
+    password: str | None = Field(default=None, min_length=1, max_length=256)
     name: str = Field(min_length=1, max_length=50)
     role: Role
     org_id: str = Field(pattern=f"^{ID_PATTERN}$")
@@ -54,22 +56,35 @@ class StaffOut(BaseModel):
     id: str
     username: str
     name: str
-    role: str
+    role: str | None  # None until the security administrator grants one
     org_id: str
     is_agency_head: bool
     disabled: bool
     totp_enrolled: bool
     must_change_password: bool
     version: int
+    requested_role: str | None
+    requested_agency_head: bool
 
     @classmethod
     def of(cls, view: StaffView) -> StaffOut:
         return cls(**view.__dict__)
 
 
+class CreatedStaffOut(StaffOut):
+    # Shown once, when the server generated the password; never stored in the clear.
+    temporary_password: str | None
+
+
 class StaffPage(BaseModel):
     items: list[StaffOut]
     next_cursor: str | None
+
+
+class RoleBody(Strict):
+    # None withdraws the role: the account keeps its login and reaches nothing.
+    role: Role | None
+    is_agency_head: bool = False
 
 
 class MoveBody(Strict):
@@ -149,16 +164,17 @@ class StaffListHandler(BaseHandler):
     access = {"POST": "staff.create", "GET": "staff.read"}
 
     @endpoint(
-        "Create a staff account in the caller's scope",
+        "Create a staff account in the caller's scope: a one-time password, and no role until "
+        "the security administrator grants the requested one",
         body=StaffBody,
-        response=StaffOut,
+        response=CreatedStaffOut,
         status=201,
         errors=(404, 409),
         tags=("organisation",),
     )
     async def post(self) -> None:
         body = self.parse(StaffBody)
-        view = await self.ctx.staff.create(
+        view, generated = await self.ctx.staff.open_account(
             self.audit_context,
             username=body.username,
             password=body.password,
@@ -167,7 +183,10 @@ class StaffListHandler(BaseHandler):
             org_id=body.org_id,
             is_agency_head=body.is_agency_head,
         )
-        self.respond(StaffOut.of(view), status=201)
+        self.respond(
+            CreatedStaffOut(**StaffOut.of(view).model_dump(), temporary_password=generated),
+            status=201,
+        )
 
     @endpoint(
         "Staff accounts in the caller's scope, by cursor",
@@ -182,6 +201,46 @@ class StaffListHandler(BaseHandler):
         args = query_args(self)
         items, next_cursor = await self.ctx.staff.list(self.identity, args["cursor"], args["limit"])
         self.respond(StaffPage(items=[StaffOut.of(v) for v in items], next_cursor=next_cursor))
+
+
+class RolesHandler(BaseHandler):
+    access = "roles.read"
+
+    @endpoint(
+        "Accounts in the caller's scope with their roles (`?pending=1`: awaiting a grant)",
+        response=StaffPage,
+        tags=("organisation",),
+    )
+    @query(
+        object_id("cursor", "The `next_cursor` of the previous page"),
+        page_size(50, MAX_PAGE),
+        yes_no("pending", "1: only accounts whose requested role awaits a grant"),
+    )
+    async def get(self) -> None:
+        args = query_args(self)
+        items, next_cursor = await self.ctx.staff.list(
+            self.identity, args["cursor"], args["limit"], pending=bool(args["pending"])
+        )
+        self.respond(StaffPage(items=[StaffOut.of(v) for v in items], next_cursor=next_cursor))
+
+
+class StaffRoleHandler(BaseHandler):
+    access = "roles.grant"
+
+    @endpoint(
+        "Grant, change or withdraw an account's role (audited; the owner is notified and "
+        "their sessions end)",
+        body=RoleBody,
+        response=StaffOut,
+        errors=(404, 409),
+        tags=("organisation",),
+    )
+    async def put(self, staff_id: str) -> None:
+        body = self.parse(RoleBody)
+        view = await self.ctx.staff.grant_role(
+            self.audit_context, staff_id, body.role, body.is_agency_head
+        )
+        self.respond(StaffOut.of(view))
 
 
 class StaffHandler(BaseHandler):
@@ -299,7 +358,9 @@ routes = [
     (rf"/api/v1/orgs/{_id('org_id')}", OrgHandler),
     (r"/api/v1/staff", StaffListHandler),
     (r"/api/v1/staff/import", StaffImportHandler),
+    (r"/api/v1/staff/roles", RolesHandler),
     (rf"/api/v1/staff/{_id('staff_id')}", StaffHandler),
+    (rf"/api/v1/staff/{_id('staff_id')}/role", StaffRoleHandler),
     (rf"/api/v1/staff/{_id('staff_id')}/password-reset", StaffPasswordResetHandler),
     (rf"/api/v1/staff/{_id('staff_id')}/disable", StaffDisableHandler),
     (rf"/api/v1/staff/{_id('staff_id')}/enable", StaffEnableHandler),

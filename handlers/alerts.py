@@ -43,16 +43,24 @@ class AlertsHandler(BaseHandler):
     )
     async def get(self) -> None:
         args = query_args(self)
-        alerts = await self.ctx.alerts.list(self.identity, status=args["status"], mine=args["mine"])
+        alerts = await self.ctx.alerts.list(
+            self.identity, self.ctx.subjects, status=args["status"], mine=args["mine"]
+        )
         self.respond(AlertList(items=[AlertOut.of(a) for a in alerts]))
 
 
 class AlertAckHandler(BaseHandler):
-    access = "alerts.read"
+    access = "alerts.ack"
 
-    @endpoint("Acknowledge an alert", response=AlertOut, errors=(404,), tags=("alerts",))
+    @endpoint(
+        "Acknowledge an alert (its roles only; about a person: those who work on them)",
+        response=AlertOut,
+        errors=(403, 404),
+        tags=("alerts",),
+    )
     async def post(self, alert_id: str) -> None:
-        self.respond(AlertOut.of(await self.ctx.alerts.acknowledge(self.audit_context, alert_id)))
+        alert = await self.ctx.alerts.acknowledge(self.audit_context, self.ctx.subjects, alert_id)
+        self.respond(AlertOut.of(alert))
 
 
 routes = [

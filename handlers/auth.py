@@ -22,7 +22,7 @@ class LoginBody(Strict):
 
 class UserSummary(BaseModel):
     id: str
-    role: str
+    role: str | None  # None until the security administrator grants one
     org_id: str
 
 
@@ -34,16 +34,28 @@ class LoginAnswer(BaseModel):
     required_step: str | None = None
 
 
+class NoticeOut(BaseModel):
+    id: str
+    # role_granted, role_withdrawn (the security administrator), password_reset (an
+    # administrator): what someone else did to this account.
+    kind: str
+    at: dt.datetime
+    role: str | None
+    is_agency_head: bool
+
+
 class Me(BaseModel):
     id: str
     username: str
     name: str
-    role: str
+    role: str | None  # None until the security administrator grants one
     org_id: str
     is_agency_head: bool
     totp_enrolled: bool
     must_change_password: bool
     required_step: str | None = None
+    # Unseen notices, oldest first; shown at the console until dismissed.
+    notices: list[NoticeOut] = []
 
 
 class PasswordChangeBody(Strict):
@@ -117,8 +129,21 @@ class MeHandler(BaseHandler):
                 totp_enrolled=staff.totp_enrolled,
                 must_change_password=staff.must_change_password,
                 required_step=self.identity.restricted,
+                notices=[
+                    NoticeOut(**notice.__dict__)
+                    for notice in await self.ctx.staff.notices(self.identity)
+                ],
             )
         )
+
+
+class NoticesSeenHandler(BaseHandler):
+    access = SELF
+
+    @endpoint("Dismiss the notices shown so far", status=204, tags=("identity",))
+    async def post(self) -> None:
+        await self.ctx.staff.dismiss_notices(self.identity)
+        self.respond(None, status=204)
 
 
 class PasswordHandler(BaseHandler):
@@ -190,6 +215,7 @@ routes = [
     (r"/api/v1/auth/login", LoginHandler),
     (r"/api/v1/auth/logout", LogoutHandler),
     (r"/api/v1/me", MeHandler),
+    (r"/api/v1/me/notices/seen", NoticesSeenHandler),
     (r"/api/v1/me/password", PasswordHandler),
     (r"/api/v1/me/totp", TotpHandler),
     (r"/api/v1/me/totp/confirm", TotpConfirmHandler),

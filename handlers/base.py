@@ -20,6 +20,7 @@ import tornado.web
 from pydantic import BaseModel, RootModel, ValidationError
 
 from handlers.messages import message_for, validation_message
+from models.absences import AbsenceService
 from models.alerts import AlertService
 from models.assistance import AssistanceService
 from models.audit import AuditContext, AuditService
@@ -56,6 +57,7 @@ from models.obligations import ObligationService
 from models.orgs import OrgService
 from models.policy import ANONYMOUS, PUBLIC, RESTRICTION_ALLOWS, SELF, Identity, Policy
 from models.programs import ProgramService
+from models.psychiatric_referrals import PsychiatricReferralService
 from models.reports import ReportService
 from models.rules import RulesService
 from models.sanctions import SanctionService
@@ -89,6 +91,9 @@ STATUS_FOR_ERROR: dict[type[DomainError], int] = {
 }
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# In production every answer tells browsers to use HTTPS only, for a year, on every subdomain
+# (a first plain-HTTP visit could otherwise be downgraded and its cookies read).
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 class RequestError(Exception):
@@ -156,6 +161,7 @@ class AppContext:
     obligations: ObligationService
     counseling: CounselingService
     caseload: CaseloadService
+    psychiatric_referrals: PsychiatricReferralService
     mp_accounts: MpAccountService
     checkins: CheckinService
     uploads: UploadService
@@ -166,6 +172,7 @@ class AppContext:
     assistance: AssistanceService
     reports: ReportService
     content_check: ContentCheckService
+    absences: AbsenceService
     # WeChat's message push (`/wechat/push`): the app it serves, its Token and EncodingAESKey.
     wechat_appid: str = ""
     push_token: str = ""
@@ -296,6 +303,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     identity: Identity = ANONYMOUS
     request_id: str = ""
+    client_request_id: str | None = None
 
     # --- injected services, read through typed accessors -------------------------------------
 
@@ -316,10 +324,18 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("X-Frame-Options", "DENY")
         self.set_header("Referrer-Policy", "no-referrer")
+        # Read without the typed accessor: headers are set as the handler is built, before
+        # anything may assume an assembled application (a unit test builds a bare one).
+        context = self.application.settings.get("anbang")
+        if context is not None and context.production:
+            self.set_header("Strict-Transport-Security", HSTS)
 
     async def prepare(self) -> None:
+        # The id audit entries are keyed by is always ours: one a client chose could pass its
+        # requests' entries off as another's. A well-formed one of theirs is kept beside it.
         supplied = self.request.headers.get("X-Request-Id", "")
-        self.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        self.client_request_id = supplied if _REQUEST_ID.match(supplied) else None
+        self.request_id = uuid.uuid4().hex
         self.set_header("X-Request-Id", self.request_id)
         self._chunks: list[bytes] = []
         self._body_size = 0
@@ -358,7 +374,12 @@ class BaseHandler(tornado.web.RequestHandler):
 
     @property
     def audit_context(self) -> AuditContext:
-        return AuditContext(self.identity, self.request_id, self.request.remote_ip)
+        return AuditContext(
+            self.identity,
+            self.request_id,
+            self.request.remote_ip,
+            client_request_id=self.client_request_id,
+        )
 
     async def authenticate(self) -> Identity:
         """Resolve the caller from `Authorization: Bearer <token>`; anonymous without one."""
@@ -736,6 +757,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     fields = {
         "request_id": getattr(handler, "request_id", None) or None,
+        "client_request_id": getattr(handler, "client_request_id", None),
         "method": request.method,
         "path": request.path,
         "status": status,

@@ -16,12 +16,25 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ReferralDue(BaseModel):
+    """An open 转诊 task (严重精神障碍管理治疗工作规范 2018) and its deadline."""
+
+    id: str
+    kind: Literal["psychiatric_referral"]
+    program_id: str
+    risk_level: int
+    due: dt.date
+    overdue: bool
+    assigned_to: str | None
+
+
 class CaseloadEntry(BaseModel):
     subject_id: str
     name: str | None
     due_today: list[dict[str, Any]]
     overdue: list[dict[str, Any]]
     open_alerts: int
+    referrals: list[ReferralDue] = []
 
     @classmethod
     def of(cls, item: CaseloadItem) -> CaseloadEntry:
@@ -94,10 +107,11 @@ class VisitList(BaseModel):
 
 
 class VisitsHandler(BaseHandler):
-    access = {"GET": "subjects.notes", "POST": "visits.record"}
+    access = {"GET": "visits.read", "POST": "visits.record"}
 
     @endpoint(
-        "A person's visits and talks, newest first (notes opened)",
+        "A person's visits and talks, newest first (notes opened as the caller may read "
+        "them: follow-up notes for health roles and the assigned workers only)",
         response=VisitList,
         errors=(404,),
         tags=("caseload",),

@@ -27,6 +27,11 @@ class OrderBody(Strict):
     ]
     # Which recorded 禁止令 was breached (its position), for `breach_of_prohibition` only.
     prohibition_index: int | None = Field(default=None, ge=0, le=100)
+    left_on: dt.date | None = Field(
+        default=None,
+        description="`left_without_approval` only: the day the person left; refused (422 "
+        "ground_disproved) when granted leave covers it",
+    )
     start_date: dt.date
     end_date: dt.date
     reason: str = Field(min_length=1, max_length=2000)
@@ -74,8 +79,8 @@ class SubjectOrdersHandler(BaseHandler):
     access = "elocation.request"
 
     @endpoint(
-        "Ask for an electronic-location order (one of the five grounds of Art. 29; at most the "
-        "rule's months)",
+        "Ask for an electronic-location order (one of the five grounds of Art. 29, checked against "
+        "the file: 422 ground_not_on_file or ground_disproved; at most the rule's months)",
         body=OrderBody,
         response=OrderOut,
         status=201,
@@ -93,6 +98,7 @@ class SubjectOrdersHandler(BaseHandler):
             reason=body.reason,
             prohibition_index=body.prohibition_index,
             area=body.area.to_area().to_doc() if body.area else None,
+            left_on=body.left_on,
         )
         self.respond(OrderOut.of(view), status=201)
 

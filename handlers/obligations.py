@@ -1,4 +1,5 @@
-"""Obligation endpoints: a person's obligations over any range, and excusing one."""
+"""Obligation endpoints: a person's obligations over any range, excusing one, recording a result
+or the hours of an education or community-service month."""
 
 from __future__ import annotations
 
@@ -10,7 +11,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from handlers.base import BaseHandler, endpoint
 from handlers.query import calendar_day, one_of, query, query_args
 from models.clock import LOCAL_TZ
-from models.obligations import KINDS, MAX_RANGE_DAYS, OccurrenceStatus, OccurrenceView
+from models.obligations import (
+    KINDS,
+    MAX_HOURS_PER_ENTRY,
+    MAX_RANGE_DAYS,
+    OccurrenceStatus,
+    OccurrenceView,
+)
+
+
+class HoursEntryOut(BaseModel):
+    on: dt.date
+    hours: float
+    source: str = Field(description="`recorded` by staff, or `course:<id>` from 阳光之家")
+    place: str | None = None
+    confirmed_by: str | None = None
+    recorded_by: str | None = None
 
 
 class OccurrenceOut(BaseModel):
@@ -23,6 +39,10 @@ class OccurrenceOut(BaseModel):
     projected: bool
     required_hours: int | None = None
     excuse_reason: str | None = None
+    hours_done: float | None = Field(
+        None, description="Education and community service: the hours recorded so far"
+    )
+    hours_entries: list[HoursEntryOut] | None = None
 
     @classmethod
     def of(cls, view: OccurrenceView) -> OccurrenceOut:
@@ -94,7 +114,8 @@ class ResultHandler(BaseHandler):
     access = "obligations.record"
 
     @endpoint(
-        "Record an obligation's result; refused or evaded drug tests count toward 严重违反协议",
+        "Record an obligation's result; refused or evaded drug tests count toward 严重违反协议; "
+        "an education or community-service month is done only by its hours (409 hours_short)",
         body=ResultBody,
         response=OccurrenceOut,
         errors=(404, 409, 422),
@@ -108,8 +129,41 @@ class ResultHandler(BaseHandler):
         self.respond(OccurrenceOut.of(view))
 
 
+class HoursBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    on: dt.date = Field(description="The day the hours were done, within the window")
+    hours: float = Field(gt=0, le=MAX_HOURS_PER_ENTRY)
+    place: str = Field(min_length=1, max_length=200, description="Where, or which course")
+    confirmed_by: str = Field(min_length=1, max_length=100, description="Who confirms the hours")
+
+
+class HoursHandler(BaseHandler):
+    access = "obligations.record"
+
+    @endpoint(
+        "Record hours of 教育学习 or 公益活动 (date, place or course, who confirms); the month "
+        "is met once the rule's hours are",
+        body=HoursBody,
+        response=OccurrenceOut,
+        errors=(404, 409, 422),
+        tags=("obligations",),
+    )
+    async def post(self, occurrence_id: str) -> None:
+        body = self.parse(HoursBody)
+        view = await self.ctx.obligations.record_hours(
+            self.audit_context,
+            occurrence_id,
+            on=body.on,
+            hours=body.hours,
+            place=body.place,
+            confirmed_by=body.confirmed_by,
+        )
+        self.respond(OccurrenceOut.of(view))
+
+
 routes = [
     (r"/api/v1/obligations/(?P<occurrence_id>[^/]+)/result", ResultHandler),
+    (r"/api/v1/obligations/(?P<occurrence_id>[^/]+)/hours", HoursHandler),
     (r"/api/v1/subjects/(?P<subject_id>[^/]+)/obligations", SubjectObligationsHandler),
     (r"/api/v1/obligations/(?P<occurrence_id>[^/]+)/excuse", ExcuseHandler),
 ]

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from handlers.base import BaseHandler, endpoint
-from handlers.query import query, query_args, text
+from handlers.query import one_of, query, query_args, text
 from models.investigations import InvestigationView
 from models.programs import ProgramView
 from models.rules import EffectiveRules
@@ -161,6 +161,31 @@ class OverrideOut(BaseModel):
     source: str | None
 
 
+class ProposalBody(Strict):
+    rules: dict[str, Any] = Field(min_length=1, max_length=20)
+    source: str = Field(min_length=2, max_length=500)
+
+
+class ProposalDecisionBody(Strict):
+    confirm: bool
+
+
+class ProposalOut(BaseModel):
+    id: str
+    code: str
+    rules: dict[str, Any]
+    source: str
+    status: Literal["proposed", "confirmed", "refused"]
+    proposed_by: str | None
+    proposed_at: dt.datetime
+    decided_by: str | None
+    decided_at: dt.datetime | None
+
+
+class ProposalList(BaseModel):
+    items: list[ProposalOut]
+
+
 class SubjectProgramsHandler(BaseHandler):
     access = {"POST": "programs.create", "GET": "programs.read"}
 
@@ -186,6 +211,36 @@ class SubjectProgramsHandler(BaseHandler):
     async def get(self, subject_id: str) -> None:
         views = await self.ctx.programs.list_for_subject(self.audit_context, subject_id)
         self.respond(ProgramList(items=[ProgramOut.of(v) for v in views]))
+
+
+class ReleaseNoticeBody(Strict):
+    release_date: dt.date
+    received_on: dt.date
+    prison: str = Field(min_length=2, max_length=100)
+
+
+class ReleaseNoticesHandler(BaseHandler):
+    access = "programs.create"
+
+    @endpoint(
+        "Record a prison's release notice: opens 安置帮教 pending intake from the release date "
+        "and alerts the station; a notice received too close to release is flagged late",
+        body=ReleaseNoticeBody,
+        response=ProgramOut,
+        status=201,
+        errors=(404, 409, 422),
+        tags=("programs",),
+    )
+    async def post(self, subject_id: str) -> None:
+        body = self.parse(ReleaseNoticeBody)
+        view = await self.ctx.programs.receive_release_notice(
+            self.audit_context,
+            subject_id,
+            release_date=body.release_date,
+            received_on=body.received_on,
+            prison=body.prison,
+        )
+        self.respond(ProgramOut.of(view), status=201)
 
 
 class ProgramHandler(BaseHandler):
@@ -314,12 +369,61 @@ class RuleOverrideHandler(BaseHandler):
         self.respond(OverrideOut(**result))
 
 
+class RuleProposalHandler(BaseHandler):
+    access = "rules.propose"
+
+    @endpoint(
+        "Propose new values for irreversible rules (retention) of a city or county in scope; "
+        "they take effect when the security administrator confirms",
+        body=ProposalBody,
+        response=ProposalOut,
+        status=201,
+        errors=(404, 422),
+        tags=("rules",),
+    )
+    async def post(self, code: str) -> None:
+        body = self.parse(ProposalBody)
+        result = await self.ctx.rules.propose(self.audit_context, code, body.rules, body.source)
+        self.respond(ProposalOut(**result), status=201)
+
+
+class RuleProposalsHandler(BaseHandler):
+    access = "rules.proposals"
+
+    @endpoint(
+        "Proposals to change irreversible rules in the caller's scope, newest first",
+        response=ProposalList,
+        tags=("rules",),
+    )
+    @query(one_of("status", ("proposed", "confirmed", "refused"), "Only proposals in this state"))
+    async def get(self) -> None:
+        items = await self.ctx.rules.proposals(self.audit_context, query_args(self)["status"])
+        self.respond(ProposalList(items=[ProposalOut(**item) for item in items]))
+
+
+class RuleProposalDecisionHandler(BaseHandler):
+    access = "rules.confirm"
+
+    @endpoint(
+        "Confirm (the rule changes now) or refuse a proposal; never its proposer",
+        body=ProposalDecisionBody,
+        response=ProposalOut,
+        errors=(404, 409),
+        tags=("rules",),
+    )
+    async def post(self, proposal_id: str) -> None:
+        body = self.parse(ProposalDecisionBody)
+        result = await self.ctx.rules.decide(self.audit_context, proposal_id, body.confirm)
+        self.respond(ProposalOut(**result))
+
+
 def _id(name: str) -> str:
     return f"(?P<{name}>[^/]+)"
 
 
 routes = [
     (rf"/api/v1/subjects/{_id('subject_id')}/programs", SubjectProgramsHandler),
+    (rf"/api/v1/subjects/{_id('subject_id')}/release-notices", ReleaseNoticesHandler),
     (rf"/api/v1/programs/{_id('program_id')}", ProgramHandler),
     (rf"/api/v1/programs/{_id('program_id')}/transition", TransitionHandler),
     (rf"/api/v1/programs/{_id('program_id')}/intake", IntakeHandler),
@@ -328,6 +432,9 @@ routes = [
     (rf"/api/v1/programs/{_id('program_id')}/incidents", IncidentHandler),
     (r"/api/v1/rules/effective", EffectiveRulesHandler),
     (rf"/api/v1/rules/{_id('code')}", RuleOverrideHandler),
+    (rf"/api/v1/rules/{_id('code')}/proposals", RuleProposalHandler),
+    (r"/api/v1/rule-proposals", RuleProposalsHandler),
+    (rf"/api/v1/rule-proposals/{_id('proposal_id')}/decision", RuleProposalDecisionHandler),
 ]
 
 

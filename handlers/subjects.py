@@ -147,7 +147,9 @@ class AccessEntry(BaseModel):
     role: str | None
     action: str
     outcome: str | None
+    # The reason's text for case officers; the audit administrator sees only that one was given.
     reason: str | None
+    reason_given: bool = False
     request_id: str | None
 
 

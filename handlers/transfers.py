@@ -33,10 +33,17 @@ class DateBody(Strict):
     date: dt.date
 
 
+class RehabDecisionBody(Strict):
+    """社区康复 decided when 社区戒毒 ends; its last day, or the longest term the rules allow."""
+
+    end_date: dt.date | None = None
+
+
 class TerminateBody(Strict):
     kind: Literal["completed", "revoked", "died", "other"]
     date: dt.date
     certificate_number: str | None = Field(default=None, min_length=1, max_length=50)
+    community_rehab: RehabDecisionBody | None = None
 
 
 class TransferOut(BaseModel):
@@ -153,7 +160,13 @@ class TerminateHandler(BaseHandler):
     async def post(self, program_id: str) -> None:
         body = self.parse(TerminateBody)
         view = await self.ctx.programs.terminate(
-            self.audit_context, program_id, body.kind, body.date, body.certificate_number
+            self.audit_context,
+            program_id,
+            body.kind,
+            body.date,
+            body.certificate_number,
+            community_rehab=body.community_rehab is not None,
+            rehab_end=body.community_rehab.end_date if body.community_rehab else None,
         )
         self.respond(ProgramOut.of(view))
 

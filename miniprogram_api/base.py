@@ -86,6 +86,18 @@ class MpHandler(BaseHandler):
             body = payload.model_dump_json(by_alias=True).encode("utf-8")
         else:
             body = json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8")
-        await idempotency.finish(owner, key, status, body)
+        # The stored answer is sealed under the key of the person it concerns: the caller's own
+        # file, or the one a worker's answer names.
+        about = self.identity.subject_id or _subject_of(payload)
+        await idempotency.finish(owner, key, status, body, subject_id=about)
         self.set_status(status)
         self.finish(body)
+
+
+def _subject_of(payload: BaseModel | Mapping[str, Any]) -> str | None:
+    subject_id = (
+        payload.get("subject_id")
+        if isinstance(payload, Mapping)
+        else getattr(payload, "subject_id", None)
+    )
+    return subject_id if isinstance(subject_id, str) else None

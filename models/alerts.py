@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
@@ -12,9 +13,10 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
-from models.errors import NotFound
+from models.errors import Forbidden, NotFound
 from models.orgs import parse_id
-from models.policy import Identity
+from models.policy import HEALTH_FIELDS, Identity
+from models.rules import RulesService
 from models.store import CollectionSpec, Store
 
 ALERTS = CollectionSpec(
@@ -38,6 +40,26 @@ ALERTS = CollectionSpec(
 class AlertStatus(enum.StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
+
+
+@dataclass(frozen=True)
+class FileAccess:
+    """What one caller may do with one case file, as the file itself decides."""
+
+    # The caller reaches the file for the action asked about.
+    opens: bool
+    # The file lies in the caller's subtree (whatever its role's narrower scope).
+    within: bool
+    # The caller reads the file and sees the health data on it.
+    health: bool
+
+
+class CaseFiles(Protocol):
+    """The case files' own access rules (the subject service), which alerts about a file obey."""
+
+    async def access(
+        self, identity: Identity, subject_ids: Collection[str], action: str
+    ) -> Mapping[str, FileAccess]: ...
 
 
 @dataclass(frozen=True)
@@ -68,10 +90,21 @@ class Alert:
 class AlertService:
     collections = (ALERTS,)
 
-    def __init__(self, store: Store, clock: Clock, audit: AuditService):
+    def __init__(self, store: Store, clock: Clock, audit: AuditService, rules: RulesService):
         self._alerts = store.collection(ALERTS)
         self._clock = clock
         self._audit = audit
+        self._rules = rules
+
+    async def _rules_version(self, org_id: str) -> str:
+        """The rules version in force where the alert is raised: an alert is a decision the
+        rules drove, and is read later against the rules of its day."""
+        try:
+            return (await self._rules.for_org(str(org_id))).version
+        except NotFound:
+            # An alert for a node the tree no longer holds is still raised, under the
+            # national rules.
+            return self._rules.book.version
 
     async def raise_alert(
         self,
@@ -97,6 +130,7 @@ class AlertService:
             "status": str(AlertStatus.OPEN),
             "created_at": self._clock.now(),
             "details": details or {},
+            "rules_version": await self._rules_version(org_id),
         }
         if dedupe_key is not None:
             doc["dedupe_key"] = dedupe_key
@@ -115,6 +149,10 @@ class AlertService:
         if not alerts:
             return 0
         now = self._clock.now()
+        versions = {
+            str(org_id): await self._rules_version(org_id)
+            for org_id in {str(alert["org_id"]) for alert in alerts}
+        }
         docs = [
             {
                 "_id": ObjectId(),
@@ -123,6 +161,7 @@ class AlertService:
                 "to_user_id": None,
                 "subject_id": None,
                 "details": {},
+                "rules_version": versions[str(alert["org_id"])],
                 **alert,
                 "org_path": list(alert["org_path"]),
             }
@@ -137,8 +176,18 @@ class AlertService:
             return int(exc.details.get("nInserted", 0))
 
     async def list(
-        self, identity: Identity, *, status: str | None, mine: bool, limit: int = 100
+        self,
+        identity: Identity,
+        files: CaseFiles,
+        *,
+        status: str | None,
+        mine: bool,
+        limit: int = 100,
     ) -> list[Alert]:
+        """The alerts in the caller's subtree, each showing what the caller's role may see on
+        the file it concerns: none about a file of the caller's jurisdiction that its role
+        does not reach (an unassigned person, for a social worker), and no health data (the
+        risk level) unless the caller sees health data on that file."""
         query: dict[str, Any] = {"org_path": identity.org_id}
         if status:
             query["status"] = status
@@ -148,13 +197,46 @@ class AlertService:
                 {"to_user_id": None, "org_id": identity.org_id},
             ]
         cursor = self._alerts.find(query).sort("created_at", DESCENDING).limit(limit)
-        return [Alert.from_doc(doc) async for doc in cursor]
+        docs = [doc async for doc in cursor]
+        access = await files.access(
+            identity, {d["subject_id"] for d in docs if d.get("subject_id")}, "subjects.read"
+        )
+        shown = []
+        for doc in docs:
+            alert = _as_seen(Alert.from_doc(doc), access)
+            if alert is not None:
+                shown.append(alert)
+        return shown
 
-    async def acknowledge(self, ctx: AuditContext, alert_id: str) -> Alert:
+    async def acknowledge(self, ctx: AuditContext, files: CaseFiles, alert_id: str) -> Alert:
+        """Acknowledge an alert: a write, for the roles it is meant for and, when it concerns
+        a person, for those who work on that person (assigned, or in the role's scope)."""
         oid = parse_id(alert_id, "alert")
         doc = await self._alerts.find_one({"_id": oid})
         if doc is None or not ctx.identity.reaches(doc["org_path"]):
             raise NotFound("No such alert.")
+        subject_id = doc.get("subject_id")
+        read = await files.access(ctx.identity, [subject_id], "subjects.read") if subject_id else {}
+        if _as_seen(Alert.from_doc(doc), read) is None:
+            raise NotFound("No such alert.")  # not listed to this caller either
+        roles = (doc.get("details") or {}).get("for_roles")
+        if roles and ctx.identity.role not in roles:
+            raise Forbidden(
+                "This alert is for other roles to act on.",
+                code="not_alert_role",
+                details={"for_roles": list(roles)},
+                message_zh="此提醒应由其他岗位处理。",
+            )
+        if subject_id:
+            ack = (await files.access(ctx.identity, [subject_id], "alerts.ack")).get(subject_id)
+            # A notice to another node (a break-glass opening by its own officer) concerns a
+            # file outside that node: its officers acknowledge it without working on the file.
+            if ack is None or (ack.within and not ack.opens):
+                raise Forbidden(
+                    "Only those who work on this person acknowledge this alert.",
+                    code="not_assigned",
+                    message_zh="只有负责该对象的工作人员可以确认此提醒。",
+                )
         async with self._audit.change(
             ctx,
             "alerts.ack",
@@ -173,4 +255,21 @@ class AlertService:
                 },
                 return_document=ReturnDocument.AFTER,
             )
-        return Alert.from_doc(updated or doc)
+        seen = _as_seen(Alert.from_doc(updated or doc), read)
+        if seen is None:
+            raise NotFound("No such alert.")
+        return seen
+
+
+def _as_seen(alert: Alert, access: Mapping[str, FileAccess]) -> Alert | None:
+    """`alert` as a caller with `access` to the files may see it; None: not at all."""
+    if alert.subject_id is None:
+        return alert
+    seen = access.get(alert.subject_id)
+    if seen is None or (seen.within and not seen.opens):
+        return None
+    if seen.health:
+        return alert
+    return replace(
+        alert, details={k: v for k, v in alert.details.items() if k not in HEALTH_FIELDS}
+    )

@@ -14,10 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
 from models.audit import AuditContext, AuditService
+from models.codec import FieldCodec
 from models.errors import Conflict, Forbidden
 from models.policy import Identity, Role
 from models.rules import EffectiveRules
@@ -144,6 +146,29 @@ class ApprovalChain:
         }
 
 
+# A step's comment is free text about the person: it rests sealed under the person's data key
+# in the record's `comments` container (where key rotation re-seals it), and the step keeps
+# only its id. Steps written by older releases carry their comment in the clear.
+COMMENTS = "comments"
+
+
+async def open_steps(
+    codec: FieldCodec, collection: str, doc: Mapping[str, Any], steps: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The chain's steps as answers show them, each sealed comment opened."""
+    sealed = doc.get(COMMENTS) or {}
+    opened = []
+    for step in steps:
+        step = dict(step)
+        comment_id = step.pop("comment_id", None)
+        if comment_id is not None:
+            step["comment"] = await codec.open(
+                collection, str(doc["_id"]), comment_id, sealed[comment_id]
+            )
+        opened.append(step)
+    return opened
+
+
 async def record_step(
     collection: AsyncCollection,
     audit: AuditService,
@@ -153,12 +178,22 @@ async def record_step(
     *,
     action: str,
     resource: str,
+    codec: FieldCodec,
+    key_id: str | None,
     when_final: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Append `step` to the chain of `doc` (stored under `approval`), audited before the write,
     and set the document's `status` to the chain's. The write names how many steps it expects,
     so of two officers deciding at once only one succeeds; the other gets 409 with the state.
-    `when_final` is set too when this step finishes the chain (a decision time, say)."""
+    `when_final` is set too when this step finishes the chain (a decision time, say). The
+    step's comment is sealed with the person's data key (`key_id`, the file's current one)."""
+    sealed_comment: dict[str, Any] = {}
+    if step.get("comment"):
+        comment_id = f"step_{ObjectId()}"
+        sealed_comment[f"{COMMENTS}.{comment_id}"] = await codec.seal(
+            doc["subject_id"], key_id, collection.name, str(doc["_id"]), comment_id, step["comment"]
+        )
+        step = {k: v for k, v in step.items() if k != "comment"} | {"comment_id": comment_id}
     chain = ApprovalChain.from_doc(doc["approval"])
     taken = len(chain.steps)
     chain.steps.append(step)
@@ -182,7 +217,12 @@ async def record_step(
             {"_id": doc["_id"], "approval.steps": {"$size": taken}},
             {
                 "$push": {"approval.steps": step},
-                "$set": {"status": str(status), "updated_at": step["at"], **final},
+                "$set": {
+                    "status": str(status),
+                    "updated_at": step["at"],
+                    **final,
+                    **sealed_comment,
+                },
                 "$inc": {"version": 1},
             },
             return_document=ReturnDocument.AFTER,

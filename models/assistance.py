@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from models.audit import AuditContext, AuditService
@@ -57,6 +57,9 @@ WAITLIST = CollectionSpec(
         IndexModel([("resource_id", ASCENDING), ("state", ASCENDING), ("seq", ASCENDING)]),
         # A referral waits once per resource.
         IndexModel([("resource_id", ASCENDING), ("referral_id", ASCENDING)], unique=True),
+        # One entry per number: a join that drew a number taken meanwhile draws again (and
+        # the highest number is found here).
+        IndexModel([("resource_id", ASCENDING), ("seq", ASCENDING)], unique=True),
     ),
 )
 PLACEMENTS = CollectionSpec(
@@ -203,7 +206,7 @@ class Full(Conflict):
 
 class AssistanceService:
     collections = (RESOURCES, REFERRALS, WAITLIST, PLACEMENTS)
-    sealed_fields = (("referrals", None), ("placements", None))
+    sealed_fields = (("referrals", None), ("referrals", "reasons"), ("placements", None))
 
     def __init__(
         self,
@@ -277,7 +280,6 @@ class AssistanceService:
             "free": capacity,
             "placed": [],
             "held": [],
-            "waiting_seq": 0,
             "active": True,
             "max_stay_days": max_stay_days,
             "hours_credit": hours_credit,
@@ -388,9 +390,13 @@ class AssistanceService:
     ) -> ReferralView:
         """A worker refers a person (requested; the station approves)."""
         subject = await self._subjects.require(ctx, subject_id, "assistance.manage")
+        resource = None
         if resource_id is not None:
-            await self._resource_in_scope(ctx.identity, resource_id)
-        return await self._open(ctx, subject, needs, note, resource_id, "staff")
+            resource = await self._resource_in_scope(ctx.identity, resource_id)
+        view = await self._open(ctx, subject, needs, note, resource_id, "staff")
+        if resource is not None:
+            await self._subjects.add_referral_org(subject_id, resource["org_id"])
+        return view
 
     async def request_from_subject(
         self, ctx: AuditContext, needs: list[str], note: str
@@ -551,6 +557,7 @@ class AssistanceService:
         if to in NEEDS_REASON and not reason:
             raise InvalidInput("State the reason.", details=[{"field": "reason"}])
         change: dict[str, Any] = {}
+        referred_org: str | None = None
         if to == S.OFFERED:
             target = resource_id or doc.get("resource_id")
             if target is None:
@@ -559,7 +566,11 @@ class AssistanceService:
             if not resource["active"]:
                 raise Conflict("The resource is inactive.", code="inactive")
             change["resource_id"] = target
+            referred_org = resource["org_id"]
         updated = await self._move(ctx, doc, current, to, reason, change)
+        if referred_org is not None:
+            # The facility's coordinators receive the person: they may open the file now.
+            await self._subjects.add_referral_org(doc["subject_id"], referred_org)
         if to in (S.DECLINED, S.CANCELLED, S.NO_SHOW) and doc.get("resource_id"):
             # A place held for this referral goes on to the next person waiting.
             await self._release(str(doc["resource_id"]), referral_id)
@@ -577,9 +588,19 @@ class AssistanceService:
         rid = str(doc["_id"])
         now = self._clock.now()
         step: dict[str, Any] = {"status": str(to), "at": now, "by": ctx.identity.user_id}
+        sealed_reason: dict[str, Any] = {}
         if reason:
-            step["reason"] = await self._codec.seal(
-                doc["subject_id"], None, "referrals", rid, f"reason_{len(doc['history'])}", reason
+            # Under the person's current key, in a sub-document key rotation walks; the step
+            # names it (a reason inside the history list would be missed by a rotation).
+            name = f"reason_{len(doc['history'])}"
+            step["reason_id"] = name
+            sealed_reason[f"reasons.{name}"] = await self._codec.seal(
+                doc["subject_id"],
+                await self._key_id(doc["subject_id"]),
+                "referrals",
+                rid,
+                name,
+                reason,
             )
         async with self._audit.change(
             ctx,
@@ -592,7 +613,7 @@ class AssistanceService:
             updated = await self._referrals.find_one_and_update(
                 {"_id": doc["_id"], "status": str(current)},
                 {
-                    "$set": {"status": str(to), "updated_at": now, **change},
+                    "$set": {"status": str(to), "updated_at": now, **change, **sealed_reason},
                     "$push": {"history": step},
                     "$inc": {"version": 1},
                 },
@@ -619,7 +640,12 @@ class AssistanceService:
             details={"kind": outcome["kind"]},
         ):
             sealed = await self._codec.seal(
-                doc["subject_id"], None, "referrals", referral_id, "outcome", dict(outcome)
+                doc["subject_id"],
+                await self._key_id(doc["subject_id"]),
+                "referrals",
+                referral_id,
+                "outcome",
+                dict(outcome),
             )
             updated = await self._referrals.find_one_and_update(
                 {"_id": doc["_id"]},
@@ -633,6 +659,11 @@ class AssistanceService:
                 return_document=ReturnDocument.AFTER,
             )
         return await self._referral_view(ctx.identity, updated)
+
+    async def _key_id(self, subject_id: str) -> str | None:
+        """The person's current data key: a rotation destroys the one it replaced."""
+        subject = await self._subjects.document(subject_id)
+        return subject.get("dek_id") if subject else None
 
     async def _referral_view(self, identity: Identity, doc: Mapping[str, Any]) -> ReferralView:
         rid = str(doc["_id"])
@@ -725,6 +756,7 @@ class AssistanceService:
                 position = await self._wait(resource_id, doc)
                 raise Full(position, inactive=not resource["active"])
         kind = ResourceKind(resource["kind"])
+        await self._subjects.add_referral_org(doc["subject_id"], resource["org_id"])
         return await self._file_placement(ctx, doc, resource, kind)
 
     async def _file_placement(
@@ -756,6 +788,8 @@ class AssistanceService:
                 if kind in STAY_KINDS
                 else None
             ),
+            # The stay limits above come from these rules.
+            "rules_version": (await self._rules.for_org(doc["org_id"])).version,
         }
         # A retry finds the place taken and filed already.
         with contextlib.suppress(DuplicateKeyError):
@@ -775,31 +809,47 @@ class AssistanceService:
         return rules.int("assistance.extended_stay_days")
 
     async def _wait(self, resource_id: str, doc: Mapping[str, Any]) -> int:
-        """Join the waiting list (once) and answer the position in it."""
+        """Join the waiting list (once) and answer the position held in it.
+
+        An entry's number is one above the highest stored for the resource, and the unique
+        index refuses a number taken meanwhile (the join then draws again). So an entry numbered
+        below one's own was stored before one's own number was drawn, and counting after one's
+        own write sees everyone ahead, whichever process they joined through. A number taken
+        from a counter before the write promised no such thing: a join in flight elsewhere,
+        numbered ahead but not yet stored, went uncounted and two people were told the same
+        place (issue 21, item 10)."""
         referral_id = str(doc["_id"])
-        existing = await self._waitlist.find_one(
-            {"resource_id": resource_id, "referral_id": referral_id}
-        )
-        if existing is None or existing["state"] != "waiting":
-            counter = await self._resources.find_one_and_update(
-                {"_id": ObjectId(resource_id)},
-                {"$inc": {"waiting_seq": 1}},
-                return_document=ReturnDocument.AFTER,
+        while True:
+            existing = await self._waitlist.find_one(
+                {"resource_id": resource_id, "referral_id": referral_id}
             )
-            # A concurrent retry of the same referral may have joined first.
-            with contextlib.suppress(DuplicateKeyError):
+            if existing is not None and existing["state"] == "waiting":
+                break
+            last = await self._waitlist.find_one(
+                {"resource_id": resource_id}, {"seq": 1}, sort=[("seq", DESCENDING)]
+            )
+            try:
                 await self._waitlist.update_one(
-                    {"resource_id": resource_id, "referral_id": referral_id},
+                    # Never renumbers a waiting entry: a concurrent retry of the same referral
+                    # that joined first makes this an insert, refused by the unique index.
+                    {
+                        "resource_id": resource_id,
+                        "referral_id": referral_id,
+                        "state": {"$ne": "waiting"},
+                    },
                     {
                         "$set": {
                             "state": "waiting",
-                            "seq": counter["waiting_seq"],
+                            "seq": (last["seq"] if last else 0) + 1,
                             "subject_id": doc["subject_id"],
                             "since": self._clock.now(),
                         }
                     },
                     upsert=True,
                 )
+            except DuplicateKeyError:
+                continue  # the number (or the referral's entry) was taken meanwhile
+            break
         position = await self._position(resource_id, referral_id)
         return position or 1
 
@@ -983,6 +1033,8 @@ class AssistanceService:
             subject_id=placement["subject_id"],
             details={"until": until.isoformat()},
         ):
+            # A placement is filed under the person's node: its path ends there.
+            rules = await self._rules.for_org(placement["org_path"][-1])
             doc = await self._placements.find_one_and_update(
                 {"_id": placement_id, "status": "placed"},
                 {
@@ -990,7 +1042,15 @@ class AssistanceService:
                         "stay_until": until.isoformat(),
                         "extended_by": ctx.identity.user_id,
                         "reminded": False,
-                    }
+                    },
+                    "$push": {
+                        "extensions": {
+                            "until": until.isoformat(),
+                            "by": ctx.identity.user_id,
+                            "at": self._clock.now(),
+                            "rules_version": rules.version,
+                        }
+                    },
                 },
                 return_document=ReturnDocument.AFTER,
             )

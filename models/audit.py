@@ -1,10 +1,13 @@
-"""The audit log: hash-chained entries per process, signed checkpoints, and verification.
+"""The audit log: keyed chains of entries per process, anchors and signed checkpoints, verification.
 
 Every process opens its own chain after it starts (never before a fork) and registers it. Each
-entry carries its chain, a sequence number, the previous entry's hash and its own hash, so an
-edited, deleted, reordered or truncated entry breaks the chain; checkpoints of every chain's head,
-signed with a key API processes never hold and exported outside the database, catch a deleted
-chain or a truncated tail.
+entry carries its chain, a sequence number, the previous entry's link and its own link (a MAC
+under the vault's audit MAC key; chains written before keyed chains used a plain digest), so an
+edited, deleted, reordered or truncated entry breaks the chain, and one rewritten with a
+recomputed digest does not pass. A chain's opening and closing are anchored at once in the export
+file outside the database (MACed), and checkpoints of every chain's head, signed with a key API
+processes never hold, are appended there too: a chain deleted before any checkpoint, or a tail
+cut after its process ended, is caught.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import enum
 import json
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,9 @@ from pymongo.errors import DuplicateKeyError
 
 from models import crypto
 from models.clock import Clock
+from models.codec import FieldCodec, trail_key_id
 from models.errors import DomainError
+from models.keys import KeyShredded, KeyVault
 from models.policy import Identity
 from models.store import CollectionSpec, Store, as_unavailable
 
@@ -57,8 +63,25 @@ AUDIT_CHECKPOINTS = CollectionSpec("audit_checkpoints", (IndexModel([("at", DESC
 
 GENESIS = "0" * 64
 SIGNING_KEY_ID = "audit-signing"
+# The MAC key every process holds (API processes included): it links entries and authenticates
+# anchors, so the database alone can neither rewrite an entry nor forge an anchor. Signatures
+# stay with the signing key, which only the jobs process unwraps.
+MAC_KEY_ID = "audit-mac"
+MAC_KEY_PURPOSE = "audit_mac"
 # The fields an entry's hash covers: everything but its own id and hash.
 _UNHASHED = frozenset({"_id", "hash"})
+# Domain separation: an entry's MAC can never pass for an anchor's, nor the reverse.
+_ENTRY_MAC_LABEL = b"anbang/audit-entry/v1\x00"
+_ANCHOR_MAC_LABEL = b"anbang/audit-anchor/v1\x00"
+
+
+class ChainScheme(enum.StrEnum):
+    """How a chain links its entries; each chain records its own."""
+
+    # A plain SHA-256 or SM3 digest: chains written before keyed chains, still verified.
+    DIGEST = "digest"
+    # HMAC-SHA-256 or HMAC-SM3 under the vault's audit MAC key.
+    MAC = "mac"
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,8 @@ class AuditContext:
     identity: Identity
     request_id: str | None = None
     remote_ip: str | None = None
+    # The client's own X-Request-Id: kept for correlation, never the id entries are keyed by.
+    client_request_id: str | None = None
 
 
 def _canonical(value: Any) -> Any:
@@ -84,10 +109,67 @@ def _canonical(value: Any) -> Any:
     return str(value)
 
 
-def entry_hash(suite: crypto.Suite, entry: dict[str, Any]) -> str:
+def _entry_text(entry: dict[str, Any]) -> bytes:
     body = {k: v for k, v in entry.items() if k not in _UNHASHED}
     text = json.dumps(_canonical(body), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return crypto.digest(suite, text.encode("utf-8"))
+    return text.encode("utf-8")
+
+
+def entry_hash(suite: crypto.Suite, entry: dict[str, Any]) -> str:
+    """The plain digest link of a `digest` chain (anyone can recompute it)."""
+    return crypto.digest(suite, _entry_text(entry))
+
+
+def entry_mac(suite: crypto.Suite, key: bytes, entry: dict[str, Any]) -> str:
+    """The keyed link of a `mac` chain: only a holder of the audit MAC key can compute it."""
+    return crypto.keyed_hash(suite, key, _ENTRY_MAC_LABEL + _entry_text(entry)).hex()
+
+
+def entry_link(suite: crypto.Suite, key: bytes | None, entry: dict[str, Any]) -> str:
+    return entry_hash(suite, entry) if key is None else entry_mac(suite, key, entry)
+
+
+def _anchor_message(anchor: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in anchor.items() if k != "mac"}
+    text = json.dumps(_canonical(body), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _ANCHOR_MAC_LABEL + text.encode("utf-8")
+
+
+def anchor_mac(suite: crypto.Suite, key: bytes, anchor: dict[str, Any]) -> str:
+    return crypto.keyed_hash(suite, key, _anchor_message(anchor)).hex()
+
+
+def append_export(path: Path, document: dict[str, Any]) -> None:
+    """One line appended with one write (O_APPEND: lines of concurrent processes never
+    interleave), synced before the caller goes on."""
+    line = (json.dumps(_canonical(document), sort_keys=True) + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        written = os.write(descriptor, line)
+        if written != len(line):
+            raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class ChainAnchor:
+    """Anchors each chain's opening and closing in the export file, outside the database.
+
+    A line carries a MAC under the audit MAC key, which the database alone cannot compute: a
+    chain opened since the last checkpoint cannot vanish with its registry record unseen, and a
+    process's final head is known even when no checkpoint followed it."""
+
+    def __init__(self, vault: KeyVault, export_path: Path):
+        self._vault = vault
+        self.path = export_path
+
+    async def mac_key(self) -> bytes:
+        return await self._vault.get_or_create(MAC_KEY_ID, MAC_KEY_PURPOSE)
+
+    def write(self, suite: crypto.Suite, key: bytes, anchor: dict[str, Any]) -> None:
+        append_export(self.path, {**anchor, "mac": anchor_mac(suite, key, anchor)})
 
 
 def _now_ms(clock: Clock) -> dt.datetime:
@@ -107,12 +189,20 @@ class AuditService:
         clock: Clock,
         suite: crypto.Suite = crypto.Suite.STANDARD,
         process_role: str = "api",
+        *,
+        anchor: ChainAnchor | None = None,
+        codec: FieldCodec | None = None,
     ):
         self._entries = store.collection(AUDIT)
         self._chains = store.collection(AUDIT_CHAINS)
         self._clock = clock
         self._suite = suite
         self._role = process_role
+        # Without an anchor (tests of the chain mechanics only) chains are plain digests.
+        self._anchor = anchor
+        # Seals a reason given about a person under that person's key (None: kept as given).
+        self._codec = codec
+        self._key: bytes | None = None
         # Appends within a process are serialised: each entry names the one before it.
         self._lock = asyncio.Lock()
         self._chain_id: str | None = None
@@ -125,33 +215,63 @@ class AuditService:
 
     async def _open_chain(self) -> None:
         chain_id = uuid.uuid4().hex
-        await self._chains.insert_one(
-            {
-                "_id": chain_id,
-                "opened_at": _now_ms(self._clock),
-                "role": self._role,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "suite": str(self._suite),
-            }
-        )
+        key = await self._anchor.mac_key() if self._anchor is not None else None
+        scheme = ChainScheme.DIGEST if key is None else ChainScheme.MAC
+        opened: dict[str, Any] = {
+            "opened_at": _now_ms(self._clock),
+            "role": self._role,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "suite": str(self._suite),
+            "scheme": str(scheme),
+        }
+        await self._chains.insert_one({"_id": chain_id, **opened})
+        self._key = key
         self._chain_id, self._seq, self._head = chain_id, 0, GENESIS
-        await self._append(
-            {
-                "at": _now_ms(self._clock),
-                "action": "chain.open",
-                "resource": "audit_chain",
-                "resource_id": chain_id,
-                "outcome": "ok",
-            }
-        )
+        try:
+            await self._append(
+                {
+                    "at": opened["opened_at"],
+                    "action": "chain.open",
+                    "resource": "audit_chain",
+                    "resource_id": chain_id,
+                    "outcome": "ok",
+                    "scheme": str(scheme),
+                }
+            )
+            if self._anchor is not None and key is not None:
+                # Anchored before any entry of this chain is acknowledged: deleting the chain
+                # with its registry record, before any checkpoint, still leaves this line.
+                genesis = {"seq": self._seq, "hash": self._head}
+                # `at` like every line of the export, so one filter by time selects them all.
+                at = {"at": opened["opened_at"]}
+                anchor = {"kind": "chain.open", "chain_id": chain_id, **at, **opened, **genesis}
+                self._anchor.write(self._suite, key, anchor)
+        except BaseException:
+            # Unanchored, the chain is abandoned: the next entry opens another.
+            self._chain_id = None
+            raise
+
+    async def close(self) -> None:
+        """End this process's chain (graceful shutdown, the end of a command): its head is
+        anchored outside the database, so a tail cut after the process ended is caught. Nothing
+        is written to the database (a backup's archive stays identical to it, a process stops
+        even with the database gone); an entry recorded later opens a new chain."""
+        async with self._lock:
+            chain_id, self._chain_id = self._chain_id, None
+            if chain_id is None or self._anchor is None or self._key is None:
+                return
+            head = {"seq": self._seq, "hash": self._head}
+            at = _now_ms(self._clock)
+            anchor = {"kind": "chain.close", "chain_id": chain_id, "at": at, **head}
+            self._anchor.write(self._suite, self._key, anchor)
 
     async def _append(self, fields: dict[str, Any]) -> str:
         assert self._chain_id is not None
         while True:
             seq = self._seq + 1
             entry = {**fields, "chain_id": self._chain_id, "seq": seq, "prev": self._head}
-            entry["hash"] = entry_hash(self._suite, entry)
+            entry["hash"] = entry_link(self._suite, self._key, entry)
             entry["_id"] = entry_id(self._chain_id, seq)
             try:
                 await self._entries.insert_one(entry)
@@ -182,7 +302,10 @@ class AuditService:
         actor_id: str | None = None,
     ) -> str:
         """Append one entry and answer its id. `details` must never hold personal data: ids,
-        counts, codes and blind-index values only."""
+        counts, codes and blind-index values only. A `reason` about a person (`subject_id`)
+        is free text someone wrote: it is stored sealed under the person's key."""
+        if reason is not None and subject_id is not None and self._codec is not None:
+            reason = await self._seal_reason(subject_id, reason)
         fields = {
             "at": _now_ms(self._clock),
             "actor_id": actor_id or ctx.identity.user_id,
@@ -197,10 +320,24 @@ class AuditService:
             "request_id": ctx.request_id,
             "remote_ip": ctx.remote_ip,
         }
+        if ctx.client_request_id is not None:
+            fields["client_request_id"] = ctx.client_request_id
         async with self._lock:
             if self._chain_id is None:
                 await self._open_chain()
             return await self._append(fields)
+
+    async def _seal_reason(self, subject_id: str, reason: Any) -> Any:
+        if not isinstance(reason, str):
+            return reason  # sealed by the caller already
+        assert self._codec is not None
+        try:
+            return await self._codec.seal(
+                subject_id, trail_key_id(subject_id), "audit", subject_id, "reason", reason
+            )
+        except KeyShredded:
+            # The person was erased: what is written about them is not kept in the clear.
+            return None
 
     @contextlib.asynccontextmanager
     async def change(
@@ -325,11 +462,8 @@ class AuditCheckpointer:
             self._suite, self._key, _checkpoint_message(document)
         ).hex()
         await self._checkpoints.insert_one(document)
-        self._export.parent.mkdir(parents=True, exist_ok=True)
-        with self._export.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(_canonical(document), sort_keys=True) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+        # Processes anchor their chains in the same file at any time: one write per line.
+        append_export(self._export, document)
         return document
 
 
@@ -339,97 +473,203 @@ class VerifyReport:
     chains: int
     entries: int
     problem: str | None = None
+    # What else was checked, for the operator; outside equality, a report reads as its verdict.
+    anchors: int = field(default=0, compare=False)
+    unkeyed: int = field(default=0, compare=False)
 
 
 def read_exported_checkpoints(path: Path) -> list[dict[str, Any]]:
+    """Every line of the export: signed checkpoints and chain anchors (`kind`)."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+ANCHOR_KINDS = frozenset({"chain.open", "chain.close"})
+
+
+def is_anchor(line: dict[str, Any]) -> bool:
+    return line.get("kind") in ANCHOR_KINDS
+
+
+class _Broken(Exception):
+    """The first break found; its message names the chain, the entry and what broke."""
 
 
 async def verify_audit(
     store: Store,
     suite: crypto.Suite,
     public_key: bytes | None,
-    checkpoints: Iterable[dict[str, Any]],
+    exported: Iterable[dict[str, Any]],
+    mac_key: bytes | None = None,
 ) -> VerifyReport:
-    """Walk every chain; the first break found is named (chain, sequence number, what broke)."""
-    entries_coll = store.collection(AUDIT)
-    chains = [doc["_id"] async for doc in store.collection(AUDIT_CHAINS).find({}, {"_id": 1})]
-    seen_entries = 0
-    heads: dict[str, tuple[int, str]] = {}
-    for chain_id in chains:
+    """Walk every chain and hold the database against the export (anchors and checkpoints); the
+    first break found is named (chain, sequence number, what broke)."""
+    lines = list(exported)
+    anchors = [line for line in lines if is_anchor(line)]
+    checkpoints = [line for line in lines if not is_anchor(line)]
+    chains = {doc["_id"]: doc async for doc in store.collection(AUDIT_CHAINS).find({})}
+    walk = _Walk(store, suite)
+    try:
+        opened, closed = _check_anchors(suite, mac_key, anchors)
+        for chain_id, anchor in opened.items():
+            if chain_id not in chains:
+                raise _Broken(
+                    f"chain {chain_id} opened at {anchor.get('opened_at')} by "
+                    f"{anchor.get('role')} (anchored in the export) is missing from the database "
+                    "(deleted)"
+                )
+        for chain_id, anchor in closed.items():
+            if chain_id not in chains:
+                raise _Broken(
+                    f"chain {chain_id} closed at {anchor.get('at')} (anchored in the export) is "
+                    "missing from the database (deleted)"
+                )
+        for chain_id, doc in chains.items():
+            await walk.chain(chain_id, _scheme(chain_id, doc, opened.get(chain_id), mac_key))
+        for chain_id, anchor in opened.items():
+            await walk.matches(chain_id, anchor, "its anchored opening")
+        for chain_id, anchor in closed.items():
+            await walk.matches(chain_id, anchor, "its anchored close")
+        await walk.checkpoints(public_key, checkpoints)
+        await _cross_check_checkpoints(store, checkpoints)
+    except _Broken as broken:
+        return VerifyReport(False, len(chains), walk.entries, str(broken), len(anchors))
+    unkeyed = sum(1 for doc in chains.values() if doc.get("scheme", "digest") == "digest")
+    return VerifyReport(True, len(chains), walk.entries, None, len(anchors), unkeyed)
+
+
+def _check_anchors(
+    suite: crypto.Suite, mac_key: bytes | None, anchors: list[dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The chains the export saw opened and closed, each anchor's MAC checked."""
+    if anchors and mac_key is None:
+        # Anchors that cannot be checked vouch for nothing: the key was deleted.
+        raise _Broken(
+            "the export holds chain anchors but there is no audit MAC key to check them "
+            "(was it deleted from the key vault?)"
+        )
+    opened: dict[str, dict[str, Any]] = {}
+    closed: dict[str, dict[str, Any]] = {}
+    for anchor in anchors:
+        assert mac_key is not None
+        chain_id = anchor.get("chain_id")
+        # Verification runs offline: a plain comparison leaks nothing worth a timing attack.
+        if anchor.get("mac") != anchor_mac(suite, mac_key, anchor) or not isinstance(chain_id, str):
+            raise _Broken(f"{anchor.get('kind')} anchor of chain {chain_id}: bad MAC (forged)")
+        target = opened if anchor["kind"] == "chain.open" else closed
+        target[chain_id] = anchor
+    return opened, closed
+
+
+def _scheme(
+    chain_id: str, doc: dict[str, Any], opening: dict[str, Any] | None, mac_key: bytes | None
+) -> bytes | None:
+    """The key a chain's links are checked with (None: a plain digest chain)."""
+    recorded = doc.get("scheme", ChainScheme.DIGEST)
+    # The anchored scheme wins over the registry's: a chain cannot be passed off as an older
+    # digest chain to recompute its links without the key.
+    if opening is not None and opening.get("scheme") != recorded:
+        raise _Broken(
+            f"chain {chain_id}: the database says scheme {recorded!r} but it was opened as "
+            f"{opening.get('scheme')!r} (rewritten)"
+        )
+    if recorded == ChainScheme.DIGEST:
+        return None
+    if recorded != ChainScheme.MAC:
+        raise _Broken(f"chain {chain_id}: unknown scheme {recorded!r}")
+    if mac_key is None:
+        raise _Broken(f"chain {chain_id} is keyed but there is no audit MAC key to check it")
+    return mac_key
+
+
+class _Walk:
+    """Walks chains in the database, keeping each one's last entry."""
+
+    def __init__(self, store: Store, suite: crypto.Suite):
+        self._entries = store.collection(AUDIT)
+        self._suite = suite
+        self.entries = 0
+        self.heads: dict[str, int] = {}
+
+    async def chain(self, chain_id: str, key: bytes | None) -> None:
+        link = "MAC" if key is not None else "hash"
         expected_seq, prev = 1, GENESIS
-        async for entry in entries_coll.find(chain_range(chain_id)).sort("_id", ASCENDING):
-            seen_entries += 1
+        async for entry in self._entries.find(chain_range(chain_id)).sort("_id", ASCENDING):
+            self.entries += 1
             where = f"chain {chain_id} entry {entry.get('seq')}"
             if entry.get("seq") != expected_seq:
-                return VerifyReport(
-                    False,
-                    len(chains),
-                    seen_entries,
-                    f"{where}: expected entry {expected_seq} (an entry was deleted or reordered)",
+                raise _Broken(
+                    f"{where}: expected entry {expected_seq} (an entry was deleted or reordered)"
                 )
             if entry.get("prev") != prev:
-                return VerifyReport(
-                    False,
-                    len(chains),
-                    seen_entries,
-                    f"{where}: does not follow the entry before it (reordered or replaced)",
+                raise _Broken(
+                    f"{where}: does not follow the entry before it (reordered or replaced)"
                 )
-            if entry_hash(suite, entry) != entry.get("hash"):
-                return VerifyReport(
-                    False,
-                    len(chains),
-                    seen_entries,
-                    f"{where}: its content does not match its hash (edited)",
-                )
+            if entry.get("hash") != entry_link(self._suite, key, entry):
+                raise _Broken(f"{where}: its content does not match its {link} (edited)")
             prev = entry["hash"]
             expected_seq += 1
-        heads[chain_id] = (expected_seq - 1, prev)
+        self.heads[chain_id] = expected_seq - 1
 
-    previous_id: str | None = None
-    for index, checkpoint in enumerate(checkpoints):
-        label = f"checkpoint {checkpoint.get('_id')} of {checkpoint.get('at')}"
-        # Each checkpoint names the one before it: a line removed from the export shows.
-        if index > 0 and checkpoint.get("previous") != previous_id:
-            return VerifyReport(
-                False,
-                len(chains),
-                seen_entries,
-                f"{label}: does not follow the checkpoint before it "
-                "(a checkpoint was removed from the export)",
+    async def matches(self, chain_id: str, head: dict[str, Any], label: str) -> None:
+        """The chain still holds the entry `label` saw, unchanged."""
+        last_seq = self.heads.get(chain_id, 0)
+        seq = head.get("seq")
+        if not isinstance(seq, int):
+            raise _Broken(f"chain {chain_id}: {label} names no entry")
+        if last_seq < seq:
+            raise _Broken(
+                f"chain {chain_id}: ends at entry {last_seq} but {label} saw entry {seq} "
+                "(truncated)"
             )
-        previous_id = checkpoint.get("_id")
-        if public_key is not None:
-            signature = bytes.fromhex(checkpoint.get("signature", ""))
-            if not crypto.verify_signature(
-                suite, public_key, _checkpoint_message(checkpoint), signature
-            ):
-                return VerifyReport(False, len(chains), seen_entries, f"{label}: bad signature")
-        for chain_id, head in checkpoint.get("heads", {}).items():
-            if chain_id not in heads:
-                return VerifyReport(
-                    False,
-                    len(chains),
-                    seen_entries,
-                    f"{label}: chain {chain_id} is missing (deleted)",
+        entry = await self._entries.find_one({"_id": entry_id(chain_id, seq)})
+        if entry is None or entry.get("hash") != head.get("hash"):
+            raise _Broken(f"chain {chain_id} entry {seq}: differs from {label}")
+
+    async def checkpoints(
+        self, public_key: bytes | None, checkpoints: list[dict[str, Any]]
+    ) -> None:
+        previous_id: str | None = None
+        for index, checkpoint in enumerate(checkpoints):
+            label = f"checkpoint {checkpoint.get('_id')} of {checkpoint.get('at')}"
+            # Each checkpoint names the one before it: a line removed from the export shows.
+            if index > 0 and checkpoint.get("previous") != previous_id:
+                raise _Broken(
+                    f"{label}: does not follow the checkpoint before it "
+                    "(a checkpoint was removed from the export)"
                 )
-            last_seq, _ = heads[chain_id]
-            if last_seq < head["seq"]:
-                return VerifyReport(
-                    False,
-                    len(chains),
-                    seen_entries,
-                    f"chain {chain_id}: ends at entry {last_seq} but {label} "
-                    f"saw entry {head['seq']} (truncated)",
-                )
-            entry = await entries_coll.find_one({"_id": entry_id(chain_id, head["seq"])})
-            if entry is None or entry.get("hash") != head["hash"]:
-                return VerifyReport(
-                    False,
-                    len(chains),
-                    seen_entries,
-                    f"chain {chain_id} entry {head['seq']}: differs from {label}",
-                )
-    return VerifyReport(True, len(chains), seen_entries)
+            previous_id = checkpoint.get("_id")
+            if public_key is not None:
+                signature = bytes.fromhex(checkpoint.get("signature", ""))
+                if not crypto.verify_signature(
+                    self._suite, public_key, _checkpoint_message(checkpoint), signature
+                ):
+                    raise _Broken(f"{label}: bad signature")
+            for chain_id, head in checkpoint.get("heads", {}).items():
+                if chain_id not in self.heads:
+                    raise _Broken(f"{label}: chain {chain_id} is missing (deleted)")
+                await self.matches(chain_id, head, label)
+
+
+async def _cross_check_checkpoints(store: Store, exported: list[dict[str, Any]]) -> None:
+    """The checkpoints kept in the database and those in the export are the same ones."""
+    kept = {
+        doc["_id"]: doc
+        async for doc in store.collection(AUDIT_CHECKPOINTS).find(
+            {}, {"_id": 1, "at": 1, "signature": 1}
+        )
+    }
+    for checkpoint in exported:
+        label = f"checkpoint {checkpoint.get('_id')} of {checkpoint.get('at')}"
+        doc = kept.pop(checkpoint.get("_id"), None)  # type: ignore[arg-type]
+        if doc is None:
+            raise _Broken(f"{label} is in the export but missing from the database (deleted)")
+        if doc.get("signature") != checkpoint.get("signature"):
+            raise _Broken(f"{label} differs between the database and the export")
+    for checkpoint_id, doc in kept.items():
+        raise _Broken(
+            f"checkpoint {checkpoint_id} of {_canonical(doc.get('at'))} is in the database but "
+            "not in the export (the export lost it, or it is not the export the checkpointer "
+            "writes)"
+        )

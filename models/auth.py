@@ -15,6 +15,11 @@ from models.throttle import ThrottleService
 LOGIN = "login"
 
 
+def _wrong_credentials() -> NotAuthenticated:
+    # One answer for a wrong name, password or TOTP code, and for a missing code.
+    return NotAuthenticated("Wrong username, password or TOTP code.", code="invalid_credentials")
+
+
 class Restriction:
     """What a session must do before anything else."""
 
@@ -50,26 +55,27 @@ class AuthService:
         self, ctx: AuditContext, username: str, password: str, totp_code: str | None
     ) -> LoginResult:
         # Order matters: the address limit and the lock are checked before any password work,
-        # and an unknown name takes the same path and time as a wrong password.
-        await self._throttle.count_address_attempt(LOGIN, ctx.remote_ip or "unknown")
+        # and an unknown name takes the same path and time as a wrong password. Limits are per
+        # address and per name from that address (and from all addresses together), so one
+        # address cannot lock an officer out of the login at their own desk.
+        address = ctx.remote_ip or "unknown"
+        await self._throttle.count_address_attempt(LOGIN, address)
         name = normalise_username(username)
-        await self._throttle.check_account(LOGIN, name)
+        await self._throttle.check_login(LOGIN, name, address)
         doc = await self._staff.find_for_login(name)
         password_ok = await self._hasher.verify(doc["password_hash"] if doc else None, password)
         if doc is None or not password_ok or doc.get("disabled"):
-            await self._refuse(ctx, name, doc, "invalid_credentials")
-            raise NotAuthenticated("Wrong username or password.", code="invalid_credentials")
+            await self._refuse(ctx, name, address, doc, "invalid_credentials")
+            raise _wrong_credentials()
 
         enrolled = bool(doc.get("totp_secret"))
-        if enrolled:
-            if not totp_code:
-                # The password was right, but no session is opened on it alone.
-                raise NotAuthenticated("This account needs its TOTP code.", code="totp_required")
-            if not await self._staff.consume_totp(doc, totp_code):
-                await self._refuse(ctx, name, doc, "invalid_totp")
-                raise NotAuthenticated(
-                    "The TOTP code is wrong or was already used.", code="invalid_totp"
-                )
+        if enrolled and not (totp_code and await self._staff.consume_totp(doc, totp_code)):
+            # A right password with no code, or a wrong one, is a failed attempt answered exactly
+            # as a wrong password is: anything else would confirm the password to a guesser.
+            await self._refuse(
+                ctx, name, address, doc, "invalid_totp" if totp_code else "totp_missing"
+            )
+            raise _wrong_credentials()
 
         restricted = None
         if doc.get("must_change_password"):
@@ -86,9 +92,9 @@ class AuthService:
             restricted=restricted,
         )
         issued = await self._sessions.issue(identity)
-        await self._throttle.clear_account(LOGIN, name)
+        await self._throttle.clear_login(LOGIN, name, address)
         await self._audit.record(
-            AuditContext(identity, ctx.request_id, ctx.remote_ip),
+            AuditContext(identity, ctx.request_id, ctx.remote_ip, ctx.client_request_id),
             "auth.login",
             resource="staff",
             resource_id=identity.user_id,
@@ -99,8 +105,10 @@ class AuthService:
             session=issued, staff=await self._staff.me(identity), restricted=restricted
         )
 
-    async def _refuse(self, ctx: AuditContext, name: str, doc: dict | None, reason: str) -> None:
-        locked = await self._throttle.record_failure(LOGIN, name)
+    async def _refuse(
+        self, ctx: AuditContext, name: str, address: str, doc: dict | None, reason: str
+    ) -> None:
+        locked = await self._throttle.record_login_failure(LOGIN, name, address)
         await self._audit.record(
             ctx,
             "auth.login",

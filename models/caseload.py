@@ -17,6 +17,7 @@ from models.codec import FieldCodec
 from models.errors import InvalidInput
 from models.obligations import OCCURRENCES, OccurrenceStatus
 from models.policy import Role
+from models.psychiatric_referrals import PsychiatricReferralService
 from models.rules import RulesService
 from models.sanctions import SanctionService
 from models.store import CollectionSpec, Store
@@ -30,6 +31,8 @@ MAX_SUBJECTS = 500  # a caseload is one worker's: bounded
 VISIT_KINDS = ("visit", "talk", "followup")
 # What a recorded visit meets: a resettlement contact, a mental-health follow-up.
 VISIT_MEETS = {"visit": ("contact",), "talk": ("contact",), "followup": ("mental_followup",)}
+# A mental-health follow-up's note is health data (精神卫生法 Art. 4).
+HEALTH_VISIT_KINDS = frozenset({"followup"})
 
 
 @dataclass
@@ -39,6 +42,8 @@ class CaseloadItem:
     due_today: list[dict[str, Any]] = field(default_factory=list)
     overdue: list[dict[str, Any]] = field(default_factory=list)
     open_alerts: int = 0
+    # Open 转诊 tasks, each with its deadline (`due`), for those who see the health data.
+    referrals: list[dict[str, Any]] = field(default_factory=list)
 
 
 class CaseloadService:
@@ -55,7 +60,9 @@ class CaseloadService:
         sanctions: SanctionService,
         rules: RulesService,
         alerts: AlertService,
+        referrals: PsychiatricReferralService,
     ):
+        self._referrals = referrals
         self._sanctions = sanctions
         self._rules = rules
         self._alert_service = alerts
@@ -68,9 +75,10 @@ class CaseloadService:
         self._subjects = subjects
 
     async def caseload(self, ctx: AuditContext, due: str | None) -> list[CaseloadItem]:
-        """The caller's subjects with something due today or overdue, or an open alert.
-        Due today: windows running now that close before tomorrow. Overdue: windows missed
-        in the last 30 days and never excused."""
+        """The caller's subjects with something due today or overdue, an open alert, or an open
+        转诊 task. Due today: windows running now that close before tomorrow. Overdue: windows
+        missed in the last 30 days and never excused. A 转诊 stays listed until its outcome is
+        recorded (with `due=today`, once its deadline has come; `overdue`, once it passed)."""
         identity = ctx.identity
         now = self._clock.now()
         today = now.astimezone(LOCAL_TZ).date()
@@ -104,6 +112,20 @@ class CaseloadService:
                 }
             ).sort("window_end", DESCENDING):
                 item(doc["subject_id"]).overdue.append(_summary(doc))
+        # A referral is due until done: `today` shows those due by today, `overdue` the late.
+        health = [
+            sid
+            for sid, access in (
+                await self._subjects.access(identity, scope, "subjects.read")
+            ).items()
+            if access.health
+        ]
+        for task in await self._referrals.open_for(health) if health else []:
+            if due == "today" and task["due"] > today.isoformat():
+                continue
+            if due == "overdue" and not task["overdue"]:
+                continue
+            item(task["subject_id"]).referrals.append(task)
         if due is None:
             # One indexed count per file: the caseload is bounded, and an equality lookup on
             # (subject_id, status) stays fast however many alerts the database holds.
@@ -118,25 +140,43 @@ class CaseloadService:
         await self._audit.record(
             ctx, "caseload.read", resource="caseload", details={"subjects": len(items), "due": due}
         )
-        return sorted(items.values(), key=lambda i: (-len(i.overdue), -len(i.due_today)))
+        return sorted(
+            items.values(),
+            key=lambda i: (
+                -len(i.overdue) - sum(r["overdue"] for r in i.referrals),
+                -len(i.due_today),
+            ),
+        )
 
     async def visits(
         self, ctx: AuditContext, subject_id: str, limit: int = 50
     ) -> list[dict[str, Any]]:
-        """A person's recorded visits and talks, newest first, their notes opened."""
-        await self._subjects.require(ctx, subject_id, "subjects.notes")
+        """A person's recorded visits and talks, newest first. A follow-up's note is health
+        data, opened for health roles and the assigned workers only; the other notes for
+        those who read the case notes. A note withheld is answered as None."""
+        await self._subjects.require(ctx, subject_id, "visits.read")
+        access = (await self._subjects.access(ctx.identity, [subject_id], "subjects.notes"))[
+            subject_id
+        ]
         found = []
+        withheld = 0
         async for doc in (
             self._visits.find({"subject_id": subject_id}).sort("at", DESCENDING).limit(limit)
         ):
             vid = str(doc["_id"])
+            readable = access.health if doc["kind"] in HEALTH_VISIT_KINDS else access.opens
+            withheld += not readable
             found.append(
                 {
                     "id": vid,
                     "kind": doc["kind"],
                     "at": doc["at"],
                     "by": doc.get("by"),
-                    "note": await self._codec.open("visits", vid, "note", doc["note"]),
+                    "note": (
+                        await self._codec.open("visits", vid, "note", doc["note"])
+                        if readable
+                        else None
+                    ),
                 }
             )
         await self._audit.record(
@@ -145,7 +185,7 @@ class CaseloadService:
             resource="subject",
             resource_id=subject_id,
             subject_id=subject_id,
-            details={"count": len(found)},
+            details={"count": len(found), "withheld": withheld},
         )
         return found
 

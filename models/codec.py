@@ -16,6 +16,13 @@ log = logging.getLogger("anbang.crypto")
 SECRETS_KEY_ID = "secrets"
 
 
+def trail_key_id(subject_id: str) -> str:
+    """A person's key for copies that are never rewritten (audit entries, stored answers):
+    key rotation cannot re-seal an entry of the audit chain, so these copies keep a key of
+    their own, which crypto-shredding destroys with the person's other keys."""
+    return f"dek:{subject_id}:trail"
+
+
 class IntegrityError(DomainError):
     """A stored ciphertext failed authentication: tampered with, or moved from elsewhere."""
 
@@ -77,6 +84,14 @@ class FieldCodec:
                 },
             )
             raise IntegrityError() from None
+
+    async def open_text(
+        self, collection: str, document_id: str, field: str, value: Any
+    ) -> str | None:
+        """A free text that may be sealed or, written by an older release, still plain."""
+        if value is None or isinstance(value, str):
+            return value
+        return str(await self.open(collection, document_id, field, value))
 
     async def open_fields(
         self, collection: str, document_id: str, sealed: dict[str, Any]

@@ -17,16 +17,18 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
 
-from models.approvals import ApprovalChain, ApprovalStatus, record_step
+from models.approvals import COMMENTS, ApprovalChain, ApprovalStatus, open_steps, record_step
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
+from models.leave import LeaveService
 from models.orgs import parse_id
 from models.periods import add_months
 from models.policy import Identity
 from models.programs import ProgramService, ProgramType
 from models.rules import RulesService
+from models.sanctions import SanctionKind, SanctionService
 from models.staff import StaffService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
@@ -54,6 +56,24 @@ class Ground(enum.StrEnum):
     REFUSED_REPORT_AFTER_WARNING = "refused_report_after_warning"  # 拒不按照规定报告…被给予警告
     PUBLIC_SECURITY_PENALTY = "public_security_penalty"  # 违反监督管理规定，被给予治安管理处罚
     REVOCATION_PENDING = "revocation_pending"  # 拟提请撤销缓刑、假释或者暂予监外执行收监执行
+
+
+# Grounds the file proves by a decision in the current term: a 警告 given (Art. 29(3)); a 治安管理
+# 处罚 the agency asked the police for (Art. 28 puts every such penalty through its 提请). A
+# revocation only about to be requested (拟提请) is not on file yet, so nothing disproves it.
+PROVED_BY_SANCTION: Mapping[Ground, SanctionKind] = {
+    Ground.REFUSED_REPORT_AFTER_WARNING: SanctionKind.WARN,
+    Ground.PUBLIC_SECURITY_PENALTY: SanctionKind.PUBLIC_SECURITY_PENALTY,
+}
+NOT_ON_FILE_ZH: Mapping[Ground, str] = {
+    Ground.BREACH_OF_PROHIBITION: "档案中没有人民法院禁止令，不能以违反禁止令为由申请电子定位。",
+    Ground.REFUSED_REPORT_AFTER_WARNING: (
+        "本次矫正期内档案中没有已决定的警告，不能以拒不报告、被给予警告为由申请电子定位。"
+    ),
+    Ground.PUBLIC_SECURITY_PENALTY: (
+        "本次矫正期内档案中没有已提请的治安管理处罚，不能以被给予治安管理处罚为由申请电子定位。"
+    ),
+}
 
 
 class OrderStatus(enum.StrEnum):
@@ -96,10 +116,28 @@ def _date(value: str) -> dt.date:
     return dt.date.fromisoformat(value)
 
 
+def _not_on_file(ground: Ground, requires: str, since: dt.date | None = None) -> InvalidInput:
+    """The file lacks what the ground stands on: 422 naming the ground and what is missing."""
+    detail: dict[str, Any] = {
+        "field": "ground",
+        "ground": str(ground),
+        "requires": requires,
+        "message": NOT_ON_FILE_ZH[ground],
+    }
+    if since is not None:
+        detail["since"] = since.isoformat()
+    return InvalidInput(
+        f"{ground}: nothing on file proves this ground ({requires}).",
+        code="ground_not_on_file",
+        details=[detail],
+        message_zh=NOT_ON_FILE_ZH[ground],
+    )
+
+
 class ElocationService:
     collections = (ELOCATION_ORDERS,)
     # Where this service keeps fields sealed with a subject's data key (for key rotation).
-    sealed_fields = (("elocation_orders", None),)
+    sealed_fields = (("elocation_orders", None), ("elocation_orders", COMMENTS))
 
     def __init__(
         self,
@@ -111,7 +149,11 @@ class ElocationService:
         programs: ProgramService,
         rules: RulesService,
         staff: StaffService,
+        sanctions: SanctionService,
+        leave: LeaveService,
     ):
+        self._sanctions = sanctions
+        self._leave = leave
         self._orders = store.collection(ELOCATION_ORDERS)
         self._clock = clock
         self._audit = audit
@@ -146,9 +188,12 @@ class ElocationService:
         reason: str,
         prohibition_index: int | None = None,
         area: Mapping[str, Any] | None = None,
+        left_on: dt.date | None = None,
     ) -> OrderView:
         """Ask for an order; it takes effect once the county agency's head approves it. `area`
-        (a polygon, or centre and radius) is where check-ins must come from while it runs."""
+        (a polygon, or centre and radius) is where check-ins must come from while it runs.
+        The ground is checked against the file wherever the file can prove or disprove it
+        (`left_on`, the day the person left, is checked against granted leave)."""
         subject = await self._subjects.require(ctx, subject_id, "elocation.request")
         program = await self._programs.open_program(subject_id, ProgramType.COMMUNITY_CORRECTIONS)
         if program is None:
@@ -161,9 +206,7 @@ class ElocationService:
             # The ground needs a 禁止令 the court made and the program records, named here.
             recorded = await self._programs.prohibitions(program)
             if not recorded:
-                raise InvalidInput(
-                    "No 禁止令 is recorded for this person.", details=[{"field": "ground"}]
-                )
+                raise _not_on_file(ground, "prohibition")
             if prohibition_index is None or not 0 <= prohibition_index < len(recorded):
                 raise InvalidInput(
                     f"Name the breached 禁止令 (0 to {len(recorded) - 1}).",
@@ -174,9 +217,53 @@ class ElocationService:
             raise InvalidInput(
                 "A 禁止令 is named only for its breach.", details=[{"field": "prohibition_index"}]
             )
+        await self._check_ground(subject_id, program, ground, left_on)
         return await self._insert(
             ctx, subject, ground, start, end, reason, prohibition_index, prohibition, None, area
         )
+
+    async def _check_ground(
+        self,
+        subject_id: str,
+        program: Mapping[str, Any],
+        ground: Ground,
+        left_on: dt.date | None,
+    ) -> None:
+        """社区矫正法 Art. 29 against the file: a ground a decision proves needs that decision
+        in the current term; a departure on a day of granted leave was not unapproved."""
+        if left_on is not None and ground is not Ground.LEFT_WITHOUT_APPROVAL:
+            raise InvalidInput(
+                "The day of leaving is given only for leaving without approval.",
+                details=[{"field": "left_on"}],
+            )
+        kind = PROVED_BY_SANCTION.get(ground)
+        if kind is not None:
+            since = _date(program["start_date"])
+            if not await self._sanctions.decided_since(subject_id, kind, since):
+                raise _not_on_file(ground, f"sanction:{kind}", since)
+        if left_on is None:
+            return
+        if left_on > self.today():
+            raise InvalidInput(
+                "The day of leaving cannot lie in the future.",
+                details=[{"field": "left_on", "message": "离开日期不能晚于今天。"}],
+                message_zh="离开日期不能晚于今天。",
+            )
+        granted = await self._leave.in_force(subject_id, left_on, left_on)
+        if granted:
+            raise InvalidInput(
+                f"{ground}: the file shows granted leave on {left_on.isoformat()}.",
+                code="ground_disproved",
+                details=[
+                    {
+                        "field": "left_on",
+                        "ground": str(ground),
+                        "leave_request_id": str(granted[0]["_id"]),
+                        "leave": [granted[0]["start_date"], granted[0]["end_date"]],
+                    }
+                ],
+                message_zh="档案显示该日在批准的请假期内，不属于未经批准离开。",
+            )
 
     async def renew(self, ctx: AuditContext, order_id: str, end: dt.date, reason: str) -> OrderView:
         """A renewal: a new order from the day after the approved one ends, approved again."""
@@ -239,6 +326,13 @@ class ElocationService:
         if end < start:
             raise InvalidInput("The order ends before it starts.", details=[{"field": "end_date"}])
         rules = await self._rules.for_org(str(subject["org_id"]))
+        if str(ground) not in rules["elocation.grounds"]:
+            # Art. 29's grounds are the rules data's: a jurisdiction may narrow, never widen them.
+            raise InvalidInput(
+                f"{ground} is not a ground for electronic location in force here.",
+                details=[{"field": "ground", "rule": "elocation.grounds"}],
+                message_zh="该事由不属于本地适用的电子定位法定事由（社区矫正法第二十九条）。",
+            )
         limit_rule = "elocation.renewal_max_months" if renews else "elocation.max_months"
         last = latest_end(start, rules.int(limit_rule))
         if end > last:
@@ -338,6 +432,7 @@ class ElocationService:
                 code="agency_head_only",
             )
         step["agency_head"] = True
+        subject = await self._subjects.document(doc["subject_id"]) or {}
         updated = await record_step(
             self._orders,
             self._audit,
@@ -346,6 +441,8 @@ class ElocationService:
             step,
             action="elocation.decide",
             resource="elocation_order",
+            codec=self._codec,
+            key_id=subject.get("dek_id"),
             when_final={"decided_at": step["at"]},
         )
         self._changed(str(updated["subject_id"]))
@@ -425,7 +522,7 @@ class ElocationService:
             purpose=doc["purpose"],
             levels=chain["levels"],
             rule=chain["rule"],
-            steps=chain["steps"],
+            steps=await open_steps(self._codec, "elocation_orders", doc, chain["steps"]),
             next_level=chain["next_level"],
             rules_version=doc["approval"]["rules_version"],
             limit_rule=doc["limit_rule"],

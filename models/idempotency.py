@@ -14,7 +14,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from models.clock import Clock
-from models.codec import FieldCodec
+from models.codec import FieldCodec, trail_key_id
 from models.errors import Conflict, InvalidInput
 from models.store import CollectionSpec, Store
 
@@ -112,16 +112,32 @@ class IdempotencyService:
         """The request failed (a refusal, an outage): the key may be used again."""
         await self._keys.delete_one({"_id": f"{owner}:{key}", "state": "running"})
 
-    async def finish(self, owner: str, key: str, status: int, body: bytes) -> None:
+    async def finish(
+        self, owner: str, key: str, status: int, body: bytes, subject_id: str | None = None
+    ) -> None:
         """Keep a success for replay. A refusal (4xx) releases the key: the client may fix
-        the request and send it again under the same key."""
+        the request and send it again under the same key. An answer about a person
+        (`subject_id`) is sealed under that person's key, so shredding them erases it at once
+        rather than when the key expires a day later."""
         record_id = f"{owner}:{key}"
         if 200 <= status < 300:
-            sealed = await self._codec.seal_secret(
-                "idempotency_keys", record_id, "body", body.decode("utf-8")
-            )
+            text = body.decode("utf-8")
+            about: dict[str, Any] = {}
+            if subject_id is None:
+                sealed = await self._codec.seal_secret("idempotency_keys", record_id, "body", text)
+            else:
+                about = {"subject_id": subject_id}
+                sealed = await self._codec.seal(
+                    subject_id,
+                    trail_key_id(subject_id),
+                    "idempotency_keys",
+                    record_id,
+                    "body",
+                    text,
+                )
             await self._keys.update_one(
-                {"_id": record_id}, {"$set": {"state": "done", "status": status, "body": sealed}}
+                {"_id": record_id},
+                {"$set": {"state": "done", "status": status, "body": sealed, **about}},
             )
         else:
             await self._keys.delete_one({"_id": record_id, "state": "running"})

@@ -19,7 +19,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
 from models.alerts import AlertService
-from models.approvals import ApprovalChain, ApprovalStatus, record_step
+from models.approvals import COMMENTS, ApprovalChain, ApprovalStatus, open_steps, record_step
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
@@ -132,7 +132,7 @@ def _date(value: Any) -> dt.date:
 class LeaveService:
     collections = (LEAVE_REQUESTS,)
     # Where this service keeps fields sealed with a subject's data key (for key rotation).
-    sealed_fields = (("leave_requests", None),)
+    sealed_fields = (("leave_requests", None), ("leave_requests", COMMENTS))
 
     def __init__(
         self,
@@ -390,7 +390,7 @@ class LeaveService:
             status=doc["status"],
             levels=chain["levels"],
             rule=chain["rule"],
-            steps=chain["steps"],
+            steps=await open_steps(self._codec, "leave_requests", doc, chain["steps"]),
             next_level=chain["next_level"],
             rules_version=doc["approval"]["rules_version"],
             channel=doc["channel"],
@@ -411,6 +411,7 @@ class LeaveService:
         step = chain.step(
             ctx.identity, doc["org_path"], approve, comment, self._clock.now(), rules.version
         )
+        subject = await self._subjects.document(doc["subject_id"]) or {}
         updated = await record_step(
             self._leave,
             self._audit,
@@ -419,6 +420,8 @@ class LeaveService:
             step,
             action="leave.decide",
             resource="leave_request",
+            codec=self._codec,
+            key_id=subject.get("dek_id"),
             when_final={"decided_at": step["at"]},
         )
         self._changed(str(updated["subject_id"]))
@@ -517,12 +520,21 @@ class LeaveService:
         )
         async for doc in cursor:
             lid = str(doc["_id"])
+            rules = await self._rules.for_org(str(doc["org_id"]))
+            grace = rules.int("leave.return_overdue_after_days")
+            if _date(doc["end_date"]) + dt.timedelta(days=grace) >= today:
+                continue  # the jurisdiction waits longer before alerting
             await self._alerts.raise_alert(
                 kind="leave_return_overdue",
                 org_id=doc["org_id"],
                 org_path=doc["org_path"],
                 subject_id=doc["subject_id"],
-                details={"leave_request_id": lid, "end_date": doc["end_date"]},
+                details={
+                    "leave_request_id": lid,
+                    "end_date": doc["end_date"],
+                    "rule": "leave.return_overdue_after_days",
+                    "rules_version": rules.version,
+                },
                 dedupe_key=f"leave_return_overdue:{lid}",
             )
             await self._leave.update_one({"_id": doc["_id"]}, {"$set": {"return_alerted": True}})

@@ -13,14 +13,14 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 
 from models.audit import AuditContext, AuditService
 from models.bindings import BindingCodeService, IssuedCode
-from models.clock import Clock
+from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
-from models.errors import BadRequest, Forbidden, Locked, RateLimited, Unavailable
+from models.errors import BadRequest, Conflict, Forbidden, Locked, RateLimited, Unavailable
 from models.policy import Identity, MpRole
 from models.sessions import SessionService
 from models.staff import StaffService
 from models.store import CollectionSpec, Store, upsert_one
-from models.subjects import SubjectService, SubjectStatus
+from models.subjects import ADULT_AGE, SubjectService, SubjectStatus, age_on
 from models.throttle import ThrottleService
 from models.wechat import (
     WeChatBusy,
@@ -133,7 +133,7 @@ class MpAccountService:
         issued = await self._sessions.issue(identity)
         await self._signed_in(identity)
         await self._audit.record(
-            AuditContext(identity, ctx.request_id, ctx.remote_ip),
+            AuditContext(identity, ctx.request_id, ctx.remote_ip, ctx.client_request_id),
             "mp.login",
             resource="wechat_user",
             resource_id=user_id,
@@ -266,7 +266,26 @@ class MpAccountService:
         subject = await self._subjects.require(ctx, subject_id, "subjects.binding_code")
         if subject.get("status") == SubjectStatus.SHREDDED:
             raise Forbidden("This case file was erased.", code="shredded")
+        if purpose == MpRole.GUARDIAN and not await self._has_guardian(subject):
+            # A guardian acts on the person's file from WeChat: only a mental-health patient
+            # (精神卫生法 Art. 28) or a minor (民法典 Art. 27) has one; an adult acts alone.
+            raise Conflict(
+                "Only a mental-health patient or a minor has a guardian to bind.",
+                code="no_guardian",
+                details={"field": "role"},
+                message_zh="只有精神障碍患者或未成年人可以绑定监护人。",
+            )
         return await self._bindings.issue_for_subject(ctx, subject_id, purpose)
+
+    async def _has_guardian(self, subject: dict[str, Any]) -> bool:
+        if "mental_health" in (subject.get("populations") or []):
+            return True
+        sealed = (subject.get("enc") or {}).get("birth_date")
+        if sealed is None:
+            return False
+        birth = await self._codec.open("subjects", str(subject["_id"]), "birth_date", sealed)
+        today = self._clock.now().astimezone(LOCAL_TZ).date()
+        return age_on(dt.date.fromisoformat(str(birth)), today) < ADULT_AGE
 
     async def user_id_for(self, openid: str) -> str:
         """Our user id for a WeChat openid (a keyed hash: the openid itself is kept sealed)."""

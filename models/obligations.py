@@ -14,12 +14,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import BulkWriteError
 
 from models.alerts import AlertService
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
+from models.codec import FieldCodec
 from models.errors import Conflict, InvalidInput, NotFound
 from models.notifications import NotificationService, reminder_text
 from models.periods import add_months
@@ -66,6 +68,10 @@ RESULTS: dict[str, tuple[str, ...]] = {
 }
 # Obligations a worker meets (a contact, a follow-up visit), not the person: alerts go to them.
 STAFF_KINDS = frozenset({"contact", "mental_followup"})
+# Obligations measured in hours a month (学习教育, 公益活动): met only once the hours are.
+HOURS_KINDS = frozenset({"education", "community_service"})
+# One entry is one day's hours at most.
+MAX_HOURS_PER_ENTRY = 24
 
 
 class OccurrenceStatus(enum.StrEnum):
@@ -133,6 +139,10 @@ class OccurrenceView:
     projected: bool
     required_hours: int | None = None
     excuse_reason: str | None = None
+    # Hours kinds only: the hours recorded so far and each entry (date, hours, place or course,
+    # who confirmed them).
+    hours_done: float | None = None
+    hours_entries: list[dict[str, Any]] | None = None
 
 
 def _visible_status(status: str, start: dt.datetime, end: dt.datetime, now: dt.datetime) -> str:
@@ -143,6 +153,38 @@ def _visible_status(status: str, start: dt.datetime, end: dt.datetime, now: dt.d
     if status == OccurrenceStatus.SCHEDULED and end <= now:
         return str(OccurrenceStatus.MISSED)
     return status
+
+
+# Hours may be added while the window is open or after it closed (met or missed), never once it
+# is excused.
+_HOURS_OPEN = (
+    OccurrenceStatus.SCHEDULED,
+    OccurrenceStatus.MISSED,
+    OccurrenceStatus.DONE,
+    OccurrenceStatus.LATE,
+)
+
+
+def _hours_shortfall(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """What an hours window still lacks (None once its required hours are recorded)."""
+    required = doc.get("required_hours") or 0
+    done = round(float(doc.get("hours_done") or 0), 2)
+    if done >= required:
+        return None
+    return {
+        "required_hours": required,
+        "hours_done": done,
+        "hours_short": round(required - done, 2),
+    }
+
+
+def _invalid(field: str, message_zh: str) -> InvalidInput:
+    """Bad input a person reads: the field named, the message in Chinese."""
+    return InvalidInput(
+        f"Invalid {field}.",
+        details=[{"field": field, "message": message_zh}],
+        message_zh=message_zh,
+    )
 
 
 @dataclass(frozen=True)
@@ -160,6 +202,9 @@ EvidenceSource = Callable[[list[str]], Awaitable[dict[str, Evidence]]]
 
 class ObligationService:
     collections = (OCCURRENCES,)
+    # An excuse's reason is sealed with the person's data key (for key rotation), and so is
+    # where each recorded hour was done and who confirmed it (`hours_notes`, one per entry).
+    sealed_fields = (("occurrences", None), ("occurrences", "hours_notes"))
 
     def __init__(
         self,
@@ -170,10 +215,12 @@ class ObligationService:
         subjects: SubjectService,
         alerts: AlertService,
         notifications: NotificationService,
+        codec: FieldCodec,
         horizon: dt.timedelta = HORIZON,
         reminder_lead: dt.timedelta = REMINDER_LEAD,
     ):
         self._notifications = notifications
+        self._codec = codec
         self.reminder_lead = reminder_lead
         self._occurrences = store.collection(OCCURRENCES)
         self._clock = clock
@@ -587,6 +634,111 @@ class ObligationService:
             )
         return True
 
+    async def record_hours(
+        self,
+        ctx: AuditContext,
+        occurrence_id_: str,
+        *,
+        on: dt.date,
+        hours: float,
+        place: str,
+        confirmed_by: str,
+    ) -> OccurrenceView:
+        """Hours of 学习教育 or 公益活动 done on a day of the window, where (the place or the
+        course) and who confirms them. The window is met once its required hours are; each
+        hour was done within it, so a month brought up to its hours after it closed is met."""
+        doc = await self._occurrences.find_one({"_id": occurrence_id_})
+        if doc is None:
+            raise NotFound("No such obligation.")
+        subject = await self._subjects.require(ctx, doc["subject_id"], "obligations.record")
+        if doc["kind"] not in HOURS_KINDS:
+            raise Conflict(
+                "Hours are recorded for education and community service only.",
+                code="not_hours",
+                details={"kind": doc["kind"]},
+                message_zh="只有教育学习和公益活动记录时长。",
+            )
+        if not 0 < hours <= MAX_HOURS_PER_ENTRY:
+            raise _invalid("hours", "时长须大于0小时，每条不超过24小时。")
+        place, confirmed_by = place.strip(), confirmed_by.strip()
+        if not place:
+            raise _invalid("place", "请填写地点或课程。")
+        if not confirmed_by:
+            raise _invalid("confirmed_by", "请填写确认人。")
+        first = doc["window_start"].astimezone(LOCAL_TZ).date()
+        last = (doc["window_end"] - dt.timedelta(microseconds=1)).astimezone(LOCAL_TZ).date()
+        if not first <= on <= last:
+            raise _invalid("on", f"日期须在本期之内（{first.isoformat()}至{last.isoformat()}）。")
+        if on > self._today():
+            raise _invalid("on", "不能记录今天以后的时长。")
+        if doc["status"] not in _HOURS_OPEN:
+            raise Conflict(
+                f"An obligation that is {doc['status']} takes no hours.",
+                code="invalid_transition",
+                details={"status": doc["status"]},
+                message_zh="此项已免除，不能记录时长。",
+            )
+        that_day = sum(e["hours"] for e in doc.get("hours_log", []) if e["on"] == on.isoformat())
+        if that_day + hours > MAX_HOURS_PER_ENTRY:
+            raise _invalid("hours", f"当天已记录{that_day:g}小时，一天合计不能超过24小时。")
+        now = self._clock.now()
+        entry_id = f"hours_{ObjectId()}"
+        note = await self._codec.seal(
+            doc["subject_id"],
+            subject.get("dek_id"),
+            "occurrences",
+            occurrence_id_,
+            entry_id,
+            {"place": place, "confirmed_by": confirmed_by},
+        )
+        done = round(float(doc.get("hours_done") or 0) + hours, 2)
+        change: dict[str, Any] = {
+            "$set": {"hours_done": done, f"hours_notes.{entry_id}": note},
+            "$push": {
+                "hours_log": {
+                    "id": entry_id,
+                    "source": "recorded",
+                    "on": on.isoformat(),
+                    "hours": hours,
+                    "by": ctx.identity.user_id,
+                    "at": now,
+                }
+            },
+        }
+        met_now = doc["status"] in (OccurrenceStatus.SCHEDULED, OccurrenceStatus.MISSED) and (
+            _hours_shortfall({**doc, "hours_done": done}) is None
+        )
+        if met_now:
+            change["$set"].update(
+                status=str(OccurrenceStatus.DONE),
+                result="done",
+                result_at=now,
+                result_by=ctx.identity.user_id,
+            )
+            change["$unset"] = {"alert_pending": ""}
+        async with self._audit.change(
+            ctx,
+            "obligations.hours",
+            resource="occurrence",
+            resource_id=occurrence_id_,
+            subject_id=doc["subject_id"],
+            details={"kind": doc["kind"], "on": on.isoformat(), "hours": hours, "met": met_now},
+        ):
+            # Conditional on the hours as read: the total and the month's status change in one
+            # write, and an hour credited meanwhile (a course) is never lost or counted twice.
+            updated = await self._occurrences.find_one_and_update(
+                {
+                    "_id": occurrence_id_,
+                    "status": doc["status"],
+                    "hours_done": doc.get("hours_done"),
+                },
+                change,
+                return_document=ReturnDocument.AFTER,
+            )
+            if updated is None:
+                raise Conflict("The obligation changed meanwhile.", code="invalid_transition")
+        return await self._view(updated, now)
+
     # --- results (drug tests, follow-ups, contacts) --------------------------------------------
 
     async def record_result(
@@ -617,6 +769,19 @@ class ObligationService:
                 code="not_open",
                 details={"status": doc["status"]},
             )
+        if outcome == "done" and doc["kind"] in HOURS_KINDS:
+            # The law counts hours: a month is met by the hours recorded, never by a word.
+            shortfall = _hours_shortfall(doc)
+            if shortfall is not None:
+                raise Conflict(
+                    "The hours this month asks for are not recorded yet.",
+                    code="hours_short",
+                    details=shortfall,
+                    message_zh=(
+                        f"本期须完成{shortfall['required_hours']}小时，已记录"
+                        f"{shortfall['hours_done']}小时，尚差{shortfall['hours_short']}小时。"
+                    ),
+                )
         met = outcome in ("done", "negative", "positive")
         status = (
             (OccurrenceStatus.DONE if now < doc["window_end"] else OccurrenceStatus.LATE)
@@ -647,7 +812,7 @@ class ObligationService:
                 raise Conflict("The obligation changed meanwhile.", code="invalid_transition")
         if doc["kind"] == "drug_test":
             await self.check_serious_breach(doc["program_id"])
-        return self._view(updated, now)
+        return await self._view(updated, now)
 
     async def check_serious_breach(self, program_id: str) -> bool:
         """严重违反协议: refusing or evading tests the rule's number of times. A missed test
@@ -769,7 +934,7 @@ class ObligationService:
             query["kind"] = kind
         async for doc in self._occurrences.find(query).sort("window_start", ASCENDING):
             stored[doc["_id"]] = doc
-        views = [self._view(doc, now) for doc in stored.values()]
+        views = [await self._view(doc, now) for doc in stored.values()]
         # Project beyond what is stored, from the rules in force now.
         async for program in self._programs.programs_of(subject_id):
             if program["status"] not in [str(s) for s in OPEN_STATUSES]:
@@ -811,7 +976,7 @@ class ObligationService:
         )
         return views
 
-    def _view(self, doc: dict[str, Any], now: dt.datetime) -> OccurrenceView:
+    async def _view(self, doc: dict[str, Any], now: dt.datetime) -> OccurrenceView:
         return OccurrenceView(
             id=doc["_id"],
             program_id=doc["program_id"],
@@ -821,21 +986,55 @@ class ObligationService:
             status=_visible_status(doc["status"], doc["window_start"], doc["window_end"], now),
             projected=False,
             required_hours=doc.get("required_hours"),
-            excuse_reason=doc.get("excuse_reason"),
+            # Sealed when a person gave it; plain for the system's own and for older records.
+            excuse_reason=await self._codec.open_text(
+                "occurrences", doc["_id"], "excuse_reason", doc.get("excuse_reason")
+            ),
+            **(await self._hours(doc) if doc["kind"] in HOURS_KINDS else {}),
         )
+
+    async def _hours(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The hours recorded on an hours window, each entry's place and confirmer opened."""
+        notes = doc.get("hours_notes") or {}
+        entries = []
+        for entry in doc.get("hours_log", []):
+            note = {"place": None, "confirmed_by": None}
+            if entry.get("id") in notes:
+                note = await self._codec.open(
+                    "occurrences", doc["_id"], entry["id"], notes[entry["id"]]
+                )
+            entries.append(
+                {
+                    "on": entry["on"],
+                    "hours": entry["hours"],
+                    "source": entry["source"],
+                    "place": note["place"],
+                    "confirmed_by": note["confirmed_by"],
+                    "recorded_by": entry.get("by"),
+                }
+            )
+        return {"hours_done": round(float(doc.get("hours_done") or 0), 2), "hours_entries": entries}
 
     async def excuse(self, ctx: AuditContext, occurrence_id_: str, reason: str) -> OccurrenceView:
         """Excused with a reason (sick leave, an approved absence): never counted as missed."""
         doc = await self._occurrences.find_one({"_id": occurrence_id_})
         if doc is None:
             raise NotFound("No such obligation.")
-        await self._subjects.require(ctx, doc["subject_id"], "obligations.excuse")
+        subject = await self._subjects.require(ctx, doc["subject_id"], "obligations.excuse")
         if doc["status"] not in (OccurrenceStatus.SCHEDULED, OccurrenceStatus.MISSED):
             raise Conflict(
                 f"An obligation that is {doc['status']} cannot be excused.",
                 code="invalid_transition",
                 details={"status": doc["status"]},
             )
+        sealed = await self._codec.seal(
+            doc["subject_id"],
+            subject.get("dek_id"),
+            "occurrences",
+            occurrence_id_,
+            "excuse_reason",
+            reason,
+        )
         async with self._audit.change(
             ctx,
             "obligations.excuse",
@@ -849,7 +1048,7 @@ class ObligationService:
                 {
                     "$set": {
                         "status": str(OccurrenceStatus.EXCUSED),
-                        "excuse_reason": reason,
+                        "excuse_reason": sealed,
                         "excused_by": ctx.identity.user_id,
                         "excused_at": self._clock.now(),
                     },
@@ -859,4 +1058,4 @@ class ObligationService:
             )
             if updated is None:
                 raise Conflict("The obligation changed meanwhile.", code="invalid_transition")
-        return self._view(updated, self._clock.now())
+        return await self._view(updated, self._clock.now())

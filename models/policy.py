@@ -90,8 +90,15 @@ DEFAULT_TABLE: dict[str, Rule] = {
     "staff.manage": Rule(
         _roles(Role.SYS_ADMIN), description="reset passwords, disable, enable, move"
     ),
-    # Roles and policy settings: the security administrator only.
+    # Roles and policy settings: the security administrator only. An account the system
+    # administrator creates holds no role until the security administrator grants one.
     "policy.read": Rule(_roles(Role.SECURITY_ADMIN), Scope.NONE, description="read the policy"),
+    "roles.read": Rule(
+        _roles(Role.SECURITY_ADMIN), description="accounts' roles and pending role requests"
+    ),
+    "roles.grant": Rule(
+        _roles(Role.SECURITY_ADMIN), description="grant, change or withdraw an account's role"
+    ),
     # The audit log: the audit administrator only.
     "audit.read": Rule(_roles(Role.AUDIT_ADMIN), description="read the audit log"),
     # Case files.
@@ -147,6 +154,18 @@ DEFAULT_TABLE: dict[str, Rule] = {
     # Break-glass: a county officer opens an out-of-scope file with a stated reason.
     "subjects.break_glass": Rule(_roles(Role.COUNTY_OFFICER), Scope.NONE),
     "alerts.read": Rule(_roles(CASE_ROLES), description="alerts in scope"),
+    # Acknowledging is a write (it closes the alert for everyone): never oversight, and only
+    # for the people the caller works on (models/alerts.py also checks the alert's roles).
+    "alerts.ack": Rule(
+        _roles(CASE_ROLES - {Role.OVERSIGHT}),
+        narrower={
+            Role.SOCIAL_WORKER: Scope.ASSIGNED,
+            Role.GRID_WORKER: Scope.ASSIGNED,
+            Role.HEALTH_WORKER: Scope.HEALTH,
+            Role.ASSISTANCE_COORDINATOR: Scope.REFERRED,
+        },
+        description="acknowledge an alert about a person one works on",
+    ),
     # Programs: one per legal status, with the rules they enforce.
     "programs.create": Rule(
         _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.HEALTH_WORKER),
@@ -186,6 +205,26 @@ DEFAULT_TABLE: dict[str, Rule] = {
         narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
         description="record an obligation's result (a drug test's outcome)",
     ),
+    # 擅自离开 of people in drug rehabilitation (戒毒条例 Art. 20): recorded by those who record
+    # their drug tests; whereabouts are sensitive (PIPL Art. 28): read by officers and by those
+    # who record them, not by every case role.
+    "absences.record": Rule(
+        _roles(Role.STATION_OFFICER, Role.SOCIAL_WORKER, Role.POLICE),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="record an unauthorised absence (drug rehabilitation)",
+    ),
+    "absences.read": Rule(
+        _roles(OFFICER_ROLES, Role.SOCIAL_WORKER, Role.POLICE),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="a person's recorded absences and their count",
+    ),
+    # 转诊 (严重精神障碍管理治疗工作规范 2018): the health worker (精防医生) records where the
+    # patient was referred, or why not; health data, so health workers in the health scope only.
+    "psychiatric_referrals.record": Rule(
+        _roles(Role.HEALTH_WORKER),
+        narrower={Role.HEALTH_WORKER: Scope.HEALTH},
+        description="record a psychiatric referral's outcome (转诊)",
+    ),
     "caseload.read": Rule(
         _roles(
             Role.STATION_OFFICER,
@@ -201,6 +240,19 @@ DEFAULT_TABLE: dict[str, Rule] = {
         _roles(Role.STATION_OFFICER, Role.SOCIAL_WORKER, Role.GRID_WORKER, Role.HEALTH_WORKER),
         narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED, Role.HEALTH_WORKER: Scope.HEALTH},
         description="record a visit or talk (走访, 谈话)",
+    ),
+    # Follow-up notes are health data: the service opens them for health roles and the
+    # assigned workers only, and the other notes for those who read case notes.
+    "visits.read": Rule(
+        _roles(
+            Role.STATION_OFFICER,
+            Role.COUNTY_OFFICER,
+            Role.SOCIAL_WORKER,
+            Role.GRID_WORKER,
+            Role.HEALTH_WORKER,
+        ),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED, Role.HEALTH_WORKER: Scope.HEALTH},
+        description="a person's visits and talks (notes as the role may read them)",
     ),
     "caseload.hand_over": Rule(
         _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER),
@@ -342,9 +394,133 @@ DEFAULT_TABLE: dict[str, Rule] = {
     ),
     "rules.manage": Rule(
         _roles(Role.CITY_OFFICER, Role.COUNTY_OFFICER, Role.SYS_ADMIN),
-        description="override rules for a jurisdiction in scope",
+        description="override reversible rules for a jurisdiction in scope",
+    ),
+    # Irreversible rules (retention, hence crypto-shredding): a case-side officer proposes,
+    # the security administrator confirms; never one person, never the system administrator.
+    "rules.propose": Rule(
+        _roles(Role.CITY_OFFICER, Role.COUNTY_OFFICER),
+        description="propose a change to an irreversible rule in scope",
+    ),
+    "rules.confirm": Rule(
+        _roles(Role.SECURITY_ADMIN), description="confirm or refuse another's proposal"
+    ),
+    "rules.proposals": Rule(
+        _roles(Role.CITY_OFFICER, Role.COUNTY_OFFICER, Role.SECURITY_ADMIN),
+        description="read proposals to change irreversible rules",
     ),
 }
+
+
+class ActionKind(enum.StrEnum):
+    """What an action does, for the separation of duties (三员分立, GB/T 22239 level 3)."""
+
+    SELF = "self"  # the caller's own account
+    READ = "read"  # reads; changes nothing
+    SYSTEM = "system"  # accounts, the tree and reversible settings: no case record, no authority
+    ROLES = "roles"  # grants authority over case data
+    CASE_WRITE = "case_write"  # writes (or opens) a person's file or what is filed about them
+    IRREVERSIBLE = "irreversible"  # cannot be undone: takes effect only when another confirms
+    CONFIRM = "confirm"  # another person's confirmation of an irreversible proposal
+
+
+# Every action of the table, classified; tests/models/test_policy.py walks the table with it, so
+# an action added without a kind fails, and no administrator may hold a case write or an
+# irreversible action.
+ACTION_KINDS: dict[str, ActionKind] = {
+    **dict.fromkeys(("me.binding_code", "me.totp", "me.password"), ActionKind.SELF),
+    **dict.fromkeys(
+        (
+            "orgs.read",
+            "staff.read",
+            "roles.read",
+            "policy.read",
+            "audit.read",
+            "subjects.read",
+            "subjects.search",
+            "subjects.access_log",
+            "alerts.read",
+            "visits.read",
+            "programs.read",
+            "obligations.read",
+            "absences.read",
+            "caseload.read",
+            "investigations.read",
+            "leave.read",
+            "sanctions.read",
+            "elocation.read",
+            "transfers.read",
+            "checkins.read",
+            "assistance.read",
+            "assistance.summary",
+            "reports.read",
+            "compliance.read",
+            "rules.read",
+            "rules.proposals",
+        ),
+        ActionKind.READ,
+    ),
+    **dict.fromkeys(
+        (
+            "orgs.create",
+            "orgs.area",
+            "staff.create",
+            "staff.import",
+            "staff.manage",
+            "rules.manage",
+        ),
+        ActionKind.SYSTEM,
+    ),
+    "roles.grant": ActionKind.ROLES,
+    **dict.fromkeys(
+        (
+            "subjects.create",
+            "subjects.update",
+            "subjects.assign",
+            "subjects.notes",
+            "subjects.photo",
+            "subjects.import",
+            "subjects.break_glass",
+            "subjects.binding_code",
+            "programs.create",
+            "programs.manage",
+            "obligations.excuse",
+            "obligations.record",
+            "psychiatric_referrals.record",
+            "absences.record",
+            "visits.record",
+            "alerts.ack",
+            "caseload.hand_over",
+            "counseling.manage",
+            "investigations.manage",
+            "leave.request",
+            "leave.decide",
+            "leave.return",
+            "sanctions.propose",
+            "sanctions.decide",
+            "detachments.record",
+            "elocation.request",
+            "elocation.decide",
+            "transfers.manage",
+            "checkins.create",
+            "checkins.review",
+            "assistance.manage",
+            "assistance.approve",
+            "assistance.place",
+            "assistance.extend",
+            "assistance.resources",
+            "reports.create",
+            "reports.sign",
+            "mp.self",
+            "uploads.create",
+        ),
+        ActionKind.CASE_WRITE,
+    ),
+    "rules.propose": ActionKind.IRREVERSIBLE,
+    "rules.confirm": ActionKind.CONFIRM,
+}
+# Who confirms each irreversible action: a different action, held by different roles.
+CONFIRMED_BY: dict[str, str] = {"rules.propose": "rules.confirm"}
 
 
 # Which identity fields each role may see in a case file it can read; anything else is masked.
@@ -356,6 +532,21 @@ VISIBLE_FIELDS: dict[Role, frozenset[str]] = {
     Role.POLICE: frozenset({"name", "id_type", "id_number", "phone", "gender", "address"}),
     Role.ASSISTANCE_COORDINATOR: frozenset({"name", "gender", "phone"}),
 }
+
+
+# Health data on a file (精神卫生法 Art. 4): a program's diagnosis, guardian, care team, risk
+# level and its history, the subsidy; and follow-up visit notes. Health roles and the workers
+# assigned to the person see them; other roles see the file without them.
+HEALTH_FIELDS = frozenset(
+    {"diagnosis", "guardian", "care_team", "risk_level", "risk_history", "subsidy"}
+)
+HEALTH_ROLES = frozenset({Role.HEALTH_WORKER})
+
+
+def sees_health(identity: Identity, assigned: bool) -> bool:
+    """Whether `identity`, which may read a file, sees the health data on it (`assigned`: the
+    caller is one of the file's assigned workers)."""
+    return identity.unscoped or identity.role in HEALTH_ROLES or assigned
 
 
 def visible_fields(identity: Identity) -> frozenset[str]:
@@ -388,6 +579,8 @@ class Policy:
             return False
         if action == SELF:
             return True
+        if identity.role is None and identity.channel == "staff":
+            return action in ROLELESS_ALLOWS
         rule = self._table.get(action)
         return rule is not None and identity.role in rule.roles
 
@@ -433,6 +626,10 @@ class Identity:
 
 ANONYMOUS = Identity()
 
+
+# What a staff account without a role (awaiting the security administrator's grant, or whose
+# role was withdrawn) may still do: set its own password and second factor, nothing else.
+ROLELESS_ALLOWS = frozenset({"me.password", "me.totp"})
 
 # What a restricted session may still do: finish the step it was opened for, read itself, leave.
 RESTRICTION_ALLOWS: dict[str, frozenset[str]] = {

@@ -21,10 +21,10 @@ from models.alerts import AlertService
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
-from models.errors import Conflict, InvalidInput, NotFound
+from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.orgs import parse_id
 from models.periods import add_months, add_years, program_year
-from models.policy import Identity, Role
+from models.policy import HEALTH_FIELDS, Identity, Role, sees_health
 from models.rules import EffectiveRules, RulesService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
@@ -77,7 +77,6 @@ OPEN_STATUSES = (
 TERMINATION_KINDS = ("completed", "revoked", "died", "other")
 SENTENCE_TYPES = ("control", "probation", "parole", "medical_parole")
 LEVELS = ("strict", "normal", "lenient")
-HEALTH_FIELDS = ("diagnosis", "guardian", "care_team", "risk_level", "risk_history", "subsidy")
 
 
 @dataclass(frozen=True)
@@ -281,7 +280,9 @@ def obligation_rules(doc: dict[str, Any], rules: EffectiveRules) -> list[Obligat
 class ProgramService:
     collections = (PROGRAMS,)
     # Where this service keeps fields sealed with a subject's data key (for key rotation).
-    sealed_fields = (("programs", "sealed"),)
+    # `reasons`: the reasons people give (risk and level changes, transitions), one sealed
+    # value each, cited by id from the entry that gave it.
+    sealed_fields = (("programs", "sealed"), ("programs", "reasons"))
 
     def __init__(
         self,
@@ -364,7 +365,7 @@ class ProgramService:
         start = _date(data["start_date"])
         program_id = ObjectId()
         pid = str(program_id)
-        details, sealed_plain, status, end = self._type_fields(
+        details, sealed_plain, status, start, end = self._type_fields(
             kind, data, start, rules, from_program
         )
         sealed = {
@@ -409,6 +410,9 @@ class ProgramService:
             details={"type": str(kind), "rules_version": rules.version},
         ):
             await self._programs.insert_one(doc)
+        if kind is ProgramType.COMMUNITY_CORRECTIONS:
+            # 社区矫正法 Art. 58: a minor when corrections began stays under the juvenile rules.
+            await self._subjects.note_corrections_start(subject_id, start)
         await self._refresh_populations(subject_id)
         await self._changed(doc)
         if kind is ProgramType.MENTAL_HEALTH:
@@ -422,7 +426,8 @@ class ProgramService:
         start: dt.date,
         rules: EffectiveRules,
         from_program: dict[str, Any] | None,
-    ) -> tuple[dict[str, Any], dict[str, Any], ProgramStatus, dt.date | None]:
+    ) -> tuple[dict[str, Any], dict[str, Any], ProgramStatus, dt.date, dt.date | None]:
+        """A program's type-specific details, its fields to seal, first status and term."""
         end = _date(data["end_date"]) if data.get("end_date") else None
         if end is not None and end <= start:
             raise InvalidInput(
@@ -446,12 +451,12 @@ class ProgramService:
                 "intake_done": None,
             }
             sealed = {"prohibitions": data.get("prohibitions") or None, "plan": data.get("plan")}
-            return details, sealed, ProgramStatus.PENDING_INTAKE, end
+            return details, sealed, ProgramStatus.PENDING_INTAKE, start, end
         if kind is ProgramType.RESETTLEMENT:
             release = _date(data["release_date"])
-            # 帮教期 runs from release, or from the end of corrections that chained into it.
+            # 帮教期 runs from release, or from the end of corrections that chained into it: the
+            # program and all it asks for begin there, never on the day it was recorded.
             begins = _date(from_program["end_date"]) if from_program else release
-            start = begins
             end = add_years(begins, rules.int("resettlement.term_years"))
             details = {
                 "release_date": release.isoformat(),
@@ -462,7 +467,21 @@ class ProgramService:
                 **self._intake_deadline(release, rules.int("resettlement.intake_days")),
                 "intake_done": None,
             }
-            return details, {}, ProgramStatus.PENDING_INTAKE, end
+            notice = data.get("release_notice")
+            if notice is not None:
+                # The prison notifies `resettlement.release_notice_days` ahead; fewer is late.
+                ahead = (release - _date(notice["received_on"])).days
+                least = rules.int("resettlement.release_notice_days")
+                details["release_notice"] = {
+                    "received_on": _date(notice["received_on"]).isoformat(),
+                    "days_ahead": ahead,
+                    "late": ahead < least,
+                    "rule": "resettlement.release_notice_days",
+                    "rule_days": least,
+                    "rules_version": rules.version,
+                }
+            sealed = {"prison": data.get("prison")}
+            return details, sealed, ProgramStatus.PENDING_INTAKE, begins, end
         if kind is ProgramType.DRUG_REHAB:
             mode = data["mode"]
             if mode == "community_detox":
@@ -486,11 +505,14 @@ class ProgramService:
                 **self._intake_deadline(start, rules.int("drug_rehab.intake_days")),
                 "intake_done": None,
                 "agreement_signed": None,
+                # 社区康复 decided when 社区戒毒 ended: the program it follows.
+                "from_program_id": str(from_program["_id"]) if from_program else None,
             }
             return (
                 details,
                 {"working_group": data.get("working_group")},
                 ProgramStatus.PENDING_INTAKE,
+                start,
                 end,
             )
         risk = int(data["risk_level"])
@@ -512,7 +534,7 @@ class ProgramService:
             "guardian": data["guardian"],
             "care_team": data.get("care_team"),
         }
-        return details, sealed, ProgramStatus.ACTIVE, end
+        return details, sealed, ProgramStatus.ACTIVE, start, end
 
     def _intake_deadline(self, start: dt.date, days: int) -> dict[str, Any]:
         """`intake_due`, a period in days counted as 刑事诉讼法 Art. 105 counts it, and
@@ -572,16 +594,23 @@ class ProgramService:
             *subject.get("assignments", {}).get("grid_worker_ids", []),
         }
         # Health data: health roles and the assigned workers only (精神卫生法 Art. 4).
-        sees_health = identity.unscoped or identity.role == Role.HEALTH_WORKER or assigned
-        if health and not sees_health:
+        health_visible = sees_health(identity, assigned)
+        if health and not health_visible:
             details = {k: v for k, v in details.items() if k not in HEALTH_FIELDS}
         else:
             for name, blob in (doc.get("sealed") or {}).items():
                 details[name] = await self._codec.open("programs", pid, name, blob)
-        if health and sees_health:
+        if health and health_visible:
             details["subsidy"] = self.subsidy_eligibility(doc, rules)
+            details["risk_history"] = await self._reasons_opened(
+                pid, doc, doc["details"].get("risk_history", [])
+            )
         if doc["type"] == ProgramType.COMMUNITY_CORRECTIONS:
             details["supervision_level_today"] = level_on(doc["details"], self.today())
+        if "level_history" in details:
+            details["level_history"] = await self._reasons_opened(
+                pid, doc, details["level_history"]
+            )
         return ProgramView(
             id=pid,
             subject_id=doc["subject_id"],
@@ -592,11 +621,39 @@ class ProgramService:
             rules_version=doc["rules_version"],
             details=_jsonable(details),
             obligation_rules=[]
-            if health and not sees_health
+            if health and not health_visible
             else [r.as_dict() for r in obligation_rules(doc, rules)],
-            history=_jsonable([{k: v for k, v in h.items()} for h in doc.get("history", [])]),
+            history=_jsonable(await self._reasons_opened(pid, doc, doc.get("history", []))),
             version=int(doc.get("version", 1)),
         )
+
+    async def _seal_reason(
+        self, doc: dict[str, Any], subject: dict[str, Any], reason: str
+    ) -> tuple[str, dict[str, Any]]:
+        """A reason someone gave about the person, sealed with their key in the `reasons`
+        container: (its id, for the entry that cites it; the `$set` that stores it)."""
+        reason_id = f"reason_{ObjectId()}"
+        sealed = await self._codec.seal(
+            doc["subject_id"], subject.get("dek_id"), "programs", str(doc["_id"]), reason_id, reason
+        )
+        return reason_id, {f"reasons.{reason_id}": sealed}
+
+    async def _reasons_opened(
+        self, pid: str, doc: dict[str, Any], entries: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """History entries with their sealed reasons opened (older entries carry theirs in the
+        clear, as do the system's own: "opened", "intake")."""
+        reasons = doc.get("reasons") or {}
+        opened = []
+        for entry in entries:
+            entry = dict(entry)
+            if entry.get("reason_id") in reasons:
+                reason_id = entry.pop("reason_id")
+                entry["reason"] = await self._codec.open(
+                    "programs", pid, reason_id, reasons[reason_id]
+                )
+            opened.append(entry)
+        return opened
 
     async def rules_for(self, doc: dict[str, Any]) -> list[ObligationRule]:
         return obligation_rules(doc, await self._rules.for_org(str(doc["org_id"])))
@@ -647,10 +704,16 @@ class ProgramService:
             )
         now = self._clock.now()
         rules = await self._rules.for_org(str(doc["org_id"]))
-        update: dict[str, Any] = {"status": str(target), "updated_at": now, **(extra or {})}
+        reason_id, sealed_reason = await self._seal_reason(doc, subject, reason)
+        update: dict[str, Any] = {
+            "status": str(target),
+            "updated_at": now,
+            **(extra or {}),
+            **sealed_reason,
+        }
         if target is ProgramStatus.ENDED:
             update["ended_on"] = (effective or self.today()).isoformat()
-            update["end_reason"] = reason
+            update["end_reason_id"] = reason_id
         chained = None
         async with self._audit.change(
             ctx,
@@ -671,7 +734,7 @@ class ProgramService:
                             "to": str(target),
                             "at": now,
                             "by": ctx.identity.user_id,
-                            "reason": reason,
+                            "reason_id": reason_id,
                             "rules_version": rules.version,
                         }
                     },
@@ -717,10 +780,15 @@ class ProgramService:
         kind: str,
         on: dt.date,
         certificate_number: str | None = None,
+        *,
+        community_rehab: bool = False,
+        rehab_end: dt.date | None = None,
     ) -> ProgramView:
         """解除/终止: the program ends on `on` for `kind` (completed, revoked, died, other). A
         completed corrections term gets its certificate (解除证明书, 社区矫正法 Art. 44) and
-        chains into 安置帮教 through `transition`."""
+        chains into 安置帮教 through `transition`. 社区戒毒 ended with a 社区康复 decision
+        (`community_rehab`, until `rehab_end` or the longest term) chains into the 社区康复
+        program from `on`, linked both ways, each keeping its history."""
         if kind not in TERMINATION_KINDS:
             raise InvalidInput(
                 "The kind is completed, revoked, died or other.", details=[{"field": "kind"}]
@@ -731,6 +799,13 @@ class ProgramService:
         if on < _date(doc["start_date"]):
             raise InvalidInput(
                 "The date comes before the program began.", details=[{"field": "date"}]
+            )
+        if community_rehab:
+            await self._check_rehab_decision(doc, kind, on, rehab_end)
+        elif rehab_end is not None:
+            raise InvalidInput(
+                "An end date needs a 社区康复 decision.",
+                details=[{"field": "community_rehab.end_date"}],
             )
         termination: dict[str, Any] = {
             "kind": kind,
@@ -753,7 +828,9 @@ class ProgramService:
                 "issued_on": on.isoformat(),
                 "issued_by": ctx.identity.user_id,
             }
-        return await self.transition(
+        if community_rehab:
+            termination["community_rehab"] = True
+        view = await self.transition(
             ctx,
             program_id,
             str(ProgramStatus.ENDED),
@@ -761,6 +838,53 @@ class ProgramService:
             effective=on,
             extra={"details.termination": termination},
         )
+        if community_rehab:
+            # 禁毒法 Art. 48: the 社区康复 decided on ending 社区戒毒 follows it, linked.
+            rehab = await self.create(
+                ctx,
+                doc["subject_id"],
+                {
+                    "type": ProgramType.DRUG_REHAB,
+                    "mode": "community_rehab",
+                    "start_date": on,
+                    "end_date": rehab_end,
+                },
+                from_program=doc,
+            )
+            await self._programs.update_one(
+                {"_id": doc["_id"]},
+                {"$set": {"details.chained_program_id": rehab.id}, "$inc": {"version": 1}},
+            )
+            view.details["chained_program_id"] = rehab.id
+            view.version += 1
+        return view
+
+    async def _check_rehab_decision(
+        self, doc: dict[str, Any], kind: str, on: dt.date, rehab_end: dt.date | None
+    ) -> None:
+        """A 社区康复 decision ends 社区戒毒 only, completed or otherwise decided, for at most
+        `drug_rehab.rehab_max_term_years` from the day it ends: checked before anything is
+        written, so the chain is never half made."""
+        if (
+            doc["type"] != ProgramType.DRUG_REHAB
+            or doc["details"].get("mode") != "community_detox"
+            or kind not in ("completed", "other")
+        ):
+            raise InvalidInput(
+                "A 社区康复 decision ends 社区戒毒 only (completed or other).",
+                details=[{"field": "community_rehab"}],
+                message_zh="只有社区戒毒期满或经决定终止时，才能转为社区康复。",
+            )
+        if rehab_end is None:
+            return
+        rules = await self._rules.for_org(str(doc["org_id"]))
+        longest = add_years(on, rules.int("drug_rehab.rehab_max_term_years"))
+        if not on < rehab_end <= longest:
+            raise InvalidInput(
+                "社区康复 ends after it begins and lasts at most its statutory term.",
+                details=[{"field": "community_rehab.end_date", "latest": longest.isoformat()}],
+                message_zh=f"社区康复期限不得超过法定期限（最迟至{longest.isoformat()}）。",
+            )
 
     async def relocate(
         self, ctx: AuditContext, subject_id: str, org_id: str, org_path: list[str]
@@ -790,6 +914,76 @@ class ProgramService:
         async for doc in self._programs.find(query):
             await self._changed(doc)
         return result.modified_count
+
+    async def receive_release_notice(
+        self,
+        ctx: AuditContext,
+        subject_id: str,
+        *,
+        release_date: dt.date,
+        received_on: dt.date,
+        prison: str,
+    ) -> ProgramView:
+        """A prison's release notice (司法部 1999 衔接 notice: about a month ahead) opens the
+        安置帮教 program pending intake, its 帮教期 and intake deadline counted from release,
+        and alerts the station of the coming release. A notice received fewer than
+        `resettlement.release_notice_days` before release is flagged late, on the program and
+        in the alert."""
+        if ctx.identity.role == Role.HEALTH_WORKER:
+            raise Forbidden("A health worker opens mental-health programs only.")
+        if received_on > self.today():
+            raise InvalidInput(
+                "The notice cannot be received in the future.",
+                details=[{"field": "received_on"}],
+                message_zh="收到通知的日期不能晚于今天。",
+            )
+        if release_date < received_on:
+            raise InvalidInput(
+                "The release date comes before the notice was received.",
+                details=[{"field": "release_date"}],
+                message_zh="释放日期不能早于收到通知的日期。",
+            )
+        if release_date > add_years(received_on, 1):
+            # A notice comes weeks ahead; years ahead is a typing slip (and a 帮教期 past the
+            # calendar's end).
+            raise InvalidInput(
+                "The release date is more than a year after the notice.",
+                details=[{"field": "release_date"}],
+                message_zh="释放日期距收到通知的日期超过一年，请核对。",
+            )
+        view = await self.create(
+            ctx,
+            subject_id,
+            {
+                "type": ProgramType.RESETTLEMENT,
+                "start_date": release_date,
+                "release_date": release_date,
+                "prison": prison,
+                "release_notice": {"received_on": received_on},
+            },
+        )
+        doc = await self.document(view.id)
+        if doc is None:
+            raise NotFound("No such program.")
+        notice = doc["details"]["release_notice"]
+        await self._alerts.raise_alert(
+            kind="release_coming",
+            org_id=str(doc["org_id"]),
+            org_path=doc["org_path"],
+            subject_id=subject_id,
+            details={
+                "program_id": view.id,
+                "release_date": release_date.isoformat(),
+                "received_on": received_on.isoformat(),
+                "intake_due": doc["details"]["intake_due"],
+                "late": notice["late"],
+                "days_ahead": notice["days_ahead"],
+                "rule": notice["rule"],
+                "rules_version": notice["rules_version"],
+            },
+            dedupe_key=f"release_coming:{view.id}",
+        )
+        return view
 
     async def record_intake(self, ctx: AuditContext, program_id: str, on: dt.date) -> ProgramView:
         """The person reported: the program becomes active; a late report is flagged."""
@@ -848,13 +1042,15 @@ class ProgramService:
             raise InvalidInput(
                 "The level is strict, normal or lenient.", details=[{"field": "level"}]
             )
+        reason_id, sealed_reason = await self._seal_reason(doc, subject, reason)
         return await self._push_change(
             ctx,
             doc,
             subject,
             "programs.level",
             "level_history",
-            {"level": level, "from": on.isoformat(), "reason": reason},
+            {"level": level, "from": on.isoformat(), "reason_id": reason_id},
+            also=sealed_reason,
         )
 
     async def change_risk(
@@ -865,14 +1061,25 @@ class ProgramService:
             raise Conflict("Only a mental-health program has a risk level.", code="wrong_type")
         if not 0 <= level <= 5:
             raise InvalidInput("The risk level is 0 to 5.", details=[{"field": "level"}])
+        reason = reason.strip()
+        if not reason:
+            raise InvalidInput("State the reason.", details=[{"field": "reason"}])
+        # The reason is health data about the person: sealed under their key, shown only
+        # with the risk history (to those who see health data).
+        reason_id, sealed_reason = await self._seal_reason(doc, subject, reason)
         view = await self._push_change(
             ctx,
             doc,
             subject,
             "programs.risk",
             "risk_history",
-            {"level": level, "at": on.isoformat(), "recorded_at": self._clock.now()},
-            also={"details.risk_level": level},
+            {
+                "level": level,
+                "at": on.isoformat(),
+                "recorded_at": self._clock.now(),
+                "reason_id": reason_id,
+            },
+            also={"details.risk_level": level, **sealed_reason},
         )
         await self._alert_high_risk(doc, level, on)
         return view

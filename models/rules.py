@@ -15,13 +15,26 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
-from models.errors import InvalidInput, NotFound
-from models.orgs import Org, OrgKind, OrgService
+from models.errors import Conflict, Forbidden, InvalidInput, NotFound
+from models.orgs import Org, OrgKind, OrgService, parse_id
 from models.store import CollectionSpec, Store, upsert_one
 
 RULE_OVERRIDES = CollectionSpec("rule_overrides")
+# Proposed changes to irreversible rules, each confirmed or refused by another person.
+RULE_PROPOSALS = CollectionSpec(
+    "rule_proposals", (IndexModel([("status", ASCENDING), ("org_path", ASCENDING)]),)
+)
+
+
+class ProposalStatus:
+    PROPOSED = "proposed"
+    CONFIRMED = "confirmed"
+    REFUSED = "refused"
 
 
 class RulesFileError(Exception):
@@ -37,6 +50,9 @@ class RuleDef:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[Any, ...] | None = None
+    # What the rule drives cannot be undone (retention: crypto-shredding). Such a rule changes
+    # only through a case-side officer's proposal and the security administrator's confirmation.
+    irreversible: bool = False
 
     def check(self, value: Any) -> Any:
         """`value` as this rule's type, or InvalidInput naming the rule."""
@@ -55,7 +71,9 @@ class RuleDef:
             raise _invalid(self.key, f"must be at least {self.minimum:g}")
         if self.maximum is not None and value > self.maximum:
             raise _invalid(self.key, f"must be at most {self.maximum:g}")
-        if self.choices is not None and value not in self.choices:
+        # A list rule (the grounds of 社区矫正法 Art. 29) takes its items from the choices.
+        items = value if isinstance(value, list) else [value]
+        if self.choices is not None and any(item not in self.choices for item in items):
             raise _invalid(self.key, "must be one of " + ", ".join(map(str, self.choices)))
         return value
 
@@ -89,6 +107,7 @@ class RuleBook:
                     minimum=spec.get("min"),
                     maximum=spec.get("max"),
                     choices=tuple(spec["choices"]) if "choices" in spec else None,
+                    irreversible=bool(spec.get("irreversible", False)),
                 )
                 for key, spec in document["rules"].items()
             }
@@ -114,6 +133,10 @@ class RuleBook:
                 )
             checked[key] = rule.check(value)
         return checked
+
+    def irreversible(self, key: str) -> bool:
+        rule = self.rules.get(key)
+        return rule is not None and rule.irreversible
 
 
 @dataclass(frozen=True)
@@ -152,7 +175,7 @@ def jurisdiction_codes(org_chain: Sequence[Org]) -> list[str]:
 class RulesService:
     """Effective rules per jurisdiction; overrides are versioned and audited."""
 
-    collections = (RULE_OVERRIDES,)
+    collections = (RULE_OVERRIDES, RULE_PROPOSALS)
 
     def __init__(
         self,
@@ -163,7 +186,9 @@ class RulesService:
         book: RuleBook,
         cache_seconds: float = 30.0,
     ):
+        self._store = store
         self._overrides = store.collection(RULE_OVERRIDES)
+        self._proposals = store.collection(RULE_PROPOSALS)
         self._clock = clock
         self._audit = audit
         self._orgs = orgs
@@ -183,9 +208,10 @@ class RulesService:
         docs = {d["_id"]: d async for d in self._overrides.find({"_id": {"$in": list(codes)}})}
         for code in codes:  # broadest first, so the narrowest jurisdiction wins
             doc = docs.get(code)
-            if doc is None or not doc.get("rules"):
+            in_force = _in_force(doc) if doc is not None else {}
+            if not in_force:
                 continue
-            for rule_key, value in doc["rules"].items():
+            for rule_key, value in in_force.items():
                 if rule_key in values:
                     values[rule_key] = value
                     overridden[rule_key] = code
@@ -223,6 +249,31 @@ class RulesService:
             ):
                 raise NotFound("No such jurisdiction.")
         checked = self.book.check_override(values)
+        current = await self._overrides.find_one({"_id": code}) or {}
+        in_force = _in_force(current)
+        changed = sorted(
+            key
+            for key, value in checked.items()
+            if self.book.irreversible(key) and in_force.get(key, _UNSET) != value
+        )
+        if changed:
+            raise Forbidden(
+                f"Rule {changed[0]} is irreversible: a county or city officer proposes the change "
+                f"(POST /api/v1/rules/{code}/proposals) and the security administrator confirms "
+                "it.",
+                code="irreversible_rule",
+                details=[{"field": f"rules.{key}", "type": "irreversible"} for key in changed],
+                message_zh="该规则涉及不可逆操作（如到期销毁），须由县级或市级社区矫正机构提出、"
+                "安全管理员确认后才能生效。",
+            )
+        # A replacement leaves irreversible values as they are: confirmed ones live apart, and
+        # one set before confirmations existed is carried over.
+        checked = {key: value for key, value in checked.items() if not self.book.irreversible(key)}
+        checked |= {
+            key: value
+            for key, value in (current.get("rules") or {}).items()
+            if self.book.irreversible(key)
+        }
         async with self._audit.change(
             ctx,
             "rules.override",
@@ -248,7 +299,7 @@ class RulesService:
         return {
             "code": code,
             "version": doc["version"],
-            "rules": doc["rules"],
+            "rules": _in_force(doc),
             "source": doc["source"],
         }
 
@@ -259,6 +310,156 @@ class RulesService:
         return {
             "code": code,
             "version": doc["version"],
-            "rules": doc["rules"],
+            "rules": _in_force(doc),
             "source": doc.get("source"),
         }
+
+    # --- irreversible rules: proposed by one person, confirmed by another ------------------------
+
+    async def _jurisdiction(self, ctx: AuditContext, code: str) -> Org:
+        """A city or county in the caller's scope (a province has no node, so nobody's)."""
+        org = await self._orgs.by_code(code)
+        if (
+            org is None
+            or org.kind not in (OrgKind.CITY, OrgKind.COUNTY)
+            or not ctx.identity.reaches(org.path)
+        ):
+            raise NotFound("No such jurisdiction.")
+        return org
+
+    async def propose(
+        self, ctx: AuditContext, code: str, values: Mapping[str, Any], source: str
+    ) -> dict[str, Any]:
+        """Propose new values for irreversible rules; nothing changes until confirmed."""
+        org = await self._jurisdiction(ctx, code)
+        if not values:
+            raise InvalidInput(
+                "Name at least one rule.", details=[{"field": "rules", "message": "empty"}]
+            )
+        checked = self.book.check_override(values)
+        reversible = sorted(key for key in checked if not self.book.irreversible(key))
+        if reversible:
+            raise InvalidInput(
+                f"Rule {reversible[0]} is not irreversible: set it with PUT /api/v1/rules/{code}.",
+                details=[
+                    {"field": f"rules.{key}", "message": "not an irreversible rule"}
+                    for key in reversible
+                ],
+            )
+        now = self._clock.now()
+        doc = {
+            "_id": ObjectId(),
+            "code": code,
+            "org_path": list(org.path),
+            "rules": checked,
+            "source": source,
+            "status": ProposalStatus.PROPOSED,
+            "proposed_by": ctx.identity.user_id,
+            "proposed_role": ctx.identity.role,
+            "proposed_at": now,
+            "decided_by": None,
+            "decided_at": None,
+        }
+        async with self._audit.change(
+            ctx,
+            "rules.propose",
+            resource="rule_proposal",
+            resource_id=str(doc["_id"]),
+            reason=source,
+            details={"code": code, "rules": checked},
+        ):
+            await self._proposals.insert_one(doc)
+        return _proposal_view(doc)
+
+    async def proposals(self, ctx: AuditContext, status: str | None) -> list[dict[str, Any]]:
+        """Proposals for jurisdictions in the caller's scope, newest first."""
+        query: dict[str, Any] = {}
+        if not ctx.identity.unscoped:
+            query["org_path"] = ctx.identity.org_id
+        if status:
+            query["status"] = status
+        cursor = self._proposals.find(query).sort("proposed_at", -1).limit(200)
+        return [_proposal_view(doc) async for doc in cursor]
+
+    async def decide(self, ctx: AuditContext, proposal_id: str, confirm: bool) -> dict[str, Any]:
+        """Confirm (the rule changes now) or refuse a proposal: never by whoever proposed it."""
+        doc = await self._proposals.find_one({"_id": parse_id(proposal_id, "proposal")})
+        if doc is None or not ctx.identity.reaches(doc["org_path"]):
+            raise NotFound("No such proposal.")
+        if doc["status"] != ProposalStatus.PROPOSED:
+            raise Conflict(
+                "This proposal was already decided.",
+                code="decided",
+                details={"status": doc["status"]},
+            )
+        if ctx.identity.user_id is None or ctx.identity.user_id == doc["proposed_by"]:
+            raise Forbidden(
+                "Whoever proposed a change cannot confirm or refuse it.",
+                code="own_proposal",
+                message_zh="提出人不能确认或驳回自己的提议，须由另一名安全管理员处理。",
+            )
+        status = ProposalStatus.CONFIRMED if confirm else ProposalStatus.REFUSED
+        now = self._clock.now()
+        async with (
+            self._audit.change(
+                ctx,
+                "rules.confirm" if confirm else "rules.refuse",
+                resource="rule_proposal",
+                resource_id=proposal_id,
+                details={
+                    "code": doc["code"],
+                    "rules": doc["rules"],
+                    "proposed_by": doc["proposed_by"],
+                },
+            ),
+            self._store.transaction() as session,
+        ):
+            decided = await self._proposals.find_one_and_update(
+                {"_id": doc["_id"], "status": ProposalStatus.PROPOSED},
+                {"$set": {"status": status, "decided_by": ctx.identity.user_id, "decided_at": now}},
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
+            if decided is None:
+                raise Conflict("This proposal was already decided.", code="decided")
+            if confirm:
+                current = await self._overrides.find_one({"_id": doc["code"]}, session=session)
+                confirmed = {**((current or {}).get("confirmed") or {}), **doc["rules"]}
+                await self._overrides.update_one(
+                    {"_id": doc["code"]},
+                    {
+                        "$set": {
+                            "confirmed": confirmed,
+                            "updated_at": now,
+                            "updated_by": ctx.identity.user_id,
+                        },
+                        "$setOnInsert": {"rules": {}, "source": doc["source"]},
+                        "$inc": {"version": 1},
+                    },
+                    upsert=True,
+                    session=session,
+                )
+        self._cache.clear()
+        return _proposal_view(decided)
+
+
+_UNSET = object()
+
+
+def _in_force(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A jurisdiction's overrides: the replaceable ones, then the confirmed irreversible ones."""
+    return {**(doc.get("rules") or {}), **(doc.get("confirmed") or {})}
+
+
+def _proposal_view(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(doc["_id"]),
+        "code": doc["code"],
+        "rules": doc["rules"],
+        "source": doc["source"],
+        "status": doc["status"],
+        "proposed_by": doc["proposed_by"],
+        "proposed_at": doc["proposed_at"],
+        "decided_by": doc.get("decided_by"),
+        "decided_at": doc.get("decided_at"),
+    }

@@ -18,7 +18,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
 
-from models.approvals import ApprovalChain, ApprovalStatus, record_step
+from models.approvals import COMMENTS, ApprovalChain, ApprovalStatus, open_steps, record_step
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
@@ -147,7 +147,7 @@ def uncorrected(decided: Sequence[Mapping[str, Any]], kind: SanctionKind) -> lis
 class SanctionService:
     collections = (SANCTIONS, DETACHMENTS)
     # Where this service keeps fields sealed with a subject's data key (for key rotation).
-    sealed_fields = (("sanctions", None),)
+    sealed_fields = (("sanctions", None), ("sanctions", COMMENTS))
 
     def __init__(
         self,
@@ -334,6 +334,7 @@ class SanctionService:
         step = chain.step(
             ctx.identity, doc["org_path"], approve, comment, self._clock.now(), rules.version
         )
+        subject = await self._subjects.document(doc["subject_id"]) or {}
         updated = await record_step(
             self._sanctions,
             self._audit,
@@ -342,6 +343,8 @@ class SanctionService:
             step,
             action="sanctions.decide",
             resource="sanction",
+            codec=self._codec,
+            key_id=subject.get("dek_id"),
             when_final={"decided_at": step["at"]},
         )
         return await self._view(updated)
@@ -379,7 +382,7 @@ class SanctionService:
             status=doc["status"],
             levels=chain["levels"],
             rule=chain["rule"],
-            steps=chain["steps"],
+            steps=await open_steps(self._codec, "sanctions", doc, chain["steps"]),
             next_level=chain["next_level"],
             rules_version=doc["approval"]["rules_version"],
             submitted_to=doc.get("submitted_to"),
@@ -444,6 +447,21 @@ class SanctionService:
             details={"count": len(out), "rules_version": rules.version},
         )
         return out
+
+    async def decided_since(self, subject_id: str, kind: SanctionKind, since: dt.date) -> list[str]:
+        """The ids of the person's sanctions of `kind` decided (approved) on or after `since`:
+        what the file proves of a 警告 given, or a 治安管理处罚 request submitted."""
+        start = dt.datetime.combine(since, dt.time(), tzinfo=LOCAL_TZ).astimezone(dt.UTC)
+        cursor = self._sanctions.find(
+            {
+                "subject_id": subject_id,
+                "kind": str(kind),
+                "status": str(ApprovalStatus.APPROVED),
+                "decided_at": {"$gte": start},
+            },
+            {"_id": 1},
+        ).sort("decided_at", ASCENDING)
+        return [str(doc["_id"]) async for doc in cursor]
 
     async def relocate(self, subject_id: str, org_id: str, org_path: list[str]) -> int:
         """Follow the person to a new station (执行地变更)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from models.alerts import AlertService
+from models.alerts import AlertService, FileAccess
 from models.attachments import AttachmentInfo, AttachmentService, AttachmentWriter
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
@@ -30,7 +30,17 @@ from models.identity_numbers import (
 )
 from models.keys import KeyVault
 from models.orgs import OrgKind, OrgService, parse_id
-from models.policy import IDENTITY_FIELDS, Identity, Policy, Role, Scope, visible_fields
+from models.periods import add_years
+from models.policy import (
+    IDENTITY_FIELDS,
+    Identity,
+    Policy,
+    Role,
+    Scope,
+    sees_health,
+    visible_fields,
+)
+from models.rules import RulesService
 from models.store import CollectionSpec, Store
 
 SUBJECTS = CollectionSpec(
@@ -74,6 +84,8 @@ IMPORT_COLUMNS = (
     "address",
     "org_code",
 )
+# 民法典 Art. 17, for the guardian rule of the mini-program (models/mp_accounts.py); the case
+# file's juvenile rules read `juvenile.adult_age` from the rules data instead.
 ADULT_AGE = 18
 
 
@@ -121,6 +133,12 @@ def age_on(birth_date: dt.date, day: dt.date) -> int:
     return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
 
 
+def minor_on(birth_date: dt.date, day: dt.date, adult_age: int) -> bool:
+    """Under `adult_age` 周岁 on `day`: a 周岁 is reached the day after the birthday (最高人民法院
+    on 刑法 Art. 17), so on the 18th birthday itself the person is still a minor."""
+    return day <= add_years(birth_date, adult_age)
+
+
 def mask_value(name: str, value: Any) -> str:
     text = str(value)
     if name == "name":
@@ -144,7 +162,9 @@ class SubjectService:
         alerts: AlertService,
         policy: Policy,
         attachments: AttachmentService,
+        rules: RulesService,
     ):
+        self._rules = rules
         self._subjects = store.collection(SUBJECTS)
         self._notes = store.collection(NOTES)
         self._grants = store.collection(GRANTS)
@@ -254,6 +274,36 @@ class SubjectService:
             return list(ids)[:limit]
         query = {**scope, "status": {"$ne": SubjectStatus.SHREDDED}}
         return [str(d["_id"]) async for d in self._subjects.find(query, {"_id": 1}).limit(limit)]
+
+    async def access(
+        self, identity: Identity, subject_ids: Collection[str], action: str
+    ) -> dict[str, FileAccess]:
+        """Per case file: whether `identity` reaches it for `action`, whether it lies in the
+        caller's subtree, and whether the caller sees the health data on it (for records that
+        point at files, such as alerts and visits). Unknown ids are absent."""
+        ids = [ObjectId(s) for s in set(subject_ids) if ObjectId.is_valid(s)]
+        if not ids:
+            return {}
+        found: dict[str, FileAccess] = {}
+        async for doc in self._subjects.find(
+            {"_id": {"$in": ids}},
+            {"org_path": 1, "assignments": 1, "populations": 1, "referred_to_org_ids": 1},
+        ):
+            reads = self._reaches(identity, "subjects.read", doc)
+            found[str(doc["_id"])] = FileAccess(
+                opens=self._reaches(identity, action, doc),
+                within=identity.reaches(doc["org_path"]),
+                health=reads and sees_health(identity, identity.user_id in _assigned_ids(doc)),
+            )
+        return found
+
+    async def add_referral_org(self, subject_id: str, org_id: str) -> None:
+        """A referral names a resource of `org_id`: that node's coordinators may now open the
+        file (the `referred` scope), as their role's view shows it."""
+        await self._subjects.update_one(
+            {"_id": parse_id(subject_id, "case file")},
+            {"$addToSet": {"referred_to_org_ids": org_id}},
+        )
 
     async def set_needs(
         self, subject_id: str, sealed_needs: Any, three_nos: bool, at: dt.datetime
@@ -455,6 +505,35 @@ class SubjectService:
     def _today(self) -> dt.date:
         return self._clock.now().astimezone(LOCAL_TZ).date()
 
+    async def _juvenile(self, org_id: str, birth_date: str, corrections_began: str | None) -> bool:
+        """A minor today, or when corrections began: 社区矫正法 Art. 58 keeps the juvenile rules
+        (the masked identity of Art. 54 among them) for the rest of that correction."""
+        adult_age = (await self._rules.for_org(str(org_id))).int("juvenile.adult_age")
+        birth = dt.date.fromisoformat(birth_date)
+        if minor_on(birth, self._today(), adult_age):
+            return True
+        return corrections_began is not None and minor_on(
+            birth, dt.date.fromisoformat(corrections_began), adult_age
+        )
+
+    async def note_corrections_start(self, subject_id: str, start: dt.date) -> None:
+        """A corrections program begins on `start`: remember the earliest such day, and a person
+        who was a minor then stays a juvenile file (社区矫正法 Art. 58)."""
+        doc = await self._subjects.find_one(
+            {"_id": parse_id(subject_id, "subject")},
+            {"enc.birth_date": 1, "org_id": 1, "corrections_began_on": 1, "status": 1},
+        )
+        if doc is None or doc.get("status") == SubjectStatus.SHREDDED:
+            return
+        began = min(filter(None, (doc.get("corrections_began_on"), start.isoformat())))
+        plain = await self._codec.open_fields(
+            "subjects", subject_id, {"birth_date": doc["enc"]["birth_date"]}
+        )
+        update: dict[str, Any] = {"corrections_began_on": began}
+        if await self._juvenile(str(doc["org_id"]), str(plain["birth_date"]), began):
+            update["juvenile"] = True
+        await self._subjects.update_one({"_id": doc["_id"]}, {"$set": update})
+
     async def _validated(self, ctx: AuditContext, data: SubjectInput) -> dict[str, Any]:
         name = normalise_name(data.name)
         if not 1 <= len(name) <= 50:
@@ -562,8 +641,7 @@ class SubjectService:
             "id_type": values["id_type"],
             "status": SubjectStatus.ACTIVE,
             "populations": [],
-            "juvenile": age_on(dt.date.fromisoformat(values["birth_date"]), self._today())
-            < ADULT_AGE,
+            "juvenile": await self._juvenile(org.id, values["birth_date"], None),
             "enc": {
                 name: await self._codec.seal(sid, None, "subjects", sid, name, values[name])
                 for name in SEALED_FIELDS
@@ -612,7 +690,7 @@ class SubjectService:
             resource="subject",
             resource_id=subject_id,
             subject_id=subject_id,
-            reason=grant["reason"] if grant else None,
+            reason=await self._grant_reason(grant),
             details={"access": access, "masked": view.masked},
         )
         return view
@@ -678,10 +756,9 @@ class SubjectService:
                         "id_type": values["id_type"],
                         "org_id": ObjectId(org.id),
                         "org_path": list(org.path),
-                        "juvenile": age_on(
-                            dt.date.fromisoformat(values["birth_date"]), self._today()
-                        )
-                        < ADULT_AGE,
+                        "juvenile": await self._juvenile(
+                            org.id, values["birth_date"], doc.get("corrections_began_on")
+                        ),
                         "updated_at": self._clock.now(),
                     },
                     "$inc": {"version": 1},
@@ -760,7 +837,8 @@ class SubjectService:
                         "Assign active workers of the right role in your scope.",
                         details=[{"field": field_name, "value": staff_id}],
                     )
-        if team:
+        rules = await self._rules.for_org(str(doc["org_id"]))
+        if team and rules["corrections.team_includes_woman"]:
             plain = await self._codec.open_fields(
                 "subjects", subject_id, {"gender": doc["enc"]["gender"]}
             )
@@ -797,6 +875,8 @@ class SubjectService:
                             "social_worker_ids": list(dict.fromkeys(social_worker_ids)),
                             "grid_worker_ids": list(dict.fromkeys(grid_worker_ids)),
                             "team": sealed_team,
+                            # The rules (Art. 25's woman on the team) this assignment met.
+                            "rules_version": rules.version,
                         },
                         "updated_at": self._clock.now(),
                     },
@@ -853,7 +933,7 @@ class SubjectService:
             resource="attachment",
             resource_id=photo_id,
             subject_id=subject_id,
-            reason=grant["reason"] if grant else None,
+            reason=await self._grant_reason(grant),
         )
         return info, self._attachments.read(photo_id)
 
@@ -1052,11 +1132,15 @@ class SubjectService:
         if self._reaches(ctx.identity, "subjects.read", doc):
             raise Conflict("This case file is already in your scope.", code="in_scope")
         now = self._clock.now()
+        grant_id = ObjectId()
         grant = {
-            "_id": ObjectId(),
+            "_id": grant_id,
             "staff_id": ctx.identity.user_id,
             "subject_id": subject_id,
-            "reason": reason,
+            # Free text about the person: sealed under their key like the file itself.
+            "reason": await self._codec.seal(
+                subject_id, doc.get("dek_id"), GRANTS.name, str(grant_id), "reason", reason
+            ),
             "granted_at": now,
             "expires_at": now + BREAK_GLASS_FOR,
         }
@@ -1081,6 +1165,27 @@ class SubjectService:
             )
         return {"subject_id": subject_id, "expires_at": grant["expires_at"]}
 
+    async def _grant_reason(self, grant: dict[str, Any] | None) -> str | None:
+        if grant is None:
+            return None
+        try:
+            return await self._codec.open_text(
+                GRANTS.name, str(grant["_id"]), "reason", grant.get("reason")
+            )
+        except Shredded:
+            return None  # the person was erased: so was the reason given about them
+
+    async def _entry_reason(self, identity: Identity, entry: dict[str, Any]) -> str | None:
+        """An audit entry's reason as this reader may see it: the audit administrator learns
+        that a reason was given and by whom, never its text (三员分立)."""
+        reason = entry.get("reason")
+        if reason is None or identity.role == Role.AUDIT_ADMIN:
+            return None
+        try:
+            return await self._codec.open_text("audit", entry["subject_id"], "reason", reason)
+        except (Shredded, IntegrityError):
+            return None  # erased with the person, or logged by the codec
+
     async def access_log(self, ctx: AuditContext, subject_id: str) -> list[dict[str, Any]]:
         doc = await self._subjects.find_one({"_id": parse_id(subject_id, "case file")})
         if doc is None or not ctx.identity.reaches(doc["org_path"]):
@@ -1100,7 +1205,8 @@ class SubjectService:
                 "role": e.get("role"),
                 "action": e["action"],
                 "outcome": e.get("outcome"),
-                "reason": e.get("reason"),
+                "reason": await self._entry_reason(ctx.identity, e),
+                "reason_given": e.get("reason") is not None,
                 "request_id": e.get("request_id"),
             }
             for e in entries
@@ -1215,7 +1321,8 @@ class SubjectService:
                 update["assignments.team"] = await self._codec.seal(
                     subject_id, new_key.key_id, "subjects", subject_id, "team", team_plain
                 )
-            for collection, container in (("subject_notes", None), *self._sealed_elsewhere):
+            own = (("subject_notes", None), (GRANTS.name, None))
+            for collection, container in (*own, *self._sealed_elsewhere):
                 await self._reseal(collection, container, subject_id, new_key.key_id)
             if doc.get("photo_id"):
                 update["photo_id"] = await self._reencrypt_attachment(

@@ -1,4 +1,5 @@
-"""Attempt limits: failed logins per account name (unknown names too) and attempts per address."""
+"""Attempt limits: attempts per address, and failed logins per account name (unknown names too)
+from each address and from all addresses together."""
 
 from __future__ import annotations
 
@@ -21,16 +22,27 @@ THROTTLES = CollectionSpec(
 
 @dataclass(frozen=True)
 class ThrottleRules:
+    # A login name locks after this many failures in the window, for the address they came from
+    # only (`check_login`): one address cannot lock an officer out of their own.
     failures_before_lock: int = 5
     failure_window: dt.timedelta = dt.timedelta(minutes=15)
     lock_for: dt.timedelta = dt.timedelta(minutes=15)
     attempts_per_address: int = 30
     address_window: dt.timedelta = dt.timedelta(minutes=1)
+    # ...and for every address once this many failures came in the window from all of them: a
+    # guess spread over many addresses is capped too. One address locks itself out of the name
+    # after `failures_before_lock`, so it alone can never reach this number.
+    failures_before_name_lock: int = 20
 
 
 def _key(kind: str, value: str) -> str:
     # Hashed so the collection holds no usernames or addresses in the clear.
     return kind + ":" + hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _pair(name: str, address: str) -> str:
+    # A newline never appears in a normalised name or an address: the pair is unambiguous.
+    return name + "\n" + address
 
 
 class ThrottleService:
@@ -57,20 +69,49 @@ class ThrottleService:
 
     async def check_account(self, scope: str, name: str) -> None:
         """Raise Locked while the account name is locked."""
-        doc = await self._docs.find_one({"_id": _key(f"{scope}-acct", name)})
-        now = self._clock.now()
-        if doc and doc.get("locked_until") and doc["locked_until"] > now:
-            raise Locked(
-                details={"retry_after": math.ceil((doc["locked_until"] - now).total_seconds())}
-            )
+        await self._check([_key(f"{scope}-acct", name)])
 
     async def record_failure(self, scope: str, name: str) -> bool:
         """Count a failure for the account name; True when this failure locked it."""
+        return await self._fail(_key(f"{scope}-acct", name), self.rules.failures_before_lock)
+
+    async def clear_account(self, scope: str, name: str) -> None:
+        await self._docs.delete_one({"_id": _key(f"{scope}-acct", name)})
+
+    async def check_login(self, scope: str, name: str, address: str) -> None:
+        """Raise Locked while the name is locked for `address`, or for every address."""
+        await self._check(
+            [_key(f"{scope}-from", _pair(name, address)), _key(f"{scope}-name", name)]
+        )
+
+    async def record_login_failure(self, scope: str, name: str, address: str) -> bool:
+        """Count a failed login of `name` from `address`; True when it locked the name there or
+        everywhere."""
+        here = await self._fail(
+            _key(f"{scope}-from", _pair(name, address)), self.rules.failures_before_lock
+        )
+        everywhere = await self._fail(
+            _key(f"{scope}-name", name), self.rules.failures_before_name_lock
+        )
+        return here or everywhere
+
+    async def clear_login(self, scope: str, name: str, address: str) -> None:
+        """A login succeeded from `address`: its failures there are forgiven. Those from other
+        addresses stand until their window passes (they were not the officer's)."""
+        await self._docs.delete_one({"_id": _key(f"{scope}-from", _pair(name, address))})
+
+    async def _check(self, keys: list[str]) -> None:
         now = self._clock.now()
-        keep = self.rules.failures_before_lock
+        docs = await self._docs.find({"_id": {"$in": keys}}).to_list(len(keys))
+        until = max((d["locked_until"] for d in docs if d.get("locked_until")), default=None)
+        if until is not None and until > now:
+            raise Locked(details={"retry_after": math.ceil((until - now).total_seconds())})
+
+    async def _fail(self, key: str, keep: int) -> bool:
+        now = self._clock.now()
         doc = await upsert_one(
             self._docs,
-            {"_id": _key(f"{scope}-acct", name)},
+            {"_id": key},
             {
                 "$push": {"failures": {"$each": [now], "$slice": -keep}},
                 "$set": {"expires_at": now + self.rules.failure_window + self.rules.lock_for},
@@ -84,6 +125,3 @@ class ThrottleService:
             )
             return True
         return False
-
-    async def clear_account(self, scope: str, name: str) -> None:
-        await self._docs.delete_one({"_id": _key(f"{scope}-acct", name)})

@@ -19,6 +19,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
+from models.approvals import COMMENTS, open_steps
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
@@ -92,7 +93,7 @@ class TransferView:
 class TransferService:
     collections = (TRANSFERS,)
     # Where this service keeps fields sealed with a subject's data key (for key rotation).
-    sealed_fields = (("transfers", None),)
+    sealed_fields = (("transfers", None), ("transfers", COMMENTS))
 
     def __init__(
         self,
@@ -215,6 +216,29 @@ class TransferService:
     ) -> TransferView:
         current = doc["status"]
         now = self._clock.now()
+        entry: dict[str, Any] = {
+            "from": current,
+            "to": str(to),
+            "at": now,
+            "by": ctx.identity.user_id,
+            "comment": comment,
+        }
+        if comment:
+            # Free text about the person: sealed with their key beside the other comments.
+            subject = await self._subjects.document(doc["subject_id"]) or {}
+            comment_id = f"step_{ObjectId()}"
+            changes = changes | {
+                f"{COMMENTS}.{comment_id}": await self._codec.seal(
+                    doc["subject_id"],
+                    subject.get("dek_id"),
+                    "transfers",
+                    str(doc["_id"]),
+                    comment_id,
+                    comment,
+                )
+            }
+            del entry["comment"]
+            entry["comment_id"] = comment_id
         async with self._audit.change(
             ctx,
             f"transfers.{to}",
@@ -227,15 +251,7 @@ class TransferService:
                 {"_id": doc["_id"], "status": current},
                 {
                     "$set": {"status": str(to), **changes},
-                    "$push": {
-                        "history": {
-                            "from": current,
-                            "to": str(to),
-                            "at": now,
-                            "by": ctx.identity.user_id,
-                            "comment": comment,
-                        }
-                    },
+                    "$push": {"history": entry},
                 },
                 return_document=ReturnDocument.AFTER,
             )
@@ -348,6 +364,6 @@ class TransferService:
             rules_version=doc["rules_version"],
             history=[
                 {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in h.items()}
-                for h in doc.get("history", [])
+                for h in await open_steps(self._codec, "transfers", doc, doc.get("history", []))
             ],
         )

@@ -120,6 +120,9 @@ async def run_admin(config: Config, args: argparse.Namespace) -> int:
             for detail in exc.details or []:
                 print(f"  {detail}", file=sys.stderr)
             return 1
+        finally:
+            # The command's audit chain ends with the command, its head anchored.
+            await services.close()
     finally:
         await store.close()
 

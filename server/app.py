@@ -12,6 +12,7 @@ from typing import Any
 import tornado.web
 
 from handlers import (
+    absences,
     admin,
     alerts,
     assistance,
@@ -24,6 +25,7 @@ from handlers import (
     obligations,
     ops,
     programs,
+    psychiatric_referrals,
     reports,
     sanctions,
     subjects,
@@ -43,10 +45,11 @@ from miniprogram_api import uploads as mp_uploads
 from miniprogram_api import worker as mp_worker
 from miniprogram_api.notifier import LocalSms, SmsPort, WeChatNotifier
 from miniprogram_api.wechat import StableTokenSource, WeChatAdapter
+from models.absences import AbsenceService
 from models.alerts import AlertService
 from models.assistance import AssistanceService
 from models.attachments import AttachmentService
-from models.audit import AuditContext, AuditService
+from models.audit import AuditContext, AuditService, ChainAnchor
 from models.auth import AuthService
 from models.bindings import BindingCodeService
 from models.caseload import CaseloadService
@@ -73,6 +76,7 @@ from models.orgs import OrgKind, OrgService
 from models.passwords import HashCost, PasswordHasher
 from models.policy import Identity, Policy
 from models.programs import ProgramService
+from models.psychiatric_referrals import PsychiatricReferralService
 from models.reports import ReportService
 from models.rules import RuleBook, RulesService
 from models.sanctions import SanctionService
@@ -102,11 +106,13 @@ def all_routes() -> list[tuple[Any, ...]]:
         *admin.routes,
         *subjects.routes,
         *programs.routes,
+        *psychiatric_referrals.routes,
         *leave.routes,
         *sanctions.routes,
         *elocation.routes,
         *transfers.routes,
         *obligations.routes,
+        *absences.routes,
         *counseling.routes,
         *caseload.routes,
         *alerts.routes,
@@ -140,12 +146,14 @@ def collection_specs() -> list[CollectionSpec]:
         *AttachmentService.collections,
         *RulesService.collections,
         *ProgramService.collections,
+        *PsychiatricReferralService.collections,
         *InvestigationService.collections,
         *LeaveService.collections,
         *SanctionService.collections,
         *ElocationService.collections,
         *TransferService.collections,
         *ObligationService.collections,
+        *AbsenceService.collections,
         *NotificationService.collections,
         *DeliveryLog.collections,
         *CounselingService.collections,
@@ -222,6 +230,8 @@ def make_app(context: AppContext, routes: Sequence[tuple[Any, ...]]) -> tornado.
         log_function=log_request,
         serve_traceback=False,
         debug=False,
+        # Tornado's own `_xsrf` cookie: HTTPS only in production, like every other cookie.
+        xsrf_cookie_kwargs={"secure": True} if context.production else {},
     )
 
 
@@ -331,6 +341,7 @@ class Services:
     notifications: NotificationService
     counseling: CounselingService
     caseload: CaseloadService
+    psychiatric_referrals: PsychiatricReferralService
     wechat_tokens: WeChatTokenService
     wechat: WeChatAdapter
     mp_accounts: MpAccountService
@@ -343,9 +354,18 @@ class Services:
     assistance: AssistanceService
     content_check: ContentCheckService
     reports: ReportService
+    absences: AbsenceService
 
     async def close(self) -> None:
-        """Release what the services hold beyond the database (the WeChat client's threads)."""
+        """Release what the services hold beyond the database (the WeChat client's threads),
+        closing this process's audit chain first (its head anchored outside the database)."""
+        try:
+            await self.audit.close()
+        except OSError as exc:
+            # Stopping goes on; the log says the head was not anchored.
+            log.warning(
+                "audit chain not closed", extra={"fields": {"exception": type(exc).__name__}}
+            )
         await self.wechat.close()
 
 
@@ -364,19 +384,22 @@ def build_services(
     """Every domain service of one process, wired once (the WeChat token source included)."""
     hasher = PasswordHasher(hash_cost or HashCost())
     policy = Policy()
-    audit = AuditService(store, clock, vault.suite, process_role)
+    codec = FieldCodec(vault)
+    # Reasons given about a person are sealed under the person's key in the audit log too.
+    # Keyed chains, each opened and closed with an anchor in the export file.
+    anchor = ChainAnchor(vault, config.audit_export)
+    audit = AuditService(store, clock, vault.suite, process_role, anchor=anchor, codec=codec)
     orgs = OrgService(store, clock, audit)
     sessions = SessionService(store, clock)
-    codec = FieldCodec(vault)
     staff = StaffService(store, clock, audit, orgs, sessions, hasher, codec)
     throttle = ThrottleService(store, clock)
     auth_service = AuthService(staff, sessions, throttle, audit, hasher, config.require_totp)
-    alerts_service = AlertService(store, clock, audit)
+    rules = RulesService(store, clock, audit, orgs, RuleBook.load())
+    alerts_service = AlertService(store, clock, audit, rules)
     attachments = AttachmentService(store, vault)
     subjects_service = SubjectService(
-        store, clock, audit, codec, vault, orgs, alerts_service, policy, attachments
+        store, clock, audit, codec, vault, orgs, alerts_service, policy, attachments, rules
     )
-    rules = RulesService(store, clock, audit, orgs, RuleBook.load())
     calendar = WorkdayCalendar.load()
     program_service = ProgramService(
         store, clock, audit, codec, subjects_service, rules, calendar, alerts_service
@@ -414,10 +437,18 @@ def build_services(
         )
     notifications = NotificationService(store, clock, notifier or LocalNotifier())
     obligation_service = ObligationService(
-        store, clock, audit, program_service, subjects_service, alerts_service, notifications
+        store, clock, audit, program_service, subjects_service, alerts_service, notifications, codec
     )
     # A change to a program replans what lies ahead.
     program_service.subscribe(obligation_service.reschedule)
+    # A risk level reaching 3 opens a 转诊 task (严重精神障碍管理治疗工作规范 2018).
+    referral_service = PsychiatricReferralService(
+        store, clock, audit, codec, subjects_service, rules
+    )
+    program_service.subscribe(referral_service.on_program_change)
+    absence_service = AbsenceService(
+        store, clock, audit, codec, subjects_service, program_service, alerts_service
+    )
     counseling_service = CounselingService(
         store, clock, audit, codec, subjects_service, obligation_service, staff.lookup
     )
@@ -429,7 +460,17 @@ def build_services(
     )
     # The agency-head check reads the account at decision time, not the session's snapshot.
     elocation_service = ElocationService(
-        store, clock, audit, codec, subjects_service, program_service, rules, staff
+        store,
+        clock,
+        audit,
+        codec,
+        subjects_service,
+        program_service,
+        rules,
+        staff,
+        # A ground is checked against the warnings decided and the leave granted.
+        sanction_service,
+        leave_service,
     )
     # A handover moves every record that carries the person's station along with the file.
     transfer_service = TransferService(
@@ -484,20 +525,31 @@ def build_services(
     # A check-in stored by a request that died before updating its window still counts.
     obligation_service.add_evidence_source(checkin_service.evidence_for)
     caseload_service = CaseloadService(
-        store, clock, audit, codec, subjects_service, sanction_service, rules, alerts_service
+        store,
+        clock,
+        audit,
+        codec,
+        subjects_service,
+        sanction_service,
+        rules,
+        alerts_service,
+        referral_service,
     )
     # Key rotation rewrites every field sealed with the person's key, wherever it is kept.
     for service in (
         program_service,
+        obligation_service,
         investigations,
         counseling_service,
         caseload_service,
+        referral_service,
         leave_service,
         sanction_service,
         elocation_service,
         transfer_service,
         checkin_service,
         assistance_service,
+        absence_service,
     ):
         subjects_service.add_sealed_locations(service.sealed_fields)
     return Services(
@@ -507,6 +559,7 @@ def build_services(
         wechat_push=WeChatPushService(store, clock, audit, codec, consents),
         idempotency=IdempotencyService(store, clock, codec),
         assistance=assistance_service,
+        absences=absence_service,
         content_check=ContentCheckService(wechat, mp_accounts, config.msg_sec_check),
         reports=ReportService(store, clock, audit, orgs, subjects_service, staff.lookup),
         wechat=wechat,
@@ -515,6 +568,7 @@ def build_services(
         checkins=checkin_service,
         wechat_tokens=wechat_tokens,
         caseload=caseload_service,
+        psychiatric_referrals=referral_service,
         leave=leave_service,
         sanctions=sanction_service,
         elocation=elocation_service,
@@ -574,6 +628,7 @@ def assemble_api(
         obligations=services.obligations,
         counseling=services.counseling,
         caseload=services.caseload,
+        psychiatric_referrals=services.psychiatric_referrals,
         mp_accounts=services.mp_accounts,
         checkins=services.checkins,
         uploads=services.uploads,
@@ -584,6 +639,7 @@ def assemble_api(
         assistance=services.assistance,
         content_check=services.content_check,
         reports=services.reports,
+        absences=services.absences,
         wechat_appid=services.wechat.appid,
         push_token=config.wechat_push_token,
         push_aes_key=config.wechat_push_aes_key,

@@ -1,11 +1,17 @@
-"""`python -m server audit verify`: walk every audit chain and the exported checkpoints."""
+"""`python -m server audit verify`: every audit chain against the export (anchors, checkpoints)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from models.audit import SIGNING_KEY_ID, read_exported_checkpoints, verify_audit
+from models.audit import (
+    MAC_KEY_ID,
+    SIGNING_KEY_ID,
+    is_anchor,
+    read_exported_checkpoints,
+    verify_audit,
+)
 from models.clock import SystemClock
 from models.crypto import public_key
 from models.keys import KeyShredded, KeyUnknown
@@ -16,7 +22,9 @@ from server.config import Config
 def add_audit_commands(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="audit_command", required=True)
     verify = commands.add_parser(
-        "verify", help="detect edited, deleted, reordered or truncated entries and missing chains"
+        "verify",
+        help="detect edited, deleted, reordered or truncated entries and missing chains, "
+        "against the chain anchors and signed checkpoints of the export file",
     )
     verify.add_argument(
         "--checkpoints",
@@ -37,8 +45,13 @@ async def run_audit(config: Config, args: argparse.Namespace) -> int:
             verify_key: bytes | None = public_key(vault.suite, signing)
         except (KeyShredded, KeyUnknown):
             verify_key = None  # no checkpoint was ever signed
+        try:
+            mac_key: bytes | None = await vault.get(MAC_KEY_ID)
+        except (KeyShredded, KeyUnknown):
+            mac_key = None  # no keyed chain was ever opened (or the key was deleted: see below)
         path = args.checkpoints or config.audit_export
-        checkpoints = read_exported_checkpoints(path)
+        exported = read_exported_checkpoints(path)
+        checkpoints = [line for line in exported if not is_anchor(line)]
         if checkpoints and verify_key is None:
             # Checkpoints that cannot be checked vouch for nothing: the key was deleted.
             print(
@@ -46,14 +59,17 @@ async def run_audit(config: Config, args: argparse.Namespace) -> int:
                 "to check them with (was it deleted from the key vault?)"
             )
             return 1
-        report = await verify_audit(store, vault.suite, verify_key, checkpoints)
+        report = await verify_audit(store, vault.suite, verify_key, exported, mac_key)
     finally:
         await store.close()
     if report.ok:
         print(
             f"audit log intact: {report.chains} chain(s), {report.entries} entries, "
-            f"{len(checkpoints)} checkpoint(s) from {path}"
+            f"{len(checkpoints)} checkpoint(s) and {report.anchors} chain anchor(s) from {path}"
         )
+        if report.unkeyed:
+            # Verified, but by plain digests anyone could recompute: written before keyed chains.
+            print(f"{report.unkeyed} chain(s) use plain digests (written before keyed chains)")
         return 0
     print(f"AUDIT LOG BROKEN: {report.problem}")
     return 1

@@ -12,13 +12,13 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from models.audit import AuditContext, AuditService
+from models.audit import AuditContext, AuditService, ChainAnchor
 from models.backup import BackupError, BackupKey, BackupKeyError, BackupService
 from models.clock import SystemClock
 from models.crypto import Suite
 from models.keys import LocalKeyFile, MasterKeyError
 from models.policy import Identity
-from server.app import DatabaseNotReady, connect_store, wait_for_database
+from server.app import DatabaseNotReady, connect_store, open_vault, wait_for_database
 from server.config import Config
 
 # compare: 0 identical, 1 different; every command: 2 when it was refused or could not run
@@ -132,7 +132,7 @@ async def run_backup(config: Config, args: argparse.Namespace) -> int:
         if command == "restore":
             return await _restore(config, args)
         return await _compare(config, args)
-    except (BackupError, DatabaseNotReady) as exc:
+    except (BackupError, DatabaseNotReady, MasterKeyError) as exc:
         _complain(f"anbang: backup {command} refused: {exc}")
         return REFUSED
     except PyMongoError as exc:
@@ -146,9 +146,22 @@ async def _export(config: Config, args: argparse.Namespace) -> int:
     try:
         await wait_for_database(store, config.db_wait_seconds)
         clock = SystemClock()
-        # The export is audited in the database it reads (an export of case data, even sealed).
-        audit = AuditService(store, clock, Suite(config.crypto_suite), process_role="backup")
-        summary = await BackupService(store, clock, audit).export(args.out, key, ctx=_operator())
+        # The export is audited in the database it reads (an export of case data, even sealed),
+        # in a keyed chain anchored when it opens and when the export ends.
+        vault = await open_vault(config, store, clock)
+        audit = AuditService(
+            store,
+            clock,
+            vault.suite,
+            process_role="backup",
+            anchor=ChainAnchor(vault, config.audit_export),
+        )
+        try:
+            summary = await BackupService(store, clock, audit).export(
+                args.out, key, ctx=_operator()
+            )
+        finally:
+            await audit.close()
     finally:
         await store.close()
     _emit(summary.as_json())

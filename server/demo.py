@@ -7,12 +7,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from models.audit import AuditContext
 from models.clock import SystemClock
 from models.errors import Conflict
 from models.geo import Area, Point
 from models.identity_numbers import IdType, gb11643_check_digit
 from models.orgs import Org, OrgKind
-from models.policy import Role
+from models.policy import Identity, Role
 from models.staff import temporary_password
 from models.subjects import SubjectInput
 from server.app import (
@@ -62,6 +63,12 @@ DEMO_STAFF = [
     ("procurator", "何检察官", Role.OVERSIGHT, "330302", False),
 ]
 
+# Demo staff are seeded by the composition root with their roles (and passwords that need no
+# change, for the fuzzer and a quick look). This one goes the way every real account goes
+# (三员分立): the demo's system administrator opens it, and it waits without a role for the
+# security administrator (`security`) to grant one: GET /api/v1/staff/roles?pending=1.
+PENDING_STAFF = ("new.social", "何社工", Role.SOCIAL_WORKER, "330302001")
+
 
 async def _ensure_tree(services: Services) -> dict[str, Org]:
     nodes: dict[str, Org] = {}
@@ -104,6 +111,7 @@ async def seed_demo(config: Config) -> dict[str, Any]:
             created.append((username, name, role, password))
         if created:
             _write_logins(config.var_dir / "demo-logins.txt", created)
+        await _ensure_role_request(services, nodes)
         subjects = await _ensure_subjects(services, nodes)
         await services.close()
         return {"orgs": len(nodes), "staff_created": len(created), "subjects_created": subjects}
@@ -204,6 +212,26 @@ async def _ensure_subjects(services: Services, nodes: dict[str, Org]) -> int:
         await services.programs.create(SYSTEM, view.id, program)
         created += 1
     return created
+
+
+async def _ensure_role_request(services: Services, nodes: dict[str, Org]) -> None:
+    username, name, role, org_code = PENDING_STAFF
+    admin = await services.staff.find_for_login("admin")
+    if admin is None or await services.staff.find_for_login(username) is not None:
+        return
+    as_admin = AuditContext(
+        Identity(
+            user_id=str(admin["_id"]),
+            role=admin["role"],
+            org_id=str(admin["org_id"]),
+            org_path=tuple(admin["org_path"]),
+        ),
+        request_id="demo",
+    )
+    # Its one-time password is not kept: the administrator resets it once the role is granted.
+    await services.staff.open_account(
+        as_admin, username=username, name=name, role=role, org_id=nodes[org_code].id
+    )
 
 
 def _write_logins(path: Path, created: list[tuple[str, str, Role, str]]) -> None:

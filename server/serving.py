@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 
+import tornado.web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
@@ -20,16 +21,23 @@ log = logging.getLogger("anbang.server")
 MAX_CONNECTION_BODY_BYTES = 64 << 20
 
 
-async def serve_sockets(config: Config, sockets: list[socket.socket]) -> None:
-    stop = stop_event_on_signals()
-    runtime = await build_api(config)
-    server = HTTPServer(
-        runtime.app,
+def http_server(app: tornado.web.Application, config: Config) -> HTTPServer:
+    """The API's HTTP server. A client's address comes from `X-Real-Ip` / `X-Forwarded-For` only
+    behind the proxy (`ANBANG_BEHIND_PROXY`, nginx sets them); otherwise any client could name
+    an address of its choosing to audit and the login limits."""
+    return HTTPServer(
+        app,
         xheaders=config.behind_proxy,
         max_body_size=MAX_CONNECTION_BODY_BYTES,
         idle_connection_timeout=60,
         body_timeout=60,
     )
+
+
+async def serve_sockets(config: Config, sockets: list[socket.socket]) -> None:
+    stop = stop_event_on_signals()
+    runtime = await build_api(config)
+    server = http_server(runtime.app, config)
     server.add_sockets(sockets)
     address = sockets[0].getsockname()
     log.info("api ready", extra={"fields": {"host": address[0], "port": address[1]}})

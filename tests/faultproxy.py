@@ -17,6 +17,9 @@ Faults take effect at once on open connections and on new ones, and last until `
   sent waits in the socket buffers (as TCP would retransmit it) and flows again on `restore()`
   — a partition or a hung server, which clients only notice through their own timeouts.
 - `delay(seconds)`: each piece forwarded (either way) waits `seconds` first.
+- `hold_before(to_server=...)`: hold back the first piece going to the server that the trigger
+  accepts (its connection waits; the others flow) until `release()`; `held` is set when it is
+  caught — another process's request frozen at one chosen step, to race others against it.
 - `drop_after(n_bytes)`: forward `n_bytes` more towards the server (the last message may be
   torn), then cut.
 - `cut_before(to_server=..., to_client=...)`: forward until a piece going that way satisfies its
@@ -131,6 +134,9 @@ class FaultProxy:
         self._delay = 0.0
         self._budget: int | None = None
         self._triggers: dict[bool, Trigger] = {}  # towards the server? -> trigger
+        self._hold: Trigger | None = None
+        self.held = asyncio.Event()
+        self._released = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -202,8 +208,21 @@ class FaultProxy:
             if trigger is not None
         }
 
+    def hold_before(self, *, to_server: Trigger) -> None:
+        """Hold back the first piece going to the server that `to_server` accepts until
+        `release()`; `held` is set once it is caught."""
+        self._hold = to_server
+        self.held.clear()
+        self._released.clear()
+
+    def release(self) -> None:
+        """Forward the piece held back (if any) and hold nothing more."""
+        self._hold = None
+        self._released.set()
+
     def restore(self) -> None:
         """Plain forwarding again: no fault, no delay, nothing armed."""
+        self.release()
         self.fault = Fault.NONE
         self._delay = 0.0
         self._budget = None
@@ -270,6 +289,10 @@ class FaultProxy:
                     await self._flowing.wait()
                     if self._delay:
                         await asyncio.sleep(self._delay)
+                    if towards_server and self._hold is not None and self._hold(piece):
+                        self._hold = None
+                        self.held.set()
+                        await self._released.wait()
                     if link not in self._links:
                         return
                     if not await self._pass(piece, writer, towards_server):

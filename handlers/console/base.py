@@ -1,22 +1,26 @@
 """The console's base handler: a server-rendered client of the staff API. Every page reads and
-writes through `/api/v1` on this process's own socket with the officer's token, so the console
-can do nothing the API would refuse (scope, policy, masking and audit all apply)."""
+writes through `/api/v1`, dispatched inside this process with the officer's token and the
+officer's own address, so the console can do nothing the API would refuse (scope, policy,
+masking, login limits and audit all apply, and audit names the officer's address)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-import socket
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import tornado.web
-from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.concurrent import Future
+from tornado.httputil import HTTPHeaders
 
-from handlers.base import AppContext
+from handlers.base import HSTS, AppContext
+from handlers.console.inprocess import LocalExchange, Origin, dispatch
 from handlers.messages import validation_message
 
 log = logging.getLogger("anbang.console")
@@ -35,9 +39,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
 
 # What an officer reads when the API refuses (by error code); anything else gets the generic.
 ERRORS_ZH = {
-    "invalid_credentials": "用户名或密码错误。",
-    "totp_required": "请输入动态验证码。",
-    "invalid_totp": "动态验证码错误或已使用。",
+    "invalid_credentials": "用户名或密码错误，或动态验证码不正确。",
     "wrong_code": "动态验证码不正确，请重新输入。",
     "locked": "账号已锁定，请稍后再试或联系管理员。",
     "too_many_attempts": "尝试次数过多，请稍后再试。",
@@ -111,6 +113,15 @@ class ConsoleHandler(tornado.web.RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("X-Frame-Options", "DENY")
         self.set_header("Referrer-Policy", "no-referrer")
+        if self.ctx.production:
+            self.set_header("Strict-Transport-Security", HSTS)
+
+    def set_cookie(self, name: str, value: str | bytes, *args: Any, **kwargs: Any) -> None:
+        # In production no cookie ever travels over plain HTTP: the session's, Tornado's
+        # `_xsrf` and the expired ones that clear them alike.
+        if self.ctx.production:
+            kwargs["secure"] = True
+        super().set_cookie(name, value, *args, **kwargs)
 
     def compute_etag(self) -> str | None:
         return None
@@ -151,15 +162,33 @@ class ConsoleHandler(tornado.web.RequestHandler):
 
     # --- the staff API ------------------------------------------------------------------------
 
-    def _api_base(self) -> str:
-        """This process's own socket: the console and the API it calls are one process."""
-        stream = getattr(self.request.connection, "stream", None)
-        address = stream.socket.getsockname() if stream and stream.socket else ("127.0.0.1", 0)
-        host, port = address[0], address[1]
-        if stream and stream.socket and stream.socket.family == socket.AF_INET6:
-            host = "::1" if host in ("::", "") else host
-            return f"http://[{host}]:{port}"
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"  # noqa: S104
+    async def call_api(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes = b"",
+        *,
+        relay: Callable[[LocalExchange, bytes], Future[None]] | None = None,
+        allowed_s: float = API_TIMEOUT_S,
+    ) -> LocalExchange:
+        """Run one staff API request in this process for the officer at this page's address.
+
+        The address is the one this request was served for (the proxy's `X-Real-Ip` only when
+        `ANBANG_BEHIND_PROXY` trusts it): login limits and audit see the officer, not the console,
+        and no header the browser sends can name another address."""
+        all_headers = HTTPHeaders(headers)
+        all_headers["Host"] = self.request.host
+        all_headers["X-Request-Id"] = self.request_id
+        if body:
+            all_headers["Content-Length"] = str(len(body))
+        exchange = LocalExchange(Origin(self.request.remote_ip, self.request.protocol), relay)
+        try:
+            async with asyncio.timeout(allowed_s):
+                await dispatch(self.application, exchange, method, path, all_headers, body)
+        except TimeoutError:
+            raise tornado.web.HTTPError(503) from None
+        return exchange
 
     async def api(
         self,
@@ -169,34 +198,23 @@ class ConsoleHandler(tornado.web.RequestHandler):
         *,
         anonymous: bool = False,
     ) -> ApiAnswer:
-        headers = {"X-Request-Id": self.request_id, "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
         if not anonymous:
             if not self.token:
                 raise SessionExpired()
             headers["Authorization"] = f"Bearer {self.token}"
-        payload = None
+        payload = b""
         if body is not None:
-            payload = json.dumps(body, ensure_ascii=False)
+            payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        elif method in ("POST", "PUT", "PATCH"):
-            payload = ""
-        response: HTTPResponse = await AsyncHTTPClient().fetch(
-            self._api_base() + path,
-            method=method,
-            body=payload,
-            headers=headers,
-            raise_error=False,
-            request_timeout=API_TIMEOUT_S,
-        )
-        raw = response.body or b""
+        exchange = await self.call_api(method, path, headers, payload)
+        raw = bytes(exchange.body)
         parsed: Any = None
-        if raw and response.headers.get("Content-Type", "").startswith("application/json"):
+        if raw and exchange.headers.get("Content-Type", "").startswith("application/json"):
             parsed = json.loads(raw)
-        answer = ApiAnswer(response.code, parsed, response.headers, raw)
+        answer = ApiAnswer(exchange.status, parsed, exchange.headers, raw)
         if answer.status == 401 and not anonymous:
             raise SessionExpired()
-        if answer.status == 599:
-            raise tornado.web.HTTPError(503)
         return answer
 
     async def api_ok(self, method: str, path: str, body: Any = None) -> Any:

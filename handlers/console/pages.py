@@ -10,7 +10,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tornado.httpclient import AsyncHTTPClient
+from tornado.concurrent import Future
 
 from handlers.console.base import (
     ApiAnswer,
@@ -19,6 +19,7 @@ from handlers.console.base import (
     SessionExpired,
     SignedInHandler,
 )
+from handlers.console.inprocess import LocalExchange
 from models.clock import LOCAL_TZ
 from models.reports import FIGURE_LABELS, LEVEL_LABELS, PROGRAM_LABELS, RATE_LABELS, TREND_LABELS
 
@@ -97,10 +98,25 @@ LABELS = {
 }
 
 
+def notice_text(notice: dict[str, Any]) -> str:
+    """What someone else did to the reader's account, in the reader's words."""
+    role = ROLE_ZH.get(notice.get("role") or "", notice.get("role") or "")
+    if notice["kind"] == "role_granted":
+        head = "（机构负责人）" if notice.get("is_agency_head") else ""
+        return f"安全管理员已授予您“{role}”角色{head}。如非本人知悉，请立即联系安全管理员。"
+    if notice["kind"] == "role_withdrawn":
+        return f"安全管理员已收回您的“{role}”角色。"
+    if notice["kind"] == "password_reset":
+        return "管理员重置了您的密码。如非本人申请，请立即联系安全管理员。"
+    return "您的账号有变更。"
+
+
 class Page(SignedInHandler):
     def get_template_namespace(self) -> dict[str, Any]:
         namespace = super().get_template_namespace()
-        namespace.update(labels=LABELS, local_time=local_time, my_level=self.my_level)
+        namespace.update(
+            labels=LABELS, local_time=local_time, my_level=self.my_level, notice_text=notice_text
+        )
         return namespace
 
     @property
@@ -117,7 +133,6 @@ class LoginPage(ConsoleHandler):
             "login.html",
             next=self.safe_next(self.get_query_argument("next", None)),
             username="",
-            need_totp=False,
             error=None,
             errors={},
         )
@@ -138,7 +153,6 @@ class LoginPage(ConsoleHandler):
                 "login.html",
                 next=target,
                 username=username,
-                need_totp=bool(totp),
                 error=None,
                 errors=errors,
             )
@@ -157,17 +171,15 @@ class LoginPage(ConsoleHandler):
             else:
                 self.redirect(target)
             return
-        need_totp = answer.error_code in ("totp_required", "invalid_totp")
+        # The code is asked for with the password, never after it: an answer that asked for it
+        # would tell whoever typed the password that it was right.
         self.set_status(answer.status)
         field_errors = answer.field_errors()
-        if answer.error_code in ("totp_required", "invalid_totp"):
-            field_errors["totp"] = answer.message_zh()
         self.render(
             "login.html",
             next=target,
             username=username,
-            need_totp=need_totp,
-            error=None if "totp" in field_errors else answer.message_zh(),
+            error=None if field_errors else answer.message_zh(),
             errors=field_errors,
         )
 
@@ -238,6 +250,12 @@ class PasswordPage(RestrictedPage):
         self.set_status(answer.status)
         errors = answer.field_errors()
         self.render("password.html", errors=errors, error=None if errors else answer.message_zh())
+
+
+class NoticesSeen(Page):
+    async def post(self) -> None:
+        await self.api_ok("POST", "/api/v1/me/notices/seen")
+        self.redirect("/console/")
 
 
 # --- the day's work ---------------------------------------------------------------------------
@@ -571,39 +589,34 @@ class ReportDownload(Page):
         fmt = self.FORMATS.get(self.get_query_argument("format", ""))
         if fmt is None:
             raise ApiRefused(ApiAnswer(422, None, {}, b""))
-        headers_seen: dict[str, str] = {}
 
-        def header_line(line: str) -> None:
-            if line.startswith("HTTP/"):
-                headers_seen["status"] = line.split()[1]
-                return
-            name, _, value = line.partition(":")
-            if name.lower() in ("content-type", "content-disposition"):
-                headers_seen[name.lower()] = value.strip()
-
-        def relay(chunk: bytes) -> None:
-            # Only a file is relayed; a refusal's body is dropped and answered as a page below.
-            if headers_seen.get("status") != "200":
-                return
+        def relay(answer: LocalExchange, chunk: bytes) -> Future[None]:
+            # Only a file is relayed as it streams; a refusal is kept and answered as a page.
             if not self._headers_written:
-                self.set_header("Content-Type", headers_seen.get("content-type", ""))
-                self.set_header("Content-Disposition", headers_seen.get("content-disposition", ""))
+                self.set_header("Content-Type", answer.headers.get("Content-Type", ""))
+                self.set_header(
+                    "Content-Disposition", answer.headers.get("Content-Disposition", "")
+                )
                 self.set_header("Content-Security-Policy", "default-src 'none'")
             self.write(chunk)
-            self.flush()
+            return self.flush()
 
-        response = await AsyncHTTPClient().fetch(
-            self._api_base() + f"/api/v1/reports/compliance/{report_id}?format={fmt}",
-            headers={"Authorization": f"Bearer {self.token}", "X-Request-Id": self.request_id},
-            header_callback=header_line,
-            streaming_callback=relay,
-            raise_error=False,
-            request_timeout=300,
+        exchange = await self.call_api(
+            "GET",
+            f"/api/v1/reports/compliance/{report_id}?format={fmt}",
+            {"Authorization": f"Bearer {self.token}"},
+            relay=relay,
+            allowed_s=300,
         )
-        if response.code == 401:
+        if exchange.status == 401:
             raise SessionExpired()
-        if response.code != 200:
-            raise ApiRefused(ApiAnswer(response.code, None, {}, b""))
+        if exchange.cut and self._headers_written:
+            # The export broke midway: the browser sees a broken transfer, never a whole-looking
+            # file.
+            self.request.connection.close()  # type: ignore[union-attr]
+            return
+        if exchange.status != 200 or exchange.cut:
+            raise ApiRefused(ApiAnswer(exchange.status or 503, None, {}, b""))
         self.finish()
 
 
@@ -643,6 +656,7 @@ routes = [
     (r"/console/logout", LogoutPage),
     (r"/console/totp", TotpPage),
     (r"/console/password", PasswordPage),
+    (r"/console/notices/seen", NoticesSeen),
     (rf"/console/subjects/{_id('subject_id')}", SubjectPage),
     (r"/console/alerts", AlertsPage),
     (rf"/console/alerts/{_id('alert_id')}/ack", AlertAck),

@@ -247,8 +247,20 @@ def on_investigation(stage: str, suffix: str, body: Any = None) -> Builder:
 
 def on_occurrence(suffix: str, body: Any) -> Builder:
     async def build(env: Env, in_scope: bool) -> Request:
-        request = await one_occurrence(env, in_scope)
-        return Request(request.path.replace("/excuse", suffix), body)
+        # A report window already open: an hours month is done by its hours, not by a word.
+        first = await one_occurrence(env, in_scope)
+        obligations = env.make_staff.services.obligations
+        subject_id = (await obligations._occurrences.find_one({"_id": first.path.split("/")[4]}))[
+            "subject_id"
+        ]
+        report = await obligations._occurrences.find_one(
+            {
+                "subject_id": subject_id,
+                "kind": "in_person_report",
+                "window_start": {"$lte": obligations._clock.now()},
+            }
+        )
+        return Request(f"/api/v1/obligations/{report['_id']}{suffix}", body)
 
     return build
 
@@ -262,6 +274,64 @@ async def one_occurrence(env: Env, in_scope: bool) -> Request:
         await mark_in_scope(env, sid)
     occurrence = await services.obligations._occurrences.find_one({"subject_id": sid})
     return Request(f"/api/v1/obligations/{occurrence['_id']}/excuse", {"reason": "住院治疗"})
+
+
+async def hours_today(env: Env, in_scope: bool) -> Request:
+    """An hour of education done today, in the education month now running of such a case."""
+    first = await one_occurrence(env, in_scope)
+    obligations = env.make_staff.services.obligations
+    now = obligations._clock.now()
+    subject_id = (await obligations._occurrences.find_one({"_id": first.path.split("/")[4]}))[
+        "subject_id"
+    ]
+    month = await obligations._occurrences.find_one(
+        {
+            "subject_id": subject_id,
+            "kind": "education",
+            "window_start": {"$lte": now},
+            "window_end": {"$gt": now},
+        }
+    )
+    body = {
+        "on": now.astimezone(LOCAL_TZ).date().isoformat(),
+        "hours": 1,
+        "place": "社区",
+        "confirmed_by": "李主任",
+    }
+    return Request(f"/api/v1/obligations/{month['_id']}/hours", body)
+
+
+async def drug_rehab_absence(env: Env, in_scope: bool) -> Request:
+    """An absence of a person in drug rehabilitation, in (or out of) scope, within the term."""
+    sid = await target_subject(env, in_scope)
+    services = env.make_staff.services
+    day = services.absences.today()
+    program = {
+        "type": "drug_rehab",
+        "start_date": (day - dt.timedelta(days=30)).isoformat(),
+        "mode": "community_detox",
+    }
+    await services.programs.create(SYSTEM, sid, program)
+    if in_scope:
+        await mark_in_scope(env, sid)
+    away = (day - dt.timedelta(days=10)).isoformat()
+    return Request(
+        f"/api/v1/subjects/{sid}/absences",
+        {"from_date": away, "to_date": away, "discovered_via": "visit"},
+    )
+
+
+async def open_referral(env: Env, in_scope: bool) -> Request:
+    """The 转诊 task a patient opened at risk level 3 brings, and its outcome: not referred."""
+    sid = await target_subject(env, in_scope)
+    high = {**MENTAL_HEALTH, "risk_level": 3}
+    program = await env.make_staff.services.programs.create(SYSTEM, sid, high)
+    if in_scope:
+        await mark_in_scope(env, sid)
+    return Request(
+        f"/api/v1/psychiatric-referrals/{program.id}:risk0/outcome",
+        {"referred": False, "reason": "已在精神专科医院住院"},
+    )
 
 
 async def counseling_booking(env: Env, in_scope: bool) -> Request:
@@ -318,6 +388,23 @@ def county_only(role: Role) -> int:
 async def own_jurisdiction(env: Env, in_scope: bool) -> Request:
     code = env.caller.org.code if in_scope else env.tree.other_county.code
     return Request(f"/api/v1/rules/{code}", {"rules": {}, "source": "matrix test"})
+
+
+async def retention_proposal(env: Env, in_scope: bool) -> Request:
+    code = env.caller.org.code if in_scope else env.tree.other_county.code
+    return Request(
+        f"/api/v1/rules/{code}/proposals",
+        {"rules": {"retention.shred_after_years": 30}, "source": "matrix test"},
+    )
+
+
+async def proposal_decision(env: Env, in_scope: bool) -> Request:
+    """A county's proposal, filed by someone else (the caller never confirms its own)."""
+    code = env.tree.county.code if in_scope else env.tree.other_county.code
+    proposal = await env.make_staff.services.rules.propose(
+        SYSTEM, code, {"retention.shred_after_years": 30}, "matrix test"
+    )
+    return Request(f"/api/v1/rule-proposals/{proposal['id']}/decision", {"confirm": False})
 
 
 def on_subject(suffix: str, body: Callable[[Env, bool], Any] | None = None) -> Builder:
@@ -833,6 +920,15 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
         200,
         404,
     ),
+    ("/api/v1/me/notices/seen", "POST"): (plain("/api/v1/me/notices/seen"), 204, None),
+    ("/api/v1/staff/roles", "GET"): (plain("/api/v1/staff/roles?pending=1"), 200, None),
+    ("/api/v1/staff/(?P<staff_id>[^/]+)/role", "PUT"): (
+        on_staff(
+            "/role", lambda env, in_scope: {"role": str(ROLE_FOR_KIND[env.node(in_scope).kind])}
+        ),
+        200,
+        404,
+    ),
     ("/api/v1/staff/(?P<staff_id>[^/]+)/disable", "POST"): (on_staff("/disable"), 200, 404),
     ("/api/v1/staff/(?P<staff_id>[^/]+)/enable", "POST"): (on_staff("/enable"), 200, 404),
     ("/api/v1/staff/(?P<staff_id>[^/]+)/move", "POST"): (
@@ -881,6 +977,18 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
         404,
     ),
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/programs", "GET"): (on_subject("/programs"), 200, 404),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/release-notices", "POST"): (
+        on_subject(
+            "/release-notices",
+            lambda env, _in: {
+                "release_date": (dt.date.today() + dt.timedelta(days=30)).isoformat(),
+                "received_on": dt.date.today().isoformat(),
+                "prison": "某某监狱",
+            },
+        ),
+        lambda role: 403 if role == Role.HEALTH_WORKER else 201,
+        lambda role: 403 if role == Role.HEALTH_WORKER else 404,
+    ),
     ("/api/v1/programs/(?P<program_id>[^/]+)", "GET"): (on_program(MENTAL_HEALTH, ""), 200, 404),
     ("/api/v1/programs/(?P<program_id>[^/]+)/transition", "POST"): (
         on_program(MENTAL_HEALTH, "/transition", {"to": "suspended", "reason": "住院治疗"}),
@@ -913,6 +1021,13 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
     ),
     ("/api/v1/rules/effective", "GET"): (plain("/api/v1/rules/effective"), 200, None),
     ("/api/v1/rules/(?P<code>[^/]+)", "PUT"): (own_jurisdiction, 200, 404),
+    ("/api/v1/rules/(?P<code>[^/]+)/proposals", "POST"): (retention_proposal, 201, 404),
+    ("/api/v1/rule-proposals", "GET"): (plain("/api/v1/rule-proposals"), 200, None),
+    ("/api/v1/rule-proposals/(?P<proposal_id>[^/]+)/decision", "POST"): (
+        proposal_decision,
+        200,
+        404,
+    ),
     ("/api/v1/investigations", "POST"): (
         on_subject_body(
             "/api/v1/investigations",
@@ -1046,6 +1161,19 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
     ("/api/v1/obligations/(?P<occurrence_id>[^/]+)/excuse", "POST"): (one_occurrence, 200, 404),
     ("/api/v1/obligations/(?P<occurrence_id>[^/]+)/result", "POST"): (
         on_occurrence("/result", {"outcome": "done"}),
+        200,
+        404,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/absences", "POST"): (drug_rehab_absence, 201, 404),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/absences", "GET"): (on_subject("/absences"), 200, 404),
+    ("/api/v1/obligations/(?P<occurrence_id>[^/]+)/hours", "POST"): (hours_today, 200, 404),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/psychiatric-referrals", "GET"): (
+        on_subject("/psychiatric-referrals"),
+        200,
+        404,
+    ),
+    ("/api/v1/psychiatric-referrals/(?P<referral_id>[^/]+)/outcome", "POST"): (
+        open_referral,
         200,
         404,
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.policy import Role
+from tests.subject_factories import subject_body
 
 
 @pytest.fixture
@@ -89,7 +90,11 @@ async def test_staff_creation_validates_each_field(fetch, admin, tree):
     }
     created = await fetch("/api/v1/staff", "POST", token=admin.token, json_body=good)
     assert created.status == 201
-    assert created.json["name"] == "王芳" and created.json["role"] == "social_worker"
+    # 三员分立: the role waits for the security administrator; the chosen password works once.
+    assert created.json["name"] == "王芳" and created.json["role"] is None
+    assert created.json["requested_role"] == "social_worker"
+    assert created.json["must_change_password"] is True
+    assert created.json["temporary_password"] is None  # the administrator chose one
     assert set(created.json) == {
         "id",
         "username",
@@ -101,6 +106,9 @@ async def test_staff_creation_validates_each_field(fetch, admin, tree):
         "totp_enrolled",
         "must_change_password",
         "version",
+        "requested_role",
+        "requested_agency_head",
+        "temporary_password",
     }
     again = await fetch(
         "/api/v1/staff", "POST", token=admin.token, json_body={**good, "username": "WANG.FANG"}
@@ -315,3 +323,206 @@ async def test_a_csv_cell_past_the_csv_modules_limit_is_refused_by_line(fetch, a
     assert answer.error["details"] == {"line": 3}
     listed = await fetch("/api/v1/staff?limit=200", token=admin.token)
     assert "li.na" not in {item["username"] for item in listed.json["items"]}
+
+
+# --- 三员分立: the system administrator opens accounts, the security administrator grants roles --
+
+
+@pytest.fixture
+async def security(tree, make_staff):
+    account = await make_staff(Role.SECURITY_ADMIN, tree.county)
+    account.token = await make_staff.token_for(account)
+    return account
+
+
+async def a_case_file(fetch, tree, make_staff) -> str:
+    officer = await make_staff(Role.STATION_OFFICER, tree.station)
+    answer = await fetch(
+        "/api/v1/subjects",
+        "POST",
+        token=await make_staff.token_for(officer),
+        json_body=subject_body(tree.station.id),
+    )
+    assert answer.status == 201, answer.body
+    return answer.json["id"]
+
+
+async def sign_in(fetch, username: str, password: str) -> dict:
+    answer = await fetch(
+        "/api/v1/auth/login", "POST", json_body={"username": username, "password": password}
+    )
+    assert answer.status == 200, answer.body
+    return answer.json
+
+
+async def first_login(fetch, username: str, one_time: str, new: str) -> str:
+    """Sign in with a one-time password and change it, as the holder does; a fresh token."""
+    first = await sign_in(fetch, username, one_time)
+    assert first["required_step"] == "password_change"
+    changed = await fetch(
+        "/api/v1/me/password",
+        "POST",
+        token=first["token"],
+        json_body={"current_password": one_time, "new_password": new},
+    )
+    assert changed.status == 204
+    return (await sign_in(fetch, username, new))["token"]
+
+
+async def test_an_account_the_sys_admin_opens_reads_no_case_file(fetch, admin, tree, make_staff):
+    """The insider's path: open a station officer's account with a chosen password, sign in
+    with it, read case files. The account has no role, and the password works once."""
+    subject_id = await a_case_file(fetch, tree, make_staff)
+    created = await fetch(
+        "/api/v1/staff",
+        "POST",
+        token=admin.token,
+        json_body={
+            "username": "insider.station",
+            "password": "Chosen-by-admin-2026",
+            "name": "内部人",
+            "role": "station_officer",
+            "org_id": tree.station.id,
+        },
+    )
+    assert created.status == 201
+    assert created.json["role"] is None and created.json["must_change_password"] is True
+    first = await sign_in(fetch, "insider.station", "Chosen-by-admin-2026")
+    assert first["required_step"] == "password_change" and first["user"]["role"] is None
+    # Nothing but the password change, until it is done.
+    blocked = await fetch(f"/api/v1/subjects/{subject_id}", token=first["token"])
+    assert blocked.status == 403 and blocked.error["code"] == "password_change_required"
+    token = await first_login(
+        fetch, "insider.station", "Chosen-by-admin-2026", "Now-the-admin-knows-77"
+    )
+    for path in (f"/api/v1/subjects/{subject_id}", "/api/v1/subjects", "/api/v1/caseload"):
+        answer = await fetch(path, token=token)
+        assert answer.status == 403 and answer.error["code"] == "forbidden", path
+    me = await fetch("/api/v1/me", token=token)
+    assert me.json["role"] is None
+
+
+async def test_without_a_password_the_server_generates_one_shown_once(fetch, admin, tree):
+    created = await fetch(
+        "/api/v1/staff",
+        "POST",
+        token=admin.token,
+        json_body={
+            "username": "li.gen",
+            "name": "李生成",
+            "role": "social_worker",
+            "org_id": tree.station.id,
+        },
+    )
+    assert created.status == 201
+    one_time = created.json["temporary_password"]
+    assert len(one_time) == 16
+    fetch.never_reveal(one_time)  # no later answer, the account's own included, shows it
+    assert (await sign_in(fetch, "li.gen", one_time))["required_step"] == "password_change"
+    again = await fetch(f"/api/v1/staff/{created.json['id']}", token=admin.token)
+    assert "temporary_password" not in again.json
+
+
+async def test_imported_accounts_wait_for_a_role_too(fetch, admin, services):
+    answer = await fetch(
+        "/api/v1/staff/import",
+        "POST",
+        token=admin.token,
+        body=(CSV_HEADER + "zhou.ke,周科员,county_officer,330302,1\n").encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert answer.status == 201
+    doc = await services.staff.find_for_login("zhou.ke")
+    assert doc["role"] is None and doc["is_agency_head"] is False
+    assert doc["role_request"]["role"] == "county_officer"
+    assert doc["role_request"]["is_agency_head"] is True
+
+
+async def test_the_security_admin_grants_the_role_audited_and_the_owner_is_told(
+    fetch, admin, security, tree, make_staff, services
+):
+    subject_id = await a_case_file(fetch, tree, make_staff)
+    created = await fetch(
+        "/api/v1/staff",
+        "POST",
+        token=admin.token,
+        json_body={
+            "username": "new.station",
+            "name": "新所员",
+            "role": "station_officer",
+            "org_id": tree.station.id,
+        },
+    )
+    staff_id = created.json["id"]
+    token = await first_login(
+        fetch, "new.station", created.json["temporary_password"], "Own-secret-pass-88"
+    )
+    pending = await fetch("/api/v1/staff/roles?pending=1", token=security.token)
+    assert pending.status == 200
+    assert [(item["id"], item["requested_role"]) for item in pending.json["items"]] == [
+        (staff_id, "station_officer")
+    ]
+    # The system administrator creates accounts but grants nothing.
+    assert (
+        await fetch(
+            f"/api/v1/staff/{staff_id}/role",
+            "PUT",
+            token=admin.token,
+            json_body={"role": "station_officer"},
+        )
+    ).status == 403
+    misplaced = await fetch(
+        f"/api/v1/staff/{staff_id}/role",
+        "PUT",
+        token=security.token,
+        json_body={"role": "county_officer"},
+    )
+    assert misplaced.status == 422 and misplaced.error["details"][0]["field"] == "org_id"
+    granted = await fetch(
+        f"/api/v1/staff/{staff_id}/role",
+        "PUT",
+        token=security.token,
+        json_body={"role": "station_officer"},
+    )
+    assert granted.status == 200
+    assert granted.json["role"] == "station_officer" and granted.json["requested_role"] is None
+    assert (await fetch("/api/v1/staff/roles?pending=1", token=security.token)).json["items"] == []
+    # The session opened without the role ends: the next one carries it.
+    assert (await fetch("/api/v1/me", token=token)).status == 401
+    token = (await sign_in(fetch, "new.station", "Own-secret-pass-88"))["token"]
+    assert (await fetch(f"/api/v1/subjects/{subject_id}", token=token)).status == 200
+    me = (await fetch("/api/v1/me", token=token)).json
+    assert [(n["kind"], n["role"]) for n in me["notices"]] == [("role_granted", "station_officer")]
+    assert (await fetch("/api/v1/me/notices/seen", "POST", token=token)).status == 204
+    assert (await fetch("/api/v1/me", token=token)).json["notices"] == []
+    entries = await services.audit.entries_for(staff_id)
+    grant = next(e for e in entries if e["action"] == "staff.grant_role")
+    assert grant["actor_id"] == security.id and grant["role"] == "security_admin"
+    assert grant["details"] == {"from": None, "to": "station_officer", "is_agency_head": False}
+    # Nor may the security administrator change its own role.
+    own = await fetch(
+        f"/api/v1/staff/{security.id}/role",
+        "PUT",
+        token=security.token,
+        json_body={"role": "county_officer"},
+    )
+    assert own.status == 409 and own.error["code"] == "self"
+
+
+async def test_a_withdrawn_role_reaches_nothing_and_a_reset_is_told(
+    fetch, admin, security, tree, make_staff
+):
+    subject_id = await a_case_file(fetch, tree, make_staff)
+    officer = await make_staff(Role.STATION_OFFICER, tree.station)
+    withdrawn = await fetch(
+        f"/api/v1/staff/{officer.id}/role", "PUT", token=security.token, json_body={"role": None}
+    )
+    assert withdrawn.status == 200 and withdrawn.json["role"] is None
+    token = (await sign_in(fetch, officer.username, officer.password))["token"]
+    assert (await fetch(f"/api/v1/subjects/{subject_id}", token=token)).status == 403
+    reset = await fetch(f"/api/v1/staff/{officer.id}/password-reset", "POST", token=admin.token)
+    one_time = reset.json["temporary_password"]
+    fetch.never_reveal(one_time)
+    token = (await sign_in(fetch, officer.username, one_time))["token"]
+    kinds = [n["kind"] for n in (await fetch("/api/v1/me", token=token)).json["notices"]]
+    assert kinds == ["role_withdrawn", "password_reset"]

@@ -8,9 +8,12 @@ import asyncio
 import datetime as dt
 
 import pytest
+from bson import ObjectId
 
 from models.clock import LOCAL_TZ
+from models.crypto import Sealed
 from models.policy import Role
+from server.app import SYSTEM
 from tests.subject_factories import subject_body
 
 
@@ -373,6 +376,20 @@ async def test_a_coordinator_sees_only_referrals_to_their_facility(desk):
     assert refused.status == 404
 
 
+async def test_the_coordinator_of_the_referred_to_org_opens_the_persons_file(desk):
+    subject_id = await desk.person()
+    here = await desk.make_staff(Role.ASSISTANCE_COORDINATOR, desk.tree.county)
+    elsewhere = await desk.make_staff(Role.ASSISTANCE_COORDINATOR, desk.tree.station2)
+    path = f"/api/v1/subjects/{subject_id}"
+    assert (await desk.call(here, path)).status == 404  # nothing referred yet
+    home = await desk.facility(capacity=2)  # a facility of the county
+    await desk.accepted_referral(subject_id, home["id"])
+    opened = await desk.call(here, path)
+    assert opened.status == 200, opened.body
+    assert opened.json["name"] and opened.json.get("id_number") is None  # the coordinator's view
+    assert (await desk.call(elsewhere, path)).status == 404
+
+
 async def test_needs_outcomes_and_the_countys_month(desk, clock):
     subject_id = await desk.person()
     needs = await desk.call(
@@ -489,3 +506,45 @@ async def test_a_facility_for_some_populations_refuses_others(desk):
     assert refused.json["error"]["code"] == "not_eligible"
     state = await desk.call(desk.county, f"/api/v1/assistance/facilities/{base['id']}")
     assert state.json["occupied"] == 0
+
+
+async def test_referral_reasons_and_outcomes_follow_a_key_rotation(desk, services, store):
+    """A reason or outcome written after the person's key was rotated answered 500 (sealed under
+    the destroyed first key), and reasons kept inside the history were missed by rotations."""
+    home = await desk.facility(capacity=1)
+    subject_id = await desk.person()
+    referral = await desk.call(
+        desk.social,
+        "/api/v1/assistance/referrals",
+        "POST",
+        {"subject_id": subject_id, "needs": ["housing"]},
+    )
+    rid = referral.json["id"]
+    path = f"/api/v1/assistance/referrals/{rid}"
+    assert (
+        await desk.call(desk.station, f"{path}/transition", "POST", {"to": "approved"})
+    ).status == 200
+    offered = await desk.call(
+        desk.social, f"{path}/transition", "POST", {"to": "offered", "resource_id": home["id"]}
+    )
+    assert offered.status == 200
+    first_key = await services.subjects.rotate_data_key(SYSTEM, subject_id)
+    declined = await desk.call(
+        desk.social, f"{path}/transition", "POST", {"to": "declined", "reason": "已投靠亲属"}
+    )
+    assert declined.status == 200, declined.body
+    outcome = await desk.call(
+        desk.social,
+        f"{path}/outcome",
+        "POST",
+        {"kind": "job_found", "employer": "温州鞋业有限公司", "start_date": "2026-12-01"},
+    )
+    assert outcome.status == 200, outcome.body
+    second_key = await services.subjects.rotate_data_key(SYSTEM, subject_id)
+    assert second_key != first_key
+    stored = await store.collection("referrals").find_one({"_id": ObjectId(rid)})
+    sealed = [stored["outcome"], *stored["reasons"].values()]
+    assert sealed and all(Sealed.from_bytes(bytes(v)).key_id == second_key for v in sealed)
+    assert not any("reason" in step for step in stored["history"])
+    again = await desk.call(desk.social, path)
+    assert again.status == 200 and again.json["outcome"]["employer"] == "温州鞋业有限公司"

@@ -221,14 +221,35 @@ async def test_totp_enrolment_then_login_needs_the_code(fetch, officer, clock):
     token = (await login(fetch, officer.username, officer.password)).json["token"]
     secret = await enrol(fetch, clock, token)
     clock.advance(dt.timedelta(seconds=30))
+    # Without the code, or with a wrong one, the answer is a wrong password's: it never tells
+    # a guesser that the password was right.
+    bad_password = await login(fetch, officer.username, "Wrong-password-1")
     without = await login(fetch, officer.username, officer.password)
-    assert without.status == 401 and without.error["code"] == "totp_required"
     wrong = await login(fetch, officer.username, officer.password, "000000")
-    assert wrong.status == 401 and wrong.error["code"] == "invalid_totp"
+    for refused in (without, wrong):
+        assert refused.status == bad_password.status == 401
+        assert refused.error["code"] == bad_password.error["code"] == "invalid_credentials"
+        assert refused.error["message"] == bad_password.error["message"]
     code = totp.code_at(secret, clock.now())
     assert (await login(fetch, officer.username, officer.password, code)).status == 200
     me = await fetch("/api/v1/me", token=token)
     assert me.json["totp_enrolled"] is True
+
+
+async def test_a_right_password_without_the_code_counts_towards_the_lock(
+    fetch, services, officer, clock
+):
+    token = (await login(fetch, officer.username, officer.password)).json["token"]
+    secret = await enrol(fetch, clock, token)
+    clock.advance(dt.timedelta(seconds=30))
+    for _ in range(5):
+        refused = await login(fetch, officer.username, officer.password)
+        assert refused.status == 401 and refused.error["code"] == "invalid_credentials"
+    code = totp.code_at(secret, clock.now())
+    assert (await login(fetch, officer.username, officer.password, code)).status == 423
+    entries = await services.audit.entries_for(officer.id)
+    refusals = [e["outcome"] for e in entries if e["action"] == "auth.login"]
+    assert refusals.count("refused:totp_missing") == 5
 
 
 async def test_a_totp_code_is_accepted_once(fetch, officer, clock):
@@ -238,7 +259,7 @@ async def test_a_totp_code_is_accepted_once(fetch, officer, clock):
     code = totp.code_at(secret, clock.now())
     assert (await login(fetch, officer.username, officer.password, code)).status == 200
     replay = await login(fetch, officer.username, officer.password, code)
-    assert replay.status == 401 and replay.error["code"] == "invalid_totp"
+    assert replay.status == 401 and replay.error["code"] == "invalid_credentials"
     # Nor an older code still inside the drift window.
     previous = totp.code_at(secret, clock.now() - dt.timedelta(seconds=30))
     assert (await login(fetch, officer.username, officer.password, previous)).status == 401
@@ -331,6 +352,7 @@ def test_default_limits_are_the_documented_ones():
         dt.timedelta(minutes=15),
     )
     assert (rules.attempts_per_address, rules.address_window) == (30, dt.timedelta(minutes=1))
+    assert rules.failures_before_name_lock == 20
 
 
 async def test_the_totp_secret_rests_encrypted(fetch, officer, clock, store):

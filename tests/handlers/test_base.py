@@ -7,6 +7,7 @@ import datetime as dt
 import gc
 import json
 import logging
+import re
 import socket
 
 import pytest
@@ -18,7 +19,7 @@ from models.clock import SystemClock
 from models.crypto import Suite
 from models.keys import KeyVault, LocalKeyFile
 from models.leases import LeaseService
-from models.policy import PUBLIC
+from models.policy import PUBLIC, Role
 from models.store import DatabaseSettings, Store
 from server.app import all_routes, assemble_api, make_app
 from tests.conftest import Fetch, serve_runtime
@@ -113,10 +114,36 @@ async def test_valid_body_round_trips(probe):
 async def test_every_answer_carries_a_request_id(probe):
     answer = await probe("/healthz")
     assert len(answer.headers["X-Request-Id"]) >= 8
+    # Always the server's own, whatever the client sent (its own is kept apart: see below).
     chosen = await probe("/healthz", headers={"X-Request-Id": "client-chosen-0001"})
-    assert chosen.headers["X-Request-Id"] == "client-chosen-0001"
+    assert re.fullmatch(r"[0-9a-f]{32}", chosen.headers["X-Request-Id"])
     hostile = await probe("/healthz", headers={"X-Request-Id": "bad id <script> with spaces"})
     assert hostile.headers["X-Request-Id"] != "bad id <script> with spaces"
+
+
+async def test_a_client_request_id_is_kept_but_never_keys_audit_entries(
+    fetch, tree, make_staff, store
+):
+    """A client choosing the id its entries are filed under could pass them off as another
+    request's: the audit keys entries by the server's id and keeps the client's beside it."""
+    account = await make_staff(Role.COUNTY_OFFICER, tree.county)
+    chosen = "client-chosen-0002"
+    answer = await fetch(
+        "/api/v1/auth/login",
+        "POST",
+        json_body={"username": account.username, "password": account.password},
+        headers={"X-Request-Id": chosen},
+    )
+    assert answer.status == 200, answer.body
+    ours = answer.headers["X-Request-Id"]
+    assert ours != chosen and re.fullmatch(r"[0-9a-f]{32}", ours)
+    entries = [e async for e in store.database["audit"].find({"request_id": ours})]
+    assert entries and {e["action"] for e in entries} >= {"auth.login"}
+    assert {e["client_request_id"] for e in entries} == {chosen}
+    assert await store.database["audit"].count_documents({"request_id": chosen}) == 0
+    # A malformed one is not kept at all.
+    await fetch("/api/v1/auth/login", "POST", json_body={}, headers={"X-Request-Id": "a b"})
+    assert await store.database["audit"].count_documents({"client_request_id": "a b"}) == 0
 
 
 async def test_unknown_route_is_404_in_the_envelope(probe):

@@ -116,6 +116,51 @@ async def test_a_visit_meets_the_contact_it_stands_for(fetch, tree, team):
     assert future.status == 422
 
 
+async def test_follow_up_notes_are_for_health_roles_and_the_assigned_worker(
+    fetch, tree, team, make_staff
+):
+    officer, (worker, _, _) = team
+    sid = await open_case(
+        fetch,
+        tree,
+        officer,
+        worker,
+        {
+            "type": "mental_health",
+            "start_date": "2026-03-02",
+            "diagnosis": "精神分裂症",
+            "risk_level": 1,
+            "guardian": {"name": "家属", "phone": "13900000000", "relation": "母亲"},
+        },
+    )
+    health = await make_staff(Role.HEALTH_WORKER, tree.county)
+    county = await make_staff(Role.COUNTY_OFFICER, tree.county)
+    for account in (health, county):
+        account.token = await make_staff.token_for(account)
+    for who, kind, note in (
+        (health, "followup", "随访：按时服药"),
+        (worker, "talk", "谈话：找到工作"),
+    ):
+        recorded = await fetch(
+            f"/api/v1/subjects/{sid}/visits",
+            "POST",
+            token=who.token,
+            json_body={"kind": kind, "note": note, "at": "2026-03-02T08:00:00+08:00"},
+        )
+        assert recorded.status == 201, recorded.body
+
+    async def notes(who) -> dict[str, str | None]:
+        answer = await fetch(f"/api/v1/subjects/{sid}/visits", token=who.token)
+        assert answer.status == 200, answer.body
+        return {v["kind"]: v["note"] for v in answer.json["items"]}
+
+    # The health worker reads the follow-up they wrote, not the case side's talk.
+    assert await notes(health) == {"followup": "随访：按时服药", "talk": None}
+    assert await notes(worker) == {"followup": "随访：按时服药", "talk": "谈话：找到工作"}
+    for officer_account in (officer, county):
+        assert await notes(officer_account) == {"followup": None, "talk": "谈话：找到工作"}
+
+
 async def test_a_departing_workers_files_are_shared_out_in_one_operation(
     fetch, tree, team, services
 ):

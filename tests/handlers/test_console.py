@@ -19,6 +19,8 @@ from playwright.async_api import Browser, Page, async_playwright
 from tornado.httpclient import AsyncHTTPClient
 
 from models import totp
+from models.audit import AuditContext
+from models.policy import Role
 from tests.mp_support import STATION_CENTRE, local
 
 # Chromium as this machine's sandbox runs it: no GPU, no sandbox (root), no network chatter.
@@ -365,8 +367,10 @@ async def test_totp_is_enrolled_then_asked_for_at_login(page, supervised, clock)
     await logout(page)
 
     clock.set(clock.now() + dt.timedelta(seconds=60))  # a fresh step: codes work once
+    # Without the code the answer is a wrong password's: it never confirms the password.
     await login(page, supervised.officer)
-    assert await page.text_content("#totp-error") == "请输入动态验证码。"
+    assert "用户名或密码错误" in await page.text_content("p.error")
+    assert await page.locator("#totp-error").count() == 0
     await page.fill("#password", supervised.officer.password)
     await page.fill("#totp", totp.code_at(secret, clock.now()))
     await page.click("button[type=submit]")
@@ -398,3 +402,29 @@ async def test_a_sanction_is_decided_at_the_callers_step(page, supervised, fetch
     after = await fetch("/api/v1/sanctions?status=pending", token=await supervised.county_token())
     decided = [s for s in after.json["items"] if s["id"] == proposed.json["id"]]
     assert not decided or decided[0]["next_level"] != level
+
+
+async def test_a_role_change_is_told_at_the_console_until_dismissed(
+    page, services, tree, make_staff
+):
+    """三员分立: the owner learns of what the security administrator did to their account."""
+    security = await make_staff(Role.SECURITY_ADMIN, tree.county)
+    as_security = AuditContext(security.identity, request_id="console-test")
+    worker = await make_staff(Role.SOCIAL_WORKER, tree.station)
+    await services.staff.grant_role(as_security, worker.id, None, False)
+    await login(page, worker)
+    await page.wait_for_url("**/console/")
+    assert "尚未授予角色" in await page.text_content("header .who")
+    assert await page.is_visible("#no-role")
+    assert "收回" in await page.text_content("#notices")
+    await services.staff.grant_role(as_security, worker.id, "social_worker", False)
+    await page.goto("/console/")  # the grant ended the session: sign in again
+    await login(page, worker)
+    await page.wait_for_url("**/console/")
+    assert "社会工作者" in await page.text_content("header .who")
+    assert await page.locator("#no-role").count() == 0
+    notices = await page.text_content("#notices")
+    assert "收回" in notices and "安全管理员已授予您“社会工作者”角色" in notices
+    await page.click("#notices button")
+    await page.wait_for_url("**/console/")
+    assert await page.locator("#notices").count() == 0

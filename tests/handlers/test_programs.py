@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bson
 import pytest
 
 from models.policy import Role
+from server.app import SYSTEM
 from tests.subject_factories import subject_body
 
 
@@ -286,6 +288,51 @@ async def test_health_details_are_for_health_roles_and_assigned_workers(fetch, s
     assert corrections_by_health.status == 422
 
 
+async def test_a_risk_changes_reason_is_kept_sealed_for_those_who_see_health_data(
+    fetch, staff, subject, services, store
+):
+    program = (
+        await open_program(
+            fetch,
+            staff,
+            subject,
+            {
+                "type": "mental_health",
+                "start_date": "2026-01-05",
+                "diagnosis": "精神分裂症",
+                "risk_level": 1,
+                "guardian": {"name": "家属", "phone": "13900000000", "relation": "母亲"},
+            },
+            who="health",
+        )
+    ).json
+    reason = "停药两周，夜间吵闹 RISKREASON7Q"
+    raised = await fetch(
+        f"/api/v1/programs/{program['id']}/risk",
+        "POST",
+        json_body={"level": 2, "on": "2026-06-01", "reason": reason},
+        token=staff["health"].token,
+    )
+    assert raised.status == 200, raised.body
+    assert raised.json["details"]["risk_history"][-1]["reason"] == reason
+    stored = await store.collection("programs").find_one({"subject_id": subject})
+    assert b"RISKREASON7Q" not in bson.encode(stored)
+    officer = await fetch(f"/api/v1/programs/{program['id']}", token=staff["station"].token)
+    assert "risk_history" not in officer.json["details"]
+    # Rotating the person's key re-seals the reason with the rest of the file.
+    await services.subjects.rotate_data_key(SYSTEM, subject)
+    again = await fetch(f"/api/v1/programs/{program['id']}", token=staff["health"].token)
+    assert again.json["details"]["risk_history"][-1]["reason"] == reason
+    blank = await fetch(
+        f"/api/v1/programs/{program['id']}/risk",
+        "POST",
+        json_body={"level": 2, "on": "2026-06-02", "reason": "   "},
+        token=staff["health"].token,
+    )
+    assert blank.status == 422
+    assert blank.error["details"] == [{"field": "reason"}]
+
+
 async def test_resettlement_runs_five_years_from_release(fetch, staff, subject):
     program = (
         await open_program(
@@ -553,7 +600,27 @@ async def test_an_expedited_investigation_has_five_working_days(fetch, staff, su
     assert requested.json["due"] == "2026-09-24"
 
 
-async def test_retention_shreds_only_where_a_period_is_set(fetch, staff, subject, tree, services):
+async def set_retention(fetch, staff, security, code: str, years: int) -> None:
+    """An irreversible rule: the county proposes, the security administrator confirms."""
+    proposed = await fetch(
+        f"/api/v1/rules/{code}/proposals",
+        "POST",
+        token=staff["county"].token,
+        json_body={"rules": {"retention.shred_after_years": years}, "source": "档案规定"},
+    )
+    assert proposed.status == 201, proposed.body
+    confirmed = await fetch(
+        f"/api/v1/rule-proposals/{proposed.json['id']}/decision",
+        "POST",
+        token=security.token,
+        json_body={"confirm": True},
+    )
+    assert confirmed.status == 200, confirmed.body
+
+
+async def test_retention_shreds_only_where_a_period_is_set(
+    fetch, staff, subject, tree, services, make_staff
+):
     import datetime as dt
 
     from jobs.sweeps import RetentionSweep
@@ -577,19 +644,11 @@ async def test_retention_shreds_only_where_a_period_is_set(fetch, staff, subject
     sweep = RetentionSweep(services.programs, services.subjects, JOBS_ACTOR)
     now = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
     assert await sweep.run(now) == {"shredded": 0}  # no period set: never destroyed
-    await fetch(
-        f"/api/v1/rules/{tree.county.code}",
-        "PUT",
-        token=staff["county"].token,
-        json_body={"rules": {"retention.shred_after_years": 8}, "source": "档案规定"},
-    )
+    security = await make_staff(Role.SECURITY_ADMIN, tree.county)
+    security.token = await make_staff.token_for(security)
+    await set_retention(fetch, staff, security, tree.county.code, 8)
     assert await sweep.run(now) == {"shredded": 0}  # 2019 + 8 years is still ahead
-    await fetch(
-        f"/api/v1/rules/{tree.county.code}",
-        "PUT",
-        token=staff["county"].token,
-        json_body={"rules": {"retention.shred_after_years": 5}, "source": "档案规定"},
-    )
+    await set_retention(fetch, staff, security, tree.county.code, 5)
     assert await sweep.run(now) == {"shredded": 1}
     read = await fetch(f"/api/v1/subjects/{subject}", token=staff["station"].token)
     assert read.json["status"] == "shredded" and read.json["name"] is None
@@ -616,3 +675,183 @@ async def test_a_year_without_its_holiday_calendar_gets_a_provisional_deadline(
     )
     assert requested.status == 201, requested.body
     assert requested.json["due"] == "2000-01-17"
+
+
+# --- irreversible rules: a case-side officer proposes, the security administrator confirms -----
+
+
+def retention(effective) -> tuple[int, str]:
+    rule = next(r for r in effective.json["rules"] if r["key"] == "retention.shred_after_years")
+    return rule["value"], rule["source"]
+
+
+@pytest.fixture
+async def security(tree, make_staff):
+    account = await make_staff(Role.SECURITY_ADMIN, tree.county)
+    account.token = await make_staff.token_for(account)
+    return account
+
+
+async def test_the_sys_admin_cannot_set_a_retention_period(fetch, staff, tree):
+    for who in ("sysadmin", "county"):
+        refused = await fetch(
+            f"/api/v1/rules/{tree.county.code}",
+            "PUT",
+            token=staff[who].token,
+            json_body={"rules": {"retention.shred_after_years": 1}, "source": "内部人"},
+        )
+        assert refused.status == 403 and refused.error["code"] == "irreversible_rule", who
+        assert refused.error["details"] == [
+            {"field": "rules.retention.shred_after_years", "type": "irreversible"}
+        ]
+        assert "security administrator" in refused.error["message"]
+    # Nor may it propose: proposing is the case side's act.
+    proposed = await fetch(
+        f"/api/v1/rules/{tree.county.code}/proposals",
+        "POST",
+        token=staff["sysadmin"].token,
+        json_body={"rules": {"retention.shred_after_years": 1}, "source": "内部人"},
+    )
+    assert proposed.status == 403
+    effective = await fetch(
+        f"/api/v1/rules/effective?org_id={tree.county.id}", token=staff["county"].token
+    )
+    assert retention(effective)[0] == 0
+
+
+async def test_a_retention_period_takes_effect_only_when_confirmed(
+    fetch, staff, tree, security, services
+):
+    proposed = await fetch(
+        f"/api/v1/rules/{tree.county.code}/proposals",
+        "POST",
+        token=staff["county"].token,
+        json_body={"rules": {"retention.shred_after_years": 10}, "source": "浙江省档案管理办法"},
+    )
+    assert proposed.status == 201 and proposed.json["status"] == "proposed"
+    assert proposed.json["proposed_by"] == staff["county"].id
+    effective = f"/api/v1/rules/effective?org_id={tree.county.id}"
+    assert retention(await fetch(effective, token=staff["county"].token))[0] == 0
+    listed = await fetch("/api/v1/rule-proposals?status=proposed", token=security.token)
+    assert [item["id"] for item in listed.json["items"]] == [proposed.json["id"]]
+    decision = f"/api/v1/rule-proposals/{proposed.json['id']}/decision"
+    # The proposer's side cannot confirm (the route is the security administrator's).
+    assert (
+        await fetch(decision, "POST", token=staff["county"].token, json_body={"confirm": True})
+    ).status == 403
+    confirmed = await fetch(decision, "POST", token=security.token, json_body={"confirm": True})
+    assert confirmed.status == 200 and confirmed.json["status"] == "confirmed"
+    assert confirmed.json["decided_by"] == security.id
+    value, source = retention(await fetch(effective, token=staff["county"].token))
+    assert value == 10 and tree.county.code in source
+    again = await fetch(decision, "POST", token=security.token, json_body={"confirm": False})
+    assert again.status == 409 and again.error["details"] == {"status": "confirmed"}
+    # A replacement of the county's reversible rules leaves the confirmed period alone.
+    replaced = await fetch(
+        f"/api/v1/rules/{tree.county.code}",
+        "PUT",
+        token=staff["county"].token,
+        json_body={"rules": {"corrections.intake_days": 7}, "source": "区司法局通知"},
+    )
+    assert replaced.status == 200
+    assert replaced.json["rules"]["retention.shred_after_years"] == 10
+    assert retention(await fetch(effective, token=staff["county"].token))[0] == 10
+    # A refusal changes nothing.
+    lower = await fetch(
+        f"/api/v1/rules/{tree.county.code}/proposals",
+        "POST",
+        token=staff["county"].token,
+        json_body={"rules": {"retention.shred_after_years": 1}, "source": "提前销毁"},
+    )
+    refused = await fetch(
+        f"/api/v1/rule-proposals/{lower.json['id']}/decision",
+        "POST",
+        token=security.token,
+        json_body={"confirm": False},
+    )
+    assert refused.status == 200 and refused.json["status"] == "refused"
+    assert retention(await fetch(effective, token=staff["county"].token))[0] == 10
+    actions = [
+        (e["action"], e["actor_id"])
+        for e in await services.audit.entries_for(proposed.json["id"])
+        if not e["action"].endswith(".outcome")
+    ]
+    assert sorted(actions) == [
+        ("rules.confirm", security.id),
+        ("rules.propose", staff["county"].id),
+    ]
+
+
+async def test_the_proposer_cannot_confirm_their_own_proposal(
+    fetch, staff, tree, security, make_staff
+):
+    """The county officer who proposed is later made a security administrator: still not."""
+    proposed = await fetch(
+        f"/api/v1/rules/{tree.county.code}/proposals",
+        "POST",
+        token=staff["county"].token,
+        json_body={"rules": {"retention.shred_after_years": 3}, "source": "档案规定"},
+    )
+    regranted = await fetch(
+        f"/api/v1/staff/{staff['county'].id}/role",
+        "PUT",
+        token=security.token,
+        json_body={"role": "security_admin"},
+    )
+    assert regranted.status == 200
+    login = await fetch(
+        "/api/v1/auth/login",
+        "POST",
+        json_body={"username": staff["county"].username, "password": staff["county"].password},
+    )
+    own = await fetch(
+        f"/api/v1/rule-proposals/{proposed.json['id']}/decision",
+        "POST",
+        token=login.json["token"],
+        json_body={"confirm": True},
+    )
+    assert own.status == 403 and own.error["code"] == "own_proposal"
+    effective = await fetch(
+        f"/api/v1/rules/effective?org_id={tree.county.id}", token=staff["sysadmin"].token
+    )
+    assert retention(effective)[0] == 0
+
+
+async def test_proposals_are_checked_and_scoped(fetch, staff, tree, make_staff):
+    reversible = await fetch(
+        f"/api/v1/rules/{tree.county.code}/proposals",
+        "POST",
+        token=staff["county"].token,
+        json_body={"rules": {"corrections.intake_days": 5}, "source": "通知"},
+    )
+    assert reversible.status == 422
+    assert reversible.error["details"][0]["field"] == "rules.corrections.intake_days"
+    out_of_bounds = await fetch(
+        f"/api/v1/rules/{tree.county.code}/proposals",
+        "POST",
+        token=staff["county"].token,
+        json_body={"rules": {"retention.shred_after_years": -1}, "source": "通知"},
+    )
+    assert out_of_bounds.status == 422
+    assert out_of_bounds.error["details"][0]["field"] == "rules.retention.shred_after_years"
+    elsewhere = await fetch(
+        f"/api/v1/rules/{tree.other_county.code}/proposals",
+        "POST",
+        token=staff["county"].token,
+        json_body={"rules": {"retention.shred_after_years": 5}, "source": "通知"},
+    )
+    assert elsewhere.status == 404
+    theirs = await fetch(
+        f"/api/v1/rules/{tree.other_county.code}/proposals",
+        "POST",
+        token=staff["other_county"].token,
+        json_body={"rules": {"retention.shred_after_years": 5}, "source": "通知"},
+    )
+    far_security = await make_staff(Role.SECURITY_ADMIN, tree.county)
+    outside = await fetch(
+        f"/api/v1/rule-proposals/{theirs.json['id']}/decision",
+        "POST",
+        token=await make_staff.token_for(far_security),
+        json_body={"confirm": True},
+    )
+    assert outside.status == 404

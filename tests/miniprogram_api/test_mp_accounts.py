@@ -11,6 +11,7 @@ from miniprogram_api.client import multipart
 from models.policy import Role
 from server.wechat_standin import openid_for
 from tests.mp_support import enrol, local
+from tests.subject_factories import subject_body
 
 CORRECTIONS = {
     "type": "community_corrections",
@@ -91,6 +92,60 @@ async def test_rebinding_moves_the_person_to_the_new_phone(
     dropped = await old_phone.tasks()
     assert dropped.status == 403
     assert dropped.json["error"]["code"] == "not_bound"
+
+
+async def test_a_guardian_code_is_only_for_a_mental_health_patient_or_a_minor(
+    api, fetch, tree, make_staff, clock, store
+):
+    clock.set(local(2026, 11, 2, 8, 0))
+    officer = await make_staff.token_for(await make_staff(Role.STATION_OFFICER, tree.station))
+
+    async def case_file(birth: dt.date, program: dict | None = None) -> str:
+        created = await fetch(
+            "/api/v1/subjects",
+            "POST",
+            json_body=subject_body(tree.station.id, birth=birth),
+            token=officer,
+        )
+        assert created.status == 201, created.body
+        if program is not None:
+            opened = await fetch(
+                f"/api/v1/subjects/{created.json['id']}/programs",
+                "POST",
+                json_body=program,
+                token=officer,
+            )
+            assert opened.status == 201, opened.body
+        return created.json["id"]
+
+    async def code(subject_id: str, role: str):
+        return await fetch(
+            f"/api/v1/subjects/{subject_id}/binding-code",
+            "POST",
+            json_body={"role": role},
+            token=officer,
+        )
+
+    adult = await case_file(dt.date(1990, 3, 7), CORRECTIONS)
+    refused = await code(adult, "guardian")
+    assert refused.status == 409
+    assert refused.json["error"]["code"] == "no_guardian"
+    assert refused.json["error"]["details"] == {"field": "role"}
+    assert await store.collection("binding_codes").count_documents({"target_id": adult}) == 0
+    assert (await code(adult, "subject")).status == 201
+    minor = await case_file(dt.date(2009, 11, 3))  # 17 until tomorrow
+    assert (await code(minor, "guardian")).status == 201
+    patient = await case_file(
+        dt.date(1980, 1, 1),
+        {
+            "type": "mental_health",
+            "start_date": "2026-11-02",
+            "diagnosis": "精神分裂症",
+            "risk_level": 1,
+            "guardian": {"name": "家属", "phone": "13900000000", "relation": "母亲"},
+        },
+    )
+    assert (await code(patient, "guardian")).status == 201
 
 
 async def test_mini_program_posts_are_idempotent(api, fetch, tree, make_staff, clock, mp_clients):

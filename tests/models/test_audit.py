@@ -1,8 +1,9 @@
 """The audit log on a real database: per-process hash chains, signed checkpoints, verification.
 
 Verification must pass on an untouched log and fail, naming the chain and the entry, on each kind
-of tampering: an edited, deleted, swapped or truncated entry, a deleted chain, a forged checkpoint.
-Everything runs under both suites.
+of tampering: an edited, deleted, swapped or truncated entry, a deleted chain, a forged checkpoint,
+an entry rewritten with a recomputed digest, a chain deleted before any checkpoint, a tail cut
+after its process ended. Everything runs under both suites.
 """
 
 from __future__ import annotations
@@ -25,18 +26,23 @@ from hypothesis import strategies as st
 
 from models.audit import (
     GENESIS,
+    MAC_KEY_ID,
     AuditCheckpointer,
     AuditContext,
     AuditService,
+    ChainAnchor,
     VerifyReport,
     _checkpoint_message,  # what a checkpoint's signature covers, to forge one with another key
     entry_hash,
+    entry_mac,
+    is_anchor,
     read_exported_checkpoints,
     verify_audit,
 )
 from models.clock import FixedClock
 from models.crypto import Suite, new_signing_key, public_key, sign
 from models.errors import Conflict, NotFound
+from models.keys import KeyVault, LocalKeyFile
 from models.policy import Identity
 from models.store import DatabaseSettings, Store
 from server.app import collection_specs
@@ -85,17 +91,36 @@ async def fresh_store(database_uri: str) -> AsyncIterator[Store]:
         await store.close()
 
 
+async def open_test_vault(store: Store, suite: Suite, key_file: Path) -> KeyVault:
+    """A key vault under a master key file of its own (the suite's, whichever the test's)."""
+    provider = LocalKeyFile(key_file, suite)
+    provider.create()
+    vault = KeyVault(store, provider, suite, FixedClock(START))
+    await vault.open()
+    return vault
+
+
 @dataclass
 class Log:
-    """An audit log written by two processes, with the jobs process's checkpointer."""
+    """An audit log written by two processes in keyed, anchored chains, with the jobs process's
+    checkpointer."""
 
     store: Store
     suite: Suite
     clock: FixedClock
     export: Path
     signing_key: bytes
+    vault: KeyVault
     api: AuditService
     other: AuditService
+
+    def service(self, role: str = "api") -> AuditService:
+        """Another process's audit service, keyed and anchored like the first two."""
+        anchor = ChainAnchor(self.vault, self.export)
+        return AuditService(self.store, self.clock, self.suite, role, anchor=anchor)
+
+    async def mac_key(self) -> bytes:
+        return await self.vault.get(MAC_KEY_ID)
 
     @property
     def public(self) -> bytes:
@@ -114,8 +139,15 @@ class Log:
 
     async def verify(self) -> VerifyReport:
         return await verify_audit(
-            self.store, self.suite, self.public, read_exported_checkpoints(self.export)
+            self.store,
+            self.suite,
+            self.public,
+            read_exported_checkpoints(self.export),
+            await self.mac_key(),
         )
+
+    def exported_checkpoints(self) -> list[dict[str, Any]]:
+        return [c for c in read_exported_checkpoints(self.export) if not is_anchor(c)]
 
     @property
     def processes(self) -> list[str]:
@@ -170,14 +202,16 @@ async def build_log(
     store: Store, suite: Suite, export: Path, api_count: int = 6, other_count: int = 4
 ) -> Log:
     clock = FixedClock(START)
+    vault = await open_test_vault(store, suite, export.with_name("master.key"))
     log = Log(
         store=store,
         suite=suite,
         clock=clock,
         export=export,
         signing_key=signing_key(suite),
-        api=AuditService(store, clock, suite, "api"),
-        other=AuditService(store, clock, suite, "api"),
+        vault=vault,
+        api=AuditService(store, clock, suite, "api", anchor=ChainAnchor(vault, export)),
+        other=AuditService(store, clock, suite, "api", anchor=ChainAnchor(vault, export)),
     )
     # Two processes writing in turns.
     for _ in range(2):
@@ -382,7 +416,7 @@ async def test_an_untouched_log_verifies_with_its_checkpoints(audit_log):
     await audit_log.write(audit_log.api, 3, "c")
     second = await audit_log.checkpoint()
 
-    exported = read_exported_checkpoints(audit_log.export)
+    exported = audit_log.exported_checkpoints()
     assert [c["_id"] for c in exported] == [first["_id"], second["_id"]]
     assert exported[1]["previous"] == first["_id"]
     chains = await audit_log.chain_ids()
@@ -442,14 +476,14 @@ async def test_a_truncated_tail_is_named(audit_log):
 
 @BOTH
 async def test_a_truncated_tail_with_a_recomputed_chain_is_caught_by_the_checkpoint(audit_log):
-    """Deleting the last entry and appending a plausible replacement, with a correct hash, still
-    disagrees with the signed head."""
+    """Deleting the last entry and appending a plausible replacement, with a correct MAC (an
+    insider holding the MAC key), still disagrees with the signed head."""
     await audit_log.checkpoint()
     chain_id = audit_log.api.chain_id
     entries = await audit_log.entries(chain_id)
     last = entries[-1]
     forged = {**last, "actor_id": "someone-else"}
-    forged["hash"] = entry_hash(audit_log.suite, forged)
+    forged["hash"] = entry_mac(audit_log.suite, await audit_log.mac_key(), forged)
     await audit_log.entries_coll.replace_one({"_id": last["_id"]}, forged)
     report = await audit_log.verify()
     assert_broken(report, chain_id, last["seq"])
@@ -471,10 +505,14 @@ async def test_a_deleted_chain_is_named(audit_log, what):
 
 
 async def rewrite_export(log: Log, change: Any) -> None:
-    checkpoints = read_exported_checkpoints(log.export)
+    """Rewrite the export's checkpoints (the chain anchors kept as they were)."""
+    lines = read_exported_checkpoints(log.export)
+    checkpoints = [line for line in lines if not is_anchor(line)]
     change(checkpoints)
+    kept = [line for line in lines if is_anchor(line)]
     log.export.write_text(
-        "".join(json.dumps(c, sort_keys=True) + "\n" for c in checkpoints), encoding="utf-8"
+        "".join(json.dumps(c, sort_keys=True) + "\n" for c in kept + checkpoints),
+        encoding="utf-8",
     )
 
 
@@ -533,6 +571,181 @@ async def test_an_entry_without_a_sequence_number_is_noticed(audit_log):
         {"chain_id": chain_id, "seq": 4}, {"$unset": {"seq": ""}}
     )
     assert_broken(await audit_log.verify(), chain_id)
+
+
+# --- keyed chains, anchors, and the checkpoints held against the export -------------------------
+
+
+def anchors_of(log: Log, chain_id: str) -> list[dict[str, Any]]:
+    lines = read_exported_checkpoints(log.export)
+    return [line for line in lines if is_anchor(line) and line["chain_id"] == chain_id]
+
+
+@BOTH
+async def test_a_chain_deleted_whole_before_any_checkpoint_is_named(audit_log):
+    """A process started and wrote; its entries and its registry record are deleted before the
+    jobs process ever signed a checkpoint. Its opening was anchored the moment it opened."""
+    late = audit_log.service()
+    await audit_log.write(late, 3, "late")
+    chain_id = late.chain_id
+    [opening] = anchors_of(audit_log, chain_id)
+    assert opening["kind"] == "chain.open" and opening["scheme"] == "mac"
+    assert (opening["seq"], opening["role"]) == (1, "api")
+    assert (await audit_log.verify()).ok
+
+    await audit_log.store.database["audit_chains"].delete_one({"_id": chain_id})
+    await audit_log.entries_coll.delete_many({"chain_id": chain_id})
+    report = await audit_log.verify()
+    assert_broken(report, chain_id)
+    assert "missing from the database (deleted)" in report.problem
+
+
+@BOTH
+async def test_an_entry_rewritten_with_a_recomputed_digest_is_named(audit_log):
+    """Whoever holds only the database can recompute a plain digest, never the MAC."""
+    chain_id = audit_log.api.chain_id
+    last = (await audit_log.entries(chain_id))[-1]
+    forged = {**last, "actor_id": "someone-else"}
+    forged["hash"] = entry_hash(audit_log.suite, forged)
+    await audit_log.entries_coll.replace_one({"_id": last["_id"]}, forged)
+    report = await audit_log.verify()
+    assert_broken(report, chain_id, last["seq"])
+    assert "does not match its MAC (edited)" in report.problem
+
+
+@BOTH
+async def test_a_keyed_chain_passed_off_as_a_digest_chain_is_named(audit_log):
+    """Every link recomputed as a plain digest and the registry told the chain is an old one:
+    the anchored opening says otherwise."""
+    chain_id = audit_log.other.chain_id
+    prev = GENESIS
+    for entry in await audit_log.entries(chain_id):
+        rewritten = {**entry, "prev": prev}
+        if entry["seq"] == 2:
+            rewritten["actor_id"] = "someone-else"
+        rewritten["hash"] = entry_hash(audit_log.suite, rewritten)
+        await audit_log.entries_coll.replace_one({"_id": entry["_id"]}, rewritten)
+        prev = rewritten["hash"]
+    await audit_log.store.database["audit_chains"].update_one(
+        {"_id": chain_id}, {"$set": {"scheme": "digest"}}
+    )
+    report = await audit_log.verify()
+    assert_broken(report, chain_id)
+    assert "opened as 'mac'" in report.problem
+
+
+@BOTH
+async def test_a_tail_cut_after_its_process_ended_is_named(audit_log):
+    """A command line run ends (its head anchored at close) after the last checkpoint; its
+    last entries are deleted before the next one."""
+    await audit_log.checkpoint()
+    ended = audit_log.service("cli")
+    await audit_log.write(ended, 4, "cli")
+    chain_id = ended.chain_id
+    await ended.close()
+    entries = await audit_log.entries(chain_id)
+    opening, closing = anchors_of(audit_log, chain_id)
+    assert (opening["kind"], closing["kind"]) == ("chain.open", "chain.close")
+    assert (closing["seq"], closing["hash"]) == (entries[-1]["seq"], entries[-1]["hash"])
+    assert (await audit_log.verify()).ok
+
+    await audit_log.entries_coll.delete_many({"chain_id": chain_id, "seq": {"$gt": 2}})
+    report = await audit_log.verify()
+    assert_broken(report, chain_id, 2, entries[-1]["seq"])
+    assert "anchored close" in report.problem and "truncated" in report.problem
+
+
+@BOTH
+async def test_an_entry_after_close_opens_a_new_anchored_chain(audit_log):
+    service = audit_log.service()
+    await service.record(OFFICER, "subjects.list", resource="subject")
+    first = service.chain_id
+    await service.close()
+    await service.close()  # a second close writes nothing
+    assert service.chain_id is None
+    await service.record(OFFICER, "subjects.list", resource="subject")
+    second = service.chain_id
+    assert second not in (None, first)
+    assert [a["kind"] for a in anchors_of(audit_log, first)] == ["chain.open", "chain.close"]
+    assert [a["kind"] for a in anchors_of(audit_log, second)] == ["chain.open"]
+    report = await audit_log.verify()
+    assert report.ok and report.anchors == 5 and report.unkeyed == 0, report
+
+
+@BOTH
+@pytest.mark.parametrize("forgery", ["head-moved", "role-changed", "no-mac"])
+async def test_a_forged_anchor_is_refused(audit_log, forgery):
+    chain_id = audit_log.api.chain_id
+    await audit_log.api.close()
+    lines = read_exported_checkpoints(audit_log.export)
+    target = next(a for a in lines if is_anchor(a) and a["chain_id"] == chain_id)
+    if forgery == "head-moved":
+        target["seq"] = 0  # hide a chain emptied of its entries
+    elif forgery == "role-changed":
+        target["role"] = "jobs"
+    else:
+        del target["mac"]
+    audit_log.export.write_text(
+        "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines), encoding="utf-8"
+    )
+    report = await audit_log.verify()
+    assert_broken(report, chain_id)
+    assert "bad MAC" in report.problem
+
+
+@BOTH
+async def test_anchors_are_not_vouched_for_without_the_mac_key(audit_log):
+    report = await verify_audit(
+        audit_log.store,
+        audit_log.suite,
+        audit_log.public,
+        read_exported_checkpoints(audit_log.export),
+        None,
+    )
+    assert not report.ok and "no audit MAC key" in report.problem
+
+
+@BOTH
+@pytest.mark.parametrize("side", ["database", "export"])
+async def test_a_checkpoint_lost_on_one_side_is_named(audit_log, side):
+    """The checkpoints kept in the database and the export's are the same ones: the last one
+    removed from either side shows (the chain of `previous` cannot show a removed last line)."""
+    await audit_log.checkpoint()
+    last = await audit_log.checkpoint()
+    if side == "database":
+        await audit_log.store.database["audit_checkpoints"].delete_one({"_id": last["_id"]})
+    else:
+        await rewrite_export(audit_log, lambda checkpoints: checkpoints.pop())
+    report = await audit_log.verify()
+    assert not report.ok and last["_id"] in report.problem
+    if side == "database":
+        assert "in the export but missing from the database" in report.problem
+    else:
+        assert "in the database but not in the export" in report.problem
+
+
+@SUITES
+async def test_digest_chains_written_before_keyed_chains_still_verify(store, tmp_path, suite):
+    """A chain written before keyed chains (a plain digest, no scheme in its registry record,
+    no anchor) still verifies beside keyed ones, and an edit to it is still named."""
+    clock = FixedClock(START)
+    legacy = AuditService(store, clock, suite, "api")
+    for i in range(3):
+        await legacy.record(OFFICER, "subjects.read", resource="subject", resource_id=f"s{i}")
+    await store.database["audit_chains"].update_one(
+        {"_id": legacy.chain_id}, {"$unset": {"scheme": ""}}
+    )
+    log = await build_log(store, suite, tmp_path / "audit" / "checkpoints.jsonl")
+    await log.checkpoint()
+    report = await log.verify()
+    assert report.ok and report.chains == 3 and report.unkeyed == 1, report
+
+    await log.entries_coll.update_one(
+        {"chain_id": legacy.chain_id, "seq": 2}, {"$set": {"resource_id": "elsewhere"}}
+    )
+    report = await log.verify()
+    assert_broken(report, legacy.chain_id, 2)
+    assert "does not match its hash (edited)" in report.problem
 
 
 # --- properties: whichever entry, whichever field -----------------------------------------------

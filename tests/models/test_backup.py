@@ -17,7 +17,7 @@ from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Rege
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
-from models.audit import AuditContext, verify_audit
+from models.audit import MAC_KEY_ID, AuditContext, verify_audit
 from models.backup import (
     MAGIC,
     ArchiveError,
@@ -222,19 +222,20 @@ async def test_a_restored_database_is_identical_and_opens_with_the_same_master_k
         probe_indexes = await target.database["backup_probe"].index_information()
         assert probe_indexes["serial_1"]["unique"] and probe_indexes["serial_1"]["sparse"]
 
-        # The restored audit log verifies, the export's own entry inside it.
+        # The restored audit log verifies (its keyed chains under the restored audit MAC key),
+        # the export's own entry inside it.
         suite = Suite(config.crypto_suite)
-        report = await verify_audit(target, suite, None, [])
+        provider = LocalKeyFile(config.master_key_file, suite)
+        provider.load()
+        vault = KeyVault(target, provider, suite, clock)
+        await vault.open()
+        report = await verify_audit(target, suite, None, [], await vault.get(MAC_KEY_ID))
         assert report.ok, report.problem
         assert report.entries == await target.database["audit"].count_documents({})
         entry = await target.database["audit"].find_one({"_id": exported.audit_entry})
         assert entry["action"] == "backup.export" and entry["actor_id"] == "cli:backup-test"
 
         # The case file opens from the restored database with the same master key file.
-        provider = LocalKeyFile(config.master_key_file, suite)
-        provider.load()
-        vault = KeyVault(target, provider, suite, clock)
-        await vault.open()
         restored_services = build_services(target, config, clock, vault, TEST_COST)
         try:
             view = await restored_services.subjects.read(populated.reader, populated.subject_id)

@@ -68,9 +68,13 @@ class Cli:
     def key_file(self) -> dict[str, Any]:
         return json.loads(self.config.master_key_file.read_text(encoding="utf-8"))
 
-    def checkpoints(self) -> list[dict[str, Any]]:
+    def exported(self) -> list[dict[str, Any]]:
         text = self.config.audit_export.read_text(encoding="utf-8")
         return [json.loads(line) for line in text.splitlines() if line]
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """The signed checkpoints of the export (without the chain anchors beside them)."""
+        return [line for line in self.exported() if "kind" not in line]
 
     async def fresh_services(self) -> Services:
         """What another process would see now: the key file re-read, nothing cached."""
@@ -192,6 +196,46 @@ async def test_verify_fails_on_a_tail_removed_after_a_checkpoint(cli):
     last = await cli.store.database["audit"].find_one({"chain_id": chain_id}, sort=[("seq", -1)])
     await cli.store.database["audit"].delete_one({"_id": last["_id"]})
 
+    broken = cli.run("audit", "verify")
+    assert broken.returncode == 1, (broken.stdout, broken.stderr)
+    assert f"chain {chain_id}" in broken.stdout and "truncated" in broken.stdout
+    assert f"entry {last['seq']}" in broken.stdout
+
+
+async def test_verify_names_a_chain_deleted_before_any_checkpoint(cli):
+    """This process's chain and its registry record deleted before the jobs process ever
+    signed a checkpoint: its opening is anchored in the export."""
+    await cli.create_subject()
+    chain_id = cli.services.audit.chain_id
+    [opening] = [line for line in cli.exported() if line.get("chain_id") == chain_id]
+    assert opening["kind"] == "chain.open" and opening["mac"]
+    assert_ok(cli.run("audit", "verify"))
+
+    await cli.store.database["audit"].delete_many({"chain_id": chain_id})
+    await cli.store.database["audit_chains"].delete_one({"_id": chain_id})
+    broken = cli.run("audit", "verify")
+    assert broken.returncode == 1, (broken.stdout, broken.stderr)
+    assert f"chain {chain_id}" in broken.stdout and "missing from the database" in broken.stdout
+
+
+async def test_verify_names_a_tail_cut_after_a_command_ended(cli):
+    """A command line run closes its chain when it ends, its head anchored in the export: a
+    tail deleted afterwards shows without any checkpoint."""
+    assert_ok(cli.run("admin", "keys", "rotate-master"))
+    audit = cli.store.database["audit"]
+    rotated = await audit.find_one({"action": "keys.rotate_master"})
+    chain_id = rotated["chain_id"]
+    last = await audit.find_one({"chain_id": chain_id}, sort=[("seq", -1)])
+    assert last["seq"] > rotated["seq"]
+    closing = [line for line in cli.exported() if line.get("chain_id") == chain_id][-1]
+    assert (closing["kind"], closing["seq"], closing["hash"]) == (
+        "chain.close",
+        last["seq"],
+        last["hash"],
+    )
+    assert_ok(cli.run("audit", "verify"))
+
+    await audit.delete_many({"chain_id": chain_id, "seq": {"$gt": rotated["seq"]}})
     broken = cli.run("audit", "verify")
     assert broken.returncode == 1, (broken.stdout, broken.stderr)
     assert f"chain {chain_id}" in broken.stdout and "truncated" in broken.stdout

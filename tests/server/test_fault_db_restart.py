@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from models.audit import verify_audit
+from models.audit import MAC_KEY_ID, verify_audit
 from models.clock import LOCAL_TZ, SystemClock
 from models.store import Store
 from server.app import build_services, collection_specs, connect_store, open_vault
@@ -165,7 +165,7 @@ async def outage(
 async def audit_intact(store: Store, config: Config) -> str | None:
     """The audit service's own verification (what `audit verify` runs): None when intact."""
     vault = await open_vault(config, store, SystemClock())
-    report = await verify_audit(store, vault.suite, None, [])
+    report = await verify_audit(store, vault.suite, None, [], await vault.get(MAC_KEY_ID))
     return None if report.ok else report.problem
 
 
