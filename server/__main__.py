@@ -13,6 +13,7 @@ from server.audit_cli import add_audit_commands
 from server.backup_cli import add_backup_commands
 from server.config import Config, ConfigError, describe_variables
 from server.logs import configure
+from server.rules_doc import describe_rules
 
 
 def _moment(raw: str) -> dt.datetime:
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("dev", help="run everything for development (what `make run` does)")
     commands.add_parser("wechat-standin", help="run the local WeChat API stand-in")
     commands.add_parser("config", help="print the environment variables and their defaults")
+    commands.add_parser("rules", help="print the statutory rules with their sources")
     admin = commands.add_parser("admin", help="organisation tree and staff accounts")
     add_admin_commands(admin)
     audit = commands.add_parser("audit", help="the audit log")
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "config":
         print(describe_variables())
+        return 0
+    if args.command == "rules":
+        print(describe_rules())
         return 0
     try:
         config = Config.from_env()

@@ -7,6 +7,7 @@ from pathlib import Path
 from server.banner import START_WITH, DemoLogin, running_banner
 from server.config import Config, describe_variables
 from server.demo import DEMO_STAFF
+from server.rules_doc import describe_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,3 +33,9 @@ def test_readme_first_screen_shows_what_make_run_prints():
     first_screen = "\n".join((ROOT / "README.md").read_text(encoding="utf-8").splitlines()[:45])
     assert banner.strip("\n") in first_screen
     assert f"{START_WITH} " in first_screen
+
+
+def test_rules_doc_lists_every_rule_with_its_source_as_the_code_does():
+    text = (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
+    assert describe_rules() in text
+    assert "刑事诉讼法 Art. 105" in text
