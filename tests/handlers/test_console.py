@@ -225,7 +225,7 @@ async def test_a_report_is_generated_drilled_signed_and_downloaded(page, supervi
 
 
 async def test_a_county_report_marks_the_station_where_nothing_was_recorded(
-    page, supervised, clock
+    page, supervised, clock, screenshot_dir
 ):
     # The county's second station, 南汇, has nobody supervised and nothing recorded in November.
     clock.set(local(2026, 12, 1, 9, 0))
@@ -238,6 +238,7 @@ async def test_a_county_report_marks_the_station_where_nothing_was_recorded(
     assert await quiet.count() == 1
     assert "南汇司法所" in await quiet.inner_text()
     assert "本月无记录" in await quiet.inner_text()
+    await page.screenshot(path=screenshot_dir / "report-county.png", full_page=True)
 
 
 async def test_an_expired_session_returns_to_the_page_after_login(page, supervised, clock):
@@ -405,7 +406,7 @@ async def test_a_sanction_is_decided_at_the_callers_step(page, supervised, fetch
 
 
 async def test_a_role_change_is_told_at_the_console_until_dismissed(
-    page, services, tree, make_staff
+    page, services, tree, make_staff, screenshot_dir
 ):
     """三员分立: the owner learns of what the security administrator did to their account."""
     security = await make_staff(Role.SECURITY_ADMIN, tree.county)
@@ -417,6 +418,10 @@ async def test_a_role_change_is_told_at_the_console_until_dismissed(
     assert "尚未授予角色" in await page.text_content("header .who")
     assert await page.is_visible("#no-role")
     assert "收回" in await page.text_content("#notices")
+    # Nothing it may not do is offered: no menu, and no page answering "no permission".
+    assert await page.locator("header nav").count() == 0
+    assert "没有权限" not in await page.text_content("main")
+    await page.screenshot(path=screenshot_dir / "no-role.png", full_page=True)
     await services.staff.grant_role(as_security, worker.id, "social_worker", False)
     await page.goto("/console/")  # the grant ended the session: sign in again
     await login(page, worker)
@@ -425,6 +430,7 @@ async def test_a_role_change_is_told_at_the_console_until_dismissed(
     assert await page.locator("#no-role").count() == 0
     notices = await page.text_content("#notices")
     assert "收回" in notices and "安全管理员已授予您“社会工作者”角色" in notices
+    await page.screenshot(path=screenshot_dir / "notices.png", full_page=True)
     await page.click("#notices button")
     await page.wait_for_url("**/console/")
     assert await page.locator("#notices").count() == 0
