@@ -36,12 +36,15 @@ class LoginAnswer(BaseModel):
 
 class NoticeOut(BaseModel):
     id: str
-    # role_granted, role_withdrawn (the security administrator), password_reset (an
-    # administrator): what someone else did to this account.
+    # role_granted, role_withdrawn (the security administrator), password_reset and
+    # role_suspended (an administrator's reset): what someone else did to this account;
+    # role_review (to a security administrator): `staff_id`'s role awaits a grant again.
     kind: str
     at: dt.datetime
     role: str | None
     is_agency_head: bool
+    staff_id: str | None = None
+    username: str | None = None
 
 
 class Me(BaseModel):

@@ -23,7 +23,7 @@ from models.codec import FieldCodec
 from models.errors import Conflict, InvalidInput, NotFound
 from models.orgs import Org, OrgKind, OrgService, parse_id
 from models.passwords import PasswordHasher, check_password_policy
-from models.policy import Identity, Role
+from models.policy import CASE_ROLES, Identity, Role
 from models.sessions import SessionService
 from models.store import CollectionSpec, Store
 
@@ -109,10 +109,13 @@ class Notice:
     """Something done to an account by someone else, shown to its owner at the console."""
 
     id: str
-    kind: str  # role_granted, role_withdrawn, password_reset
+    kind: str  # role_granted, role_withdrawn, password_reset, role_suspended, role_review
     at: dt.datetime
     role: str | None
     is_agency_head: bool
+    # role_review (to a security administrator): the account whose role awaits a grant again.
+    staff_id: str | None = None
+    username: str | None = None
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Notice:
@@ -122,6 +125,8 @@ class Notice:
             at=doc["at"],
             role=doc.get("role"),
             is_agency_head=bool(doc.get("is_agency_head")),
+            staff_id=doc.get("staff_id"),
+            username=doc.get("username"),
         )
 
 
@@ -444,41 +449,106 @@ class StaffService:
         return str(doc["_id"])
 
     async def reset_password(self, ctx: AuditContext, staff_id: str) -> str:
-        """Give the account a temporary password, to be changed at next login; revoke tokens."""
+        """Give the account a temporary password, to be changed at next login; revoke tokens.
+
+        三员分立: an administrator who resets another's password sees the one-time password
+        and could sign in first, so a case role the account holds is suspended: it goes back
+        to a request awaiting the security administrator, as for a newly opened account. The
+        operator at the command line (unscoped, holding the master key anyway) keeps it."""
         doc = await self._in_scope_doc(ctx, staff_id)
         password = temporary_password()
         password_hash = await self._hasher.hash(password)
-        async with self._audit.change(
-            ctx, "staff.reset_password", resource="staff", resource_id=staff_id
-        ):
-            await self._staff.update_one(
-                {"_id": doc["_id"]},
+        now = self._clock.now()
+        role = doc.get("role")
+        suspend = (
+            not ctx.identity.unscoped
+            and ctx.identity.user_id != staff_id
+            and role is not None
+            and Role(role) in CASE_ROLES
+        )
+        notices: list[dict[str, Any]] = [
+            {"id": str(ObjectId()), "kind": "password_reset", "at": now, "role": None}
+        ]
+        update: dict[str, Any] = {
+            "password_hash": password_hash,
+            "must_change_password": True,
+            "updated_at": now,
+        }
+        if suspend:
+            is_head = bool(doc.get("is_agency_head"))
+            update |= {
+                "role": None,
+                "is_agency_head": False,
+                "role_request": {
+                    "role": role,
+                    "is_agency_head": is_head,
+                    "by": ctx.identity.user_id,
+                    "at": now,
+                    "reason": "password_reset",
+                },
+            }
+            notices.append(
                 {
-                    "$set": {
-                        "password_hash": password_hash,
-                        "must_change_password": True,
-                        "updated_at": self._clock.now(),
-                    },
+                    "id": str(ObjectId()),
+                    "kind": "role_suspended",
+                    "at": now,
+                    "role": role,
+                    "is_agency_head": is_head,
+                }
+            )
+        async with self._audit.change(
+            ctx,
+            "staff.reset_password",
+            resource="staff",
+            resource_id=staff_id,
+            details={"role_suspended": role if suspend else None},
+        ):
+            # Conditional on the version: a grant landing meanwhile must not be undone unseen.
+            result = await self._staff.update_one(
+                {"_id": doc["_id"], "version": doc.get("version", 1)},
+                {
+                    "$set": update,
                     "$inc": {"version": 1},
                     # The owner learns of it at their next login: a reset they did not ask
                     # for is the trace of an administrator signing in as them.
-                    "$push": {
-                        "notices": {
-                            "$each": [
-                                {
-                                    "id": str(ObjectId()),
-                                    "kind": "password_reset",
-                                    "at": self._clock.now(),
-                                    "role": None,
-                                }
-                            ],
-                            "$slice": -MAX_NOTICES,
-                        }
-                    },
+                    "$push": {"notices": {"$each": notices, "$slice": -MAX_NOTICES}},
                 },
             )
+            if result.matched_count != 1:
+                raise Conflict("The account changed meanwhile; try again.", code="stale")
             await self._sessions.revoke_all(staff_id)
+            if suspend:
+                await self._tell_security_admins(doc, role, now)
         return password
+
+    async def _tell_security_admins(self, doc: dict[str, Any], role: str, now: dt.datetime) -> None:
+        """A notice to every security administrator whose scope holds the account: a role
+        awaits their grant again."""
+        await self._staff.update_many(
+            {
+                "role": str(Role.SECURITY_ADMIN),
+                "disabled": {"$ne": True},
+                "org_id": {"$in": [ObjectId(node) for node in doc["org_path"]]},
+            },
+            {
+                "$push": {
+                    "notices": {
+                        "$each": [
+                            {
+                                "id": str(ObjectId()),
+                                "kind": "role_review",
+                                "at": now,
+                                "role": role,
+                                "is_agency_head": bool(doc.get("is_agency_head")),
+                                "staff_id": str(doc["_id"]),
+                                "username": doc["username"],
+                            }
+                        ],
+                        "$slice": -MAX_NOTICES,
+                    }
+                }
+            },
+        )
 
     async def set_disabled(self, ctx: AuditContext, staff_id: str, disabled: bool) -> StaffView:
         doc = await self._in_scope_doc(ctx, staff_id)

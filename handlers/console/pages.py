@@ -108,6 +108,11 @@ def notice_text(notice: dict[str, Any]) -> str:
         return f"安全管理员已收回您的“{role}”角色。"
     if notice["kind"] == "password_reset":
         return "管理员重置了您的密码。如非本人申请，请立即联系安全管理员。"
+    if notice["kind"] == "role_suspended":
+        return f"因密码由管理员重置，您的“{role}”角色已暂停，待安全管理员重新授予后恢复。"
+    if notice["kind"] == "role_review":
+        who = notice.get("username") or ""
+        return f"账号 {who} 的密码被管理员重置，其“{role}”角色已暂停，待您核实后重新授予。"
     return "您的账号有变更。"
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from handlers.console.pages import notice_text
 from models.policy import Role
+from server.app import SYSTEM
 from tests.subject_factories import subject_body
 
 
@@ -526,3 +528,63 @@ async def test_a_withdrawn_role_reaches_nothing_and_a_reset_is_told(
     token = (await sign_in(fetch, officer.username, one_time))["token"]
     kinds = [n["kind"] for n in (await fetch("/api/v1/me", token=token)).json["notices"]]
     assert kinds == ["role_withdrawn", "password_reset"]
+
+
+async def test_an_admin_reset_suspends_the_case_role_until_the_security_admin_grants_it(
+    fetch, admin, security, tree, make_staff, services
+):
+    """The insider's path around 三员分立: reset an officer's password, sign in with the
+    one-time password before the owner does, read the files. The reset suspends the role."""
+    subject_id = await a_case_file(fetch, tree, make_staff)
+    officer = await make_staff(Role.STATION_OFFICER, tree.station)
+    reset = await fetch(f"/api/v1/staff/{officer.id}/password-reset", "POST", token=admin.token)
+    assert reset.status == 200
+    token = await first_login(
+        fetch, officer.username, reset.json["temporary_password"], "Admin-now-knows-2026"
+    )
+    answer = await fetch(f"/api/v1/subjects/{subject_id}", token=token)
+    assert answer.status == 403 and answer.error["code"] == "forbidden"
+    me = (await fetch("/api/v1/me", token=token)).json
+    assert me["role"] is None
+    assert [(n["kind"], n["role"]) for n in me["notices"]] == [
+        ("password_reset", None),
+        ("role_suspended", "station_officer"),
+    ]
+    # The security administrator is told and finds the account among the pending requests.
+    pending = await fetch("/api/v1/staff/roles?pending=1", token=security.token)
+    assert [(i["id"], i["requested_role"]) for i in pending.json["items"]] == [
+        (officer.id, "station_officer")
+    ]
+    told = (await fetch("/api/v1/me", token=security.token)).json["notices"]
+    assert [(n["kind"], n["staff_id"], n["username"], n["role"]) for n in told] == [
+        ("role_review", officer.id, officer.username, "station_officer")
+    ]
+    assert officer.username in notice_text(told[0]) and "暂停" in notice_text(told[0])
+    assert "暂停" in notice_text(me["notices"][1])
+    entries = await services.audit.entries_for(officer.id)
+    audited = next(e for e in entries if e["action"] == "staff.reset_password")
+    assert audited["actor_id"] == admin.id
+    assert audited["details"] == {"role_suspended": "station_officer"}
+    granted = await fetch(
+        f"/api/v1/staff/{officer.id}/role",
+        "PUT",
+        token=security.token,
+        json_body={"role": "station_officer"},
+    )
+    assert granted.status == 200 and granted.json["role"] == "station_officer"
+    token = (await sign_in(fetch, officer.username, "Admin-now-knows-2026"))["token"]
+    assert (await fetch(f"/api/v1/subjects/{subject_id}", token=token)).status == 200
+
+
+async def test_a_reset_keeps_an_administrators_role_and_the_operators_reset_keeps_any(
+    fetch, admin, tree, make_staff, services
+):
+    auditor = await make_staff(Role.AUDIT_ADMIN, tree.county)
+    reset = await fetch(f"/api/v1/staff/{auditor.id}/password-reset", "POST", token=admin.token)
+    assert reset.status == 200
+    assert (await services.staff.get_doc(auditor.id))["role"] == "audit_admin"
+    officer = await make_staff(Role.COUNTY_OFFICER, tree.county, is_agency_head=True)
+    await services.staff.reset_password(SYSTEM, officer.id)
+    doc = await services.staff.get_doc(officer.id)
+    assert doc["role"] == "county_officer" and doc["is_agency_head"] is True
+    assert doc["role_request"] is None

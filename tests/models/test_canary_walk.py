@@ -379,3 +379,177 @@ async def test_rotating_the_data_key_keeps_every_sealed_reason_readable(
     }
     missing = {run["canaries"].issued[m] for m in expected if m not in seen}
     assert missing == set()
+
+
+async def run_newer_paths(fetch, tree, make_staff, clock) -> Canaries:
+    """The free texts added since the first walk: an absence's note, hours' place and
+    confirmer, a referral outcome's institution and reason, a prison's name, the risk change
+    reason, and 阳光之家 referral notes, reasons and outcomes."""
+    canary = Canaries()
+    clock.set(local(2026, 11, 10, 9, 0))
+    officer = await make_staff(Role.STATION_OFFICER, tree.station)
+    county = await make_staff(Role.COUNTY_OFFICER, tree.county)
+    health = await make_staff(Role.HEALTH_WORKER, tree.county)
+    worker = await make_staff(Role.SOCIAL_WORKER, tree.station)
+
+    async def call(path: str, body: dict[str, Any] | None, account, status: int = 200) -> Any:
+        method = "GET" if body is None else "POST"
+        answer = await fetch(
+            path, method, json_body=body, token=await make_staff.token_for(account)
+        )
+        assert answer.status == status, (path, answer.body)
+        return answer.json
+
+    async def person(program: dict[str, Any] | None, opener=officer) -> str:
+        created = await call("/api/v1/subjects", subject_body(tree.station.id), officer, 201)
+        if program is not None:
+            await call(f"/api/v1/subjects/{created['id']}/programs", program, opener, 201)
+        return created["id"]
+
+    # An unauthorised absence from 社区戒毒.
+    detox = await person(
+        {"type": "drug_rehab", "start_date": "2026-01-10", "mode": "community_detox"}
+    )
+    absence = await call(
+        f"/api/v1/subjects/{detox}/absences",
+        {
+            "from_date": "2026-02-01",
+            "to_date": "2026-02-02",
+            "discovered_via": "visit",
+            "note": canary("absence note"),
+        },
+        officer,
+        201,
+    )
+    assert absence["absence"]["note"].startswith("金丝雀")  # read back in the clear
+
+    # Hours of 教育学习 in a corrections case past its strict months.
+    corrections = await person(
+        {**CORRECTIONS, "start_date": "2026-03-02", "end_date": "2027-03-01"}
+    )
+    month = await call(
+        f"/api/v1/subjects/{corrections}/obligations?from=2026-11-02&to=2026-11-30&kind=education",
+        None,
+        officer,
+    )
+    occurrence = next(o for o in month["items"] if o["id"])
+    hours = await call(
+        f"/api/v1/obligations/{occurrence['id']}/hours",
+        {
+            "on": "2026-11-05",
+            "hours": 4,
+            "place": canary("hours place"),
+            "confirmed_by": canary("hours confirmer"),
+        },
+        officer,
+    )
+    assert hours["hours_entries"][0]["place"].startswith("金丝雀")  # read back in the clear
+
+    # Risk changes across level 3, each with its reason, and both kinds of referral outcome.
+    patient = await person(
+        {
+            "type": "mental_health",
+            "start_date": "2026-11-09",
+            "diagnosis": "精神分裂症",
+            "risk_level": 1,
+            "guardian": {"name": "家属", "phone": "13900000000", "relation": "母亲"},
+        },
+        opener=health,
+    )
+    programs = await call(f"/api/v1/subjects/{patient}/programs", None, health)
+    mental = programs["items"][0]["id"]
+
+    async def risk(level: int, label: str) -> None:
+        await call(
+            f"/api/v1/programs/{mental}/risk",
+            {"level": level, "on": "2026-11-10", "reason": canary(label)},
+            health,
+        )
+
+    async def open_referral() -> str:
+        tasks = await call(f"/api/v1/subjects/{patient}/psychiatric-referrals", None, health)
+        return next(t["id"] for t in tasks["items"] if t["status"] == "open")
+
+    await risk(3, "risk reason up")
+    await call(
+        f"/api/v1/psychiatric-referrals/{await open_referral()}/outcome",
+        {
+            "referred": True,
+            "institution": canary("referral institution"),
+            "referred_on": "2026-11-10",
+        },
+        health,
+    )
+    await risk(2, "risk reason down")
+    await risk(4, "risk reason up again")
+    refused = await call(
+        f"/api/v1/psychiatric-referrals/{await open_referral()}/outcome",
+        {"referred": False, "reason": canary("not referred reason")},
+        health,
+    )
+    assert refused["reason"].startswith("金丝雀")
+
+    # A prison's release notice.
+    released = await person(None)
+    notice = await call(
+        f"/api/v1/subjects/{released}/release-notices",
+        {
+            "release_date": "2026-12-10",
+            "received_on": "2026-11-10",
+            "prison": canary("prison name"),
+        },
+        officer,
+        201,
+    )
+    assert notice["details"]["prison"].startswith("金丝雀")
+
+    # 阳光之家: a referral with a note, declined with a reason, an outcome with a note.
+    assigned = await fetch(
+        f"/api/v1/subjects/{corrections}/assignments",
+        "PUT",
+        json_body={"social_worker_ids": [worker.id]},
+        token=await make_staff.token_for(officer),
+    )
+    assert assigned.status == 200, assigned.body
+    home = await call(
+        "/api/v1/assistance/facilities",
+        {
+            "name": "鹿城阳光之家",
+            "kind": "sunshine_home",
+            "org_id": tree.county.id,
+            "capacity": 2,
+        },
+        county,
+        201,
+    )
+    referral = await call(
+        "/api/v1/assistance/referrals",
+        {"subject_id": corrections, "needs": ["housing"], "note": canary("referral note")},
+        worker,
+        201,
+    )
+    path = f"/api/v1/assistance/referrals/{referral['id']}"
+    await call(f"{path}/transition", {"to": "approved"}, officer)
+    await call(f"{path}/transition", {"to": "offered", "resource_id": home["id"]}, worker)
+    await call(
+        f"{path}/transition", {"to": "declined", "reason": canary("referral decline")}, worker
+    )
+    outcome = await call(
+        f"{path}/outcome",
+        {
+            "kind": "job_found",
+            "employer": canary("outcome employer"),
+            "start_date": "2026-12-01",
+            "note": canary("outcome note"),
+        },
+        worker,
+    )
+    assert outcome["outcome"]["note"].startswith("金丝雀")
+    return canary
+
+
+async def test_newer_free_texts_rest_sealed_too(api, fetch, store, tree, make_staff, clock):
+    canaries = await run_newer_paths(fetch, tree, make_staff, clock)
+    assert len(canaries.issued) == 13
+    found = await leaks(store, canaries)
+    assert found == {}, f"free text in plaintext: {found}"
