@@ -54,9 +54,12 @@ VERIFY_ARGS ?=
 verify: $(STAMP)
 	$(BIN)/python -m ops.verify $(VERIFY_ARGS)
 
+# The layering (server -> handlers | miniprogram_api | jobs -> models) is [tool.importlinter] in
+# pyproject.toml; no cache, so nothing is written into the work tree.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
 
 format: $(STAMP)
 	$(BIN)/ruff format .
