@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -174,6 +175,36 @@ class DatabaseNotReady(Exception):
     pass
 
 
+class DatabaseTooOld(DatabaseNotReady):
+    """The server answers but is older than the release line this code is built and tested on."""
+
+
+# MongoDB 8.0: the line production runs and the only one the tests exercise (the embedded database
+# reports 8.2). The code's own features need 4.4 (docs/operations.md, "MongoDB server version").
+MIN_SERVER_VERSION = (8, 0)
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?(?:[-+][0-9A-Za-z.+-]*)?")
+
+
+def require_server_version(version: object) -> None:
+    """Refuse a server older than MIN_SERVER_VERSION, or one whose version cannot be read."""
+    floor = ".".join(map(str, MIN_SERVER_VERSION))
+    found = version if isinstance(version, str) else None
+    match = _VERSION.fullmatch(found.strip()) if found else None
+    if match is None:
+        raise DatabaseTooOld(
+            f"the database reported version {version!r}, which is not a MongoDB version; "
+            f"Anbang needs MongoDB {floor} or later: check MONGODB_URI points at a MongoDB "
+            "replica set"
+        )
+    # Majors and minors compared as numbers: "10.0" is newer than "8.0", "7.3" older.
+    if (int(match[1]), int(match[2])) < MIN_SERVER_VERSION:
+        raise DatabaseTooOld(
+            f"the database is MongoDB {found.strip()}; Anbang needs MongoDB {floor} or later: "
+            f"upgrade the replica set to {floor} (one major version at a time, setting "
+            "featureCompatibilityVersion after each) or point MONGODB_URI at one that is"
+        )
+
+
 def connect_store(config: Config, *, operation_timeout_ms: int | None = None) -> Store:
     return Store.connect(
         DatabaseSettings(
@@ -187,7 +218,7 @@ def connect_store(config: Config, *, operation_timeout_ms: int | None = None) ->
 
 
 async def wait_for_database(store: Store, seconds: float) -> None:
-    """Wait until the database answers; a process that cannot reach it stops with a clear error."""
+    """Wait until the database answers and check its version; else stop with a clear error."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while not await store.ping(timeout_seconds=2.0):
@@ -197,6 +228,9 @@ async def wait_for_database(store: Store, seconds: float) -> None:
                 "(or start the embedded database with `python -m server db`)"
             )
         await asyncio.sleep(0.5)
+    # One command per process start; every process (API, jobs, CLI) comes through here.
+    info = await store.database.command("buildInfo")
+    require_server_version(info.get("version"))
 
 
 @dataclass
