@@ -22,6 +22,11 @@ class MpHandler(BaseHandler):
     audience = "mp"
     channels: ClassVar[frozenset[str]] = frozenset({"mp"})
 
+    def _describe(self, exc: BaseException | None, status: int) -> tuple[int, str, str, Any, dict]:
+        # One shape for the mini-program's developer, whatever the layer that refused.
+        status, code, message, details, headers = super()._describe(exc, status)
+        return status, code, message, field_problems(status, message, details), headers
+
     def idempotency_key(self) -> str:
         """The `Idempotency-Key` header as sent (the service checks its form)."""
         return self.request.headers.get("Idempotency-Key", "").strip()
@@ -92,6 +97,37 @@ class MpHandler(BaseHandler):
         await idempotency.finish(owner, key, status, body, subject_id=about)
         self.set_status(status)
         self.finish(body)
+
+
+# Refusals of the request itself (its syntax, size or media type, or a value in it): a problem
+# without a named field is the body's.
+_INPUT_STATUSES = frozenset({400, 413, 415, 422})
+
+
+def field_problems(status: int, message: str, details: Any) -> list[dict[str, str]]:
+    """`details` as a list of `{field, message}`: the layers below name fields in several ways
+    (a list of `{field}` or bare names, one `{field}`, `{parameter}`, a dict about the body or
+    about the record's state); a problem that names no message takes the error's own. Context
+    about the record's state (its status, a line number) is for staff and is left out: the
+    error's code and message say what the person needs."""
+    items = details if isinstance(details, list) else [] if details is None else [details]
+    problems: list[dict[str, str]] = []
+    for item in items:
+        text = message
+        if isinstance(item, str):
+            name: Any = item
+        elif isinstance(item, Mapping):
+            name = item.get("field", item.get("parameter"))
+            if isinstance(item.get("message"), str) and item["message"]:
+                text = item["message"]
+        else:
+            continue
+        if name is None:
+            continue
+        problems.append({"field": str(name), "message": text})
+    if not problems and status in _INPUT_STATUSES:
+        problems.append({"field": "(body)", "message": message})
+    return problems
 
 
 def _subject_of(payload: BaseModel | Mapping[str, Any]) -> str | None:

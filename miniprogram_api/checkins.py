@@ -8,8 +8,10 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from handlers.base import endpoint
+from handlers.query import query
 from miniprogram_api.base import MpHandler
-from models.checkins import CheckinInput
+from miniprogram_api.records import PAGE, OwnCheckinListOut, list_own_checkins
+from models.checkins import CheckinAnswer, CheckinInput, CheckinStatus, Flag
 
 
 class Strict(BaseModel):
@@ -35,6 +37,7 @@ class CheckinBody(Strict):
 
 class CheckinOut(BaseModel):
     id: str
+    message: str = Field(description="What happened and what comes next, for the person (Chinese)")
     status: Literal["on_time", "late", "outside_area", "rejected"]
     flags: list[str]
     obligation_id: str | None
@@ -43,9 +46,53 @@ class CheckinOut(BaseModel):
     arrived_at: dt.datetime
 
 
+# Whatever sent a check-in to review, the person is told the same: flags are the station's
+# signals, not the person's business (and naming them would teach how to avoid them).
+_REVIEW_NEXT = "司法所工作人员核对后会确认结果，并通过消息通知您。"
+_MESSAGES = {
+    CheckinStatus.ON_TIME: "签到成功，您已按时完成本次签到。",
+    CheckinStatus.LATE: (
+        "签到已收到，但已超过本次签到时间，记为逾期完成。请留意下次签到时间，按时签到。"
+    ),
+    CheckinStatus.OUTSIDE_AREA: (
+        "签到已收到，但您所在的位置不在规定的活动范围内，已交司法所工作人员审核，"
+        "审核结果会通过消息通知您；如有特殊情况，请及时联系您的工作人员。"
+    ),
+    CheckinStatus.REJECTED: (
+        "签到未通过：照片与本人不一致。请本人在签到时间内重新拍照签到；"
+        "如有疑问，请联系您的工作人员。"
+    ),
+}
+
+
+def checkin_message(answer: CheckinAnswer) -> str:
+    """What a person reads after checking in. Made from the stored answer alone, so a retry
+    under the same key reads exactly what the first attempt did."""
+    status = CheckinStatus(answer.status)
+    if answer.review is None or status in (CheckinStatus.OUTSIDE_AREA, CheckinStatus.REJECTED):
+        return _MESSAGES[status]
+    if Flag.OFFLINE in answer.flags:
+        return "签到已收到。您的签到在签到时间结束后才送达（可能因网络原因），" + _REVIEW_NEXT
+    if status is CheckinStatus.LATE:
+        return "签到已收到，但已超过本次签到时间，" + _REVIEW_NEXT
+    return "签到已收到，" + _REVIEW_NEXT
+
+
 class CheckinsHandler(MpHandler):
-    access = "checkins.create"
+    # Only the person checks in; a guardian may read the person's check-ins.
+    access = {"POST": "checkins.create", "GET": "mp.self"}
     max_body_bytes = 8 * 1024
+
+    @endpoint(
+        "Own recent check-ins (a guardian: the person's), newest first, with status and review "
+        "outcome; no coordinates",
+        response=OwnCheckinListOut,
+        errors=(401, 403, 422),
+        tags=("mini-program",),
+    )
+    @query(PAGE)
+    async def get(self) -> None:
+        await list_own_checkins(self)
 
     @endpoint(
         "Check in (header `Idempotency-Key` required: a retry answers the first result; the "
@@ -72,7 +119,10 @@ class CheckinsHandler(MpHandler):
                 device_id=body.device_id,
             ),
         )
-        self.respond(CheckinOut.model_validate(answer.as_doc()), status=201)
+        self.respond(
+            CheckinOut.model_validate(answer.as_doc() | {"message": checkin_message(answer)}),
+            status=201,
+        )
 
 
 routes = [(r"/mp/v1/checkins", CheckinsHandler)]

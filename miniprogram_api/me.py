@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from handlers.base import RequestError, endpoint
-from handlers.obligations import OccurrenceList, OccurrenceOut
+from handlers.obligations import OccurrenceOut
 from handlers.query import calendar_day, query, query_args
 from miniprogram_api.base import MpHandler
 from models.clock import LOCAL_TZ
+from models.obligations import KIND_TITLES, OccurrenceView
 
 
 class MessageOut(BaseModel):
@@ -34,13 +35,35 @@ class MessagesOut(BaseModel):
 MAX_TASK_DAYS = 62
 
 
+class TaskOut(OccurrenceOut):
+    title: str = Field(description="The obligation's name, for the person (Chinese)")
+    window_start: dt.datetime = Field(description="Local time (Asia/Shanghai, `+08:00`)")
+    window_end: dt.datetime = Field(description="Local time (Asia/Shanghai, `+08:00`), exclusive")
+
+    @classmethod
+    def of(cls, view: OccurrenceView) -> TaskOut:
+        # The same instants, written as the person's clock reads them.
+        return cls(
+            **view.__dict__
+            | {
+                "title": KIND_TITLES.get(view.kind, "任务"),
+                "window_start": view.window_start.astimezone(LOCAL_TZ),
+                "window_end": view.window_end.astimezone(LOCAL_TZ),
+            }
+        )
+
+
+class TaskList(BaseModel):
+    items: list[TaskOut]
+
+
 class TasksHandler(MpHandler):
     access = "mp.self"
 
     @endpoint(
         "Own obligations (a guardian: the patient's) with windows and status, "
         "`?from=&to=` (default: today and the next 7 days, at most 62 days)",
-        response=OccurrenceList,
+        response=TaskList,
         errors=(401, 403, 422),
         tags=("mini-program",),
     )
@@ -67,7 +90,7 @@ class TasksHandler(MpHandler):
             status=None,
             kind=None,
         )
-        self.respond(OccurrenceList(items=[OccurrenceOut.of(v) for v in views]))
+        self.respond(TaskList(items=[TaskOut.of(v) for v in views]))
 
 
 class MessagesHandler(MpHandler):

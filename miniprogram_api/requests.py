@@ -9,8 +9,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.base import endpoint
+from handlers.query import query
 from miniprogram_api.base import MpHandler
 from miniprogram_api.checkins import LocationBody
+from miniprogram_api.records import PAGE, OwnLeaveListOut, list_own_leave
 from models.leave import LeaveView
 
 
@@ -68,6 +70,17 @@ def _leave_out(view: LeaveView) -> LeaveOut:
 
 class LeaveRequestsHandler(MpHandler):
     access = "mp.self"
+
+    @endpoint(
+        "Own leave requests (a guardian: the person's), newest first, each level's decision "
+        "and reason",
+        response=OwnLeaveListOut,
+        errors=(401, 403, 422),
+        tags=("mini-program",),
+    )
+    @query(PAGE)
+    async def get(self) -> None:
+        await list_own_leave(self)
 
     @endpoint(
         "Ask for leave; the station (and, past its authority, the county) decides",

@@ -184,6 +184,21 @@ class ReviewItem:
 
 
 @dataclass
+class OwnCheckin:
+    """A check-in as its person reads it: no coordinates, device or flags (the flags are the
+    station's fraud signals, not the person's business)."""
+
+    id: str
+    arrived_at: dt.datetime
+    status: str
+    obligation_id: str | None
+    # None (no review needed), "pending", "accepted" or "rejected".
+    review: str | None
+    review_comment: str | None
+    reviewed_at: dt.datetime | None
+
+
+@dataclass
 class _Context:
     """What one read gathered for a decision."""
 
@@ -581,7 +596,7 @@ class CheckinService:
                     raise Conflict(
                         "This check-in window has not opened yet.",
                         code="not_open",
-                        message_zh="该签到时段尚未开始。",
+                        message_zh="该签到时段尚未开始，请在时段开始后再签到。",
                     )
                 if found["window_end"] > now - grace:
                     # Open (or recently closed) but newer than this process's cached windows.
@@ -613,7 +628,7 @@ class CheckinService:
         raise Conflict(
             "No check-in window is open now.",
             code="no_open_window",
-            message_zh="当前没有需要签到的时段。",
+            message_zh="当前没有需要签到的时段，无需签到；下次签到时间请在“我的任务”中查看。",
         )
 
     async def _area(
@@ -689,6 +704,52 @@ class CheckinService:
         if metres > 0 and metres / 1000 / hours > rules.int("checkin.max_speed_kmh"):
             flags.append(Flag.IMPOSSIBLE_TRAVEL)
         return flags
+
+    # --- the person's own ------------------------------------------------------------------
+
+    async def own_checkins(self, ctx: AuditContext, limit: int) -> list[OwnCheckin]:
+        """The calling person's (or guardian's person's) recent check-ins, newest first."""
+        subject_id = ctx.identity.subject_id
+        if ctx.identity.channel != "mp" or subject_id is None:
+            raise NotFound("No such case file.", message_zh="未找到您的档案。")
+        cursor = (
+            self._checkins.find(
+                {"subject_id": subject_id},
+                {"arrived_at": 1, "status": 1, "occurrence_id": 1, "review": 1, "answer": 1},
+            )
+            .sort("arrived_at", DESCENDING)
+            .limit(limit)
+        )
+        items = []
+        async for doc in cursor:
+            review = doc.get("review")
+            if review is not None:
+                state, at = review["state"], review.get("at")
+                comment = await self._codec.open_text(
+                    "checkins", doc["_id"], "review_comment", review.get("comment")
+                )
+            else:
+                state, at, comment = doc["answer"].get("review"), None, None
+            items.append(
+                OwnCheckin(
+                    id=doc["_id"],
+                    arrived_at=doc["arrived_at"],
+                    status=doc["status"],
+                    obligation_id=doc.get("occurrence_id"),
+                    review=state,
+                    review_comment=comment,
+                    reviewed_at=at,
+                )
+            )
+        await self._audit.record(
+            ctx,
+            "checkins.read",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"count": len(items)},
+        )
+        return items
 
     # --- the review queue ------------------------------------------------------------------
 

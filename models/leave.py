@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from models.alerts import AlertService
 from models.approvals import COMMENTS, ApprovalChain, ApprovalStatus, open_steps, record_step
@@ -74,6 +74,7 @@ class LeaveView:
     channel: str
     returned_on: str | None = None
     return_late: bool | None = None
+    created_at: dt.datetime | None = None
 
 
 def leave_days(start: dt.date, end: dt.date) -> int:
@@ -123,6 +124,14 @@ def chain_rule(days: int, total: int, rules: EffectiveRules) -> str:
     if days > rules.int("leave.station_max_days"):
         return "leave.chain_up_to_county_max"
     return "leave.chain_up_to_station_max"
+
+
+def _own_subject(ctx: AuditContext) -> str:
+    """The file a mini-program person (or guardian) acts on; no other caller has one."""
+    subject_id = ctx.identity.subject_id
+    if ctx.identity.channel != "mp" or subject_id is None:
+        raise NotFound("No such case file.", message_zh="未找到您的档案。")
+    return subject_id
 
 
 def _date(value: Any) -> dt.date:
@@ -232,6 +241,14 @@ class LeaveService:
                     details=[{"field": field}],
                     message_zh="日期超出范围（距今不能超过十年）。",
                 )
+        if start < today and channel is LeaveChannel.MINIPROGRAM:
+            # A person asks before going (社区矫正法 Art. 27); staff may still record leave
+            # after the fact (a person who could not use the app).
+            raise InvalidInput(
+                "The leave starts before today.",
+                details=[{"field": "start_date", "message": "开始日期不能早于今天。"}],
+                message_zh="开始日期不能早于今天，请选择今天或以后的日期。",
+            )
         if end < start:
             raise InvalidInput(
                 "The leave ends before it starts.",
@@ -373,6 +390,41 @@ class LeaveService:
         )
         return await self._view(doc)
 
+    async def own_requests(self, ctx: AuditContext, limit: int) -> list[LeaveView]:
+        """The calling person's (or guardian's person's) own requests, newest first."""
+        subject_id = _own_subject(ctx)
+        docs = [
+            doc
+            async for doc in self._leave.find({"subject_id": subject_id})
+            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(min(limit, MAX_LIST))
+        ]
+        views = [await self._view(doc) for doc in docs]
+        await self._audit.record(
+            ctx,
+            "leave.read",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"count": len(views)},
+        )
+        return views
+
+    async def own_request(self, ctx: AuditContext, leave_id: str) -> LeaveView:
+        """One of the caller's own requests; anyone else's is 404, as if it did not exist."""
+        subject_id = _own_subject(ctx)
+        doc = await self._leave.find_one({"_id": parse_id(leave_id, "leave request")})
+        if doc is None or doc["subject_id"] != subject_id:
+            raise NotFound("No such leave request.", message_zh="未找到该请假记录。")
+        await self._audit.record(
+            ctx,
+            "leave.read",
+            resource="leave_request",
+            resource_id=leave_id,
+            subject_id=subject_id,
+        )
+        return await self._view(doc)
+
     async def _view(self, doc: Mapping[str, Any]) -> LeaveView:
         lid = str(doc["_id"])
         chain = ApprovalChain.from_doc(doc["approval"]).view()
@@ -396,6 +448,7 @@ class LeaveService:
             channel=doc["channel"],
             returned_on=doc.get("returned_on"),
             return_late=doc.get("return_late"),
+            created_at=doc.get("created_at"),
         )
 
     # --- deciding and returning -----------------------------------------------------------------

@@ -62,6 +62,19 @@ KINDS = (
     "counseling",
     "contact",
 )
+# What a person (and the console) calls each kind.
+KIND_TITLES = {
+    "remote_checkin": "定位签到",
+    "in_person_report": "当面报到",
+    "written_report": "书面报告",
+    "education": "教育学习",
+    "community_service": "公益活动",
+    "drug_test": "尿检",
+    "medical_reexam": "病情复查",
+    "mental_followup": "随访",
+    "counseling": "心理辅导",
+    "contact": "帮教联系",
+}
 # The outcomes a worker may record, per kind of obligation.
 RESULTS: dict[str, tuple[str, ...]] = {
     "drug_test": ("negative", "positive", "refused", "evaded"),

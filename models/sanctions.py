@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from models.approvals import COMMENTS, ApprovalChain, ApprovalStatus, open_steps, record_step
 from models.audit import AuditContext, AuditService
@@ -367,6 +367,31 @@ class SanctionService:
             "sanctions.read",
             resource="sanction",
             details={"status": status, "count": len(views)},
+        )
+        return views
+
+    async def own_decided(self, ctx: AuditContext, limit: int) -> list[SanctionView]:
+        """The calling person's (or guardian's person's) praise and sanctions as decided, newest
+        first. A proposal still on its chain, or refused, is not something done to them."""
+        subject_id = ctx.identity.subject_id
+        if ctx.identity.channel != "mp" or subject_id is None:
+            raise NotFound("No such case file.", message_zh="未找到您的档案。")
+        docs = [
+            doc
+            async for doc in self._sanctions.find(
+                {"subject_id": subject_id, "status": str(ApprovalStatus.APPROVED)}
+            )
+            .sort([("decided_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(min(limit, MAX_LIST))
+        ]
+        views = [await self._view(doc) for doc in docs]
+        await self._audit.record(
+            ctx,
+            "sanctions.read",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"count": len(views)},
         )
         return views
 

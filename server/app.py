@@ -41,6 +41,7 @@ from miniprogram_api import checkins as mp_checkins
 from miniprogram_api import consents as mp_consents
 from miniprogram_api import me as mp_me
 from miniprogram_api import push as wechat_push
+from miniprogram_api import records as mp_records
 from miniprogram_api import requests as mp_requests
 from miniprogram_api import uploads as mp_uploads
 from miniprogram_api import worker as mp_worker
@@ -125,6 +126,7 @@ def all_routes() -> list[tuple[Any, ...]]:
         *mp_uploads.routes,
         *mp_checkins.routes,
         *mp_requests.routes,
+        *mp_records.routes,
         *mp_consents.routes,
         *mp_worker.routes,
         *wechat_push.routes,

@@ -216,7 +216,10 @@ async def test_a_cut_between_the_check_in_and_its_window_is_finished_by_the_retr
     outage.proxy.restore()
     retried = await outage.check_in(clock, "outage-middle-1")
     await assert_stored_once(store, supervised.subject_id, retried)
-    assert retried.json == stored["answer"] | {"arrived_at": retried.json["arrived_at"]}
+    assert retried.json == stored["answer"] | {
+        "arrived_at": retried.json["arrived_at"],
+        "message": "签到成功，您已按时完成本次签到。",
+    }
 
 
 @pytest.mark.parametrize(
