@@ -14,7 +14,7 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import tornado.web
 from pydantic import BaseModel, RootModel, ValidationError
@@ -198,6 +198,13 @@ class EndpointDoc:
     # A body that is not JSON (a CSV file, a multipart upload): media type -> its OpenAPI media
     # type object (schema, example), so the document says what to send and fuzzers send it.
     body_media: Mapping[str, Mapping[str, Any]] | None = None
+    # `Idempotency-Key`: "required", "optional" (a retry with it replays the first answer), or
+    # None when the method does not read it.
+    idempotency: Literal["required", "optional"] | None = None
+    # The error codes this method answers beyond the common ones: (code, status, meaning).
+    codes: tuple[tuple[str, int, str], ...] = ()
+    # A one-line Chinese summary, what /docs shows a mini-program developer.
+    summary_zh: str | None = None
 
 
 def csv_media(columns: str, example: str) -> dict[str, dict[str, Any]]:
@@ -224,6 +231,9 @@ def endpoint(
     errors: tuple[int, ...] = (),
     tags: tuple[str, ...] = (),
     body_media: Mapping[str, Mapping[str, Any]] | None = None,
+    idempotency: Literal["required", "optional"] | None = None,
+    codes: tuple[tuple[str, int, str], ...] = (),
+    summary_zh: str | None = None,
 ) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
     """Declare a handler method's contract; the OpenAPI document is built from these. `body`
     is a JSON body's model; `body_media` describes a body in another media type instead."""
@@ -232,7 +242,16 @@ def endpoint(
 
     def mark(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         method.__endpoint__ = EndpointDoc(  # type: ignore[attr-defined]
-            summary, body, response, status, errors, tags, body_media
+            summary,
+            body,
+            response,
+            status,
+            errors,
+            tags,
+            body_media,
+            idempotency,
+            codes,
+            summary_zh,
         )
         return method
 

@@ -12,7 +12,8 @@ from pydantic.json_schema import models_json_schema
 
 from handlers.base import BaseHandler, EndpointDoc
 from handlers.query import declared_query
-from models.policy import PUBLIC
+from models.idempotency import KEY_PATTERN
+from models.policy import PUBLIC, SELF
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
@@ -31,6 +32,89 @@ class ErrorEnvelope(BaseModel):
     """Every error answer has this shape."""
 
     error: ErrorBody
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class MpErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[FieldProblem]
+    request_id: str | None = None
+
+
+class MpErrorEnvelope(BaseModel):
+    """Every `/mp/v1` error answer has this shape: `message` in Chinese, `details` one
+    `{field, message}` per offending field (the body's problem names the field `(body)`)."""
+
+    error: MpErrorBody
+
+
+# The codes any mini-program operation may answer, by what the operation is: a caller's
+# session (not PUBLIC), a bound account (neither PUBLIC nor SELF), a JSON body, a key.
+_MP_SESSION_CODES = (
+    ("unauthenticated", 401, "未登录：请先调用登录接口获取令牌"),
+    ("invalid_token", 401, "登录已过期或令牌无效：请重新登录"),
+    ("wrong_channel", 403, "该令牌不是小程序会话"),
+)
+_MP_BOUND_CODES = (
+    ("not_bound", 403, "微信尚未绑定：请先用工作人员提供的绑定码完成绑定"),
+    ("forbidden", 403, "当前身份无权进行此操作"),
+)
+_MP_BODY_CODES = (
+    ("invalid_json", 400, "请求内容不是有效的 JSON"),
+    ("body_too_large", 413, "请求内容过大"),
+    ("unsupported_media_type", 415, "请求内容类型不受支持"),
+    ("validation_failed", 422, "填写的内容有误：`details` 逐项列出字段和原因"),
+)
+_MP_QUERY_CODES = (("validation_failed", 422, "查询参数有误：`details` 列出参数名"),)
+_MP_KEY_CODES = (
+    ("invalid_idempotency_key", 422, "请求编号（Idempotency-Key）格式不正确"),
+    ("idempotency_conflict", 409, "该请求编号已用于另一次不同的提交"),
+    ("idempotency_in_progress", 409, "同一请求编号的首次提交仍在处理中，请稍后重试"),
+)
+_MP_OUTAGE = (("unavailable", 503, "服务暂时不可用：按 Retry-After 稍后重试"),)
+
+
+def mp_error_codes(
+    doc: EndpointDoc, action: str | None, has_query: bool
+) -> dict[str, tuple[int, str]]:
+    """code -> (status, meaning) that a `/mp/v1` operation may answer: the common ones its
+    policy, body and key imply, then what the endpoint declares (which wins on a clash)."""
+    table: list[tuple[str, int, str]] = []
+    if action != PUBLIC:
+        table += _MP_SESSION_CODES
+        if action != SELF:
+            table += _MP_BOUND_CODES
+    if has_query:
+        table += _MP_QUERY_CODES
+    if doc.body is not None or doc.body_media is not None:
+        table += _MP_BODY_CODES
+    if doc.idempotency is not None:
+        table += _MP_KEY_CODES
+    table += _MP_OUTAGE
+    table += doc.codes
+    return {code: (status, meaning) for code, status, meaning in table}
+
+
+def idempotency_parameter(required: bool) -> dict[str, Any]:
+    """The `Idempotency-Key` header as the service checks it (models.idempotency.KEY_PATTERN)."""
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": required,
+        "description": "每次提交生成一个新的请求编号（8 至 128 位字母、数字或 ._:-），重试时原样"
+        "再次发送：重试得到首次的结果；同一编号用于另一次不同的提交得到 409。",
+        "schema": {
+            "type": "string",
+            "minLength": 8,
+            "maxLength": 128,
+            "pattern": KEY_PATTERN.pattern,
+        },
+    }
 
 
 _ERROR_DESCRIPTIONS = {
@@ -156,6 +240,14 @@ def operation_id(method: str, template: str, listed: frozenset[str] = frozenset(
     return "mp" + name[:1].upper() + name[1:] if mp else name
 
 
+def _example_details(status: int, code: str) -> list[dict[str, str]]:
+    if code in ("invalid_idempotency_key", "idempotency_key_required"):
+        return [{"field": "Idempotency-Key", "message": "格式不正确"}]
+    if status == 422:
+        return [{"field": "(body)", "message": "此项为必填项"}]
+    return []
+
+
 def path_template(pattern: str) -> str:
     """`/api/v1/subjects/(?P<subject_id>[^/]+)` -> `/api/v1/subjects/{subject_id}`."""
     template = _NAMED_GROUP.sub(lambda m: "{" + m.group(1) + "}", pattern)
@@ -182,7 +274,10 @@ def _action(handler: type[BaseHandler], method: str) -> str | None:
 
 def build_openapi(routes: Sequence[Route], *, title: str, version: str) -> dict[str, Any]:
     operations = list(_operations(routes))
-    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorEnvelope, "serialization")]
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (ErrorEnvelope, "serialization"),
+        (MpErrorEnvelope, "serialization"),
+    ]
     for _, method, handler, _ in operations:
         doc: EndpointDoc = getattr(handler, method).__endpoint__
         if doc.body is not None:
@@ -192,11 +287,37 @@ def build_openapi(routes: Sequence[Route], *, title: str, version: str) -> dict[
     unique = list(dict.fromkeys(wanted))
     refs, top = models_json_schema(unique, ref_template="#/components/schemas/{model}")
     error_ref = refs[(ErrorEnvelope, "serialization")]
+    mp_error_ref = refs[(MpErrorEnvelope, "serialization")]
 
     def error_response(status: int) -> dict[str, Any]:
         return {
             "description": _ERROR_DESCRIPTIONS.get(status, "Error"),
             "content": {"application/json": {"schema": error_ref}},
+        }
+
+    def mp_error_response(status: int, codes: dict[str, tuple[int, str]]) -> dict[str, Any]:
+        here = {code: meaning for code, (at, meaning) in codes.items() if at == status}
+        listed = "; ".join(f"`{code}`: {meaning}" for code, meaning in here.items())
+        media: dict[str, Any] = {"schema": mp_error_ref}
+        if here:
+            media["examples"] = {
+                code: {
+                    "summary": meaning,
+                    "value": {
+                        "error": {
+                            "code": code,
+                            "message": meaning,
+                            "details": _example_details(status, code),
+                            "request_id": "0f1e2d3c4b5a",
+                        }
+                    },
+                }
+                for code, meaning in here.items()
+            }
+        description = _ERROR_DESCRIPTIONS.get(status, "Error")
+        return {
+            "description": f"{description}. {listed}" if listed else description,
+            "content": {"application/json": media},
         }
 
     paths: dict[str, dict[str, Any]] = {}
@@ -212,8 +333,9 @@ def build_openapi(routes: Sequence[Route], *, title: str, version: str) -> dict[
                 f"operationId {name} of {method.upper()} {template} is also {named[name]}'s"
             )
         named[name] = f"{method.upper()} {template}"
+        mp = getattr(handler, "audience", None) == "mp"
         operation: dict[str, Any] = {
-            "summary": doc.summary,
+            "summary": doc.summary_zh if mp and doc.summary_zh else doc.summary,
             "operationId": name,
             "tags": list(doc.tags),
             "x-anbang-action": action,
@@ -227,6 +349,10 @@ def build_openapi(routes: Sequence[Route], *, title: str, version: str) -> dict[
         query = declared_query(getattr(handler, method))
         if query is not None:
             parameters += query.parameters()
+        if doc.idempotency is not None:
+            parameters.append(idempotency_parameter(doc.idempotency == "required"))
+        if mp and doc.summary_zh:
+            operation["description"] = doc.summary
         if parameters:
             operation["parameters"] = parameters
         if action != PUBLIC:
@@ -255,8 +381,18 @@ def build_openapi(routes: Sequence[Route], *, title: str, version: str) -> dict[
             statuses |= {400, 413, 415, 422}
         if action != PUBLIC:
             statuses |= {401, 403}
-        for status in sorted(statuses):
-            operation["responses"][str(status)] = error_response(status)
+        if mp:
+            codes = mp_error_codes(doc, action, query is not None)
+            operation["x-anbang-error-codes"] = {
+                code: {"status": status, "description": meaning}
+                for code, (status, meaning) in sorted(codes.items())
+            }
+            statuses |= {status for status, _ in codes.values()}
+            for status in sorted(statuses):
+                operation["responses"][str(status)] = mp_error_response(status, codes)
+        else:
+            for status in sorted(statuses):
+                operation["responses"][str(status)] = error_response(status)
         paths.setdefault(template, {})[method] = operation
 
     return {

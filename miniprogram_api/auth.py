@@ -68,6 +68,11 @@ class LoginHandler(MpHandler):
         response=LoginOut,
         errors=(400, 422, 429, 503),
         tags=("mini-program",),
+        codes=(
+            ("invalid_login_code", 400, "登录凭证无效或已过期：请重新调用 wx.login"),
+            ("rate_limited", 429, "操作过于频繁：按 Retry-After 稍后重试"),
+        ),
+        summary_zh="微信登录：用 wx.login 的 code 换取会话令牌",
     )
     async def post(self) -> None:
         body = self.parse(LoginBody)
@@ -91,6 +96,12 @@ class BindHandler(MpHandler):
         response=BindOut,
         errors=(400, 401, 422, 429),
         tags=("mini-program",),
+        idempotency="optional",
+        codes=(
+            ("invalid_binding_code", 400, "绑定码无效、已过期或已被使用"),
+            ("rate_limited", 429, "尝试过于频繁：按 Retry-After 稍后重试"),
+        ),
+        summary_zh="用工作人员提供的绑定码绑定本微信账号",
     )
     async def post(self) -> None:
         body = self.parse(BindBody)
@@ -107,7 +118,11 @@ class LogoutHandler(MpHandler):
     access = SELF
 
     @endpoint(
-        "End this session (the binding stays)", status=204, errors=(401,), tags=("mini-program",)
+        "End this session (the binding stays)",
+        status=204,
+        errors=(401,),
+        tags=("mini-program",),
+        summary_zh="退出登录（绑定关系保留）",
     )
     async def post(self) -> None:
         await self.ctx.mp_accounts.logout(self.audit_context)
@@ -122,6 +137,7 @@ class MeHandler(MpHandler):
         response=MeOut,
         errors=(401,),
         tags=("mini-program",),
+        summary_zh="当前会话的身份与本人基本信息",
     )
     async def get(self) -> None:
         identity = self.identity

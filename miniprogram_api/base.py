@@ -63,6 +63,11 @@ class MpHandler(BaseHandler):
         """Answer a write; with an `Idempotency-Key`, a retry gets the first answer back and
         another request under the same key a 409. `content` replaces the body as what makes
         two requests the same (a multipart body differs in its boundary on every send)."""
+        method = getattr(type(self), (self.request.method or "").lower(), None)
+        if getattr(getattr(method, "__endpoint__", None), "idempotency", None) is None:
+            # /openapi.json declares the header from `endpoint(idempotency=...)`: a write that
+            # honours the key without declaring it would leave the developer guessing.
+            raise RuntimeError(f"{type(self).__name__} must declare idempotency on its endpoint")
         key = self.idempotency_key()
         if not key:
             payload, status = await produce()

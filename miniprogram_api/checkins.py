@@ -89,6 +89,7 @@ class CheckinsHandler(MpHandler):
         response=OwnCheckinListOut,
         errors=(401, 403, 422),
         tags=("mini-program",),
+        summary_zh="本人最近的签到记录及审核结果",
     )
     @query(PAGE)
     async def get(self) -> None:
@@ -102,6 +103,17 @@ class CheckinsHandler(MpHandler):
         status=201,
         errors=(400, 401, 403, 404, 409, 422, 503),
         tags=("mini-program",),
+        idempotency="required",
+        codes=(
+            ("idempotency_key_required", 422, "缺少或无效的请求编号（Idempotency-Key）"),
+            ("not_a_subject", 403, "只有已绑定的本人可以签到，或档案已关闭"),
+            ("window_closed", 422, "该签到时段已结束太久，无法补签"),
+            ("no_open_window", 409, "当前没有需要签到的时段"),
+            ("checkins_not_required", 403, "本人目前无需定位签到"),
+            ("unknown_obligation", 404, "指定的签到任务不存在"),
+            ("unknown_upload", 404, "指定的照片不存在或不属于本人"),
+        ),
+        summary_zh="定位签到（须带 Idempotency-Key）",
     )
     async def post(self) -> None:
         body = self.parse(CheckinBody)

@@ -48,6 +48,8 @@ class ConsentsHandler(MpHandler):
         response=ConsentOut,
         errors=(401, 422),
         tags=("mini-program",),
+        idempotency="optional",
+        summary_zh="记录订阅消息授权或隐私政策同意",
     )
     async def post(self) -> None:
         body = self.parse(ConsentBody)

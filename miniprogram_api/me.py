@@ -66,6 +66,7 @@ class TasksHandler(MpHandler):
         response=TaskList,
         errors=(401, 403, 422),
         tags=("mini-program",),
+        summary_zh="本人的任务（签到、报到等）及时段和状态",
     )
     @query(
         calendar_day("from", "First day (default: today)"),
@@ -96,7 +97,12 @@ class TasksHandler(MpHandler):
 class MessagesHandler(MpHandler):
     access = "mp.self"
 
-    @endpoint("Notifications for the caller", response=MessagesOut, tags=("mini-program",))
+    @endpoint(
+        "Notifications for the caller",
+        response=MessagesOut,
+        tags=("mini-program",),
+        summary_zh="本人的消息通知",
+    )
     async def get(self) -> None:
         recipient = f"subject:{self.identity.subject_id}"
         docs = await self.ctx.notifications.for_recipient(recipient, limit=100)

@@ -218,6 +218,8 @@ class OwnLeaveHandler(MpHandler):
         response=OwnLeaveOut,
         errors=(401, 403, 404),
         tags=("mini-program",),
+        codes=(("not_found", 404, "未找到该请假申请（或不属于本人）"),),
+        summary_zh="本人的一条请假申请及各级审批意见",
     )
     async def get(self, leave_id: str) -> None:
         view = await self.ctx.leave.own_request(self.audit_context, leave_id)
@@ -233,6 +235,7 @@ class OwnSanctionsHandler(MpHandler):
         response=OwnSanctionListOut,
         errors=(401, 403, 422),
         tags=("mini-program",),
+        summary_zh="本人已决定的奖励和处罚及其依据",
     )
     @query(PAGE)
     async def get(self) -> None:

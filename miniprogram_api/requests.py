@@ -77,6 +77,7 @@ class LeaveRequestsHandler(MpHandler):
         response=OwnLeaveListOut,
         errors=(401, 403, 422),
         tags=("mini-program",),
+        summary_zh="本人的请假申请列表",
     )
     @query(PAGE)
     async def get(self) -> None:
@@ -89,6 +90,12 @@ class LeaveRequestsHandler(MpHandler):
         status=201,
         errors=(401, 403, 409, 422),
         tags=("mini-program",),
+        idempotency="optional",
+        codes=(
+            ("not_under_corrections", 409, "本人当前不在社区矫正期内，无需请假"),
+            ("content_refused", 422, "填写的内容未通过内容安全检查"),
+        ),
+        summary_zh="提交请假申请",
     )
     async def post(self) -> None:
         body = self.parse(LeaveBody)
@@ -119,6 +126,12 @@ class LeaveReturnHandler(MpHandler):
         response=LeaveOut,
         errors=(401, 403, 404, 409, 422),
         tags=("mini-program",),
+        idempotency="optional",
+        codes=(
+            ("not_found", 404, "未找到该请假申请（或不属于本人）"),
+            ("invalid_transition", 409, "该请假当前不能销假（未批准或已销假）"),
+        ),
+        summary_zh="销假（可附当前位置）",
     )
     async def post(self, leave_id: str) -> None:
         body = self.parse(ReturnBody) if self.raw_body().strip() else ReturnBody()
@@ -141,6 +154,12 @@ class AssistanceRequestsHandler(MpHandler):
         status=201,
         errors=(401, 403, 422),
         tags=("mini-program",),
+        idempotency="optional",
+        codes=(
+            ("not_a_subject", 403, "只有已绑定的本人可以申请帮扶"),
+            ("content_refused", 422, "填写的内容未通过内容安全检查"),
+        ),
+        summary_zh="提交帮扶申请（住房、生活、就业、培训、法律援助、救助）",
     )
     async def post(self) -> None:
         body = self.parse(AssistanceBody)

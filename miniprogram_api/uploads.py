@@ -41,6 +41,9 @@ class UploadsHandler(MpHandler):
         status=201,
         errors=(400, 401, 403, 413, 415, 422),
         tags=("mini-program",),
+        idempotency="optional",
+        codes=(("not_a_subject", 403, "只有已绑定的本人可以上传，或档案已关闭"),),
+        summary_zh="上传照片（JPEG 或 PNG，不超过 5 MiB）",
     )
     async def post(self) -> None:
         content_type = self.request.headers.get("Content-Type", "")

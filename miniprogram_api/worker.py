@@ -6,6 +6,7 @@ to a staff member's WeChat session; writes are idempotent under `Idempotency-Key
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -22,12 +23,17 @@ from miniprogram_api.base import MpHandler
 from miniprogram_api.me import MessageOut, MessagesOut
 
 
-def same_contract(staff_method: Callable[..., Awaitable[None]]) -> Any:
+def same_contract(staff_method: Callable[..., Awaitable[None]], summary_zh: str) -> Any:
     """Give a mini-program wrapper the OpenAPI description of the staff method it serves, and
-    its query parameters (the staff method reads them through the wrapper's declaration)."""
+    its query parameters (the staff method reads them through the wrapper's declaration). The
+    wrapper answers through `respond_captured`: an `Idempotency-Key` is honoured."""
 
     def mark(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-        method.__endpoint__ = staff_method.__endpoint__  # type: ignore[attr-defined]
+        method.__endpoint__ = dataclasses.replace(  # type: ignore[attr-defined]
+            staff_method.__endpoint__,  # type: ignore[attr-defined]
+            idempotency="optional",
+            summary_zh=summary_zh,
+        )
         spec = declared_query(staff_method)
         if spec is not None:
             setattr(method, QUERY_ATTRIBUTE, spec)
@@ -45,7 +51,7 @@ class WorkerAlertsHandler(MpHandler, AlertsHandler):
 
 
 class WorkerAlertAckHandler(MpHandler, AlertAckHandler):
-    @same_contract(AlertAckHandler.post)
+    @same_contract(AlertAckHandler.post, "确认（认领）一条预警")
     async def post(self, alert_id: str) -> None:
         await self.respond_captured(super().post, alert_id)
 
@@ -53,7 +59,7 @@ class WorkerAlertAckHandler(MpHandler, AlertAckHandler):
 class WorkerResultHandler(MpHandler, ResultHandler):
     """A drug test's outcome, a follow-up done."""
 
-    @same_contract(ResultHandler.post)
+    @same_contract(ResultHandler.post, "记录检测结果或随访完成情况")
     async def post(self, occurrence_id: str) -> None:
         await self.respond_captured(super().post, occurrence_id)
 
@@ -63,13 +69,13 @@ class WorkerLeaveRequestsHandler(MpHandler, LeaveRequestsHandler):
 
 
 class WorkerLeaveDecisionHandler(MpHandler, LeaveDecisionHandler):
-    @same_contract(LeaveDecisionHandler.post)
+    @same_contract(LeaveDecisionHandler.post, "审批请假申请")
     async def post(self, leave_id: str) -> None:
         await self.respond_captured(super().post, leave_id)
 
 
 class WorkerReviewHandler(MpHandler, ReviewHandler):
-    @same_contract(ReviewHandler.post)
+    @same_contract(ReviewHandler.post, "审核一次签到")
     async def post(self, checkin_id: str) -> None:
         await self.respond_captured(super().post, checkin_id)
 
@@ -94,6 +100,8 @@ class WorkerVisitsHandler(MpHandler):
         status=201,
         errors=(401, 403, 404, 422),
         tags=("mini-program",),
+        idempotency="optional",
+        summary_zh="工作人员记录走访或谈话",
     )
     async def post(self) -> None:
         body = self.parse(WorkerVisitBody)
@@ -115,7 +123,12 @@ class WorkerVisitsHandler(MpHandler):
 class WorkerMessagesHandler(MpHandler):
     access = "caseload.read"
 
-    @endpoint("Notifications for the worker", response=MessagesOut, tags=("mini-program",))
+    @endpoint(
+        "Notifications for the worker",
+        response=MessagesOut,
+        tags=("mini-program",),
+        summary_zh="工作人员的消息通知",
+    )
     async def get(self) -> None:
         docs = await self.ctx.notifications.for_recipient(f"staff:{self.identity.user_id}")
         self.respond(MessagesOut(items=[MessageOut.of(d) for d in docs]))
