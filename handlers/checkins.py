@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from handlers.base import BaseHandler, endpoint
+from handlers.photos import PhotoStreamHandler
 from handlers.query import page_size, query, query_args
 from models.geo import Area, Point
 
@@ -122,6 +123,19 @@ class ReviewHandler(BaseHandler):
         self.respond(ReviewOut.model_validate(result))
 
 
+class CheckinPhotoHandler(PhotoStreamHandler):
+    access = "checkins.read"
+
+    @endpoint(
+        "A check-in's photo, decrypted and streamed, never cached; 404 for whoever may not see it",
+        errors=(401, 404),
+        tags=("check-ins",),
+    )
+    async def get(self, checkin_id: str) -> None:
+        info, chunks = await self.ctx.checkins.photo(self.audit_context, checkin_id)
+        await self.stream(info, chunks)
+
+
 class OrgAreaHandler(BaseHandler):
     access = "orgs.area"
 
@@ -163,6 +177,7 @@ def _id(name: str) -> str:
 routes = [
     (r"/api/v1/checkins/review-queue", ReviewQueueHandler),
     (rf"/api/v1/checkins/{_id('checkin_id')}/review", ReviewHandler),
+    (rf"/api/v1/checkins/{_id('checkin_id')}/photo", CheckinPhotoHandler),
     (rf"/api/v1/orgs/{_id('org_id')}/area", OrgAreaHandler),
     (rf"/api/v1/subjects/{_id('subject_id')}/binding-code", SubjectBindingCodeHandler),
 ]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.base import BaseHandler, endpoint
 from handlers.checkins import AreaBody
+from handlers.query import one_of, page_size, query, query_args, required
 from models.elocation import Ground, OrderView
 
 
@@ -103,6 +104,46 @@ class SubjectOrdersHandler(BaseHandler):
         self.respond(OrderOut.of(view), status=201)
 
 
+class PendingOrderOut(BaseModel):
+    id: str
+    subject_id: str
+    subject_name: str | None
+    ground: str
+    renews: str | None
+    start_date: str
+    end_date: str
+    deadline: str | None
+    basis: str
+    level: str
+    requested_at: dt.datetime
+
+
+class PendingOrderList(BaseModel):
+    items: list[PendingOrderOut]
+
+
+class OrdersHandler(BaseHandler):
+    access = "elocation.read"
+
+    @endpoint(
+        "Orders and renewals awaiting the caller's decision in their scope (`?status=pending`), "
+        "oldest first, with the person's name as the caller may see it and Art. 29 as basis",
+        response=PendingOrderList,
+        errors=(401, 403, 422),
+        tags=("decisions",),
+    )
+    @query(
+        required(one_of("status", ["pending"], "Only orders awaiting the caller's decision")),
+        page_size(100, 500),
+    )
+    async def get(self) -> None:
+        limit = query_args(self)["limit"]
+        items = await self.ctx.elocation.awaiting(self.audit_context, limit)
+        self.respond(
+            PendingOrderList(items=[PendingOrderOut.model_validate(i.__dict__) for i in items])
+        )
+
+
 class OrderHandler(BaseHandler):
     access = "elocation.read"
 
@@ -153,6 +194,7 @@ def _id(name: str) -> str:
 
 
 routes = [
+    (r"/api/v1/elocation-orders", OrdersHandler),
     (rf"/api/v1/subjects/{_id('subject_id')}/elocation-orders", SubjectOrdersHandler),
     (rf"/api/v1/elocation-orders/{_id('order_id')}", OrderHandler),
     (rf"/api/v1/elocation-orders/{_id('order_id')}/renewals", OrderRenewalHandler),

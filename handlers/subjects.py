@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from tornado.ioloop import IOLoop
 
 from handlers.base import BaseHandler, RequestError, csv_media, endpoint
+from handlers.photos import PhotoStreamHandler
 from handlers.query import object_id, one_of, page_size, query, query_args
 from models.attachments import AttachmentWriter
-from models.errors import DomainError
 from models.identity_numbers import IdType
 from models.programs import ProgramType
 from models.subjects import SubjectInput, SubjectStatus, SubjectView
@@ -367,8 +367,9 @@ class PhotoOut(BaseModel):
 IMAGE_SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
 
 
-class SubjectPhotoHandler(BaseHandler):
-    """The subject's photo: encrypted while it streams in, decrypted while it streams out."""
+class SubjectPhotoHandler(PhotoStreamHandler):
+    """The subject's photo: encrypted while it streams in, decrypted while it streams out
+    (a refused GET answers 404, never 403)."""
 
     access = {"PUT": "subjects.photo", "GET": "subjects.read"}
     max_body_bytes = 5 << 20
@@ -447,21 +448,7 @@ class SubjectPhotoHandler(BaseHandler):
     @endpoint("The subject's photo, streamed", errors=(404,), tags=("case files",))
     async def get(self, subject_id: str) -> None:
         info, chunks = await self.ctx.subjects.photo(self.audit_context, subject_id)
-        self.set_header("Content-Type", info.content_type)
-        try:
-            async for chunk in chunks:
-                self.write(chunk)
-                await self.flush()
-        except DomainError:
-            if not self._headers_written:
-                raise
-            # Part of the file was sent before a later record failed its check: cut the
-            # connection so the client sees a broken transfer, never a complete-looking file.
-            self.request.connection.close()  # type: ignore[union-attr]
-            self._finished = True
-            self.on_finish()
-            return
-        self.finish()
+        await self.stream(info, chunks)
 
 
 def _id(name: str) -> str:

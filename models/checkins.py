@@ -20,6 +20,7 @@ import json
 import re
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from models.attachments import AttachmentInfo
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock, stored_precision
 from models.codec import FieldCodec
@@ -791,6 +793,37 @@ class CheckinService:
             details={"count": len(items)},
         )
         return items
+
+    async def photo(
+        self, ctx: AuditContext, checkin_id: str
+    ) -> tuple[AttachmentInfo, AsyncIterator[bytes]]:
+        """A check-in's photo and its plaintext stream, for an officer whose scope holds the
+        check-in and who may see the person's face; otherwise 404, whatever the reason, so
+        that the answer never tells whether the check-in or its photo exists."""
+        identity = ctx.identity
+        doc = await self._checkins.find_one({"_id": checkin_id})
+        reaches = (
+            doc is not None
+            and self._policy.scope(identity, "checkins.read") is not Scope.NONE
+            and identity.reaches(doc["org_path"])
+        )
+        if doc is None or not reaches or not doc.get("photo_id"):
+            raise NotFound("No photo.")
+        subject = await self._subjects.document(doc["subject_id"])
+        if subject is None or not self._subjects.sees_face(identity, subject):
+            raise NotFound("No photo.")
+        opened = await self._uploads.open(doc["photo_id"])
+        if opened is None:
+            raise NotFound("No photo.")
+        await self._audit.record(
+            ctx,
+            "checkins.photo.read",
+            resource="attachment",
+            resource_id=doc["photo_id"],
+            subject_id=doc["subject_id"],
+            details={"checkin_id": checkin_id},
+        )
+        return opened
 
     async def review(
         self, ctx: AuditContext, checkin_id: str, accept: bool, comment: str

@@ -17,7 +17,14 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
 
-from models.approvals import COMMENTS, ApprovalChain, ApprovalStatus, open_steps, record_step
+from models.approvals import (
+    COMMENTS,
+    LEVEL_OF_ROLE,
+    ApprovalChain,
+    ApprovalStatus,
+    open_steps,
+    record_step,
+)
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
@@ -104,6 +111,26 @@ class OrderView:
     rules_version: str
     limit_rule: str
     ended_on: str | None = None
+
+
+@dataclass
+class PendingOrder:
+    """An order or renewal as the decider's queue shows it."""
+
+    id: str
+    subject_id: str
+    subject_name: str | None
+    ground: str
+    renews: str | None
+    start_date: str
+    end_date: str
+    deadline: str | None
+    basis: str
+    level: str
+    requested_at: dt.datetime
+
+
+BASIS = "社区矫正法第二十九条"
 
 
 def latest_end(start: dt.date, months: int) -> dt.date:
@@ -496,6 +523,51 @@ class ElocationService:
             subject_id=doc["subject_id"],
         )
         return await self._view(doc)
+
+    async def awaiting(self, ctx: AuditContext, limit: int) -> list[PendingOrder]:
+        """Orders and renewals in the caller's subtree whose next step is the caller's level
+        (the county agency head's, under the default chain), oldest first."""
+        identity = ctx.identity
+        level = LEVEL_OF_ROLE.get(identity.role or "")
+        if level is None or identity.org_id is None:
+            return []
+        cursor = self._orders.find(
+            {"status": str(OrderStatus.PENDING), "org_path": identity.org_id}
+        ).sort("created_at", ASCENDING)
+        docs = []
+        async for doc in cursor:
+            chain = ApprovalChain.from_doc(doc["approval"])
+            if chain.next_level is level and identity.reaches(doc["org_path"]):
+                docs.append(doc)
+                if len(docs) >= limit:
+                    break
+        names = await self._subjects.display_names(identity, [d["subject_id"] for d in docs])
+        items = [
+            PendingOrder(
+                id=str(doc["_id"]),
+                subject_id=doc["subject_id"],
+                subject_name=names.get(doc["subject_id"]),
+                ground=doc["ground"],
+                renews=doc.get("renews"),
+                start_date=doc["start_date"],
+                end_date=doc["end_date"],
+                # No statute sets a time to decide; the order is of no use once the period it
+                # asks for has begun, so that day is the deadline the queue shows.
+                deadline=doc["start_date"],
+                basis=BASIS,
+                level=str(level),
+                requested_at=doc["created_at"],
+            )
+            for doc in docs
+        ]
+        await self._audit.record(
+            ctx,
+            "elocation.read",
+            resource="elocation_queue",
+            resource_id=identity.org_id,
+            details={"count": len(items)},
+        )
+        return items
 
     async def _view(self, doc: Mapping[str, Any]) -> OrderView:
         oid = str(doc["_id"])

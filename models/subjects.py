@@ -916,13 +916,19 @@ class SubjectService:
             await self._attachments.delete(previous["photo_id"])
         return info
 
+    @staticmethod
+    def sees_face(identity: Identity, doc: dict[str, Any]) -> bool:
+        """Whether `identity` may see the person's face (the file photo, a check-in photo):
+        photos go with the identity number, and a juvenile's only to those assigned."""
+        if "id_number" not in visible_fields(identity):
+            return False
+        return not (doc.get("juvenile") and identity.user_id not in _assigned_ids(doc))
+
     async def photo(self, ctx: AuditContext, subject_id: str) -> tuple[AttachmentInfo, Any]:
         """The photo's description and its plaintext stream, when the caller may see it."""
         doc, grant = await self._load(ctx, subject_id, "subjects.read", allow_grant=True)
-        sees_identity = "id_number" in visible_fields(ctx.identity)
-        juvenile_hidden = doc.get("juvenile") and ctx.identity.user_id not in _assigned_ids(doc)
         photo_id = doc.get("photo_id")
-        if not sees_identity or juvenile_hidden or not photo_id:
+        if not self.sees_face(ctx.identity, doc) or not photo_id:
             raise NotFound("No photo.")
         info = await self._attachments.info(photo_id)
         if info is None:

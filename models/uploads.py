@@ -11,9 +11,10 @@ import hashlib
 import hmac
 import struct
 import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from models.attachments import AttachmentService
+from models.attachments import AttachmentInfo, AttachmentService
 from models.audit import AuditContext, AuditService
 from models.codec import FieldCodec
 from models.errors import Forbidden, InvalidInput, UnsupportedMedia
@@ -182,3 +183,11 @@ class UploadService:
         if not hmac.compare_digest(expected, mac):
             return None
         return UploadRef(attachment_id, digest)
+
+    async def open(self, attachment_id: str) -> tuple[AttachmentInfo, AsyncIterator[bytes]] | None:
+        """A stored photo's description and plaintext stream, for a service that has already
+        decided its caller may see it; None when it is gone (the file was erased)."""
+        info = await self._attachments.info(attachment_id)
+        if info is None:
+            return None
+        return info, self._attachments.read(attachment_id)
