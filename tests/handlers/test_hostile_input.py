@@ -25,8 +25,13 @@ from handlers.base import BaseHandler
 from handlers.openapi import build_openapi
 from models.policy import PUBLIC, SELF, Identity, Policy, Role
 from server.app import all_routes
-from tests.handlers.test_access_matrix import CASES, Env
+from tests.handlers.test_access_matrix import CASES, CONCEALED, Env
 from tests.subject_factories import subject_body
+
+# The concealed routes (route pattern, method) as (method, path template), as operations name them.
+CONCEALED_TEMPLATES = {
+    (method, re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)) for pattern, method in CONCEALED
+}
 
 # --- what a hostile caller sends ------------------------------------------------------------
 
@@ -352,7 +357,9 @@ class Case:
         the size (checked first: 413) or the path itself (an id Tornado cannot decode, a
         route that no longer matches) answers earlier."""
         if self.part != "path":
-            self.expect = {403} | ({413} & set(self.expect or ()))
+            # A photo is concealed from whoever may not see it: 404, as if it were absent.
+            concealed = (self.operation.method, self.operation.template) in CONCEALED_TEMPLATES
+            self.expect = {404 if concealed else 403} | ({413} & set(self.expect or ()))
 
     def describe(self) -> str:
         where = f" at {self.field}" if self.field else ""
