@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from handlers.base import BaseHandler, csv_media, endpoint
+from handlers.base import BaseHandler, Strict, csv_media, endpoint
 from handlers.query import object_id, page_size, query, query_args, yes_no
 from models.orgs import Org, OrgKind
 from models.policy import Role
@@ -12,10 +12,6 @@ from models.staff import StaffView
 
 ID_PATTERN = r"[0-9a-fA-F]{24}"
 MAX_PAGE = 200
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class OrgBody(Strict):

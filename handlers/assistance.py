@@ -7,9 +7,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, Strict, endpoint
 from handlers.query import calendar_month, one_of, page_size, query, query_args, text
 from models.assistance import (
     PlacementView,
@@ -18,11 +18,6 @@ from models.assistance import (
     ResourceKind,
     ResourceView,
 )
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
 
 FacilityKind = Literal[
     "sunshine_home", "transitional_base", "shelter", "meals", "legal_aid", "benefit"

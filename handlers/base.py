@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import datetime as dt
 import io
 import json
 import logging
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
 import tornado.web
-from pydantic import BaseModel, RootModel, ValidationError
+from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
 
 from handlers.messages import message_for, validation_message
 from models.absences import AbsenceService
@@ -94,6 +93,12 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 # In production every answer tells browsers to use HTTPS only, for a year, on every subdomain
 # (a first plain-HTTP visit could otherwise be downgraded and its cookies read).
 HSTS = "max-age=31536000; includeSubDomains"
+
+
+class Strict(BaseModel):
+    """A request body: a field the model does not declare is refused (422), never dropped."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class RequestError(Exception):
@@ -529,47 +534,6 @@ class BaseHandler(tornado.web.RequestHandler):
                 400, "bad_csv", f"The file is not readable CSV: {exc}.", {"line": reader.line_num}
             ) from None
         return text
-
-    def query_limit(self, default: int, maximum: int) -> int:
-        """`?limit=`: a page size from 1 to `maximum` (422 naming the field otherwise)."""
-        raw = self.get_query_argument("limit", str(default))
-        if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-            raise RequestError(
-                422,
-                "validation_failed",
-                "Invalid query.",
-                [{"field": "limit", "message": f"a whole number from 1 to {maximum}"}],
-            )
-        return int(raw)
-
-    def choice_query(self, name: str, allowed: tuple[str, ...]) -> str | None:
-        """`?<name>=` as one of `allowed`, or None when absent (422 naming the field otherwise)."""
-        raw = self.get_query_argument(name, None)
-        if raw is not None and raw not in allowed:
-            raise RequestError(
-                422,
-                "validation_failed",
-                "Invalid query.",
-                [{"field": name, "message": "one of " + ", ".join(allowed)}],
-            )
-        return raw
-
-    def date_query(self, name: str, default: dt.date) -> dt.date:
-        """`?<name>=YYYY-MM-DD`, or `default` when absent (422 naming the field otherwise)."""
-        raw = self.get_query_argument(name, None)
-        if raw is None:
-            return default
-        try:
-            return dt.date.fromisoformat(raw)
-        except ValueError:
-            message = (
-                validation_message("date_parsing")
-                if self.audience == "mp"
-                else "a date, YYYY-MM-DD"
-            )
-            raise RequestError(
-                422, "validation_failed", "Invalid query.", [{"field": name, "message": message}]
-            ) from None
 
     def parse(self, model: type[ModelT]) -> ModelT:
         """The body as `model`: 400 when it is not JSON, 415 when it says it is something else,

@@ -6,16 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, Strict, endpoint
 from handlers.photos import PhotoStreamHandler
 from handlers.query import page_size, query, query_args
 from models.geo import Area, Point
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class AreaBody(Strict):

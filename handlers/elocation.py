@@ -6,16 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, Strict, endpoint
 from handlers.checkins import AreaBody
 from handlers.query import one_of, page_size, query, query_args, required
 from models.elocation import Ground, OrderView
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class OrderBody(Strict):

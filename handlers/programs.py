@@ -6,17 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, Field, RootModel
 
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, Strict, endpoint
 from handlers.query import one_of, query, query_args, text
 from models.investigations import InvestigationView
 from models.programs import ProgramView
 from models.rules import EffectiveRules
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class CorrectionsBody(Strict):

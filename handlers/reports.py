@@ -8,17 +8,13 @@ import datetime as dt
 import re
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from tornado.iostream import StreamClosedError
 
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, Strict, endpoint
 from handlers.query import calendar_month, one_of, query, query_args, required, text
 from handlers.report_exports import chunks, render_pdf, render_xlsx
 from models.reports import FIGURE_KEYS, ReportView
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class CreateBody(Strict):

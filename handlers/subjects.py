@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from tornado.ioloop import IOLoop
 
-from handlers.base import BaseHandler, RequestError, csv_media, endpoint
+from handlers.base import BaseHandler, RequestError, Strict, csv_media, endpoint
 from handlers.photos import PhotoStreamHandler
 from handlers.query import object_id, one_of, page_size, query, query_args
 from models.attachments import AttachmentWriter
@@ -18,10 +18,6 @@ from models.subjects import SubjectInput, SubjectStatus, SubjectView
 
 ID_PATTERN = r"^[0-9a-fA-F]{24}$"
 MAX_PAGE = 100
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SubjectBody(Strict):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from handlers.base import endpoint
+from handlers.base import Strict, endpoint
 from miniprogram_api.base import MpHandler
 from models.policy import PUBLIC, SELF, MpRole, Role
 
@@ -21,10 +21,6 @@ ROLE_DESCRIPTION = (
     "`subject` or `guardian`: the person's screens; a staff role: the worker's screens; "
     "null: not bound yet"
 )
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class LoginBody(Strict):

@@ -5,17 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
-from handlers.base import endpoint
+from handlers.base import Strict, endpoint
 from handlers.query import query
 from miniprogram_api.base import MpHandler
 from miniprogram_api.records import PAGE, OwnCheckinListOut, list_own_checkins
 from models.checkins import CheckinAnswer, CheckinInput, CheckinStatus, Flag
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class LocationBody(Strict):

@@ -6,18 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from handlers.base import endpoint
+from handlers.base import Strict, endpoint
 from handlers.query import query
 from miniprogram_api.base import MpHandler
 from miniprogram_api.checkins import LocationBody
 from miniprogram_api.records import PAGE, OwnLeaveListOut, list_own_leave
 from models.leave import LeaveView
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class LeaveBody(Strict):
