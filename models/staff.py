@@ -20,7 +20,7 @@ from models import totp
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
 from models.codec import FieldCodec
-from models.errors import Conflict, InvalidInput, NotFound
+from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.orgs import Org, OrgKind, OrgService, parse_id
 from models.passwords import PasswordHasher, check_password_policy
 from models.policy import CASE_ROLES, Identity, Role
@@ -456,10 +456,22 @@ class StaffService:
         to a request awaiting the security administrator, as for a newly opened account. The
         operator at the command line (unscoped, holding the master key anyway) keeps it."""
         doc = await self._in_scope_doc(ctx, staff_id)
+        role = doc.get("role")
+        if (
+            not ctx.identity.unscoped
+            and ctx.identity.user_id != staff_id
+            and role in (Role.SECURITY_ADMIN, Role.AUDIT_ADMIN)
+        ):
+            # Signing in first as the security administrator would let the resetter grant
+            # itself case roles; nobody is left to re-grant the role if it were suspended.
+            raise Forbidden(
+                "A security or audit administrator's password is reset at the command line "
+                "(python -m server admin reset-password).",
+                code="reset_at_command_line",
+            )
         password = temporary_password()
         password_hash = await self._hasher.hash(password)
         now = self._clock.now()
-        role = doc.get("role")
         suspend = (
             not ctx.identity.unscoped
             and ctx.identity.user_id != staff_id
