@@ -63,6 +63,16 @@ STATUS_ZH = {
     "pending": "审批中",
     "approved": "已批准",
     "rejected": "未批准",
+    # A case file's state.
+    "active": "在册",
+    "shredded": "已销毁",
+}
+PROGRAM_STATUS_ZH = {
+    "pending_intake": "待报到",
+    "active": "执行中",
+    "suspended": "中止",
+    "transferred": "已转出",
+    "ended": "已结束",
 }
 LEVEL_ZH = {"station": "司法所", "county": "县(区)司法局", "city": "市司法局"}
 FLAG_ZH = {
@@ -87,6 +97,7 @@ def local_time(value: str | None) -> str:
 LABELS = {
     "kind": KIND_ZH,
     "status": STATUS_ZH,
+    "program_status": PROGRAM_STATUS_ZH,
     "level": LEVEL_ZH,
     "flag": FLAG_ZH,
     "role": ROLE_ZH,

@@ -343,6 +343,11 @@ async def test_screenshots_of_the_key_pages(page, supervised, clock, screenshot_
         await page.goto(path)
         assert page.url.endswith(path), (name, page.url)
         await page.screenshot(path=target / f"{name}.png", full_page=True)
+        if name == "subject":
+            # States in Chinese, never the codes behind them.
+            shown = await page.text_content("main")
+            assert "在册" in shown and "待报到" in shown
+            assert "pending_intake" not in shown and "active" not in shown
     await page.fill("#month", "2026-10")
     await page.click("main button[type=submit]")
     await page.wait_for_url("**/console/reports/*")
