@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, Strict, endpoint
 from models.absences import AbsenceView, Discovery, Tally
 
 
-class AbsenceBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AbsenceBody(Strict):
     from_date: dt.date
     to_date: dt.date
     discovered_via: Discovery

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, Strict, endpoint
 from handlers.query import calendar_day, one_of, query, query_args
 from models.clock import LOCAL_TZ
 from models.obligations import (
@@ -53,8 +53,7 @@ class OccurrenceList(BaseModel):
     items: list[OccurrenceOut]
 
 
-class ExcuseBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ExcuseBody(Strict):
     reason: str = Field(min_length=2, max_length=500)
 
 
@@ -105,8 +104,7 @@ class ExcuseHandler(BaseHandler):
         self.respond(OccurrenceOut.of(view))
 
 
-class ResultBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ResultBody(Strict):
     outcome: Literal["done", "negative", "positive", "refused", "evaded"]
 
 
@@ -129,8 +127,7 @@ class ResultHandler(BaseHandler):
         self.respond(OccurrenceOut.of(view))
 
 
-class HoursBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class HoursBody(Strict):
     on: dt.date = Field(description="The day the hours were done, within the window")
     hours: float = Field(gt=0, le=MAX_HOURS_PER_ENTRY)
     place: str = Field(min_length=1, max_length=200, description="Where, or which course")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, Strict, endpoint
 from models.psychiatric_referrals import ReferralView
 
 
@@ -38,8 +38,7 @@ class ReferralList(BaseModel):
     items: list[ReferralOut]
 
 
-class OutcomeBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OutcomeBody(Strict):
     referred: bool
     institution: str | None = Field(
         default=None, min_length=1, max_length=200, description="Referred: the institution"

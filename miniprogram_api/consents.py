@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from handlers.base import endpoint
+from handlers.base import Strict, endpoint
 from miniprogram_api.base import MpHandler
 from models.consents import TEMPLATE_ID_PATTERN
 from models.policy import SELF
@@ -16,9 +16,7 @@ from models.policy import SELF
 TemplateId = Annotated[str, Field(pattern=TEMPLATE_ID_PATTERN)]
 
 
-class ConsentBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ConsentBody(Strict):
     template_ids: list[TemplateId] | None = Field(default=None, min_length=1, max_length=20)
     # Where the account's category allows long-term subscriptions (长期订阅).
     long_term: bool = False

@@ -10,10 +10,10 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
 
 from handlers.alerts import AlertAckHandler, AlertsHandler
-from handlers.base import endpoint
+from handlers.base import Strict, endpoint
 from handlers.caseload import CaseloadHandler, Location, VisitOut
 from handlers.checkins import ReviewHandler
 from handlers.leave import LeaveDecisionHandler, LeaveRequestsHandler
@@ -80,9 +80,7 @@ class WorkerReviewHandler(MpHandler, ReviewHandler):
         await self.respond_captured(super().post, checkin_id)
 
 
-class WorkerVisitBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class WorkerVisitBody(Strict):
     subject_id: str = Field(min_length=1, max_length=64)
     kind: Literal["visit", "talk", "followup"]
     note: str = Field(min_length=1, max_length=5000)

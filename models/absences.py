@@ -250,7 +250,9 @@ class AbsenceService:
         tally = None
         if program is not None:
             rules = await self._programs.rules_for_org(str(program["org_id"]))
-            tally = self._tally(await self._program_absences(str(program["_id"])), rules)
+            # Checked, not only counted: an absence stored by a writer that stopped before its
+            # alert gets the alert now (each rule's alert is raised once).
+            tally = await self._check(program, rules)
         await self._audit.record(
             ctx,
             "absences.read",

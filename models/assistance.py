@@ -393,10 +393,11 @@ class AssistanceService:
         resource = None
         if resource_id is not None:
             resource = await self._resource_in_scope(ctx.identity, resource_id)
-        view = await self._open(ctx, subject, needs, note, resource_id, "staff")
         if resource is not None:
+            # Before the referral: a failure after it would leave the facility unable to open
+            # the file with nothing to retry; adding the organisation twice is harmless.
             await self._subjects.add_referral_org(subject_id, resource["org_id"])
-        return view
+        return await self._open(ctx, subject, needs, note, resource_id, "staff")
 
     async def request_from_subject(
         self, ctx: AuditContext, needs: list[str], note: str
@@ -557,7 +558,6 @@ class AssistanceService:
         if to in NEEDS_REASON and not reason:
             raise InvalidInput("State the reason.", details=[{"field": "reason"}])
         change: dict[str, Any] = {}
-        referred_org: str | None = None
         if to == S.OFFERED:
             target = resource_id or doc.get("resource_id")
             if target is None:
@@ -566,11 +566,10 @@ class AssistanceService:
             if not resource["active"]:
                 raise Conflict("The resource is inactive.", code="inactive")
             change["resource_id"] = target
-            referred_org = resource["org_id"]
+            # The facility's coordinators receive the person: they may open the file. Before
+            # the move, so a failure leaves nothing half-done (the grant is idempotent).
+            await self._subjects.add_referral_org(doc["subject_id"], resource["org_id"])
         updated = await self._move(ctx, doc, current, to, reason, change)
-        if referred_org is not None:
-            # The facility's coordinators receive the person: they may open the file now.
-            await self._subjects.add_referral_org(doc["subject_id"], referred_org)
         if to in (S.DECLINED, S.CANCELLED, S.NO_SHOW) and doc.get("resource_id"):
             # A place held for this referral goes on to the next person waiting.
             await self._release(str(doc["resource_id"]), referral_id)

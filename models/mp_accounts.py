@@ -20,7 +20,7 @@ from models.policy import Identity, MpRole
 from models.sessions import SessionService
 from models.staff import StaffService
 from models.store import CollectionSpec, Store, upsert_one
-from models.subjects import ADULT_AGE, SubjectService, SubjectStatus, age_on
+from models.subjects import ADULT_AGE, SubjectService, SubjectStatus, minor_on
 from models.throttle import ThrottleService
 from models.wechat import (
     WeChatBusy,
@@ -285,7 +285,8 @@ class MpAccountService:
             return False
         birth = await self._codec.open("subjects", str(subject["_id"]), "birth_date", sealed)
         today = self._clock.now().astimezone(LOCAL_TZ).date()
-        return age_on(dt.date.fromisoformat(str(birth)), today) < ADULT_AGE
+        # One rule with the case file: 周岁 is reached the day after the 18th birthday.
+        return minor_on(dt.date.fromisoformat(str(birth)), today, ADULT_AGE)
 
     async def user_id_for(self, openid: str) -> str:
         """Our user id for a WeChat openid (a keyed hash: the openid itself is kept sealed)."""

@@ -689,7 +689,11 @@ class ObligationService:
                 f"An obligation that is {doc['status']} takes no hours.",
                 code="invalid_transition",
                 details={"status": doc["status"]},
-                message_zh="此项已免除，不能记录时长。",
+                message_zh=(
+                    "此项已免除，不能记录时长。"
+                    if doc["status"] == OccurrenceStatus.EXCUSED
+                    else "此项当前状态不能记录时长。"
+                ),
             )
         that_day = sum(e["hours"] for e in doc.get("hours_log", []) if e["on"] == on.isoformat())
         if that_day + hours > MAX_HOURS_PER_ENTRY:

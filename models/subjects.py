@@ -129,10 +129,6 @@ class Page:
     next_cursor: str | None
 
 
-def age_on(birth_date: dt.date, day: dt.date) -> int:
-    return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
-
-
 def minor_on(birth_date: dt.date, day: dt.date, adult_age: int) -> bool:
     """Under `adult_age` 周岁 on `day`: a 周岁 is reached the day after the birthday (最高人民法院
     on 刑法 Art. 17), so on the 18th birthday itself the person is still a minor."""
