@@ -30,7 +30,7 @@ from server.config import Config
 from server.embedded_tuning import plan_id_filters_by_id
 from server.wechat_standin import StandinState, make_standin_app
 
-pytest_plugins = ["tests.mp_support", "tests.hsm_support"]
+pytest_plugins = ["tests.mp_support", "tests.hsm_support", "tests.browser_support"]
 
 
 @pytest.fixture(scope="session")
