@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 # text in screenshots); installed here when missing, as root or through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench verify lint format clean browser hsm screenshots
+.PHONY: run test bench verify lint format clean browser hsm screenshots nginx deploy-check
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Anbang needs Python 3.11")'
@@ -38,6 +38,18 @@ hsm:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 			softhsm2 >/dev/null; }
+
+# The deployment files in ops/deploy/ are checked against Debian's nginx (`nginx -t`, and a live
+# nginx in front of two API processes); installed here when missing, as root or through sudo.
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			nginx >/dev/null; }
+
+# ops/deploy/README.md: the nginx site, systemd units, environment file and compose file.
+deploy-check: $(STAMP) nginx
+	$(BIN)/python -m pytest -q -p no:randomly tests/ops/test_deploy_check.py
 
 # The console's key pages at 1366x768, written to var/screenshots/.
 screenshots: $(STAMP) browser
