@@ -114,12 +114,12 @@ async def test_the_standby_acquires_on_its_next_renew_after_the_holder_stops(sto
     stop = asyncio.Event()
     running = asyncio.create_task(first.run(stop))
     try:
-        await eventually(lambda: first.holding, 10, "the first process taking the lease")
+        await eventually(lambda: first.holding, 30, "the first process taking the lease")
         await second.renew_lease()
         assert not second.holding
     finally:
         stop.set()
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(30):
             await running
 
     # Stopping released the lease: no waiting for it to expire (the clock has not moved).
@@ -173,7 +173,9 @@ async def test_a_failing_sweep_is_logged_and_does_not_stop_the_others(store, clo
 async def test_two_running_processes_fail_over_in_real_time(store):
     """Both processes run their schedulers; only the holder's sweep runs, then the standby's."""
     clock = SystemClock()
-    lease = LeaseSettings(ttl=dt.timedelta(seconds=3), renew_every=dt.timedelta(seconds=0.2))
+    # A TTL far beyond any stall of a loaded machine: the holder keeps the lease while it runs,
+    # and a takeover well within it can only come from the release.
+    lease = LeaseSettings(ttl=dt.timedelta(seconds=60), renew_every=dt.timedelta(seconds=0.2))
     on_first = CountingSweep("reminders", interval_seconds=1)
     on_second = CountingSweep("reminders", interval_seconds=1)
     first = JobsProcess(LeaseService(store, clock), [on_first], clock, lease, holder="first")
@@ -182,27 +184,27 @@ async def test_two_running_processes_fail_over_in_real_time(store):
     stop_first, stop_second = asyncio.Event(), asyncio.Event()
     running_first = asyncio.create_task(first.run(stop_first))
     try:
-        await eventually(lambda: first.holding, 10, "the first process taking the lease")
+        await eventually(lambda: first.holding, 30, "the first process taking the lease")
         running_second = asyncio.create_task(second.run(stop_second))
         try:
-            await eventually(lambda: bool(on_first.calls), 10, "the holder's sweep running")
+            await eventually(lambda: bool(on_first.calls), 30, "the holder's sweep running")
             assert not second.holding
             assert on_second.calls == []
 
             stop_first.set()
-            await asyncio.wait_for(running_first, 10)
-            # The standby notices at its next renewal (0.2 s), well before the 3 s TTL.
-            await eventually(lambda: second.holding, 2, "the standby taking the lease")
-            await eventually(lambda: bool(on_second.calls), 5, "the new holder's sweep running")
+            await asyncio.wait_for(running_first, 30)
+            # The standby notices at its next renewal (0.2 s), well before the 60 s TTL.
+            await eventually(lambda: second.holding, 30, "the standby taking the lease")
+            await eventually(lambda: bool(on_second.calls), 30, "the new holder's sweep running")
             runs_of_first = len(on_first.calls)
             await asyncio.sleep(1.2)
             assert len(on_first.calls) == runs_of_first
         finally:
             stop_second.set()
-            await asyncio.wait_for(running_second, 10)
+            await asyncio.wait_for(running_second, 30)
     finally:
         stop_first.set()
-        await asyncio.wait_for(running_first, 10)
+        await asyncio.wait_for(running_first, 30)
     assert await LeaseService(store, clock).holder(JOBS_LEASE) is None
 
 

@@ -3,66 +3,39 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 
 from models.clock import SystemClock
 from models.passwords import TEST_COST
 from server.app import bootstrap_admin, build_services, open_vault
+from server.config import Config
 from server.demo import DEMO_STAFF, DEMO_SUBJECTS, seed_demo
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_cli(config, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "MONGODB_URI": config.database_uri,
-        "ANBANG_DB_NAME": config.db_name,
-        "ANBANG_MASTER_KEY_FILE": str(config.master_key_file),
-        "ANBANG_VAR_DIR": str(config.var_dir),
-        "ANBANG_DB_WAIT": "10",
-        "ANBANG_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "server", "admin", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.process_support import Ran, run_in_process
 
 
-@pytest.mark.slow
+async def admin(config: Config, *args: str) -> Ran:
+    """`python -m server admin <args>` in this process: the commands are tested, not the process."""
+    return await run_in_process(config, "admin", *args)
+
+
 async def test_cli_builds_a_tree_and_accounts_that_can_log_in(store, config, tmp_path):
-    assert (
-        run_cli(
-            config, "create-org", "--name", "温州市", "--code", "330300", "--kind", "city"
-        ).returncode
-        == 0
+    city = await admin(
+        config, "create-org", "--name", "温州市", "--code", "330300", "--kind", "city"
     )
-    assert (
-        run_cli(
-            config,
-            "create-org",
-            "--name",
-            "鹿城区司法局",
-            "--code",
-            "330302",
-            "--kind",
-            "county",
-            "--parent-code",
-            "330300",
-        ).returncode
-        == 0
+    assert city.returncode == 0
+    county = await admin(
+        config,
+        "create-org",
+        "--name",
+        "鹿城区司法局",
+        "--code",
+        "330302",
+        "--kind",
+        "county",
+        "--parent-code",
+        "330300",
     )
-    wrong = run_cli(
+    assert county.returncode == 0
+    wrong = await admin(
         config,
         "create-org",
         "--name",
@@ -75,7 +48,7 @@ async def test_cli_builds_a_tree_and_accounts_that_can_log_in(store, config, tmp
         "330300",
     )
     assert wrong.returncode == 1 and "cannot sit under" in wrong.stderr
-    created = run_cli(
+    created = await admin(
         config,
         "create-staff",
         "--username",
@@ -97,7 +70,7 @@ async def test_cli_builds_a_tree_and_accounts_that_can_log_in(store, config, tmp
         encoding="utf-8",
     )
     out = tmp_path / "passwords.csv"
-    imported = run_cli(config, "import-staff", str(csv_file), "--passwords-out", str(out))
+    imported = await admin(config, "import-staff", str(csv_file), "--passwords-out", str(out))
     assert imported.returncode == 0, imported.stderr
     assert out.stat().st_mode & 0o777 == 0o600
     assert out.read_text(encoding="utf-8").startswith("username,temporary_password\nzhou.ke,")
@@ -108,7 +81,9 @@ async def test_cli_builds_a_tree_and_accounts_that_can_log_in(store, config, tmp
         "x,坏,county_officer,nowhere\n",
         encoding="utf-8",
     )
-    refused = run_cli(config, "import-staff", str(bad), "--passwords-out", str(tmp_path / "p2.csv"))
+    refused = await admin(
+        config, "import-staff", str(bad), "--passwords-out", str(tmp_path / "p2.csv")
+    )
     assert refused.returncode == 1
     assert "'line': 3" in refused.stderr and "nothing was imported" in refused.stderr
 
@@ -121,9 +96,9 @@ async def test_cli_builds_a_tree_and_accounts_that_can_log_in(store, config, tmp
     from models.passwords import PasswordHasher
 
     assert await PasswordHasher().verify(doc["password_hash"], temporary)
-    assert run_cli(config, "disable", "lin.head").returncode == 0
+    assert (await admin(config, "disable", "lin.head")).returncode == 0
     assert (await services.staff.find_for_login("lin.head"))["disabled"] is True
-    unknown = run_cli(config, "reset-password", "nobody")
+    unknown = await admin(config, "reset-password", "nobody")
     assert unknown.returncode == 1 and "No such staff member" in unknown.stderr
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,11 +33,11 @@ from server.app import (
     open_vault,
 )
 from server.config import Config
+from tests.process_support import clean_environment, run_cli
 from tests.subject_factories import resident_id
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 NOW = "2026-11-24T08:00:00+08:00"
 NAME, PHONE, ADDRESS = "赵小明", "13512349876", "浙江省温州市鹿城区五马街17号"
 
@@ -54,15 +52,7 @@ class Cli:
     officer: AuditContext
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "server", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_cli(*args, env=self.env)
 
     @property
     def key_file(self) -> dict[str, Any]:
@@ -102,17 +92,12 @@ class Cli:
 
 @pytest.fixture
 async def cli(database_uri, tmp_path) -> AsyncIterator[Cli]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("ANBANG_") and k != "MONGODB_URI"
-    }
-    env.update(
-        {
-            "MONGODB_URI": database_uri,
-            "ANBANG_DB_NAME": f"cli_{uuid.uuid4().hex[:12]}",
-            "ANBANG_VAR_DIR": str(tmp_path / "var"),
-            "ANBANG_LOG_LEVEL": "WARNING",
-            "ANBANG_DB_WAIT": "10",
-        }
+    env = clean_environment(
+        MONGODB_URI=database_uri,
+        ANBANG_DB_NAME=f"cli_{uuid.uuid4().hex[:12]}",
+        ANBANG_VAR_DIR=str(tmp_path / "var"),
+        ANBANG_LOG_LEVEL="WARNING",
+        ANBANG_DB_WAIT="10",
     )
     config = Config.from_env(env)
     store = connect_store(config)

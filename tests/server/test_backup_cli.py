@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from models.store import DatabaseSettings, Store
-from server.__main__ import build_parser
-from server.audit_cli import run_audit
-from server.backup_cli import run_backup
-from server.config import VARIABLES, Config
+from server.config import Config
 from tests.mp_support import STATION_CENTRE, local
+from tests.process_support import Ran, cli_environment, run_cli, run_in_process
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 NAME, PHONE = "张伟", "13812345678"  # the case file the `supervised` fixture makes
 
 
@@ -39,38 +33,7 @@ def record_property(request: pytest.FixtureRequest) -> Callable[[str, object], N
     return record
 
 
-def environment(config: Config) -> dict[str, str]:
-    """The test process's environment without settings of ours, aimed at this test's database
-    and state directory (where the `api` fixture made the master key)."""
-    ours = {v.name for v in VARIABLES}
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ours and not name.startswith(("ANBANG_", "WECHAT_"))
-    }
-    env.update(
-        MONGODB_URI=config.mongodb_uri,
-        ANBANG_DB_NAME=config.db_name,
-        ANBANG_VAR_DIR=str(config.var_dir),
-        ANBANG_LOG_LEVEL="WARNING",
-        ANBANG_DB_WAIT="10",
-    )
-    return env
-
-
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "server", "backup", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+def summary(result: subprocess.CompletedProcess[str] | Ran) -> dict[str, Any]:
     assert result.returncode == 0, (result.stdout, result.stderr)
     document: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return document
@@ -100,39 +63,42 @@ async def drop(database_uri: str, name: str) -> None:
     await store.close()
 
 
-async def cli(config: Config, *args: str) -> int:
-    """The command's own code, in this process (its exit code; its output in capsys)."""
-    return await run_backup(config, build_parser().parse_args(["backup", *args]))
+async def cli(config: Config, *args: str) -> Ran:
+    """`python -m server backup <args>` in this process (the refusals, not the process)."""
+    return await run_in_process(config, "backup", *args)
 
 
 async def test_keygen_export_restore_compare_as_processes(
-    supervised, clock, config, database_uri, tmp_path, capsys, record_property
+    supervised, clock, config, database_uri, tmp_path, record_property
 ):
     await check_in_for_days(supervised, clock, range(2, 5))
-    env = environment(config)
+    env = cli_environment(config)
     archive = tmp_path / "backups" / "anbang-2026-11-04.bak"
     restored_name = f"restored_{uuid.uuid4().hex[:12]}"
     try:
         # The key at its default place, ANBANG_BACKUP_KEY_FILE under the state directory
         # (made in this process: a file write; export, restore and compare run as processes).
-        assert await cli(config, "keygen") == 0
-        made = json.loads(capsys.readouterr().out)
+        made = summary(await cli(config, "keygen"))
         assert made["key_file"] == str(config.backup_key_file)
         assert config.backup_key_file.stat().st_mode & 0o777 == 0o600
 
-        export = run(env, "export", "--out", str(archive))
+        export = run_cli("backup", "export", "--out", str(archive), env=env)
         exported = summary(export)
         assert exported["backup_key_id"] == made["backup_key_id"]
         assert exported["database"] == config.db_name and exported["collections"] > 20
         assert exported["bytes"] == archive.stat().st_size
 
-        restore = run(env, "restore", "--from", str(archive), "--db-name", restored_name)
+        restore = run_cli(
+            "backup", "restore", "--from", str(archive), "--db-name", restored_name, env=env
+        )
         restored = summary(restore)
         assert restored["database"] == restored_name
         assert restored["documents"] == exported["documents"]
         assert restored["master_key_ids"] and restored["master_keys_missing"] == []
 
-        compare = run(env, "compare", "--from", str(archive), "--db-name", restored_name)
+        compare = run_cli(
+            "backup", "compare", "--from", str(archive), "--db-name", restored_name, env=env
+        )
         compared = summary(compare)
         assert compared["identical"] is True and compared["differences"] == []
         assert compared["documents"] == exported["documents"]
@@ -140,10 +106,9 @@ async def test_keygen_export_restore_compare_as_processes(
 
         # `audit verify` walks the restored log (the export's own entry included).
         restored_config = dataclasses.replace(config, db_name=restored_name)
-        verified = await run_audit(restored_config, build_parser().parse_args(["audit", "verify"]))
-        out = capsys.readouterr().out
-        assert verified == 0, out
-        assert "audit log intact" in out
+        verified = await run_in_process(restored_config, "audit", "verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "audit log intact" in verified.stdout
         assert_no_plaintext(*(r.stdout + r.stderr for r in (export, restore, compare)))
     finally:
         await drop(database_uri, restored_name)
@@ -166,21 +131,20 @@ async def collections_of(database_uri: str, name: str) -> list[str]:
 
 
 async def test_refusals_answer_2_and_a_difference_answers_1(
-    supervised, clock, config, store, database_uri, tmp_path, capsys
+    supervised, clock, config, store, database_uri, tmp_path
 ):
     await check_in_for_days(supervised, clock, range(2, 4))
     key_file = tmp_path / "keys" / "backup.key"
     archive = tmp_path / "anbang.bak"
-    assert await cli(config, "keygen", "--out", str(key_file)) == 0
-    assert await cli(config, "export", "--out", str(archive), "--key-file", str(key_file)) == 0
-    capsys.readouterr()
+    assert (await cli(config, "keygen", "--out", str(key_file))).returncode == 0
+    exported = await cli(config, "export", "--out", str(archive), "--key-file", str(key_file))
+    assert exported.returncode == 0
     elsewhere = f"refused_{uuid.uuid4().hex[:12]}"
 
-    def refused(code: int, *fragments: str) -> None:
-        err = capsys.readouterr().err
-        assert code == 2, err
+    def refused(ran: Ran, *fragments: str) -> None:
+        assert ran.returncode == 2, ran.stderr
         for fragment in fragments:
-            assert fragment in err, err
+            assert fragment in ran.stderr, ran.stderr
 
     # The same file again: a key is never overwritten.
     refused(await cli(config, "keygen", "--out", str(key_file)), "never overwritten")
@@ -192,8 +156,7 @@ async def test_refusals_answer_2_and_a_difference_answers_1(
     )
     # Another key file.
     wrong = tmp_path / "keys" / "other.key"
-    assert await cli(config, "keygen", "--out", str(wrong)) == 0
-    capsys.readouterr()
+    assert (await cli(config, "keygen", "--out", str(wrong))).returncode == 0
     refused(
         await cli(
             config,
@@ -246,20 +209,19 @@ async def test_refusals_answer_2_and_a_difference_answers_1(
 
     # Identical now (also compared with itself as another database); after a check-in is
     # deleted, different (1), with the difference named.
-    assert await cli(config, "compare", "--from", str(archive), "--key-file", str(key_file)) == 0
-    assert json.loads(capsys.readouterr().out)["identical"] is True
-    assert await cli(config, "compare", "--with-db", config.db_name) == 0
-    assert json.loads(capsys.readouterr().out)["against"] == f"database {config.db_name}"
+    same = await cli(config, "compare", "--from", str(archive), "--key-file", str(key_file))
+    assert summary(same)["identical"] is True
+    itself = await cli(config, "compare", "--with-db", config.db_name)
+    assert summary(itself)["against"] == f"database {config.db_name}"
     gone = await store.database["checkins"].find_one({})
     await store.database["checkins"].delete_one({"_id": gone["_id"]})
-    code = await cli(config, "compare", "--from", str(archive), "--key-file", str(key_file))
-    captured = capsys.readouterr()
-    assert code == 1, captured
-    result = json.loads(captured.out)
+    differ = await cli(config, "compare", "--from", str(archive), "--key-file", str(key_file))
+    assert differ.returncode == 1, differ
+    result = json.loads(differ.stdout)
     assert result["identical"] is False
     assert {(d["collection"], d["aspect"]) for d in result["differences"]} == {
         ("checkins", "count"),
         ("checkins", "content"),
     }
-    assert "DIFFERENT: checkins: count (expected 2, found 1)" in captured.err
-    assert str(gone["_id"]) in captured.err
+    assert "DIFFERENT: checkins: count (expected 2, found 1)" in differ.stderr
+    assert str(gone["_id"]) in differ.stderr

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from server.config import VARIABLES, Config, ConfigError, describe_variables
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.process_support import clean_environment, run_cli
 
 # Everything a production deployment must set; each test removes what it is about.
 PRODUCTION = {
@@ -21,30 +17,6 @@ PRODUCTION = {
     "WECHAT_APPID": "wx0123456789abcdef",
     "WECHAT_SECRET": "0123456789abcdef0123456789abcdef",
 }
-
-
-def clean_environment(**overrides: str) -> dict[str, str]:
-    """The test process's environment without any setting of ours, plus `overrides`."""
-    ours = {v.name for v in VARIABLES}
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ours and not name.startswith(("ANBANG_", "WECHAT_"))
-    }
-    env.update(overrides)
-    return env
-
-
-def run_cli(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "server", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 # --- the development defaults of API.md ---------------------------------------------------------

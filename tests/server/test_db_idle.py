@@ -75,6 +75,7 @@ def test_default_keeps_connections_younger_than_the_embedded_databases_idle_limi
     assert config.db_max_idle_ms < 300_000
 
 
+@pytest.mark.slow  # quiet spells on the real clock
 async def test_login_after_a_quiet_spell_is_not_a_503(idle_api: ApiRuntime) -> None:
     city = await idle_api.services.orgs.create(
         SYSTEM, name="温州市", code="330300", kind=OrgKind.CITY, parent_id=None
@@ -107,6 +108,7 @@ async def test_login_after_a_quiet_spell_is_not_a_503(idle_api: ApiRuntime) -> N
         await served.server.close_all_connections()
 
 
+@pytest.mark.slow  # quiet spells on the real clock
 async def test_jobs_sweep_after_a_quiet_spell_runs(idle_config: Config) -> None:
     now = dt.datetime.now(dt.UTC)
     ctx = await open_jobs_context(idle_config, FixedClock(now))

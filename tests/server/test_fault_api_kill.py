@@ -34,7 +34,9 @@ PEOPLE_EACH = 16
 IN_FLIGHT = 8
 # The victim is killed once it has acknowledged this many: mid-stream, never at the start.
 KILL_AFTER_ACKNOWLEDGED = 4
-RETRIES = 4
+# How long a client keeps retrying a check-in the survivor answers 503 (busy): generous, as a
+# loaded machine can keep it busy for a while; the first other answer ends the retries.
+RETRY_FOR_S = 90
 
 
 async def check_in_all(
@@ -53,7 +55,7 @@ async def check_in_all(
             if answered is not None:
                 answered(attempt)
 
-    async with asyncio.timeout(60), asyncio.TaskGroup() as workers:
+    async with asyncio.timeout(180), asyncio.TaskGroup() as workers:
         for _ in range(in_flight):
             workers.create_task(worker())
 
@@ -61,7 +63,8 @@ async def check_in_all(
 async def retry_until_acknowledged(attempt: Attempt, base_url: str) -> None:
     """The client's retry: the same key, the same body, until the survivor answers 201
     (a 503 asks to wait; anything else is final)."""
-    for _ in range(RETRIES):
+    deadline = time.monotonic() + RETRY_FOR_S
+    while time.monotonic() < deadline:
         answer = await attempt.send(base_url)
         if answer is not None and answer.status != 503:
             return
@@ -104,7 +107,7 @@ async def test_an_api_process_killed_mid_check_in_loses_and_duplicates_nothing(
                 for name, port in ports.items()
             }
             for name, api in apis.items():
-                await await_ready(api, ports[name], 60)
+                await await_ready(api, ports[name], 120)
             # People sign in through both processes; each checks in where they signed in.
             phones = {
                 "victim": await sign_in(urls["victim"], people[:PEOPLE_EACH], http),
@@ -134,7 +137,7 @@ async def test_an_api_process_killed_mid_check_in_loses_and_duplicates_nothing(
                 check_in_all(attempts["survivor"], urls["survivor"], IN_FLIGHT),
             )
             assert killed_at, "the victim was never killed"
-            assert await apis["victim"].await_exit(10) == -signal.SIGKILL
+            assert await apis["victim"].await_exit(30) == -signal.SIGKILL
             assert apis["survivor"].running(), apis["survivor"].output
 
             # Before any retry: what the victim stored but never answered.
@@ -156,13 +159,13 @@ async def test_an_api_process_killed_mid_check_in_loses_and_duplicates_nothing(
             # Every check-in without an answer, retried with the same key on the survivor.
             everyone = attempts["victim"] + attempts["survivor"]
             retried = [a for a in everyone if a.acknowledged is None]
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(RETRY_FOR_S + 60):
                 await asyncio.gather(
                     *(retry_until_acknowledged(a, urls["survivor"]) for a in retried)
                 )
             figures = await verify_checkins(store, everyone)
 
-            audit = await arun_cli("audit", "verify", env=env, seconds=60)
+            audit = await arun_cli("audit", "verify", env=env)
         finally:
             http.close()
             await store.close()

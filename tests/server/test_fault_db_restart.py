@@ -48,7 +48,9 @@ STAGGER_S = 0.01
 # The API's deadline per database operation (ANBANG_DB_OPERATION_TIMEOUT_MS): short, so the
 # 503s while the database is down come quickly.
 OPERATION_TIMEOUT_MS = 1500
-RETRIES = 5
+# How long a client keeps retrying while answered 503: generous, for a loaded machine; the first
+# other answer ends the retries.
+RETRY_FOR_S = 90
 # Every write asks for the journal (j:true, models/store.py), so an acknowledged write is on
 # disk before the client hears of it: a SIGKILL of the database loses nothing acknowledged.
 # Before it did, the embedded database (WiredTiger with transaction_sync off) lost the writes of
@@ -90,7 +92,7 @@ async def check_in_all(
         if answered is not None:
             answered(attempt)
 
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(180):
         await asyncio.gather(*(one(index, attempt) for index, attempt in enumerate(attempts)))
 
 
@@ -107,7 +109,8 @@ async def unready(port: int) -> bool:
 
 async def retry(attempt: Attempt, base_url: str) -> None:
     """The client's retry: the same key and body until an answer other than 503."""
-    for _ in range(RETRIES):
+    deadline = time.monotonic() + RETRY_FOR_S
+    while time.monotonic() < deadline:
         answer = await attempt.send(base_url)
         if answer is not None and answer.status != 503:
             return
@@ -131,12 +134,12 @@ async def outage(
 
     await check_in_all(before, stack.base_url, stop_mid_stream)
     assert stopped, f"the database was never stopped: {statuses(before)}"
-    code = await stack.db.await_exit(20)
+    code = await stack.db.await_exit(60)
     assert code == (0 if stop_signal == signal.SIGTERM else -stop_signal), stack.db.output
     down = time.monotonic()
 
     # While it is down: /readyz says 503 with Retry-After, every check-in is refused with 503.
-    await eventually(lambda: unready(stack.api_port), 15, "/readyz answering 503 with Retry-After")
+    await eventually(lambda: unready(stack.api_port), 60, "/readyz answering 503 with Retry-After")
     await check_in_all(during, stack.base_url)
     probe = await readyz(stack.api_port)
 
@@ -146,7 +149,7 @@ async def outage(
     stack.db = start_database(
         stack.env, stack.tmp_path / f"db-{stack.restarts + 1}.log", stack.exits
     )
-    await await_ready(stack.api, stack.api_port, 30)
+    await await_ready(stack.api, stack.api_port, 120)
     return {
         "stopped_at": stopped[0],
         "acknowledged_before_stop": sum(
@@ -205,7 +208,7 @@ async def test_a_database_stopped_or_killed_and_started_again_under_check_ins(
                 await services.close()
             api = exits.enter_context(launched(["serve"], env, tmp_path / "api.log"))
             stack = Stack(env, tmp_path, exits, db, api, store)
-            await await_ready(api, stack.api_port, 60)
+            await await_ready(api, stack.api_port, 120)
             phones = await sign_in(stack.base_url, people, http)
             attempts = [Attempt(p, phone) for p, phone in zip(people, phones, strict=True)]
             groups = [attempts[i * GROUP : (i + 1) * GROUP] for i in range(5)]
@@ -215,7 +218,7 @@ async def test_a_database_stopped_or_killed_and_started_again_under_check_ins(
             term = await outage(stack, signal.SIGTERM, groups[0], groups[1])
             term_attempts = groups[0] + groups[1]
             term_retried = [a for a in term_attempts if a.acknowledged is None]
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(RETRY_FOR_S + 60):
                 await asyncio.gather(*(retry(a, stack.base_url) for a in term_retried))
             term.update(await verify_checkins(store, term_attempts))
             term["retried"] = len(term_retried)
@@ -225,7 +228,7 @@ async def test_a_database_stopped_or_killed_and_started_again_under_check_ins(
             await check_in_all(groups[4], stack.base_url)
             kill_attempts = groups[2] + groups[3] + groups[4]
             kill_retried = [a for a in kill_attempts if a.acknowledged is None]
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(RETRY_FOR_S + 60):
                 await asyncio.gather(*(retry(a, stack.base_url) for a in kill_retried))
             kill.update(await verify_checkins(store, kill_attempts))
             kill["retried"] = len(kill_retried)
@@ -256,7 +259,7 @@ async def test_a_database_stopped_or_killed_and_started_again_under_check_ins(
             kill["lost_acknowledged_ms_before_kill"] = ages(lost, kill["stopped_at"])
             kill["unmet_window_ms_before_kill"] = ages(unmet, kill["stopped_at"])
             kill["audit_entries_missing"] = await audit_entries_missing(store)
-            audit = await arun_cli("audit", "verify", env=env, seconds=60)
+            audit = await arun_cli("audit", "verify", env=env)
         finally:
             http.close()
             await store.close()

@@ -4,10 +4,8 @@ ceremony and rotation through `python -m server admin keys` against SoftHSM2."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +15,8 @@ from models.keys import CANARY_ID
 from server.app import open_vault
 from server.config import Config, ConfigError, Pkcs11Key, describe_variables
 from tests.hsm_support import SoftHsm
+from tests.process_support import clean_environment, cli_environment, run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 URI = "pkcs11:module=/usr/lib/softhsm/libsofthsm2.so;token=anbang;object=anbang-master"
 
 
@@ -113,30 +111,13 @@ def test_server_config_lists_the_new_variables():
 def run_admin(
     config: Config, softhsm: SoftHsm, label: str, pin: Path, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("ANBANG_", "WECHAT_"))
-    }
-    env.update(
-        softhsm.env(),
-        MONGODB_URI=config.database_uri,
-        ANBANG_DB_NAME=config.db_name,
-        ANBANG_VAR_DIR=str(config.var_dir),
+    env = cli_environment(
+        config,
+        **softhsm.env(),
         ANBANG_MASTER_KEY=softhsm.uri(label),
         ANBANG_PKCS11_PIN_FILE=str(pin),
-        ANBANG_DB_WAIT="10",
-        ANBANG_LOG_LEVEL="WARNING",
     )
-    return subprocess.run(
-        [sys.executable, "-m", "server", "admin", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("admin", *args, env=env)
 
 
 @pytest.mark.slow
@@ -206,16 +187,8 @@ def test_cli_errors_name_what_to_fix(hsm_config, softhsm, hsm_label, tmp_path):
         refused.stderr + refused.stdout
     )
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANBANG_", "WECHAT_"))}
-    file_mode = subprocess.run(
-        [sys.executable, "-m", "server", "admin", "keys", "hsm-create"],
-        cwd=ROOT,
-        env={**env, "ANBANG_VAR_DIR": str(tmp_path / "var")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = clean_environment(ANBANG_VAR_DIR=str(tmp_path / "var"))
+    file_mode = run_cli("admin", "keys", "hsm-create", env=env)
     assert file_mode.returncode == 2 and "hsm-create needs ANBANG_MASTER_KEY=pkcs11:" in (
         file_mode.stderr
     )

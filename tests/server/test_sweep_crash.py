@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import datetime as dt
-import os
 import signal
-import subprocess
-import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -17,32 +15,23 @@ from models.identity_numbers import IdType
 from models.orgs import OrgKind
 from models.subjects import SubjectInput
 from server.app import SYSTEM, build_services, open_vault
+from server.config import Config
+from tests.process_support import Launched, cli_environment, eventually, launched
 from tests.subject_factories import resident_id
 
-ROOT = Path(__file__).resolve().parents[2]
 OCCURRENCES = 3000
 
 
-def run_once_process(config, now: str, *, quiet: bool = False) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "MONGODB_URI": config.database_uri,
-        "ANBANG_DB_NAME": config.db_name,
-        "ANBANG_VAR_DIR": str(config.var_dir),
-        "ANBANG_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "server", "jobs", "run-once", "close_windows", "--now", now],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
-        stderr=subprocess.DEVNULL if quiet else subprocess.PIPE,
-        text=True,
-    )
+def run_once(config: Config, now: str, log: Path) -> contextlib.AbstractContextManager[Launched]:
+    """`python -m server jobs run-once close_windows --now <now>` on the test's database."""
+    args = ["jobs", "run-once", "close_windows", "--now", now]
+    return launched(args, cli_environment(config), log)
 
 
 @pytest.mark.slow
-async def test_killed_mid_sweep_then_rerun_marks_and_alerts_each_window_once(store, config):
+async def test_killed_mid_sweep_then_rerun_marks_and_alerts_each_window_once(
+    store, config, tmp_path
+):
     start = dt.datetime(2026, 3, 2, 9, 0, tzinfo=LOCAL_TZ)
     vault = await open_vault(config, store, FixedClock(start))
     services = build_services(store, config, FixedClock(start), vault)
@@ -94,25 +83,22 @@ async def test_killed_mid_sweep_then_rerun_marks_and_alerts_each_window_once(sto
     )
     now = "2026-03-03T00:30:00+08:00"
 
-    process = run_once_process(config, now, quiet=True)
-    try:
-        # Kill it once it is under way: some windows marked, not all alerts raised.
-        for _ in range(600):
-            alerts = await store.database["alerts"].count_documents({})
-            if alerts > 50:
-                break
-            await asyncio.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    alerts_at_kill = await store.database["alerts"].count_documents({})
+    async def alerts_raised() -> int:
+        return await store.database["alerts"].count_documents({})
+
+    with run_once(config, now, tmp_path / "killed.log") as process:
+        # Kill it once it is under way: some windows marked, not all alerts raised. However
+        # long the start takes under load (the deadline is generous; the condition decides).
+        await eventually(
+            lambda: _more_than(alerts_raised, 50, process), 180, "the sweep raising alerts"
+        )
+        process.process.send_signal(signal.SIGKILL)
+        assert await process.await_exit(30) == -signal.SIGKILL
+    alerts_at_kill = await alerts_raised()
     assert 0 < alerts_at_kill < OCCURRENCES, "the kill did not land mid-sweep"
 
-    finished = run_once_process(config, now)
-    _out, err = finished.communicate(timeout=300)
-    assert finished.returncode == 0, err
+    with run_once(config, now, tmp_path / "finished.log") as finished:
+        assert await finished.await_exit(300) == 0, finished.output
 
     missed = await occurrences.count_documents({"status": "missed"})
     assert missed == OCCURRENCES
@@ -124,3 +110,10 @@ async def test_killed_mid_sweep_then_rerun_marks_and_alerts_each_window_once(sto
     assert (
         await store.database["alerts"].count_documents({"kind": "obligation_missed"}) == OCCURRENCES
     )
+
+
+async def _more_than(count: Callable[[], Awaitable[int]], floor: int, process: Launched) -> bool:
+    if await count() > floor:
+        return True
+    assert process.running(), f"the sweep ended before it was killed:\n{process.output}"
+    return False
