@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from models.clock import Clock
 from models.leases import LeaseService
+from models.telemetry import NullTelemetry, SweepObserver
 
 log = logging.getLogger("anbang.jobs")
 
@@ -55,6 +57,8 @@ class JobsProcess:
     lease: LeaseSettings = field(default_factory=LeaseSettings)
     holder: str = field(default_factory=holder_id)
     holding: bool = False
+    # Where runs and the lease are reported (the process's metrics); nowhere by default.
+    observer: SweepObserver = field(default_factory=NullTelemetry)
     # The running scheduler (None before `run` starts it), so a takeover can bring every
     # sweep forward.
     _scheduler: AsyncIOScheduler | None = field(default=None, init=False, repr=False)
@@ -62,6 +66,7 @@ class JobsProcess:
     async def run_sweep(self, sweep: Sweep) -> None:
         if not self.holding:
             return
+        started = time.monotonic()
         try:
             result = await sweep.run(self.clock.now())
         except Exception as exc:
@@ -70,7 +75,10 @@ class JobsProcess:
                 "sweep failed",
                 extra={"fields": {"sweep": sweep.name, "exception": type(exc).__name__}},
             )
+            self.observer.sweep_finished(sweep.name, "failed", time.monotonic() - started, {})
             return
+        counts = {k: v for k, v in result.items() if isinstance(v, int) and not isinstance(v, bool)}
+        self.observer.sweep_finished(sweep.name, "ok", time.monotonic() - started, counts)
         log.info("sweep done", extra={"fields": {"sweep": sweep.name, **result}})
 
     async def renew_lease(self) -> None:
@@ -85,7 +93,9 @@ class JobsProcess:
                 extra={"fields": {"holder": self.holder}},
             )
         taking_over = held and not self.holding
+        change = None if held == self.holding else "acquired" if held else "lost"
         self.holding = held
+        self.observer.lease_state(held, change)
         if taking_over:
             self._run_every_sweep_now()
 
@@ -112,6 +122,7 @@ class JobsProcess:
             coalesce=True,
         )
         for sweep in self.sweeps:
+            self.observer.sweep_scheduled(sweep.name, sweep.interval_seconds)
             scheduler.add_job(
                 self.run_sweep,
                 "interval",
@@ -145,6 +156,7 @@ class JobsProcess:
             if self.holding:
                 # Hand over at once rather than making the standby wait for the TTL.
                 await self.leases.release(JOBS_LEASE, self.holder)
+                self.observer.lease_state(False, "released")
             log.info("jobs stopped")
 
 

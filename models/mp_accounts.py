@@ -94,6 +94,7 @@ class MpAccountService:
         try:
             session = await self._wechat.code_to_session(code)
         except WeChatInvalidCode:
+            self._throttle.refused("mp_login", "invalid_code")
             raise BadRequest(
                 "The login code is invalid or has expired.",
                 code="invalid_login_code",
@@ -277,6 +278,12 @@ class MpAccountService:
             )
         return await self._bindings.issue_for_subject(ctx, subject_id, purpose)
 
+    async def guardian_is_told(self, subject_id: str) -> bool:
+        """Whether a guardian bound to the person hears of decisions about them today: the
+        rule a guardian code is issued under, asked again now (a minor comes of age)."""
+        subject = await self._subjects.document(subject_id)
+        return subject is not None and await self._has_guardian(subject)
+
     async def _has_guardian(self, subject: dict[str, Any]) -> bool:
         if "mental_health" in (subject.get("populations") or []):
             return True
@@ -299,11 +306,13 @@ class MpAccountService:
             return None
         return str(await self._codec.open("wechat_users", wechat_user_id, "openid", doc["openid"]))
 
-    async def users_for(self, recipient: str) -> list[str]:
-        """The WeChat users a message to `subject:<id>` (the person and any guardian) or
-        `staff:<id>` reaches."""
+    async def users_for(self, recipient: str, audience: list[str] | None = None) -> list[str]:
+        """The WeChat users a message to `subject:<id>` (the person and any guardian, or only
+        those in `audience`) or `staff:<id>` reaches."""
         kind, _, target = recipient.partition(":")
         kinds = [str(MpRole.SUBJECT), str(MpRole.GUARDIAN)] if kind == "subject" else ["staff"]
+        if kind == "subject" and audience is not None:
+            kinds = [k for k in kinds if k in audience]
         return [
             str(doc["_id"])
             async for doc in self._users.find({"binding.target_id": target}, {"binding": 1})

@@ -13,6 +13,7 @@ from pymongo import ASCENDING, IndexModel
 from models.clock import Clock
 from models.errors import Locked, RateLimited
 from models.store import CollectionSpec, Store, upsert_one
+from models.telemetry import NullTelemetry, SignInObserver
 
 THROTTLES = CollectionSpec(
     "throttles",
@@ -47,11 +48,20 @@ def _pair(name: str, address: str) -> str:
 
 class ThrottleService:
     collections = (THROTTLES,)
+    # Where refusals and lockouts are reported (the process's metrics); nowhere by default.
+    _observer: SignInObserver = NullTelemetry()
 
     def __init__(self, store: Store, clock: Clock, rules: ThrottleRules = ThrottleRules()):
         self._docs = store.collection(THROTTLES)
         self._clock = clock
         self.rules = rules
+
+    def report_to(self, observer: SignInObserver) -> None:
+        self._observer = observer
+
+    def refused(self, scope: str, reason: str) -> None:
+        """Report a refusal decided elsewhere (a WeChat login code that does not exist)."""
+        self._observer.sign_in_refused(scope, reason)
 
     async def count_address_attempt(self, scope: str, address: str) -> None:
         """Count one attempt from `address`; raise RateLimited past the limit for the window."""
@@ -65,15 +75,18 @@ class ThrottleService:
             {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": window_end}},
         )
         if doc["count"] > self.rules.attempts_per_address:
+            self._observer.sign_in_refused(scope, "rate_limited")
             raise RateLimited(retry_after=max(1, math.ceil((window_end - now).total_seconds())))
 
     async def check_account(self, scope: str, name: str) -> None:
         """Raise Locked while the account name is locked."""
-        await self._check([_key(f"{scope}-acct", name)])
+        await self._check(scope, [_key(f"{scope}-acct", name)])
 
     async def record_failure(self, scope: str, name: str) -> bool:
         """Count a failure for the account name; True when this failure locked it."""
-        return await self._fail(_key(f"{scope}-acct", name), self.rules.failures_before_lock)
+        locked = await self._fail(_key(f"{scope}-acct", name), self.rules.failures_before_lock)
+        self._failed(scope, locked)
+        return locked
 
     async def clear_account(self, scope: str, name: str) -> None:
         await self._docs.delete_one({"_id": _key(f"{scope}-acct", name)})
@@ -81,7 +94,7 @@ class ThrottleService:
     async def check_login(self, scope: str, name: str, address: str) -> None:
         """Raise Locked while the name is locked for `address`, or for every address."""
         await self._check(
-            [_key(f"{scope}-from", _pair(name, address)), _key(f"{scope}-name", name)]
+            scope, [_key(f"{scope}-from", _pair(name, address)), _key(f"{scope}-name", name)]
         )
 
     async def record_login_failure(self, scope: str, name: str, address: str) -> bool:
@@ -93,18 +106,25 @@ class ThrottleService:
         everywhere = await self._fail(
             _key(f"{scope}-name", name), self.rules.failures_before_name_lock
         )
+        self._failed(scope, here or everywhere)
         return here or everywhere
+
+    def _failed(self, scope: str, locked: bool) -> None:
+        self._observer.sign_in_refused(scope, "failed")
+        if locked:
+            self._observer.sign_in_locked(scope)
 
     async def clear_login(self, scope: str, name: str, address: str) -> None:
         """A login succeeded from `address`: its failures there are forgiven. Those from other
         addresses stand until their window passes (they were not the officer's)."""
         await self._docs.delete_one({"_id": _key(f"{scope}-from", _pair(name, address))})
 
-    async def _check(self, keys: list[str]) -> None:
+    async def _check(self, scope: str, keys: list[str]) -> None:
         now = self._clock.now()
         docs = await self._docs.find({"_id": {"$in": keys}}).to_list(len(keys))
         until = max((d["locked_until"] for d in docs if d.get("locked_until")), default=None)
         if until is not None and until > now:
+            self._observer.sign_in_refused(scope, "locked")
             raise Locked(details={"retry_after": math.ceil((until - now).total_seconds())})
 
     async def _fail(self, key: str, keep: int) -> bool:

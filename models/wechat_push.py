@@ -36,6 +36,7 @@ from models.consents import TEMPLATE_ID, ConsentService
 from models.errors import BadRequest, Forbidden
 from models.policy import Identity
 from models.store import CollectionSpec, Store
+from models.telemetry import DeliveryObserver, NullTelemetry
 
 log = logging.getLogger("anbang.wechat_push")
 
@@ -281,6 +282,8 @@ class WeChatPushService:
     """Verifies WeChat's pushes, refuses replays, and records what the events say."""
 
     collections = (PUSH_NONCES,)
+    # Where WeChat's delivery reports are counted (the process's metrics); nowhere by default.
+    _observer: DeliveryObserver = NullTelemetry()
 
     def __init__(
         self,
@@ -295,6 +298,9 @@ class WeChatPushService:
         self._audit = audit
         self._codec = codec
         self._consents = consents
+
+    def report_to(self, observer: DeliveryObserver) -> None:
+        self._observer = observer
 
     # --- verification ---------------------------------------------------------------------
 
@@ -401,11 +407,14 @@ class WeChatPushService:
         claim = await self._claim(query, sent_at)
         ctx = AuditContext(PUSH_IDENTITY, request_id, remote_ip)
         try:
-            return await self._apply(ctx, event, claim)
+            receipt = await self._apply(ctx, event, claim)
         except Exception:
             if not claim.keep:
                 await self._release(claim)
             raise
+        for delivery in event.deliveries:
+            self._observer.delivery_reported(delivery.error_status or "")
+        return receipt
 
     # --- what the events say ------------------------------------------------------------------
 

@@ -109,6 +109,21 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("ANBANG_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Variable(
+        "ANBANG_METRICS_HOST",
+        "127.0.0.1",
+        "address of the Prometheus metrics listeners (docs/metrics.md); never the public one",
+    ),
+    Variable(
+        "ANBANG_METRICS_PORT",
+        "9464",
+        "metrics port of the API (`GET /metrics`); worker N of `--processes` adds N; 0: none",
+    ),
+    Variable(
+        "ANBANG_JOBS_METRICS_PORT",
+        "9463",
+        "metrics port of the jobs process; 0: none",
+    ),
+    Variable(
         "ANBANG_VAR_DIR",
         "var",
         "where local state lives; the `var/...` defaults above move with it",
@@ -278,6 +293,10 @@ class Config:
     db_wait_seconds: int
     log_level: str
     var_dir: Path
+    # Prometheus listeners (server/metrics.py); a port of 0 starts none.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    jobs_metrics_port: int = 9463
 
     @property
     def production(self) -> bool:
@@ -360,6 +379,9 @@ class Config:
             db_wait_seconds=_int(environ, "ANBANG_DB_WAIT", 0, 600),
             log_level=log_level,
             var_dir=var_dir,
+            metrics_host=_text(environ, "ANBANG_METRICS_HOST"),
+            metrics_port=_int(environ, "ANBANG_METRICS_PORT", 0, 65535),
+            jobs_metrics_port=_int(environ, "ANBANG_JOBS_METRICS_PORT", 0, 65535),
         )
         config.check()
         return config

@@ -18,6 +18,7 @@ from jobs.sweeps import (
     LeaveReturnsSweep,
     LostContactSweep,
     MaterialiseSweep,
+    NoticesSweep,
     ProgramsEndingSweep,
     ReminderSweep,
     RetentionSweep,
@@ -32,6 +33,7 @@ from models.leases import LeaseService
 from models.policy import Identity
 from models.store import Store
 from server.app import (
+    API_VERSION,
     Services,
     build_services,
     collection_specs,
@@ -40,6 +42,7 @@ from server.app import (
     wait_for_database,
 )
 from server.config import Config
+from server.metrics import Metrics, start_listener
 from server.processes import stop_event_on_signals
 
 
@@ -101,6 +104,12 @@ SWEEPS: tuple[SweepSpec, ...] = (
         lambda ctx: ReminderSweep(ctx.services.obligations),
     ),
     SweepSpec(
+        NoticesSweep.name,
+        NoticesSweep.interval_seconds,
+        NoticesSweep.description,
+        lambda ctx: NoticesSweep(ctx.services.notifications),
+    ),
+    SweepSpec(
         ProgramsEndingSweep.name,
         ProgramsEndingSweep.interval_seconds,
         ProgramsEndingSweep.description,
@@ -151,9 +160,11 @@ SWEEPS: tuple[SweepSpec, ...] = (
 )
 
 
-async def open_jobs_context(config: Config, clock: Clock) -> JobsContext:
+async def open_jobs_context(
+    config: Config, clock: Clock, metrics: Metrics | None = None
+) -> JobsContext:
     """The jobs process's store, vault and services, connected and ready."""
-    store = connect_store(config)
+    store = connect_store(config, metrics=metrics)
     try:
         await wait_for_database(store, config.db_wait_seconds)
         await store.ensure_indexes(collection_specs())
@@ -162,7 +173,13 @@ async def open_jobs_context(config: Config, clock: Clock) -> JobsContext:
         await store.close()
         raise
     services = build_services(
-        store, config, clock, vault, process_role="jobs", push_notifications=True
+        store,
+        config,
+        clock,
+        vault,
+        process_role="jobs",
+        push_notifications=True,
+        telemetry=metrics,
     )
     return JobsContext(store, config, clock, vault, services)
 
@@ -170,12 +187,18 @@ async def open_jobs_context(config: Config, clock: Clock) -> JobsContext:
 async def _run_jobs(config: Config) -> None:
     stop = stop_event_on_signals()
     clock = SystemClock()
-    ctx = await open_jobs_context(config, clock)
+    metrics = Metrics("jobs", API_VERSION)
+    ctx = await open_jobs_context(config, clock, metrics)
+    listener = start_listener(metrics, config.metrics_host, config.jobs_metrics_port)
     try:
         sweeps = [spec.build(ctx) for spec in SWEEPS]
-        process = JobsProcess(leases=LeaseService(ctx.store, clock), sweeps=sweeps, clock=clock)
+        process = JobsProcess(
+            leases=LeaseService(ctx.store, clock), sweeps=sweeps, clock=clock, observer=metrics
+        )
         await process.run(stop)
     finally:
+        if listener is not None:
+            listener.stop()
         await ctx.services.close()
         await ctx.store.close()
 

@@ -13,6 +13,7 @@ from tornado.netutil import bind_sockets
 from server.app import build_api
 from server.config import Config
 from server.logs import configure
+from server.metrics import start_listener
 from server.processes import run_forked, stop_event_on_signals
 
 log = logging.getLogger("anbang.server")
@@ -34,9 +35,15 @@ def http_server(app: tornado.web.Application, config: Config) -> HTTPServer:
     )
 
 
-async def serve_sockets(config: Config, sockets: list[socket.socket]) -> None:
+async def serve_sockets(config: Config, sockets: list[socket.socket], index: int = 0) -> None:
     stop = stop_event_on_signals()
     runtime = await build_api(config)
+    # Each worker answers its own scrape: worker N on the metrics port + N.
+    metrics = (
+        start_listener(runtime.metrics, config.metrics_host, config.metrics_port + index)
+        if runtime.metrics is not None and config.metrics_port
+        else None
+    )
     server = http_server(runtime.app, config)
     server.add_sockets(sockets)
     address = sockets[0].getsockname()
@@ -46,6 +53,8 @@ async def serve_sockets(config: Config, sockets: list[socket.socket]) -> None:
     # Stop accepting, let in-flight requests finish, then close what is left and the database.
     log.info("api stopping", extra={"fields": {"in_flight": runtime.context.in_flight.count}})
     server.stop()
+    if metrics is not None:
+        metrics.stop()
     finished = await runtime.context.in_flight.wait_idle(config.shutdown_grace_seconds)
     if not finished:
         log.warning(
@@ -69,7 +78,7 @@ def serve(config: Config, processes: int | None = None) -> int:
     def worker(index: int) -> int:
         # The log writer thread does not survive a fork: each worker starts its own.
         configure(config.log_level, f"serve-{index}")
-        asyncio.run(serve_sockets(config, sockets))
+        asyncio.run(serve_sockets(config, sockets, index))
         return 0
 
     return run_forked(count, worker)
