@@ -17,12 +17,11 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from models.clock import LOCAL_TZ
+from models.document_pdf import embedded_font
 from models.reports import (
     FIGURE_KEYS,
     FIGURE_LABELS,
@@ -32,9 +31,6 @@ from models.reports import (
     TREND_LABELS,
 )
 
-# Adobe's Simplified Chinese CID font: every PDF reader supplies it (it is not embedded), so the
-# file stays small and Chinese text stays text (searchable, extractable).
-PDF_FONT = "STSong-Light"
 SPOOL_BYTES = 1 << 20
 CHUNK_BYTES = 64 * 1024
 KIND_LABELS = {"station": "司法所", "county": "县(区)司法局", "city": "市司法局"}
@@ -215,19 +211,21 @@ def render_xlsx(data: Mapping[str, Any]) -> IO[bytes]:
 
 
 def render_pdf(data: Mapping[str, Any]) -> IO[bytes]:
-    pdfmetrics.registerFont(UnicodeCIDFont(PDF_FONT))  # idempotent
+    # The Chinese font is embedded (a subset): a reader without a Chinese font pack still shows
+    # the text, which stays text (searchable, extractable).
+    font = embedded_font()
     report = data["report"]
     summary = data["summary"]
     title = title_of(data)
     signed_line = signature_line(data)
     printed = data["printed_at"].astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
-    body = ParagraphStyle("body", fontName=PDF_FONT, fontSize=9, leading=12)
-    heading = ParagraphStyle("heading", fontName=PDF_FONT, fontSize=14, leading=20)
-    section = ParagraphStyle("section", fontName=PDF_FONT, fontSize=11, leading=16)
+    body = ParagraphStyle("body", fontName=font, fontSize=9, leading=12)
+    heading = ParagraphStyle("heading", fontName=font, fontSize=14, leading=20)
+    section = ParagraphStyle("section", fontName=font, fontSize=11, leading=16)
 
     def page_frame(canvas: Canvas, document: SimpleDocTemplate) -> None:
         canvas.saveState()
-        canvas.setFont(PDF_FONT, 8)
+        canvas.setFont(font, 8)
         width, height = document.pagesize
         canvas.drawString(15 * mm, height - 10 * mm, f"{report.org_name}  {report.month}")
         canvas.drawRightString(width - 15 * mm, height - 10 * mm, signed_line)
@@ -237,7 +235,7 @@ def render_pdf(data: Mapping[str, Any]) -> IO[bytes]:
 
     grid = TableStyle(
         [
-            ("FONTNAME", (0, 0), (-1, -1), PDF_FONT),
+            ("FONTNAME", (0, 0), (-1, -1), font),
             ("FONTSIZE", (0, 0), (-1, -1), 8),
             ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
             ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#DDE4EE")),
@@ -337,6 +335,7 @@ def render_pdf(data: Mapping[str, Any]) -> IO[bytes]:
         pagesize=landscape(A4),
         title=title,
         author=data.get("signer") or "",
+        initialFontName=font,
         topMargin=16 * mm,
         bottomMargin=14 * mm,
         leftMargin=15 * mm,

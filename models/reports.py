@@ -1056,6 +1056,35 @@ class ReportService:
             changes=doc.get("changes"),
         )
 
+    # --- read by the dashboard's overview (models/dashboard.py) --------------------------------
+
+    async def signing_states(
+        self, org_ids: list[str], months: list[str]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Each (node, month) report there is among these: its id, state and signature (no
+        figures; the caller has checked the nodes are in scope)."""
+        states: dict[tuple[str, str], dict[str, Any]] = {}
+        async for doc in self._reports.find(
+            {"org_id": {"$in": org_ids}, "month": {"$in": months}},
+            {
+                "org_id": 1,
+                "month": 1,
+                "status": 1,
+                "signed.version": 1,
+                "signed.at": 1,
+                "changes": 1,
+            },
+        ):
+            signed = doc.get("signed") or {}
+            states[(doc["org_id"], doc["month"])] = {
+                "report_id": str(doc["_id"]),
+                "status": doc["status"],
+                "version": signed.get("version"),
+                "signed_at": signed.get("at"),
+                "changed": bool(doc.get("changes")),
+            }
+        return states
+
 
 def _station_name(path: list[str], tree: Mapping[str, Org]) -> str | None:
     for node in path:

@@ -22,8 +22,9 @@ from models.approvals import COMMENTS, ApprovalChain, ApprovalStatus, open_steps
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
+from models.decision_notices import SANCTION_TEXT, DecisionNoticeService, NoticeKind, reason_text
 from models.errors import Conflict, InvalidInput, NotFound
-from models.orgs import parse_id
+from models.orgs import node_at, parse_id
 from models.periods import add_months
 from models.programs import ProgramService, ProgramType
 from models.rules import EffectiveRules, RulesService
@@ -158,8 +159,11 @@ class SanctionService:
         subjects: SubjectService,
         programs: ProgramService,
         rules: RulesService,
+        *,
+        notices: DecisionNoticeService,
     ):
         self._sanctions = store.collection(SANCTIONS)
+        self._notices = notices
         self._detachments = store.collection(DETACHMENTS)
         self._clock = clock
         self._audit = audit
@@ -347,7 +351,20 @@ class SanctionService:
             key_id=subject.get("dek_id"),
             when_final={"decided_at": step["at"]},
         )
-        return await self._view(updated)
+        view = await self._view(updated)
+        if view.status == ApprovalStatus.APPROVED:
+            # Only the decision reaches the person: a proposal refused on the way never did.
+            measure, action = SANCTION_TEXT.get(view.kind, ("", ""))
+            await self._notices.notify(
+                NoticeKind.PRAISE_DECIDED
+                if view.kind == SanctionKind.PRAISE
+                else NoticeKind.SANCTION_DECIDED,
+                view.subject_id,
+                "sanction",
+                view.id,
+                fields={"measure": measure, "action": action, "reason": reason_text(view.reason)},
+            )
+        return view
 
     async def list(self, ctx: AuditContext, status: str | None, limit: int) -> list[SanctionView]:
         """Praise and sanctions filed under the caller's subtree, oldest first (the decision
@@ -497,3 +514,25 @@ class SanctionService:
             {"subject_id": subject_id}, {"$set": {"org_path": org_path}}
         )
         return result.modified_count
+
+    async def get(self, ctx: AuditContext, sanction_id: str) -> SanctionView:
+        """One praise or sanction in the caller's scope (what a document is made from)."""
+        doc = await self._load(ctx, sanction_id, "sanctions.read")
+        await self._audit.record(
+            ctx,
+            "sanctions.read",
+            resource="sanction",
+            resource_id=sanction_id,
+            subject_id=doc["subject_id"],
+        )
+        return await self._view(doc)
+
+    # --- aggregates for the dashboard (models/dashboard.py) ------------------------------------
+
+    async def count_open_detachments(self, org_id: str, depth: int) -> dict[Any, int]:
+        """脱管 episodes still open under a node, by unit (the path's node at `depth`)."""
+        pipeline = [
+            {"$match": {"org_path": org_id, "end_date": None}},
+            {"$group": {"_id": node_at(depth), "n": {"$sum": 1}}},
+        ]
+        return {g["_id"]: g["n"] async for g in await self._detachments.aggregate(pipeline)}
