@@ -65,6 +65,7 @@ _MP_BOUND_CODES = (
     ("forbidden", 403, "当前身份无权进行此操作"),
 )
 _MP_BODY_CODES = (
+    ("body_required", 400, "缺少请求内容：须发送 JSON"),
     ("invalid_json", 400, "请求内容不是有效的 JSON"),
     ("body_too_large", 413, "请求内容过大"),
     ("unsupported_media_type", 415, "请求内容类型不受支持"),
@@ -96,6 +97,9 @@ def mp_error_codes(
     if doc.idempotency is not None:
         table += _MP_KEY_CODES
     table += _MP_OUTAGE
+    if 404 in doc.errors:
+        # What an id that does not exist, or is not the caller's to see, answers.
+        table.append(("not_found", 404, "未找到，或不在本人可查看的范围内"))
     table += doc.codes
     return {code: (status, meaning) for code, status, meaning in table}
 
@@ -248,6 +252,67 @@ def _example_details(status: int, code: str) -> list[dict[str, str]]:
     return []
 
 
+def _declared_example(model: type[BaseModel]) -> Any:
+    extra = model.model_config.get("json_schema_extra")
+    examples = extra.get("examples") if isinstance(extra, dict) else None
+    return copy.deepcopy(examples[0]) if isinstance(examples, list) and examples else None
+
+
+# What a made-up example says for a string of each format (a date in the mini-program's zone).
+_FORMAT_EXAMPLES = {
+    "date-time": "2026-11-02T09:00:00+08:00",
+    "date": "2026-11-02",
+    "time": "09:00:00",
+    "email": "worker@example.org",
+    "uri": "https://example.org/",
+}
+
+
+def schema_example(schema: Any, definitions: dict[str, Any], depth: int = 0) -> Any:
+    """A value that fits `schema` (its own `examples` first), for a model that declares none:
+    every operation of the mini-program shows what it takes and answers."""
+    if not isinstance(schema, dict) or depth > 12:
+        return None
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return schema_example(definitions.get(name), definitions, depth + 1)
+    if schema.get("examples"):
+        return copy.deepcopy(schema["examples"][0])
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [o for o in schema[key] if o.get("type") != "null"] or schema[key]
+            return schema_example(options[0], definitions, depth + 1)
+    if "allOf" in schema:
+        return schema_example(schema["allOf"][0], definitions, depth + 1)
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {
+            name: schema_example(prop, definitions, depth + 1)
+            for name, prop in (schema.get("properties") or {}).items()
+        }
+    if kind == "array":
+        item = schema_example(schema.get("items", {}), definitions, depth + 1)
+        return [item] * max(1, int(schema.get("minItems", 1)))
+    if kind == "integer":
+        if "minimum" in schema:
+            return int(schema["minimum"])
+        return int(schema["exclusiveMinimum"]) + 1 if "exclusiveMinimum" in schema else 1
+    if kind == "number":
+        return float(schema.get("minimum", 0))
+    if kind == "boolean":
+        return True
+    if kind == "string":
+        if schema.get("format") in _FORMAT_EXAMPLES:
+            return _FORMAT_EXAMPLES[schema["format"]]
+        text = "示例"
+        return (text * max(1, int(schema.get("minLength", 1))))[: schema.get("maxLength", 64)]
+    return None
+
+
 def path_template(pattern: str) -> str:
     """`/api/v1/subjects/(?P<subject_id>[^/]+)` -> `/api/v1/subjects/{subject_id}`."""
     template = _NAMED_GROUP.sub(lambda m: "{" + m.group(1) + "}", pattern)
@@ -288,6 +353,13 @@ def build_openapi(routes: Sequence[Route], *, title: str, version: str) -> dict[
     refs, top = models_json_schema(unique, ref_template="#/components/schemas/{model}")
     error_ref = refs[(ErrorEnvelope, "serialization")]
     mp_error_ref = refs[(MpErrorEnvelope, "serialization")]
+    definitions = top.get("$defs", {})
+
+    def example_of(model: type[BaseModel], ref: dict[str, Any]) -> Any:
+        # A mini-program operation shows an example of what it takes and answers: the model's
+        # own (which tests/miniprogram_api/test_mp_examples.py parses), else one from its schema.
+        declared = _declared_example(model)
+        return declared if declared is not None else schema_example(ref, definitions)
 
     def error_response(status: int) -> dict[str, Any]:
         return {
@@ -362,6 +434,10 @@ def build_openapi(routes: Sequence[Route], *, title: str, version: str) -> dict[
             success["content"] = {
                 "application/json": {"schema": refs[(doc.response, "serialization")]}
             }
+            if mp:
+                success["content"]["application/json"]["example"] = example_of(
+                    doc.response, refs[(doc.response, "serialization")]
+                )
         operation["responses"][str(doc.status)] = success
         statuses = set(doc.errors) | {503}
         if query is not None:
@@ -372,6 +448,10 @@ def build_openapi(routes: Sequence[Route], *, title: str, version: str) -> dict[
                 "required": True,
                 "content": {"application/json": {"schema": refs[(doc.body, "validation")]}},
             }
+            if mp:
+                operation["requestBody"]["content"]["application/json"]["example"] = example_of(
+                    doc.body, refs[(doc.body, "validation")]
+                )
             statuses |= {400, 413, 415, 422}
         elif doc.body_media is not None:
             operation["requestBody"] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.base import Strict, endpoint
 from miniprogram_api.base import MpHandler
@@ -24,6 +24,12 @@ ROLE_DESCRIPTION = (
 
 
 class LoginBody(Strict):
+    # The code `wx.login` answers.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"code": "0a3Xk7000mU1xR1bQz200Yk2eC0Xk70G"}]},
+    )
+
     code: str = Field(min_length=1, max_length=256)
 
 
@@ -35,6 +41,10 @@ class LoginOut(BaseModel):
 
 
 class BindBody(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"binding_code": "K7QM3XPA"}]}
+    )
+
     binding_code: str = Field(min_length=4, max_length=32)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from handlers.base import Strict, endpoint
 from miniprogram_api.base import MpHandler
@@ -17,6 +17,15 @@ TemplateId = Annotated[str, Field(pattern=TEMPLATE_ID_PATTERN)]
 
 
 class ConsentBody(Strict):
+    # Either the subscribe-message templates accepted (`wx.requestSubscribeMessage`), or the
+    # privacy notice's version.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"template_ids": ["Xk3f9_checkin-reminder"], "long_term": False}]
+        },
+    )
+
     template_ids: list[TemplateId] | None = Field(default=None, min_length=1, max_length=20)
     # Where the account's category allows long-term subscriptions (长期订阅).
     long_term: bool = False

@@ -1,4 +1,5 @@
-"""What a person (or guardian) reads in the mini-program: their profile, tasks and messages."""
+"""What a person (or guardian) reads in the mini-program: their profile, tasks and messages
+(decision notices among them), and marking a message read."""
 
 from __future__ import annotations
 
@@ -10,21 +11,52 @@ from pydantic import BaseModel, Field
 from handlers.base import RequestError, endpoint
 from handlers.obligations import OccurrenceOut
 from handlers.query import calendar_day, query, query_args
-from miniprogram_api.base import MpHandler
+from miniprogram_api.base import MpHandler, Produced
 from models.clock import LOCAL_TZ
+from models.notifications import MessageView
 from models.obligations import KIND_TITLES, OccurrenceView
+from models.policy import MpRole
+
+
+class MessageRef(BaseModel):
+    type: str = Field(
+        description="What the message is about: leave_request, checkin, sanction, "
+        "elocation_order, transfer, referral, program, counseling_session, document"
+    )
+    id: str
 
 
 class MessageOut(BaseModel):
     id: str
-    title: str
-    body: str
+    kind: str | None = Field(
+        default=None, description="The decision it tells of (`leave_approved` …); null: a reminder"
+    )
+    title: str = Field(description="Chinese")
+    body: str = Field(description="Chinese")
     created_at: dt.datetime
+    read_at: dt.datetime | None = None
+    ref: MessageRef | None = None
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> MessageOut:
         return cls(
-            id=str(doc["_id"]), title=doc["title"], body=doc["body"], created_at=doc["created_at"]
+            id=str(doc["_id"]),
+            title=doc["title"],
+            body=doc["body"],
+            created_at=doc["created_at"],
+            read_at=doc.get("read_at"),
+        )
+
+    @classmethod
+    def of_view(cls, view: MessageView) -> MessageOut:
+        return cls(
+            id=view.id,
+            kind=view.kind,
+            title=view.title,
+            body=view.body,
+            created_at=view.created_at,
+            read_at=view.read_at,
+            ref=MessageRef(**view.ref) if view.ref else None,
         )
 
 
@@ -104,12 +136,41 @@ class MessagesHandler(MpHandler):
         summary_zh="本人的消息通知",
     )
     async def get(self) -> None:
-        recipient = f"subject:{self.identity.subject_id}"
-        docs = await self.ctx.notifications.for_recipient(recipient, limit=100)
-        self.respond(MessagesOut(items=[MessageOut.of(d) for d in docs]))
+        views = await self.ctx.notifications.inbox(
+            f"subject:{self.identity.subject_id}", _reader(self), limit=100
+        )
+        self.respond(MessagesOut(items=[MessageOut.of_view(v) for v in views]))
+
+
+def _reader(handler: MpHandler) -> str:
+    # A guardian reads only what the person's notices allowed a guardian to be told.
+    return "guardian" if handler.identity.role == MpRole.GUARDIAN else "subject"
+
+
+class MessageReadHandler(MpHandler):
+    access = "mp.messages.read"
+
+    @endpoint(
+        "Mark one of the caller's messages read (again: unchanged); anyone else's 404",
+        response=MessageOut,
+        errors=(401, 403, 404),
+        tags=("mini-program",),
+        idempotency="optional",
+        codes=(("not_found", 404, "未找到该消息（或不属于本人）"),),
+        summary_zh="将本人的一条消息标记为已读",
+    )
+    async def post(self, message_id: str) -> None:
+        async def produce() -> Produced:
+            view = await self.ctx.notifications.mark_read(
+                f"subject:{self.identity.subject_id}", _reader(self), message_id
+            )
+            return MessageOut.of_view(view), 200
+
+        await self.respond_once(produce)
 
 
 routes = [
     (r"/mp/v1/me/tasks", TasksHandler),
     (r"/mp/v1/messages", MessagesHandler),
+    (r"/mp/v1/messages/(?P<message_id>[^/]+)/read", MessageReadHandler),
 ]

@@ -104,7 +104,11 @@ class WeChatNotifier:
         kind = str(data.get("template", "alert"))
         template_id = self._templates.get(kind)
         delivered = False
-        for user_id in await self._accounts.users_for(recipient):
+        # A decision notice names who may read it (a guardian only where the law allows).
+        audience = data.get("audience")
+        for user_id in await self._accounts.users_for(
+            recipient, list(audience) if audience is not None else None
+        ):
             if template_id is None:
                 break
             delivered |= await self._to_user(

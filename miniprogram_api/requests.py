@@ -6,17 +6,30 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from handlers.base import Strict, endpoint
+from handlers.base import GeoLocation, Strict, endpoint
 from handlers.query import query
 from miniprogram_api.base import MpHandler
-from miniprogram_api.checkins import LocationBody
 from miniprogram_api.records import PAGE, OwnLeaveListOut, list_own_leave
 from models.leave import LeaveView
 
 
 class LeaveBody(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "start_date": "2026-11-20",
+                    "end_date": "2026-11-22",
+                    "destination": "浙江省杭州市西湖区",
+                    "reason": "探望住院的母亲",
+                }
+            ]
+        },
+    )
+
     start_date: dt.date
     end_date: dt.date
     destination: str = Field(min_length=1, max_length=200)
@@ -35,10 +48,32 @@ class LeaveOut(BaseModel):
 
 
 class ReturnBody(Strict):
-    location: LocationBody | None = None
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "location": {
+                        "latitude": 28.0197,
+                        "longitude": 120.6543,
+                        "type": "gcj02",
+                        "accuracy": 30,
+                        "errMsg": "getLocation:ok",
+                    }
+                }
+            ]
+        },
+    )
+
+    location: GeoLocation | None = None
 
 
 class AssistanceBody(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"needs": ["job", "training"], "note": "想学一门手艺"}]},
+    )
+
     needs: list[Literal["housing", "food", "job", "training", "legal", "benefits"]] = Field(
         min_length=1, max_length=6
     )
@@ -133,7 +168,7 @@ class LeaveReturnHandler(MpHandler):
         body = self.parse(ReturnBody) if self.raw_body().strip() else ReturnBody()
 
         async def produce() -> tuple[LeaveOut, int]:
-            location = body.location.model_dump() if body.location else None
+            location = body.location.stored() if body.location else None
             view = await self.ctx.leave.return_from_subject(self.audit_context, leave_id, location)
             return _leave_out(view), 200
 

@@ -10,11 +10,11 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, ConfigDict, Field
 
 from handlers.alerts import AlertAckHandler, AlertsHandler
-from handlers.base import Strict, endpoint
-from handlers.caseload import CaseloadHandler, Location, VisitOut
+from handlers.base import GeoLocation, Strict, endpoint
+from handlers.caseload import CaseloadHandler, VisitOut
 from handlers.checkins import ReviewHandler
 from handlers.leave import LeaveDecisionHandler, LeaveRequestsHandler
 from handlers.obligations import ResultHandler
@@ -23,15 +23,20 @@ from miniprogram_api.base import MpHandler
 from miniprogram_api.me import MessageOut, MessagesOut
 
 
-def same_contract(staff_method: Callable[..., Awaitable[None]], summary_zh: str) -> Any:
+def same_contract(
+    staff_method: Callable[..., Awaitable[None]],
+    summary_zh: str,
+    idempotency: Literal["optional"] | None = "optional",
+) -> Any:
     """Give a mini-program wrapper the OpenAPI description of the staff method it serves, and
-    its query parameters (the staff method reads them through the wrapper's declaration). The
-    wrapper answers through `respond_captured`: an `Idempotency-Key` is honoured."""
+    its query parameters (the staff method reads them through the wrapper's declaration). A
+    write answers through `respond_captured`: an `Idempotency-Key` is honoured; a read
+    (`idempotency=None`) answers as the staff method does."""
 
     def mark(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         method.__endpoint__ = dataclasses.replace(  # type: ignore[attr-defined]
             staff_method.__endpoint__,  # type: ignore[attr-defined]
-            idempotency="optional",
+            idempotency=idempotency,
             summary_zh=summary_zh,
         )
         spec = declared_query(staff_method)
@@ -45,9 +50,19 @@ def same_contract(staff_method: Callable[..., Awaitable[None]], summary_zh: str)
 class WorkerCaseloadHandler(MpHandler, CaseloadHandler):
     """Today's due and overdue items (`?due=today|overdue`)."""
 
+    @same_contract(CaseloadHandler.get, "工作人员今天到期和逾期的工作事项", idempotency=None)
+    async def get(self) -> None:
+        await super().get()
+
 
 class WorkerAlertsHandler(MpHandler, AlertsHandler):
     """Alerts in scope (`?status=open&mine=1`)."""
+
+    @same_contract(
+        AlertsHandler.get, "工作人员收到的预警（可只看未处理、发给本人的）", idempotency=None
+    )
+    async def get(self) -> None:
+        await super().get()
 
 
 class WorkerAlertAckHandler(MpHandler, AlertAckHandler):
@@ -67,6 +82,12 @@ class WorkerResultHandler(MpHandler, ResultHandler):
 class WorkerLeaveRequestsHandler(MpHandler, LeaveRequestsHandler):
     """Leave requests waiting in scope."""
 
+    @same_contract(
+        LeaveRequestsHandler.get, "辖区内的请假申请（可按状态筛选，如待审批）", idempotency=None
+    )
+    async def get(self) -> None:
+        await super().get()
+
 
 class WorkerLeaveDecisionHandler(MpHandler, LeaveDecisionHandler):
     @same_contract(LeaveDecisionHandler.post, "审批请假申请")
@@ -81,10 +102,32 @@ class WorkerReviewHandler(MpHandler, ReviewHandler):
 
 
 class WorkerVisitBody(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "subject_id": "6720f1c2a1b2c3d4e5f60711",
+                    "kind": "visit",
+                    "note": "到家中走访，本人在家，近况稳定。",
+                    "location": {
+                        "latitude": 28.0201,
+                        "longitude": 120.6550,
+                        "type": "gcj02",
+                        "accuracy": 15,
+                        "errMsg": "getLocation:ok",
+                    },
+                    "at": "2026-11-02T15:30:00+08:00",
+                }
+            ]
+        },
+    )
+
     subject_id: str = Field(min_length=1, max_length=64)
     kind: Literal["visit", "talk", "followup"]
     note: str = Field(min_length=1, max_length=5000)
-    location: Location | None = None
+    # The one location shape (a check-in's too): a `wx.getLocation` result sent as it is.
+    location: GeoLocation | None = None
     at: AwareDatetime | None = None
 
 
@@ -110,7 +153,7 @@ class WorkerVisitsHandler(MpHandler):
                 body.subject_id,
                 kind=body.kind,
                 note=body.note,
-                location=body.location.model_dump() if body.location else None,
+                location=body.location.stored() if body.location else None,
                 at=body.at,
             )
             return VisitOut(**visit), 201

@@ -14,7 +14,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
 from models.errors import Forbidden, NotFound
-from models.orgs import parse_id
+from models.orgs import node_at, parse_id
 from models.policy import HEALTH_FIELDS, Identity
 from models.rules import RulesService
 from models.store import CollectionSpec, Store
@@ -259,6 +259,16 @@ class AlertService:
         if seen is None:
             raise NotFound("No such alert.")
         return seen
+
+    # --- aggregates for the dashboard (models/dashboard.py) ------------------------------------
+
+    async def count_open(self, org_id: str, depth: int) -> dict[Any, int]:
+        """Open alerts under a node, by unit (the path's node at `depth`)."""
+        pipeline = [
+            {"$match": {"org_path": org_id, "status": str(AlertStatus.OPEN)}},
+            {"$group": {"_id": node_at(depth), "n": {"$sum": 1}}},
+        ]
+        return {g["_id"]: g["n"] async for g in await self._alerts.aggregate(pipeline)}
 
 
 def _as_seen(alert: Alert, access: Mapping[str, FileAccess]) -> Alert | None:

@@ -25,6 +25,7 @@ from pymongo.errors import DuplicateKeyError
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
+from models.decision_notices import DecisionNoticeService, NoticeKind
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.notifications import NotificationService
 from models.obligations import ObligationService
@@ -62,6 +63,10 @@ WAITLIST = CollectionSpec(
         IndexModel([("resource_id", ASCENDING), ("seq", ASCENDING)], unique=True),
     ),
 )
+# A stay's end is told (to the person, the worker) and queued (to the county) this long ahead.
+STAY_NOTICE_DAYS = 14
+# A stay's limits as the rules set them (their source: a local 阳光中途之家 model).
+STAY_BASIS = "地方规定(阳光中途之家):入住一般不超过{days}天，经县(区)司法局批准最长{extended}天"
 PLACEMENTS = CollectionSpec(
     "placements",
     (
@@ -220,7 +225,10 @@ class AssistanceService:
         obligations: ObligationService,
         notifications: NotificationService,
         policy: Policy,
+        *,
+        notices: DecisionNoticeService,
     ):
+        self._notices = notices
         self._resources = store.collection(RESOURCES)
         self._referrals = store.collection(REFERRALS)
         self._waitlist = store.collection(WAITLIST)
@@ -690,14 +698,19 @@ class AssistanceService:
     async def _notify(self, doc: Mapping[str, Any], status: ReferralStatus) -> None:
         """The person and the worker hear of each step (in-app; pushed by the notifier)."""
         title = "帮扶申请进度"
-        body = f"您的帮扶申请：{STATUS_ZH[status]}。"
         rid = str(doc["_id"])
-        await self._notifications.send(
-            f"subject:{doc['subject_id']}",
-            title,
-            body,
-            data={"template": "decision", "referral_id": rid, "status": str(status)},
-            dedupe_key=f"referral:{rid}:{len(doc.get('history', []))}",
+        kind, fields = NoticeKind.REFERRAL_UPDATED, {"status": STATUS_ZH[status]}
+        if status in (S.PLACED, S.ENROLLED):
+            kind, fields = NoticeKind.REFERRAL_PLACED, {"resource": await self._resource_name(doc)}
+        elif status == S.OFFERED:
+            kind = NoticeKind.REFERRAL_OFFERED
+        await self._notices.notify(
+            kind,
+            str(doc["subject_id"]),
+            "referral",
+            rid,
+            step=len(doc.get("history", [])),
+            fields=fields,
         )
         subject = await self._subjects.document(doc["subject_id"])
         workers = ((subject or {}).get("assignments") or {}).get("social_worker_ids") or []
@@ -709,6 +722,15 @@ class AssistanceService:
                 data={"template": "decision", "referral_id": rid, "status": str(status)},
                 dedupe_key=f"referral:{rid}:{len(doc.get('history', []))}:{worker}",
             )
+
+    async def _resource_name(self, doc: Mapping[str, Any]) -> str:
+        resource_id = doc.get("resource_id")
+        resource = (
+            await self._resources.find_one({"_id": parse_id(resource_id, "resource")}, {"name": 1})
+            if resource_id
+            else None
+        )
+        return str((resource or {}).get("name") or "帮扶资源")
 
     # --- capacity: placements and the waiting list -------------------------------------------
 
@@ -753,6 +775,14 @@ class AssistanceService:
             again = await self._resources.find_one({"_id": oid, "placed": referral_id})
             if again is None:
                 position = await self._wait(resource_id, doc)
+                await self._notices.notify(
+                    NoticeKind.REFERRAL_WAITING,
+                    str(doc["subject_id"]),
+                    "referral",
+                    referral_id,
+                    step=resource_id,
+                    fields={"resource": resource.get("name") or "该帮扶资源", "position": position},
+                )
                 raise Full(position, inactive=not resource["active"])
         kind = ResourceKind(resource["kind"])
         await self._subjects.add_referral_org(doc["subject_id"], resource["org_id"])
@@ -1055,7 +1085,9 @@ class AssistanceService:
             )
         return _placement_view(doc)
 
-    async def remind_stays_ending(self, now: dt.datetime, days_ahead: int = 14) -> int:
+    async def remind_stays_ending(
+        self, now: dt.datetime, days_ahead: int = STAY_NOTICE_DAYS
+    ) -> int:
         """Before a stay's limit, the person and the worker are told (once per limit)."""
         horizon = (now.astimezone(LOCAL_TZ).date() + dt.timedelta(days=days_ahead)).isoformat()
         sent = 0
@@ -1178,6 +1210,62 @@ class AssistanceService:
             "median_days_to_placement": round(statistics.median(days), 1) if days else None,
             "occupancy": occupancy,
         }
+
+    # --- the county's queue of stays (the console's queues page) -------------------------------
+
+    async def stays_ending(
+        self, ctx: AuditContext, within_days: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """Stays in the caller's subtree that reach their end within `within_days` days and
+        may still be extended (the county approves a longer stay), soonest first."""
+        identity = ctx.identity
+        if identity.org_id is None:
+            return []
+        today = self._clock.now().astimezone(LOCAL_TZ).date()
+        horizon = (today + dt.timedelta(days=within_days)).isoformat()
+        docs = [
+            doc
+            async for doc in self._placements.find(
+                {
+                    "status": "placed",
+                    "org_path": identity.org_id,
+                    "stay_until": {"$ne": None, "$lte": horizon},
+                }
+            )
+            .sort("stay_until", ASCENDING)
+            .limit(limit)
+            if doc.get("max_until") and doc["stay_until"] < doc["max_until"]
+        ]
+        names = await self._subjects.display_names(identity, [d["subject_id"] for d in docs])
+        items = []
+        for doc in docs:
+            rules = await self._rules.for_org(doc["org_path"][-1])
+            resource = await self._resources.find_one(
+                {"_id": parse_id(doc["resource_id"], "resource")}, {"name": 1}
+            )
+            items.append(
+                {
+                    "id": str(doc["_id"]),
+                    "subject_id": doc["subject_id"],
+                    "subject_name": names.get(doc["subject_id"]),
+                    "resource_name": (resource or {}).get("name"),
+                    "stay_until": doc["stay_until"],
+                    "max_until": doc["max_until"],
+                    "deadline": doc["stay_until"],
+                    "basis": STAY_BASIS.format(
+                        days=rules.int("assistance.max_stay_days"),
+                        extended=rules.int("assistance.extended_stay_days"),
+                    ),
+                }
+            )
+        await self._audit.record(
+            ctx,
+            "assistance.read",
+            resource="stay_queue",
+            resource_id=identity.org_id,
+            details={"count": len(items)},
+        )
+        return items
 
 
 def _placement_view(doc: Mapping[str, Any]) -> PlacementView:

@@ -16,8 +16,9 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from models.audit import AuditContext, AuditService
-from models.clock import Clock
+from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
+from models.decision_notices import DecisionNoticeService, NoticeKind, moment_text
 from models.errors import Conflict, InvalidInput, NotFound
 from models.obligations import ObligationService
 from models.orgs import parse_id
@@ -79,7 +80,10 @@ class CounselingService:
         subjects: SubjectService,
         obligations: ObligationService,
         staff_lookup: Any,
+        *,
+        notices: DecisionNoticeService,
     ):
+        self._notices = notices
         self._store = store
         self._sessions = store.collection(SESSIONS)
         self._claims = store.collection(CLAIMS)
@@ -175,6 +179,13 @@ class CounselingService:
         await self._obligations.schedule_one_off(
             subject, key=f"counseling:{session_id}", kind="counseling", start=start, end=end
         )
+        await self._notices.notify(
+            NoticeKind.COUNSELING_BOOKED,
+            doc["subject_id"],
+            "counseling_session",
+            str(session_id),
+            fields={"start": moment_text(start), "end_time": f"{end.astimezone(LOCAL_TZ):%H:%M}"},
+        )
         return await self._view(doc)
 
     @staticmethod
@@ -249,6 +260,13 @@ class CounselingService:
             # The slots are free again for someone else.
             await self._claims.delete_many({"session_id": session_id})
             await self._obligations.cancel_one_off(f"counseling:{session_id}")
+        await self._notices.notify(
+            NoticeKind.COUNSELING_CANCELLED,
+            doc["subject_id"],
+            "counseling_session",
+            session_id,
+            fields={"start": moment_text(doc["start"])},
+        )
         return await self._view(updated or doc)
 
     async def _view(self, doc: dict[str, Any]) -> SessionView:

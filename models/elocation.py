@@ -28,6 +28,7 @@ from models.approvals import (
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
+from models.decision_notices import DecisionNoticeService, NoticeKind, day_text
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.leave import LeaveService
 from models.orgs import parse_id
@@ -178,7 +179,10 @@ class ElocationService:
         staff: StaffService,
         sanctions: SanctionService,
         leave: LeaveService,
+        *,
+        notices: DecisionNoticeService,
     ):
+        self._notices = notices
         self._sanctions = sanctions
         self._leave = leave
         self._orders = store.collection(ELOCATION_ORDERS)
@@ -473,7 +477,18 @@ class ElocationService:
             when_final={"decided_at": step["at"]},
         )
         self._changed(str(updated["subject_id"]))
-        return await self._view(updated)
+        view = await self._view(updated)
+        if view.status == OrderStatus.APPROVED:
+            # The person hears of an order once it is made (or renewed), not of a refusal to
+            # make one, which changes nothing for them.
+            await self._notices.notify(
+                NoticeKind.ELOCATION_RENEWED if view.renews else NoticeKind.ELOCATION_ORDERED,
+                view.subject_id,
+                "elocation_order",
+                view.id,
+                fields={"start": day_text(view.start_date), "end": day_text(view.end_date)},
+            )
+        return view
 
     async def end_expired_orders(self, today: dt.date) -> int:
         """End every approved order whose last day is before `today` (the automatic end).
@@ -502,6 +517,18 @@ class ElocationService:
                     },
                 )
             ended += result.modified_count
+            # A renewal that follows on keeps the device on: only a last order's end is news.
+            follow = await self._orders.find_one(
+                {"renews": str(doc["_id"]), "status": str(OrderStatus.APPROVED)}, {"_id": 1}
+            )
+            if follow is None:
+                await self._notices.notify(
+                    NoticeKind.ELOCATION_ENDED,
+                    str(doc["subject_id"]),
+                    "elocation_order",
+                    str(doc["_id"]),
+                    fields={"end": day_text(doc["end_date"])},
+                )
         return ended
 
     # --- reading --------------------------------------------------------------------------------

@@ -23,8 +23,15 @@ from models.approvals import COMMENTS, ApprovalChain, ApprovalStatus, open_steps
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
+from models.decision_notices import (
+    LEVEL_TEXT,
+    DecisionNoticeService,
+    NoticeKind,
+    day_text,
+    reason_text,
+)
 from models.errors import Conflict, InvalidInput, NotFound
-from models.orgs import parse_id
+from models.orgs import node_at, parse_id
 from models.periods import add_months
 from models.programs import ProgramService, ProgramType
 from models.rules import EffectiveRules, RulesService
@@ -153,8 +160,11 @@ class LeaveService:
         programs: ProgramService,
         rules: RulesService,
         alerts: AlertService,
+        *,
+        notices: DecisionNoticeService,
     ):
         self._leave = store.collection(LEAVE_REQUESTS)
+        self._notices = notices
         self._clock = clock
         self._audit = audit
         self._codec = codec
@@ -478,7 +488,31 @@ class LeaveService:
             when_final={"decided_at": step["at"]},
         )
         self._changed(str(updated["subject_id"]))
-        return await self._view(updated)
+        view = await self._view(updated)
+        await self._announce_step(view)
+        return view
+
+    async def _announce_step(self, view: LeaveView) -> None:
+        """The person hears of each level's step: granted, refused (with the officer's
+        reason), or passed on to the next level."""
+        last = view.steps[-1]
+        fields = {
+            "start": day_text(view.start_date),
+            "end": day_text(view.end_date),
+            "destination": view.destination,
+        }
+        if view.status == ApprovalStatus.APPROVED:
+            kind = NoticeKind.LEAVE_APPROVED
+        elif view.status == ApprovalStatus.REJECTED:
+            kind = NoticeKind.LEAVE_REJECTED
+            fields["reason"] = reason_text(last.get("comment"))
+        else:
+            kind = NoticeKind.LEAVE_NEXT_LEVEL
+            fields["done"] = LEVEL_TEXT.get(str(last["level"]), "")
+            fields["next"] = LEVEL_TEXT.get(str(view.next_level), "")
+        await self._notices.notify(
+            kind, view.subject_id, "leave_request", view.id, step=len(view.steps), fields=fields
+        )
 
     async def record_return(self, ctx: AuditContext, leave_id: str, on: dt.date) -> LeaveView:
         """销假: the person is back. Once, on granted leave, not before it began; a return
@@ -556,6 +590,18 @@ class LeaveService:
                     details={"status": "returned"},
                 )
         self._changed(str(updated["subject_id"]))
+        await self._notices.notify(
+            NoticeKind.LEAVE_RETURNED,
+            str(updated["subject_id"]),
+            "leave_request",
+            leave_id,
+            fields={
+                "start": day_text(updated["start_date"]),
+                "end": day_text(updated["end_date"]),
+                "returned_on": day_text(on),
+                "late": "（晚于批准的返回日期）" if late else "",
+            },
+        )
         return await self._view(updated)
 
     async def alert_overdue_returns(self, today: dt.date) -> int:
@@ -590,6 +636,13 @@ class LeaveService:
                 },
                 dedupe_key=f"leave_return_overdue:{lid}",
             )
+            await self._notices.notify(
+                NoticeKind.LEAVE_RETURN_OVERDUE,
+                str(doc["subject_id"]),
+                "leave_request",
+                lid,
+                fields={"end": day_text(doc["end_date"])},
+            )
             await self._leave.update_one({"_id": doc["_id"]}, {"$set": {"return_alerted": True}})
             raised += 1
         return raised
@@ -620,3 +673,23 @@ class LeaveService:
             {"subject_id": subject_id}, {"$set": {"org_id": org_id, "org_path": org_path}}
         )
         return result.modified_count
+
+    # --- aggregates for the dashboard (models/dashboard.py) ------------------------------------
+
+    async def count_in_progress(self, org_id: str, depth: int, today: dt.date) -> dict[Any, int]:
+        """People on approved leave today (begun, not ended, not yet back) under a node, by
+        unit (the path's node at `depth`)."""
+        day = today.isoformat()
+        pipeline = [
+            {
+                "$match": {
+                    "org_path": org_id,
+                    "status": str(ApprovalStatus.APPROVED),
+                    "start_date": {"$lte": day},
+                    "end_date": {"$gte": day},
+                    "returned_on": None,
+                }
+            },
+            {"$group": {"_id": node_at(depth), "n": {"$sum": 1}}},
+        ]
+        return {g["_id"]: g["n"] async for g in await self._leave.aggregate(pipeline)}

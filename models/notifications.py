@@ -1,18 +1,25 @@
 """Notifications: every message to a person or worker is recorded in-app; the notifier port may
-also push it (WeChat subscribe message, SMS). A failed push never loses the message."""
+also push it (WeChat subscribe message, SMS). A failed push never loses the message. A message
+about a person's case (a decision notice) is sealed with the person's key and queued: the jobs
+process pushes it, so a decision never waits on WeChat."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from bson.errors import InvalidId
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from models.clock import LOCAL_TZ, Clock
+from models.codec import FieldCodec, IntegrityError, Shredded
+from models.errors import NotFound
 from models.store import CollectionSpec, Store
+from models.telemetry import DeliveryObserver, NullTelemetry
 
 log = logging.getLogger("anbang.notifications")
 
@@ -25,8 +32,18 @@ MESSAGES = CollectionSpec(
             unique=True,
             partialFilterExpression={"dedupe_key": {"$type": "string"}},
         ),
+        # The jobs process finds what is left to push.
+        IndexModel([("delivery", ASCENDING), ("created_at", ASCENDING)]),
     ),
 )
+# Sealed message texts live here (key rotation re-seals them: `sealed_fields`).
+SEALED = "enc"
+# A push claimed by a jobs process that died is tried again after this long.
+CLAIM_TIMEOUT = dt.timedelta(minutes=10)
+# Who may read a message to `subject:<id>`: the person, and a bound guardian where the law lets
+# the guardian be told (see models/decision_notices.py). Older messages carry no audience and
+# reach both, as before.
+AUDIENCE_ALL = ("subject", "guardian")
 
 # What a person reads, in Chinese.
 KIND_NAMES = {
@@ -75,10 +92,15 @@ class DeliveryLog:
     message text, no openid, no phone number."""
 
     collections = (DELIVERIES,)
+    # Where each attempt's outcome is reported (the process's metrics); nowhere by default.
+    _observer: DeliveryObserver = NullTelemetry()
 
     def __init__(self, store: Store, clock: Clock):
         self._deliveries = store.collection(DELIVERIES)
         self._clock = clock
+
+    def report_to(self, observer: DeliveryObserver) -> None:
+        self._observer = observer
 
     async def record(
         self,
@@ -100,6 +122,7 @@ class DeliveryLog:
                 "at": self._clock.now(),
             }
         )
+        self._observer.delivery_attempted(channel, outcome)
 
     async def sent_since(self, user_id: str, since: dt.datetime) -> int:
         return await self._deliveries.count_documents(
@@ -111,13 +134,35 @@ class DeliveryLog:
         return [doc async for doc in cursor.limit(limit)]
 
 
+@dataclass(frozen=True)
+class MessageView:
+    """One message as its reader sees it: texts opened, what it is about."""
+
+    id: str
+    kind: str | None
+    title: str
+    body: str
+    created_at: dt.datetime
+    read_at: dt.datetime | None
+    ref: dict[str, str] | None
+
+
 class NotificationService:
     collections = (MESSAGES,)
+    # Where this service keeps fields sealed with a subject's data key (for key rotation).
+    sealed_fields = ((MESSAGES.name, SEALED),)
 
-    def __init__(self, store: Store, clock: Clock, notifier: NotifierPort):
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        notifier: NotifierPort,
+        codec: FieldCodec | None = None,
+    ):
         self._messages = store.collection(MESSAGES)
         self._clock = clock
         self._notifier = notifier
+        self._codec = codec
 
     async def send(
         self,
@@ -146,20 +191,165 @@ class NotificationService:
             await self._messages.insert_one(doc)
         except DuplicateKeyError:
             return False
+        await self._push(doc["_id"], recipient, title, body, data or {})
+        return True
+
+    async def _push(
+        self, message_id: ObjectId, recipient: str, title: str, body: str, data: dict[str, Any]
+    ) -> None:
         try:
-            delivered = await self._notifier.push(recipient, title, body, data or {})
+            delivered = await self._notifier.push(recipient, title, body, data)
         except Exception as exc:
             # The notifier (WeChat, SMS) being down must never fail the caller (a sweep).
             log.warning("push failed", extra={"fields": {"exception": type(exc).__name__}})
             delivered = False
         await self._messages.update_one(
-            {"_id": doc["_id"]}, {"$set": {"delivery": "pushed" if delivered else "in_app"}}
+            {"_id": message_id}, {"$set": {"delivery": "pushed" if delivered else "in_app"}}
         )
+
+    async def record_sealed(
+        self,
+        *,
+        subject_id: str,
+        key_id: str | None,
+        kind: str,
+        title: str,
+        body: str,
+        ref: dict[str, str],
+        audience: tuple[str, ...],
+        urgent: bool,
+        dedupe_key: str,
+    ) -> bool:
+        """A message about the person's case, its texts sealed with the person's key and its
+        push queued for the jobs process; once per `dedupe_key` (False: recorded already)."""
+        if self._codec is None:
+            raise RuntimeError("sealed messages need the field codec")
+        message_id = ObjectId()
+        mid = str(message_id)
+        doc = {
+            "_id": message_id,
+            "recipient": f"subject:{subject_id}",
+            "subject_id": subject_id,
+            "kind": kind,
+            SEALED: {
+                "title": await self._codec.seal(
+                    subject_id, key_id, MESSAGES.name, mid, "title", title
+                ),
+                "body": await self._codec.seal(
+                    subject_id, key_id, MESSAGES.name, mid, "body", body
+                ),
+            },
+            "ref": dict(ref),
+            "audience": list(audience),
+            "data": {"template": "decision", "urgent": urgent, "audience": list(audience)},
+            "created_at": self._clock.now(),
+            "read_at": None,
+            "delivery": "queued",
+            "dedupe_key": dedupe_key,
+        }
+        try:
+            await self._messages.insert_one(doc)
+        except DuplicateKeyError:
+            return False
         return True
+
+    async def deliver_queued(self, limit: int = 200) -> dict[str, int]:
+        """Push queued messages (the jobs process, whose notifier reaches WeChat and SMS). Each
+        is claimed first, so two processes never push one message twice; a claim left by a
+        process that died is taken again after `CLAIM_TIMEOUT`."""
+        pushed = 0
+        for _ in range(limit):
+            now = self._clock.now()
+            doc = await self._messages.find_one_and_update(
+                {
+                    "$or": [
+                        {"delivery": "queued"},
+                        {"delivery": "pushing", "claimed_at": {"$lt": now - CLAIM_TIMEOUT}},
+                    ]
+                },
+                {"$set": {"delivery": "pushing", "claimed_at": now}},
+                sort=[("created_at", ASCENDING)],
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+                break
+            try:
+                title, body = await self._texts(doc)
+            except (Shredded, IntegrityError):
+                # Erased with the person's file (or unreadable): nothing to push.
+                await self._messages.update_one(
+                    {"_id": doc["_id"]}, {"$set": {"delivery": "in_app"}}
+                )
+                continue
+            await self._push(doc["_id"], doc["recipient"], title, body, dict(doc.get("data") or {}))
+            pushed += 1
+        return {"pushed": pushed}
+
+    async def _texts(self, doc: dict[str, Any]) -> tuple[str, str]:
+        sealed = doc.get(SEALED)
+        if not sealed:
+            return doc["title"], doc["body"]
+        assert self._codec is not None
+        mid = str(doc["_id"])
+        opened = await self._codec.open_fields(MESSAGES.name, mid, sealed)
+        return str(opened["title"]), str(opened["body"])
 
     async def for_recipient(self, recipient: str, limit: int = 100) -> list[dict[str, Any]]:
         cursor = self._messages.find({"recipient": recipient}).sort("created_at", DESCENDING)
         return [doc async for doc in cursor.limit(limit)]
+
+    @staticmethod
+    def _for_reader(recipient: str, reader: str) -> dict[str, Any]:
+        # A message without an audience (a reminder) reaches everyone bound to the file.
+        return {
+            "recipient": recipient,
+            "$or": [{"audience": {"$exists": False}}, {"audience": reader}],
+        }
+
+    async def inbox(self, recipient: str, reader: str, limit: int = 100) -> list[MessageView]:
+        """The messages `reader` (`subject` or `guardian`) may read, newest first, opened."""
+        cursor = (
+            self._messages.find(self._for_reader(recipient, reader))
+            .sort("created_at", DESCENDING)
+            .limit(limit)
+        )
+        views = []
+        async for doc in cursor:
+            try:
+                views.append(await self._view(doc, reader))
+            except Shredded:
+                continue  # erased with the person's file: nothing left to show
+        return views
+
+    async def mark_read(self, recipient: str, reader: str, message_id: str) -> MessageView:
+        """Mark one of the reader's own messages read (again: unchanged); anyone else's: 404."""
+        try:
+            oid = ObjectId(message_id)
+        except (InvalidId, TypeError):
+            raise NotFound("No such message.", message_zh="未找到该消息。") from None
+        query = self._for_reader(recipient, reader) | {"_id": oid}
+        # Each reader's own: a guardian opening a notice does not mark it read for the person.
+        await self._messages.update_one(
+            query | {f"read.{reader}": {"$exists": False}},
+            {"$set": {f"read.{reader}": self._clock.now()}},
+        )
+        doc = await self._messages.find_one(query)
+        if doc is None:
+            raise NotFound("No such message.", message_zh="未找到该消息。")
+        return await self._view(doc, reader)
+
+    async def _view(self, doc: dict[str, Any], reader: str) -> MessageView:
+        title, body = await self._texts(doc)
+        ref = doc.get("ref")
+        return MessageView(
+            id=str(doc["_id"]),
+            kind=doc.get("kind"),
+            title=title,
+            body=body,
+            created_at=doc["created_at"],
+            read_at=(doc.get("read") or {}).get(reader) or doc.get("read_at"),
+            ref={"type": str(ref["type"]), "id": str(ref["id"])} if ref else None,
+        )
 
 
 def reminder_text(kind: str, start: dt.datetime, end: dt.datetime) -> tuple[str, str]:

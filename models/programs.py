@@ -21,8 +21,9 @@ from models.alerts import AlertService
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
+from models.decision_notices import PROGRAM_TEXT, DecisionNoticeService, NoticeKind, day_text
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
-from models.orgs import parse_id
+from models.orgs import node_at, parse_id
 from models.periods import add_months, add_years, program_year
 from models.policy import HEALTH_FIELDS, Identity, Role, sees_health
 from models.rules import EffectiveRules, RulesService
@@ -73,6 +74,13 @@ OPEN_STATUSES = (
     ProgramStatus.TRANSFERRED,
 )
 
+# Under supervision, as a monthly report counts its people (a transferred program is the
+# receiving side's; an ended one is over).
+SUPERVISED_STATUSES = (
+    ProgramStatus.PENDING_INTAKE,
+    ProgramStatus.ACTIVE,
+    ProgramStatus.SUSPENDED,
+)
 # 解除/终止: how a program may end by decision.
 TERMINATION_KINDS = ("completed", "revoked", "died", "other")
 SENTENCE_TYPES = ("control", "probation", "parole", "medical_parole")
@@ -294,8 +302,11 @@ class ProgramService:
         rules: RulesService,
         calendar: WorkdayCalendar,
         alerts: AlertService,
+        *,
+        notices: DecisionNoticeService,
     ):
         self._programs = store.collection(PROGRAMS)
+        self._notices = notices
         self._clock = clock
         self._audit = audit
         self._codec = codec
@@ -1192,6 +1203,18 @@ class ProgramService:
                 details={"program_id": pid, "type": doc["type"], "end_date": doc["end_date"]},
                 dedupe_key=f"program_ending:{pid}",
             )
+            # The person is told too, once per end date (a changed term is told again).
+            await self._notices.notify(
+                NoticeKind.PROGRAM_ENDING,
+                doc["subject_id"],
+                "program",
+                pid,
+                step=doc["end_date"],
+                fields={
+                    "program": PROGRAM_TEXT.get(doc["type"], ""),
+                    "end": day_text(doc["end_date"]),
+                },
+            )
             raised += 1
         return raised
 
@@ -1252,6 +1275,114 @@ class ProgramService:
             "type", {"subject_id": subject_id, "status": {"$in": [str(s) for s in OPEN_STATUSES]}}
         )
         await self._subjects.set_populations(subject_id, sorted(types))
+
+    # --- aggregates for the dashboard (models/dashboard.py) ------------------------------------
+
+    async def count_by_unit(
+        self, org_id: str, depth: int, today: dt.date, ended_since: dt.date
+    ) -> list[dict[str, Any]]:
+        """Programs under a node counted by unit (the path's node at `depth`), type and status,
+        with the supervision level in force today (corrections), whether the intake deadline
+        has passed unreported, and how those ended since `ended_since` ended. The database
+        counts; only files whose level was changed by decision are read, for `level_on`."""
+        day = today.isoformat()
+        supervised = [str(s) for s in SUPERVISED_STATUSES]
+        unit = node_at(depth)
+        pipeline = [
+            {"$match": {"org_path": org_id}},
+            {
+                "$group": {
+                    "_id": {
+                        "u": unit,
+                        "type": "$type",
+                        "status": "$status",
+                        "strict": {"$gt": ["$details.strict_until", day]},
+                        "level": "$details.supervision_level",
+                        "changed": {
+                            "$gt": [{"$size": {"$ifNull": ["$details.level_history", []]}}, 0]
+                        },
+                        # "" sorts above a missing date: no deadline, never overdue.
+                        "overdue": {
+                            "$and": [
+                                {"$eq": ["$status", str(ProgramStatus.PENDING_INTAKE)]},
+                                {"$gt": ["$details.intake_due", ""]},
+                                {"$lt": ["$details.intake_due", day]},
+                            ]
+                        },
+                        "outcome": {
+                            "$cond": [
+                                {
+                                    "$and": [
+                                        {"$eq": ["$status", str(ProgramStatus.ENDED)]},
+                                        {"$gte": ["$ended_on", ended_since.isoformat()]},
+                                    ]
+                                },
+                                {"$ifNull": ["$details.termination.kind", "other"]},
+                                None,
+                            ]
+                        },
+                    },
+                    "n": {"$sum": 1},
+                }
+            },
+        ]
+        groups: list[dict[str, Any]] = []
+        async for group in await self._programs.aggregate(pipeline):
+            key = group["_id"]
+            level = None
+            if key["type"] == ProgramType.COMMUNITY_CORRECTIONS and key["status"] in supervised:
+                if key.get("changed") and not key.get("strict"):
+                    continue  # read below: the level in force depends on the dated changes
+                level = "strict" if key.get("strict") else (key.get("level") or "normal")
+            groups.append({**key, "level": level, "n": group["n"]})
+        async for doc in self._programs.find(
+            {
+                "org_path": org_id,
+                "type": str(ProgramType.COMMUNITY_CORRECTIONS),
+                "status": {"$in": supervised},
+                "details.level_history.0": {"$exists": True},
+            },
+            {"org_path": 1, "status": 1, "details": 1},
+        ):
+            details = doc["details"]
+            if str(details.get("strict_until") or "") > day:
+                continue  # counted as 严管 above
+            path = doc.get("org_path") or []
+            groups.append(
+                {
+                    "u": path[depth] if len(path) > depth else None,
+                    "type": str(ProgramType.COMMUNITY_CORRECTIONS),
+                    "status": doc["status"],
+                    "level": level_on(
+                        {**details, "strict_until": details.get("strict_until") or "0001-01-01"},
+                        today,
+                    ),
+                    "overdue": False,
+                    "outcome": None,
+                    "n": 1,
+                }
+            )
+        return groups
+
+    async def count_people(self, org_id: str, depth: int) -> dict[Any, int]:
+        """People under a node with at least one program in force (awaiting intake, active or
+        suspended), by unit (the path's node at `depth`): under two programs, counted once."""
+        pipeline = [
+            {
+                "$match": {
+                    "org_path": org_id,
+                    "status": {"$in": [str(s) for s in SUPERVISED_STATUSES]},
+                }
+            },
+            {
+                "$group": {
+                    "_id": "$subject_id",
+                    "u": {"$first": node_at(depth)},
+                }
+            },
+            {"$group": {"_id": "$u", "n": {"$sum": 1}}},
+        ]
+        return {g["_id"]: g["n"] async for g in await self._programs.aggregate(pipeline)}
 
 
 def _jsonable(value: Any) -> Any:

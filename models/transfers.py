@@ -23,6 +23,7 @@ from models.approvals import COMMENTS, open_steps
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
+from models.decision_notices import DecisionNoticeService, NoticeKind, day_text
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.orgs import OrgKind, OrgService, parse_id
 from models.programs import ProgramService
@@ -40,6 +41,8 @@ TRANSFERS = CollectionSpec(
     ),
 )
 
+# 执行地变更 in law (as the transfer notice cites it).
+BASIS = "社区矫正法第二十七条、社区矫正法实施办法第三十条"
 # Records that carry the person's station and must follow it: each is a service's `relocate`.
 Relocator = Callable[[str, str, list[str]], Awaitable[int]]
 
@@ -107,8 +110,11 @@ class TransferService:
         rules: RulesService,
         calendar: WorkdayCalendar,
         relocators: Sequence[Relocator] = (),
+        *,
+        notices: DecisionNoticeService,
     ):
         self._transfers = store.collection(TRANSFERS)
+        self._notices = notices
         self._clock = clock
         self._audit = audit
         self._codec = codec
@@ -284,7 +290,17 @@ class TransferService:
                 "report_due": report_due.isoformat(),
                 "rules_version": rules.version,
             }
-        return await self._move(ctx, doc, to, changes, comment)
+        view = await self._move(ctx, doc, to, changes, comment)
+        if accept and view.report_due:
+            target = await self._orgs.get(view.to_org_id)
+            await self._notices.notify(
+                NoticeKind.TRANSFER_ACCEPTED,
+                view.subject_id,
+                "transfer",
+                view.id,
+                fields={"to_org": target.name, "report_due": day_text(view.report_due)},
+            )
+        return view
 
     async def hand_over(self, ctx: AuditContext, transfer_id: str, on: dt.date) -> TransferView:
         """The sending side hands the file over: the case file, its open programs and every
@@ -367,3 +383,49 @@ class TransferService:
                 for h in await open_steps(self._codec, "transfers", doc, doc.get("history", []))
             ],
         )
+
+    # --- the receiving side's queue (the console's queues page) -------------------------------
+
+    async def awaiting(self, ctx: AuditContext, limit: int) -> list[dict[str, Any]]:
+        """Requests the caller's side is to accept or refuse (the receiving station, or its
+        county), oldest first, with the person's name as the caller may see it."""
+        identity = ctx.identity
+        if identity.org_id is None:
+            return []
+        docs = [
+            doc
+            async for doc in self._transfers.find(
+                {"status": str(TransferStatus.REQUESTED), "to_path": identity.org_id}
+            )
+            .sort("created_at", ASCENDING)
+            .limit(limit)
+        ]
+        names = await self._subjects.display_names(identity, [d["subject_id"] for d in docs])
+        orgs = {
+            node_id: (await self._orgs.get(node_id)).name
+            for node_id in {d["from_org_id"] for d in docs} | {d["to_org_id"] for d in docs}
+        }
+        await self._audit.record(
+            ctx,
+            "transfers.read",
+            resource="transfer_queue",
+            resource_id=identity.org_id,
+            details={"count": len(docs)},
+        )
+        return [
+            {
+                "id": str(doc["_id"]),
+                "subject_id": doc["subject_id"],
+                "subject_name": names.get(doc["subject_id"]),
+                "from_org_id": doc["from_org_id"],
+                "from_org_name": orgs[doc["from_org_id"]],
+                "to_org_id": doc["to_org_id"],
+                "to_org_name": orgs[doc["to_org_id"]],
+                "requested_at": doc["created_at"],
+                # The receiving side's reply has no deadline among the rules; the deadlines
+                # (handover, report) start when it accepts.
+                "deadline": None,
+                "basis": BASIS,
+            }
+            for doc in docs
+        ]

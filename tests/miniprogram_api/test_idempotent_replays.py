@@ -187,6 +187,14 @@ async def review_check_in(world: World) -> Call:
     return Call(await world.worker(), f"/mp/v1/worker/checkins/{flagged.json['id']}/review", body)
 
 
+async def read_message(world: World) -> Call:
+    assert await world.services.notices.document_issued(
+        world.supervised.subject_id, "replay-document", "社区矫正宣告书"
+    )
+    (message,) = (await world.person.call("GET", "/mp/v1/messages")).json["items"]
+    return Call(world.person, f"/mp/v1/messages/{message['id']}/read")
+
+
 SETUPS: dict[str, Setup] = {
     "/mp/v1/checkins": check_in,
     "/mp/v1/uploads": upload,
@@ -200,6 +208,7 @@ SETUPS: dict[str, Setup] = {
     "/mp/v1/worker/obligations/{occurrence_id}/result": record_result,
     "/mp/v1/worker/leave-requests/{leave_id}/decision": decide_leave,
     "/mp/v1/worker/checkins/{checkin_id}/review": review_check_in,
+    "/mp/v1/messages/{message_id}/read": read_message,
 }
 
 
