@@ -10,8 +10,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from handlers.base import BaseHandler, Strict, endpoint
-from handlers.query import calendar_month, one_of, page_size, query, query_args, text
+from handlers.query import (
+    calendar_month,
+    one_of,
+    page_size,
+    query,
+    query_args,
+    required,
+    text,
+)
 from models.assistance import (
+    STAY_NOTICE_DAYS,
     PlacementView,
     ReferralStatus,
     ReferralView,
@@ -549,7 +558,45 @@ def _id(name: str) -> str:
     return f"(?P<{name}>[^/]+)"
 
 
+class EndingStayOut(BaseModel):
+    id: str
+    subject_id: str
+    subject_name: str | None
+    resource_name: str | None
+    stay_until: str
+    max_until: str
+    deadline: str
+    basis: str
+
+
+class EndingStayList(BaseModel):
+    items: list[EndingStayOut]
+
+
+class StaysHandler(BaseHandler):
+    # The queue of what the caller may extend: the county's (a longer stay is its approval).
+    access = "assistance.extend"
+
+    @endpoint(
+        "Stays in scope that end within two weeks and may still be extended "
+        "(`?status=ending`), soonest first, with the rules' limits as basis",
+        response=EndingStayList,
+        errors=(401, 403, 422),
+        tags=("assistance",),
+    )
+    @query(
+        required(one_of("status", ["ending"], "Only stays ending soon")),
+        page_size(100, 500),
+    )
+    async def get(self) -> None:
+        items = await self.ctx.assistance.stays_ending(
+            self.audit_context, STAY_NOTICE_DAYS, query_args(self)["limit"]
+        )
+        self.respond(EndingStayList(items=[EndingStayOut(**i) for i in items]))
+
+
 routes = [
+    (r"/api/v1/assistance/stays", StaysHandler),
     (r"/api/v1/assistance/facilities", FacilitiesHandler),
     (r"/api/v1/assistance/jobs", JobsHandler),
     (r"/api/v1/assistance/courses", CoursesHandler),

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, GeoLocation, Strict, endpoint
 from handlers.query import one_of, query, query_args
 from models.caseload import CaseloadItem
 
@@ -41,15 +41,11 @@ class Caseload(BaseModel):
     items: list[CaseloadEntry]
 
 
-class Location(Strict):
-    lat: float = Field(ge=-90, le=90)
-    lng: float = Field(ge=-180, le=180)
-
-
 class VisitBody(Strict):
     kind: Literal["visit", "talk", "followup"]
     note: str = Field(min_length=1, max_length=5000)
-    location: Location | None = None
+    # The one location shape (a check-in's too): a `wx.getLocation` result sent as it is.
+    location: GeoLocation | None = None
     at: AwareDatetime | None = None
 
 
@@ -132,7 +128,7 @@ class VisitsHandler(BaseHandler):
             subject_id,
             kind=body.kind,
             note=body.note,
-            location=body.location.model_dump() if body.location else None,
+            location=body.location.stored() if body.location else None,
             at=body.at,
         )
         self.respond(VisitOut(**visit), status=201)

@@ -1,8 +1,10 @@
-"""Staff endpoints for check-ins: the review queue, a review, the permitted areas of the tree,
-and the binding codes that let a person check in from WeChat at all."""
+"""Staff endpoints for check-ins: the review queue, one check-in, a review, the decided reviews,
+a person's history, the permitted areas of the tree, and the binding codes that let a person
+check in from WeChat at all."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Literal
 
@@ -10,7 +12,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from handlers.base import BaseHandler, Strict, endpoint
 from handlers.photos import PhotoStreamHandler
-from handlers.query import page_size, query, query_args
+from handlers.query import calendar_day, object_id, page_size, query, query_args
+from models.clock import LOCAL_TZ
 from models.geo import Area, Point
 
 
@@ -74,6 +77,66 @@ class ReviewOut(BaseModel):
     obligation_status: str | None
 
 
+class CheckinItemOut(BaseModel):
+    """A check-in for an officer's map; `lat`/`lng` are WGS-84, `accuracy` in metres."""
+
+    id: str
+    subject_id: str
+    arrived_at: dt.datetime
+    status: str
+    flags: list[str]
+    lat: float
+    lng: float
+    accuracy: float
+    has_photo: bool
+    photo_visible: bool
+    review: Literal["pending", "accepted", "rejected"] | None
+    reviewed_at: dt.datetime | None
+    reviewed_by_name: str | None
+    review_comment: str | None
+
+
+class StationOut(BaseModel):
+    id: str
+    name: str
+    lat: float | None
+    lng: float | None
+
+
+class CheckinDetailOut(CheckinItemOut):
+    subject_name: str | None
+    captured_at: dt.datetime | None
+    coord_type: str
+    distance_m: float | None
+    subject_photo: bool
+    area: dict[str, object] | None
+    station: StationOut | None
+    recent: list[CheckinItemOut]
+
+
+class CheckinHistoryOut(BaseModel):
+    items: list[CheckinItemOut]
+    next_cursor: str | None
+
+
+class DecidedReviewOut(BaseModel):
+    id: str
+    subject_id: str
+    subject_name: str | None
+    status: str
+    flags: list[str]
+    arrived_at: dt.datetime
+    decision: Literal["accepted", "rejected"]
+    reviewed_at: dt.datetime
+    reviewed_by: str | None
+    reviewed_by_name: str | None
+    comment: str | None
+
+
+class DecidedReviewsOut(BaseModel):
+    items: list[DecidedReviewOut]
+
+
 class BindingCodeBody(Strict):
     role: Literal["subject", "guardian"] = "subject"
 
@@ -117,6 +180,76 @@ class ReviewHandler(BaseHandler):
             self.audit_context, checkin_id, body.accept, body.comment
         )
         self.respond(ReviewOut.model_validate(result))
+
+
+class DecidedReviewsHandler(BaseHandler):
+    access = "checkins.read"
+
+    @endpoint(
+        "Reviews decided in the caller's scope on one day (Asia/Shanghai), latest first, "
+        "with the reviewer's name and reason",
+        response=DecidedReviewsOut,
+        errors=(401, 403, 422),
+        tags=("check-ins",),
+    )
+    @query(calendar_day("day", "The day of the decisions (default: today)"), page_size(100, 500))
+    async def get(self) -> None:
+        args = query_args(self)
+        day = args["day"] or self.ctx.clock.now().astimezone(LOCAL_TZ).date()
+        since = dt.datetime.combine(day, dt.time(), LOCAL_TZ)
+        items = await self.ctx.checkins.decided(
+            self.audit_context, since, since + dt.timedelta(days=1), args["limit"]
+        )
+        self.respond(
+            DecidedReviewsOut(items=[DecidedReviewOut.model_validate(i.__dict__) for i in items])
+        )
+
+
+class CheckinDetailHandler(BaseHandler):
+    access = "checkins.read"
+
+    @endpoint(
+        "One check-in for review: its point and accuracy, the area in force, the station, "
+        "the person's earlier check-ins and the review so far",
+        response=CheckinDetailOut,
+        errors=(401, 403, 404),
+        tags=("check-ins",),
+    )
+    async def get(self, checkin_id: str) -> None:
+        detail = await self.ctx.checkins.detail(self.audit_context, checkin_id)
+        self.respond(CheckinDetailOut.model_validate(_plain(detail)))
+
+
+class SubjectCheckinsHandler(BaseHandler):
+    access = "checkins.read"
+
+    @endpoint(
+        "A person's check-ins in the caller's scope, newest first, a page at a time",
+        response=CheckinHistoryOut,
+        errors=(401, 403, 404, 422),
+        tags=("check-ins",),
+    )
+    @query(object_id("cursor", "The `next_cursor` of the previous page"), page_size(20, 100))
+    async def get(self, subject_id: str) -> None:
+        args = query_args(self)
+        items, next_cursor = await self.ctx.checkins.history(
+            self.audit_context, subject_id, args["cursor"], args["limit"]
+        )
+        self.respond(
+            CheckinHistoryOut(
+                items=[CheckinItemOut.model_validate(i.__dict__) for i in items],
+                next_cursor=next_cursor,
+            )
+        )
+
+
+def _plain(value: object) -> object:
+    """A service's dataclasses as dicts, all the way down, for the response model."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in value.__dict__.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 class CheckinPhotoHandler(PhotoStreamHandler):
@@ -174,6 +307,9 @@ routes = [
     (r"/api/v1/checkins/review-queue", ReviewQueueHandler),
     (rf"/api/v1/checkins/{_id('checkin_id')}/review", ReviewHandler),
     (rf"/api/v1/checkins/{_id('checkin_id')}/photo", CheckinPhotoHandler),
+    (r"/api/v1/checkins/decided", DecidedReviewsHandler),
+    (rf"/api/v1/checkins/{_id('checkin_id')}", CheckinDetailHandler),
+    (rf"/api/v1/subjects/{_id('subject_id')}/checkins", SubjectCheckinsHandler),
     (rf"/api/v1/orgs/{_id('org_id')}/area", OrgAreaHandler),
     (rf"/api/v1/subjects/{_id('subject_id')}/binding-code", SubjectBindingCodeHandler),
 ]

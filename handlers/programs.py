@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, RootModel
 
 from handlers.base import BaseHandler, Strict, endpoint
-from handlers.query import one_of, query, query_args, text
+from handlers.query import one_of, page_size, query, query_args, required, text
 from models.investigations import InvestigationView
 from models.programs import ProgramView
 from models.rules import EffectiveRules
@@ -477,8 +477,42 @@ class InvestigationOut(BaseModel):
         return cls(**view.__dict__)
 
 
+class AwaitingInvestigationOut(BaseModel):
+    id: str
+    subject_id: str
+    subject_name: str | None
+    requested_on: str
+    expedited: bool
+    deadline: str
+    deadline_provisional: bool
+    basis: str
+
+
+class AwaitingInvestigationList(BaseModel):
+    items: list[AwaitingInvestigationOut]
+
+
 class InvestigationsHandler(BaseHandler):
-    access = "investigations.manage"
+    access = {"POST": "investigations.manage", "GET": "investigations.read"}
+
+    @endpoint(
+        "Requests the caller's county is to assign to a station (`?status=requested`), soonest "
+        "due first, with the opinion's deadline and the person's name as the caller may see it",
+        response=AwaitingInvestigationList,
+        errors=(401, 403, 422),
+        tags=("programs",),
+    )
+    @query(
+        required(one_of("status", ["requested"], "Only requests awaiting assignment")),
+        page_size(100, 500),
+    )
+    async def get(self) -> None:
+        items = await self.ctx.investigations.awaiting(
+            self.audit_context, query_args(self)["limit"]
+        )
+        self.respond(
+            AwaitingInvestigationList(items=[AwaitingInvestigationOut(**i) for i in items])
+        )
 
     @endpoint(
         "Record a court's request for a 调查评估; its deadline counts working days",

@@ -10,11 +10,18 @@ from tornado.ioloop import IOLoop
 
 from handlers.base import BaseHandler, RequestError, Strict, csv_media, endpoint
 from handlers.photos import PhotoStreamHandler
-from handlers.query import object_id, one_of, page_size, query, query_args
+from handlers.query import matching, object_id, one_of, page_size, query, query_args
 from models.attachments import AttachmentWriter
 from models.identity_numbers import IdType
-from models.programs import ProgramType
-from models.subjects import SubjectInput, SubjectStatus, SubjectView
+from models.programs import ProgramStatus, ProgramType
+from models.subjects import (
+    CASE_LIST_FLAGS,
+    CASE_LIST_SORTS,
+    CaseListQuery,
+    SubjectInput,
+    SubjectStatus,
+    SubjectView,
+)
 
 ID_PATTERN = r"^[0-9a-fA-F]{24}$"
 MAX_PAGE = 100
@@ -101,6 +108,12 @@ class SubjectOut(BaseModel):
 class SubjectPage(BaseModel):
     items: list[SubjectOut]
     next_cursor: str | None
+    # Numbered pages (`?page=`): how many files match in all, and names for the ids shown.
+    total: int | None = None
+    page: int | None = None
+    per_page: int | None = None
+    org_names: dict[str, str] | None = None
+    worker_names: dict[str, str] | None = None
 
 
 class SearchBody(Strict):
@@ -175,7 +188,8 @@ class SubjectsHandler(BaseHandler):
         self.respond(SubjectOut.of(view), status=201)
 
     @endpoint(
-        "The caller's case files (no personal data in the query)",
+        "The caller's case files: cursor pages, or numbered pages searched, filtered and "
+        "sorted (`page`)",
         response=SubjectPage,
         tags=("case files",),
     )
@@ -186,11 +200,69 @@ class SubjectsHandler(BaseHandler):
             (SubjectStatus.ACTIVE, SubjectStatus.SHREDDED),
             "Only case files in this state",
         ),
-        object_id("cursor", "The `next_cursor` of the previous page"),
+        object_id("cursor", "The `next_cursor` of the previous page (cursor pages only)"),
         page_size(20, MAX_PAGE),
+        matching(
+            "page",
+            "A numbered page, 1 first: answers `total`, `page` and `per_page` (`limit`); also "
+            "chosen by any parameter below",
+            r"^[1-9][0-9]{0,5}$",
+        ),
+        matching(
+            "q",
+            "An exact name, ID number or phone (matched through the blind indexes): Chinese "
+            "characters, letters, digits, spaces and · . + - ( ) only",
+            r"^[\u3400-\u9fffA-Za-z0-9·. +()-]{1,50}$",
+        ),
+        one_of("program_status", ProgramStatus, "Only subjects with a program in this state"),
+        object_id("station", "Only case files under this node"),
+        matching("worker", "Only case files assigned to this worker", r"^[A-Za-z0-9_:-]{1,64}$"),
+        matching(
+            "flag",
+            "Comma-separated: " + ", ".join(CASE_LIST_FLAGS) + " (all must hold)",
+            rf"^({'|'.join(CASE_LIST_FLAGS)})(,({'|'.join(CASE_LIST_FLAGS)}))*$",
+        ),
+        one_of("sort", CASE_LIST_SORTS, "Order of numbered pages (default newest)"),
     )
     async def get(self) -> None:
         args = query_args(self)
+        numbered = ("page", "q", "program_status", "station", "worker", "flag", "sort")
+        if any(args[name] is not None for name in numbered):
+            if args["cursor"] is not None:
+                raise RequestError(
+                    422,
+                    "validation_failed",
+                    "Invalid query.",
+                    [{"field": "cursor", "message": "not with numbered pages"}],
+                )
+            listed = await self.ctx.subjects.case_list(
+                self.audit_context,
+                CaseListQuery(
+                    q=args["q"],
+                    population=args["population"],
+                    status=args["status"],
+                    program_status=args["program_status"],
+                    station=args["station"],
+                    worker=args["worker"],
+                    flags=frozenset((args["flag"] or "").split(",")) - {""},
+                    sort=args["sort"] or "newest",
+                    page=int(args["page"] or 1),
+                    per_page=args["limit"],
+                ),
+                self.ctx.staff.lookup,
+            )
+            self.respond(
+                SubjectPage(
+                    items=[SubjectOut.of(v) for v in listed.items],
+                    next_cursor=None,
+                    total=listed.total,
+                    page=listed.page,
+                    per_page=listed.per_page,
+                    org_names=listed.org_names,
+                    worker_names=listed.worker_names,
+                )
+            )
+            return
         page = await self.ctx.subjects.list(
             self.audit_context,
             population=args["population"],
@@ -380,7 +452,7 @@ class SubjectPhotoHandler(PhotoStreamHandler):
         self._head = b""
         self._refusal: RequestError | None = None
         await super().prepare()
-        if self.request.method != "PUT":
+        if self.request.method != "PUT" or self._deferred_refusal is not None:
             return
         declared = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip()
         if declared not in IMAGE_SIGNATURES.values():

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from handlers.base import BaseHandler, Strict, endpoint
 from handlers.programs import ProgramOut
+from handlers.query import one_of, page_size, query, query_args, required
 from models.transfers import TransferView
 
 ID_PATTERN = r"^[0-9a-fA-F]{24}$"
@@ -171,7 +172,44 @@ def _id(name: str) -> str:
     return f"(?P<{name}>[^/]+)"
 
 
+class AwaitingTransferOut(BaseModel):
+    id: str
+    subject_id: str
+    subject_name: str | None
+    from_org_id: str
+    from_org_name: str
+    to_org_id: str
+    to_org_name: str
+    requested_at: dt.datetime
+    deadline: str | None
+    basis: str
+
+
+class AwaitingTransferList(BaseModel):
+    items: list[AwaitingTransferOut]
+
+
+class TransfersHandler(BaseHandler):
+    access = "transfers.read"
+
+    @endpoint(
+        "Transfers the caller's side is to accept or refuse (`?status=requested`: the receiving "
+        "station or its county), oldest first, with the person's name as the caller may see it",
+        response=AwaitingTransferList,
+        errors=(401, 403, 422),
+        tags=("decisions",),
+    )
+    @query(
+        required(one_of("status", ["requested"], "Only transfers awaiting the caller's answer")),
+        page_size(100, 500),
+    )
+    async def get(self) -> None:
+        items = await self.ctx.transfers.awaiting(self.audit_context, query_args(self)["limit"])
+        self.respond(AwaitingTransferList(items=[AwaitingTransferOut(**i) for i in items]))
+
+
 routes = [
+    (r"/api/v1/transfers", TransfersHandler),
     (rf"/api/v1/subjects/{_id('subject_id')}/transfers", SubjectTransfersHandler),
     (rf"/api/v1/transfers/{_id('transfer_id')}", TransferHandler),
     (rf"/api/v1/transfers/{_id('transfer_id')}/decision", TransferDecisionHandler),

@@ -12,6 +12,7 @@ from models.caseload import CaseloadService
 from models.clock import LOCAL_TZ
 from models.elocation import ElocationService
 from models.leave import LeaveService
+from models.notifications import NotificationService
 from models.obligations import ObligationService
 from models.programs import ProgramService
 from models.subjects import SubjectService
@@ -92,6 +93,21 @@ class ReminderSweep:
 
     async def run(self, now: dt.datetime) -> dict[str, Any]:
         return await self._obligations.send_reminders(now)
+
+
+class NoticesSweep:
+    """Pushes queued decision notices (subscribe message with consent, else SMS if urgent)."""
+
+    name = "notices"
+    # A refusal or an overdue return should reach the person's phone within a minute or so.
+    interval_seconds = 60
+    description = "push queued decision notices through WeChat (or SMS when urgent)"
+
+    def __init__(self, notifications: NotificationService):
+        self._notifications = notifications
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        return await self._notifications.deliver_queued()
 
 
 class ProgramsEndingSweep:

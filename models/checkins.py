@@ -32,17 +32,20 @@ from models.attachments import AttachmentInfo
 from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock, stored_precision
 from models.codec import FieldCodec
+from models.decision_notices import DecisionNoticeService, NoticeKind, moment_text, reason_text
 from models.elocation import ElocationService
 from models.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from models.geo import Area, Point, distance_m, gcj02_to_wgs84
 from models.leave import LeaveService
 from models.obligations import Evidence, ObligationService, OccurrenceStatus
-from models.orgs import OrgService
+from models.orgs import OrgKind, OrgService
 from models.policy import Identity, Scope
 from models.policy import Policy as AccessPolicy
 from models.rules import EffectiveRules, RulesService
+from models.staff import StaffService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService, SubjectStatus
+from models.telemetry import CheckinObserver, NullTelemetry
 from models.uploads import UploadService
 
 CHECKINS = CollectionSpec(
@@ -57,6 +60,8 @@ CHECKINS = CollectionSpec(
         IndexModel([("occurrence_id", ASCENDING)]),
         # The review queue of a station: flagged check-ins waiting, oldest first.
         IndexModel([("review_pending", ASCENDING), ("arrived_at", ASCENDING)], sparse=True),
+        # The console's list of reviews decided today (a day's range of decision times).
+        IndexModel([("review.at", DESCENDING)], sparse=True),
     ),
 )
 RECENT = 30
@@ -79,6 +84,8 @@ CONTEXT_SECONDS = 30.0
 CONTEXT_ENTRIES = 50_000
 MAX_GRACE_HOURS = 168  # the upper bound of `checkin.offline_grace_hours`
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+# The person's earlier check-ins drawn beside one under review.
+RECENT_SHOWN = 5
 
 
 class CheckinStatus(enum.StrEnum):
@@ -264,8 +271,12 @@ class CheckinService:
         uploads: UploadService,
         face: FaceVerificationPort,
         policy: AccessPolicy,
+        staff: StaffService | None = None,
+        *,
+        notices: DecisionNoticeService,
     ):
         self._checkins = store.collection(CHECKINS)
+        self._notices = notices
         self._clock = clock
         self._audit = audit
         self._codec = codec
@@ -278,6 +289,8 @@ class CheckinService:
         self._uploads = uploads
         self._face = face
         self._policy = policy
+        # Reviewers are named by the console's decided list; None (tools): no names.
+        self._staff = staff
         self._contexts: OrderedDict[str, tuple[float, _Context]] = OrderedDict()
 
     async def evidence_for(self, occurrence_ids: list[str]) -> dict[str, Evidence]:
@@ -310,6 +323,22 @@ class CheckinService:
             if doc["occurrence_id"] not in found or not evidence.needs_review:
                 found[doc["occurrence_id"]] = evidence
         return found
+
+    # What each new check-in is reported to (the process's metrics); nothing by default.
+    _observer: CheckinObserver = NullTelemetry()
+
+    def report_to(self, observer: CheckinObserver) -> None:
+        self._observer = observer
+
+    async def review_backlog(self) -> tuple[int, dt.datetime | None]:
+        """How many check-ins await a station's review, and when the oldest arrived (for the
+        metrics scrape: two reads on the review-queue index, never on a request's path)."""
+        waiting = {"review_pending": True}
+        count = await self._checkins.count_documents(waiting)
+        oldest = await self._checkins.find_one(
+            waiting, {"arrived_at": 1}, sort=[("arrived_at", ASCENDING)]
+        )
+        return count, oldest["arrived_at"] if oldest else None
 
     # --- recording -------------------------------------------------------------------------
 
@@ -468,6 +497,7 @@ class CheckinService:
             await self._obligations.apply_checkin(
                 str(window["_id"]), checkin_id, occurrence_status, needs_review
             )
+        self._observer.checkin_recorded(answer.status, answer.flags)
         return answer
 
     async def _replay(
@@ -896,6 +926,15 @@ class CheckinService:
                 obligation_status = await self._obligations.settle_review(
                     doc["occurrence_id"], checkin_id, accept, doc["arrived_at"]
                 )
+            # Before the review is settled: a retry after a crash here still tells the person
+            # (once: the notice is keyed on the check-in).
+            await self._notices.notify(
+                NoticeKind.CHECKIN_ACCEPTED if accept else NoticeKind.CHECKIN_REJECTED,
+                doc["subject_id"],
+                "checkin",
+                checkin_id,
+                fields={"at": moment_text(doc["arrived_at"]), "reason": reason_text(comment)},
+            )
             await self._checkins.update_one({"_id": checkin_id}, {"$set": {"review.settled": True}})
         return {
             "id": checkin_id,
@@ -904,3 +943,279 @@ class CheckinService:
             "obligation_id": doc.get("occurrence_id"),
             "obligation_status": obligation_status,
         }
+
+    # --- reads for the console: one check-in, a person's history, the decided reviews --------
+
+    async def detail(self, ctx: AuditContext, checkin_id: str) -> CheckinDetail:
+        """One check-in as a reviewing officer sees it: the point and its accuracy, the area in
+        force today, the station, the person's check-ins before it, and the review so far."""
+        identity = ctx.identity
+        doc = await self._checkins.find_one({"_id": checkin_id})
+        if (
+            doc is None
+            or self._policy.scope(identity, "checkins.read") is Scope.NONE
+            or not identity.reaches(doc["org_path"])
+        ):
+            raise NotFound("No such check-in.")
+        subject = await self._subjects.document(doc["subject_id"])
+        if subject is None or subject.get("status") == SubjectStatus.SHREDDED:
+            raise NotFound("No such check-in.")
+        where = await self._codec.open("checkins", doc["_id"], "location", doc["location"])
+        earlier = (
+            self._checkins.find(
+                {"subject_id": doc["subject_id"], "arrived_at": {"$lt": doc["arrived_at"]}}
+            )
+            .sort("arrived_at", DESCENDING)
+            .limit(RECENT_SHOWN)
+        )
+        recent = [
+            await self._mapped(identity, other)
+            async for other in earlier
+            if identity.reaches(other["org_path"])
+        ]
+        area = await self._area_in_force(subject)
+        station = await self._station(doc["org_path"])
+        faces = self._subjects.sees_face(identity, subject)
+        item = await self._mapped(identity, doc, where, faces=faces)
+        await self._audit.record(
+            ctx,
+            "checkins.read",
+            resource="checkin",
+            resource_id=checkin_id,
+            subject_id=doc["subject_id"],
+        )
+        return CheckinDetail(
+            **item.__dict__,
+            subject_name=await self._subjects.display_name(identity, doc["subject_id"]),
+            captured_at=doc["captured_at"],
+            coord_type=str(where.get("coord_type") or "wgs84"),
+            distance_m=where.get("distance_m"),
+            subject_photo=faces and subject.get("photo_id") is not None,
+            area=area.to_doc() if area is not None else None,
+            station=station,
+            recent=recent,
+        )
+
+    async def history(
+        self, ctx: AuditContext, subject_id: str, before: str | None, limit: int
+    ) -> tuple[list[CheckinItem], str | None]:
+        """A person's check-ins in the caller's scope, newest first, a page at a time (`before`
+        is the last id of the previous page)."""
+        identity = ctx.identity
+        subject = await self._subjects.document(subject_id)
+        if (
+            subject is None
+            or subject.get("status") == SubjectStatus.SHREDDED
+            or self._policy.scope(identity, "checkins.read") is Scope.NONE
+            or not identity.reaches(subject["org_path"])
+        ):
+            raise NotFound("No such case file.")
+        query: dict[str, Any] = {"subject_id": subject_id}
+        if before is not None:
+            anchor = await self._checkins.find_one(
+                {"_id": before, "subject_id": subject_id}, {"arrived_at": 1}
+            )
+            if anchor is None:
+                raise InvalidInput("No such page.", details=[{"field": "cursor"}])
+            query["$or"] = [
+                {"arrived_at": {"$lt": anchor["arrived_at"]}},
+                {"arrived_at": anchor["arrived_at"], "_id": {"$lt": before}},
+            ]
+        cursor = (
+            self._checkins.find(query)
+            .sort([("arrived_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit + 1)
+        )
+        docs = await cursor.to_list()
+        faces = self._subjects.sees_face(identity, subject)
+        items = [
+            await self._mapped(identity, doc, faces=faces)
+            for doc in docs[:limit]
+            if identity.reaches(doc["org_path"])
+        ]
+        await self._audit.record(
+            ctx,
+            "checkins.read",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"count": len(items)},
+        )
+        return items, (str(docs[limit - 1]["_id"]) if len(docs) > limit else None)
+
+    async def decided(
+        self, ctx: AuditContext, since: dt.datetime, until: dt.datetime, limit: int
+    ) -> list[DecidedReview]:
+        """Reviews decided in the caller's part of the tree between `since` and `until`, the
+        latest first, with who decided (by name) and why."""
+        identity = ctx.identity
+        if identity.org_id is None or self._policy.scope(identity, "checkins.read") is Scope.NONE:
+            return []
+        query: dict[str, Any] = {"review.at": {"$gte": since, "$lt": until}}
+        if not identity.unscoped:
+            query["org_path"] = identity.org_id
+        cursor = self._checkins.find(query).sort("review.at", DESCENDING).limit(limit)
+        items = []
+        names: dict[str, str | None] = {}
+        async for doc in cursor:
+            if not identity.reaches(doc["org_path"]):
+                continue
+            review = doc["review"]
+            by = review.get("by")
+            if by and by not in names:
+                names[by] = await self._staff_name(by)
+            items.append(
+                DecidedReview(
+                    id=doc["_id"],
+                    subject_id=doc["subject_id"],
+                    subject_name=await self._subjects.display_name(identity, doc["subject_id"]),
+                    status=doc["status"],
+                    flags=list(doc.get("flags") or []),
+                    arrived_at=doc["arrived_at"],
+                    decision=review["state"],
+                    reviewed_at=review["at"],
+                    reviewed_by=by,
+                    reviewed_by_name=names.get(by) if by else None,
+                    comment=await self._codec.open_text(
+                        "checkins", doc["_id"], "review_comment", review.get("comment")
+                    ),
+                )
+            )
+        await self._audit.record(
+            ctx,
+            "checkins.read",
+            resource="reviews",
+            resource_id=identity.org_id,
+            details={"count": len(items)},
+        )
+        return items
+
+    async def _mapped(
+        self,
+        identity: Identity,
+        doc: dict[str, Any],
+        where: dict[str, Any] | None = None,
+        *,
+        faces: bool = False,
+    ) -> CheckinItem:
+        """A stored check-in as the console draws it (its point opened)."""
+        if where is None:
+            where = await self._codec.open("checkins", doc["_id"], "location", doc["location"])
+        review = doc.get("review")
+        comment = None
+        by_name = None
+        if review is not None:
+            comment = await self._codec.open_text(
+                "checkins", doc["_id"], "review_comment", review.get("comment")
+            )
+            by_name = await self._staff_name(review["by"]) if review.get("by") else None
+        return CheckinItem(
+            id=doc["_id"],
+            subject_id=doc["subject_id"],
+            arrived_at=doc["arrived_at"],
+            status=doc["status"],
+            flags=list(doc.get("flags") or []),
+            lat=float(where["lat"]),
+            lng=float(where["lng"]),
+            accuracy=float(doc.get("accuracy") or where.get("accuracy") or 0),
+            has_photo=doc.get("photo_id") is not None,
+            photo_visible=faces and doc.get("photo_id") is not None,
+            review=(
+                review["state"]
+                if review is not None
+                else ("pending" if doc.get("review_pending") else None)
+            ),
+            reviewed_at=review.get("at") if review is not None else None,
+            reviewed_by_name=by_name,
+            review_comment=comment,
+        )
+
+    async def _staff_name(self, staff_id: str) -> str | None:
+        if self._staff is None:
+            return None
+        member = await self._staff.lookup(staff_id)
+        return str(member["name"]) if member is not None else None
+
+    async def _area_in_force(self, subject: dict[str, Any]) -> Area | None:
+        """The area a check-in of this person is judged against today (`_area`'s answer)."""
+        context = await self._load_context(str(subject["_id"]), self._clock.now())
+        rules = await self._rules.for_org(str(subject["org_id"]))
+        return await self._area(context, rules, subject["org_path"])
+
+    async def _station(self, org_path: list[str]) -> StationMark | None:
+        """The 司法所 a check-in was filed under and where its own area is centred."""
+        for node in reversed(org_path):
+            org = await self._orgs.get(node)
+            if org.kind != OrgKind.STATION:
+                continue
+            docs = await self._orgs.areas_on([node])
+            centre: Point | None = None
+            if docs:
+                area = Area.from_doc(docs[0]["area"])
+                centre = area.widened(0).center
+            return StationMark(
+                id=org.id,
+                name=org.name,
+                lat=centre.lat if centre else None,
+                lng=centre.lng if centre else None,
+            )
+        return None
+
+
+@dataclass
+class CheckinItem:
+    """A stored check-in for an officer's map: where (WGS-84), when, what was flagged, and the
+    review's outcome (None: none needed; "pending", "accepted" or "rejected")."""
+
+    id: str
+    subject_id: str
+    arrived_at: dt.datetime
+    status: str
+    flags: list[str]
+    lat: float
+    lng: float
+    accuracy: float
+    has_photo: bool
+    # Whether this caller may see the photo (`SubjectService.sees_face`).
+    photo_visible: bool
+    review: str | None
+    reviewed_at: dt.datetime | None
+    reviewed_by_name: str | None
+    review_comment: str | None
+
+
+@dataclass
+class StationMark:
+    id: str
+    name: str
+    lat: float | None
+    lng: float | None
+
+
+@dataclass
+class CheckinDetail(CheckinItem):
+    subject_name: str | None = None
+    captured_at: dt.datetime | None = None
+    # The coordinate system the device reported in; `lat`/`lng` are WGS-84 either way.
+    coord_type: str = "wgs84"
+    distance_m: float | None = None
+    # Whether the person's enrolled (file) photo exists and this caller may see it.
+    subject_photo: bool = False
+    area: dict[str, Any] | None = None
+    station: StationMark | None = None
+    recent: list[CheckinItem] = field(default_factory=list)
+
+
+@dataclass
+class DecidedReview:
+    id: str
+    subject_id: str
+    subject_name: str | None
+    status: str
+    flags: list[str]
+    arrived_at: dt.datetime
+    decision: str
+    reviewed_at: dt.datetime
+    reviewed_by: str | None
+    reviewed_by_name: str | None
+    comment: str | None

@@ -33,6 +33,10 @@ INVESTIGATIONS = CollectionSpec(
 )
 
 
+# The opinion's deadline in law (the rules' source: corrections.investigation_working_days).
+BASIS = "社区矫正法实施办法第十四条"
+
+
 class InvestigationStatus(enum.StrEnum):
     REQUESTED = "requested"
     ASSIGNED = "assigned"
@@ -303,3 +307,43 @@ class InvestigationService:
                 for h in doc.get("history", [])
             ],
         )
+
+    # --- the county's queue (the console's queues page) ---------------------------------------
+
+    async def awaiting(self, ctx: AuditContext, limit: int) -> list[dict[str, Any]]:
+        """Requests the caller's county is to assign to a station, soonest due first, with the
+        person's name as the caller may see it (a station assigns none)."""
+        identity = ctx.identity
+        if identity.org_id is None:
+            return []
+        # The county that received the request assigns it (as `assign` checks).
+        docs = [
+            doc
+            async for doc in self._docs.find(
+                {"status": str(InvestigationStatus.REQUESTED), "county_id": identity.org_id}
+            )
+            .sort("due", ASCENDING)
+            .limit(limit)
+        ]
+        names = await self._subjects.display_names(identity, [d["subject_id"] for d in docs])
+        await self._audit.record(
+            ctx,
+            "investigations.read",
+            resource="investigation_queue",
+            resource_id=identity.org_id,
+            details={"count": len(docs)},
+        )
+        return [
+            {
+                "id": str(doc["_id"]),
+                "subject_id": doc["subject_id"],
+                "subject_name": names.get(doc["subject_id"]),
+                "requested_on": doc["requested_on"],
+                "expedited": doc["expedited"],
+                "deadline": doc["due"],
+                "deadline_provisional": bool(doc.get("due_provisional")),
+                # The opinion's deadline (working days from the court's request): Art. 14.
+                "basis": BASIS,
+            }
+            for doc in docs
+        ]

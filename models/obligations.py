@@ -24,6 +24,7 @@ from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.errors import Conflict, InvalidInput, NotFound
 from models.notifications import NotificationService, reminder_text
+from models.orgs import node_at
 from models.periods import add_months
 from models.programs import OPEN_STATUSES, ObligationRule, ProgramService
 from models.store import CollectionSpec, Store
@@ -1076,3 +1077,39 @@ class ObligationService:
             if updated is None:
                 raise Conflict("The obligation changed meanwhile.", code="invalid_transition")
         return await self._view(updated, self._clock.now())
+
+    # --- aggregates for the dashboard (models/dashboard.py) ------------------------------------
+
+    async def count_windows(
+        self,
+        org_id: str,
+        depth: int,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        kind: str | None = None,
+        by_day: bool = False,
+        utc_offset: str = "+08:00",
+    ) -> list[dict[str, Any]]:
+        """Windows under a node that close in (start, end], counted by unit (the path's node at
+        `depth`) and status, and with `by_day` by the local day they close on. One aggregation
+        over the subtree's window-end index, never a read per person."""
+        match: dict[str, Any] = {"org_path": org_id, "window_end": {"$gt": start, "$lte": end}}
+        if kind:
+            match["kind"] = kind
+        key: dict[str, Any] = {"u": node_at(depth), "st": "$status"}
+        if by_day:
+            # A window closing at midnight belongs to the day before (as a month's report
+            # counts it): the day is taken a millisecond earlier.
+            key["d"] = {
+                "$dateToString": {
+                    "format": "%Y-%m-%d",
+                    "date": {"$subtract": ["$window_end", 1]},
+                    "timezone": utc_offset,
+                }
+            }
+        pipeline = [{"$match": match}, {"$group": {"_id": key, "n": {"$sum": 1}}}]
+        return [
+            {**group["_id"], "n": group["n"]}
+            async for group in await self._occurrences.aggregate(pipeline)
+        ]

@@ -213,3 +213,15 @@ class OrgService:
 
     async def any_exists(self) -> bool:
         return await self._orgs.find_one({}, {"_id": 1}) is not None
+
+
+def node_at(depth: int) -> dict[str, Any]:
+    """An aggregation expression: the node at `depth` on a record's `org_path` (the unit a
+    record falls in below a node of that depth), or null for a record filed higher up."""
+    return {
+        "$cond": [
+            {"$gt": [{"$size": {"$ifNull": ["$org_path", []]}}, depth]},
+            {"$arrayElemAt": ["$org_path", depth]},
+            None,
+        ]
+    }

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
-from collections.abc import Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,9 @@ SUBJECTS = CollectionSpec(
         IndexModel([("org_path", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("assignments.social_worker_ids", ASCENDING)]),
         IndexModel([("assignments.grid_worker_ids", ASCENDING)]),
+        # The case list: a node's files, newest or last changed first, a page at a time.
+        IndexModel([("org_path", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]),
+        IndexModel([("org_path", ASCENDING), ("updated_at", DESCENDING), ("_id", DESCENDING)]),
     ),
 )
 NOTES = CollectionSpec(
@@ -1456,6 +1460,177 @@ class SubjectService:
                     code="exists",
                 ) from None
         return [str(d["_id"]) for d in docs]
+
+    # --- the case list (a worker finds a person with nothing due today) ------------------------
+
+    async def case_list(
+        self,
+        ctx: AuditContext,
+        query: CaseListQuery,
+        staff_lookup: Callable[[str], Awaitable[dict[str, Any] | None]],
+    ) -> CaseList:
+        """One page of the caller's case files, filtered, searched and sorted, with the count of
+        all that match. `q` is matched exactly, through the blind indexes, as a name, an ID
+        number or a phone: the identity fields are sealed, so there is no partial match and no
+        sorting by name."""
+        action = "subjects.search" if query.q else "subjects.read"
+        scope = self._scope_filter(ctx.identity, action)
+        if scope is None:
+            raise Forbidden()
+        clauses: list[dict[str, Any]] = [scope] if scope else []
+        searched: dict[str, str] = {}
+        if query.q:
+            searched = {
+                "name": await self._codec.blind_index("name", normalise_name(query.q)),
+                "id_number": await self._codec.blind_index(
+                    "id_number", normalise_id_number(query.q)
+                ),
+            }
+            digits = normalise_phone(query.q)
+            if digits:
+                searched["phone"] = await self._codec.blind_index("phone", digits)
+            # Each blind index picks its few candidates by equality on its own index; the other
+            # conditions are then asked of those few, not of the whole subtree.
+            candidates: list[ObjectId] = []
+            for kind, value in searched.items():
+                found = self._subjects.find({f"bi.{kind}": value}, {"_id": 1})
+                candidates += [d["_id"] async for d in found.limit(MAX_BLIND_MATCHES)]
+            clauses.insert(0, {"_id": {"$in": sorted(set(candidates))}})
+        if query.population:
+            clauses.append({"populations": query.population})
+        if query.status:
+            clauses.append({"status": query.status})
+        if query.station:
+            clauses.append({"org_path": query.station})
+        if query.worker:
+            clauses.append(
+                {
+                    "$or": [
+                        {"assignments.social_worker_ids": query.worker},
+                        {"assignments.grid_worker_ids": query.worker},
+                    ]
+                }
+            )
+        if "juvenile" in query.flags:
+            clauses.append({"juvenile": True})
+        if "unassigned" in query.flags:
+            clauses.append({"assignments.social_worker_ids.0": {"$exists": False}})
+        within = ctx.identity.org_id if not ctx.identity.unscoped else None
+        linked = await self._linked_ids(query, within)
+        # One pass over the matching ids in order (a county's files number in the tens of
+        # thousands at most), then the page's documents by id: the count, the page and the
+        # other records' conditions (kept to the ids, never a long `$in`) from the same pass.
+        ordered = [
+            d["_id"]
+            async for d in self._subjects.find(_conjunction(clauses), {"_id": 1}).sort(
+                CASE_LIST_SORTS[query.sort]
+            )
+        ]
+        if linked is not None:
+            ordered = [oid for oid in ordered if str(oid) in linked]
+        total = len(ordered)
+        per_page = query.per_page
+        last_page = max(1, -(-total // per_page))
+        page = min(query.page, last_page)
+        page_ids = ordered[(page - 1) * per_page : page * per_page]
+        by_id = {d["_id"]: d async for d in self._subjects.find({"_id": {"$in": page_ids}})}
+        docs = [by_id[oid] for oid in page_ids if oid in by_id]
+        items = []
+        for doc in docs:
+            try:
+                items.append(await self._view(ctx.identity, doc))
+            except IntegrityError:
+                continue  # logged by the codec; one bad record does not hide the rest
+        org_names = {}
+        for org_id in {str(d["org_id"]) for d in docs}:
+            with contextlib.suppress(NotFound):
+                org_names[org_id] = (await self._orgs.get(org_id)).name
+        worker_names: dict[str, str] = {}
+        for worker_id in {w for d in docs for w in _assigned_ids(d) if ObjectId.is_valid(w)}:
+            staff = await staff_lookup(worker_id)
+            if staff is not None and ctx.identity.reaches(staff.get("org_path") or ()):
+                worker_names[worker_id] = str(staff.get("name") or "")
+        # The audit names the blind-index values searched for, never what was typed.
+        await self._audit.record(
+            ctx,
+            action if query.q else "subjects.list",
+            resource="subject",
+            details={"bi": searched, "found": total, "page": page},
+        )
+        return CaseList(items, total, page, per_page, org_names, worker_names)
+
+    async def _linked_ids(self, query: CaseListQuery, within: str | None) -> set[str] | None:
+        """The files the other records single out (a program's state, a recent miss, an open
+        脱管), within the caller's node; None when no such filter is asked for. Read from the
+        collections the program, obligation and sanction services keep, as the reports do."""
+        sets: list[set[str]] = []
+        where: dict[str, Any] = {"org_path": within} if within else {}
+        if query.program_status:
+            sets.append(
+                await self._distinct_subjects("programs", {**where, "status": query.program_status})
+            )
+        if "overdue" in query.flags:
+            since = self._clock.now() - CASE_LIST_OVERDUE
+            sets.append(
+                await self._distinct_subjects(
+                    "occurrences", {**where, "status": "missed", "window_end": {"$gte": since}}
+                )
+            )
+        if "detached" in query.flags:
+            sets.append(await self._distinct_subjects("detachments", {**where, "end_date": None}))
+        if not sets:
+            return None
+        return set.intersection(*sets)
+
+    async def _distinct_subjects(self, collection: str, filter_: dict[str, Any]) -> set[str]:
+        found = self._store.collection(collection).find(filter_, {"subject_id": 1, "_id": 0})
+        return {str(d["subject_id"]) async for d in found if d.get("subject_id")}
+
+
+CASE_LIST_SORTS: dict[str, list[tuple[str, int]]] = {
+    "newest": [("created_at", DESCENDING), ("_id", DESCENDING)],
+    "oldest": [("created_at", ASCENDING), ("_id", ASCENDING)],
+    "updated": [("updated_at", DESCENDING), ("_id", DESCENDING)],
+    "station": [("org_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+}
+CASE_LIST_FLAGS = ("overdue", "detached", "juvenile", "unassigned")
+# As the caseload counts it: an unexcused miss stays "overdue" for 30 days.
+CASE_LIST_OVERDUE = dt.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class CaseListQuery:
+    q: str | None = None
+    population: str | None = None
+    status: str | None = None
+    program_status: str | None = None
+    station: str | None = None
+    worker: str | None = None
+    flags: frozenset[str] = frozenset()
+    sort: str = "newest"
+    page: int = 1
+    per_page: int = 20
+
+
+@dataclass(frozen=True)
+class CaseList:
+    items: list[SubjectView]
+    total: int
+    page: int
+    per_page: int
+    # Names for what the page shows by id: its stations and its workers (in the caller's scope).
+    org_names: dict[str, str]
+    worker_names: dict[str, str]
+
+
+def _conjunction(clauses: list[dict[str, Any]]) -> dict[str, Any]:
+    """One filter from many: merged while no two name the same field, else an `$and`."""
+    merged: dict[str, Any] = {}
+    for clause in clauses:
+        if any(key in merged for key in clause):
+            return {"$and": clauses}
+        merged.update(clause)
+    return merged
 
 
 def _assigned_ids(doc: dict[str, Any]) -> set[str]:

@@ -22,6 +22,7 @@ from tornado.httputil import HTTPHeaders
 from handlers.base import HSTS, AppContext
 from handlers.console.inprocess import LocalExchange, Origin, dispatch
 from handlers.messages import validation_message
+from models.policy import Identity
 
 log = logging.getLogger("anbang.console")
 
@@ -232,8 +233,16 @@ class ConsoleHandler(tornado.web.RequestHandler):
             me=getattr(self, "me", None),
             notice=None,
             path=self.request.path,
+            may=self.may,
         )
         return namespace
+
+    def may(self, action: str) -> bool:
+        """Whether the signed-in officer's role may perform `action` (the API's own policy):
+        the menu and the buttons show only what would not be refused."""
+        me = getattr(self, "me", None) or {}
+        identity = Identity(user_id=me.get("id"), role=me.get("role"), org_id=me.get("org_id"))
+        return bool(me.get("role")) and self.ctx.policy.allows(identity, action)
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, SessionExpired):

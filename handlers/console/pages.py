@@ -1,5 +1,6 @@
 """The console's pages: login (with TOTP), the caseload, a case file, alerts, leave decisions,
-the check-in review queue, the assistance board and the monthly compliance dashboard."""
+the assistance board and the monthly compliance dashboard (check-in review and history:
+handlers/console/oversight.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from handlers.console.base import (
     SignedInHandler,
 )
 from handlers.console.inprocess import LocalExchange
+from handlers.console.maps import distance_text, gap_text, map_json
+from models.caseload import MAX_SUBJECTS
 from models.clock import LOCAL_TZ
 from models.reports import FIGURE_LABELS, LEVEL_LABELS, PROGRAM_LABELS, RATE_LABELS, TREND_LABELS
 
@@ -86,6 +89,26 @@ FLAG_ZH = {
     "face_mismatch": "人脸不符",
     "no_area": "未设范围",
 }
+# What each flag means, for the officer deciding whether to accept the check-in.
+FLAG_HELP = {
+    "impossible_travel": "与上次签到相比，移动速度超过交通工具可能达到的速度。",
+    "low_accuracy": "手机定位精度低于规定，位置可能有较大偏差。",
+    "clock_skew": "手机拍摄时间与服务器收到时间相差过大，手机时间可能被修改。",
+    "offline": "签到时段结束后才收到，为离线补传。",
+    "photo_reused": "照片与此前某次签到的照片完全相同。",
+    "device_changed": "与上次签到使用的手机不同。",
+    "face_review": "照片需人工核对是否本人。",
+    "face_mismatch": "人脸比对认为不是本人。",
+    "no_area": "所属司法所或县(区)未设定允许活动范围，无法判断是否在范围内。",
+}
+# A check-in's own result (the obligation's states are STATUS_ZH).
+CHECKIN_STATUS_ZH = {
+    "on_time": "按时签到",
+    "late": "迟到签到",
+    "outside_area": "超出范围",
+    "rejected": "不予认可",
+}
+REVIEW_ZH = {"pending": "待审核", "accepted": "已认可", "rejected": "不认可"}
 
 
 def local_time(value: str | None) -> str:
@@ -100,6 +123,9 @@ LABELS = {
     "program_status": PROGRAM_STATUS_ZH,
     "level": LEVEL_ZH,
     "flag": FLAG_ZH,
+    "flag_help": FLAG_HELP,
+    "checkin_status": CHECKIN_STATUS_ZH,
+    "review": REVIEW_ZH,
     "role": ROLE_ZH,
     "program": PROGRAM_LABELS,
     "supervision": LEVEL_LABELS,
@@ -133,6 +159,7 @@ class Page(SignedInHandler):
         namespace.update(
             labels=LABELS, local_time=local_time, my_level=self.my_level, notice_text=notice_text
         )
+        namespace.update(distance_text=distance_text, gap_text=gap_text, map_json=map_json)
         return namespace
 
     @property
@@ -281,11 +308,15 @@ class CaseloadPage(Page):
     async def get(self) -> None:
         caseload = await self.api("GET", "/api/v1/caseload")
         alerts = await self.api("GET", "/api/v1/alerts?status=open")
+        # The caseload looks at the first MAX_SUBJECTS files in scope: say so when there are more.
+        files = await self.api("GET", "/api/v1/subjects?page=1&limit=1&status=active")
         self.render(
             "caseload.html",
             items=caseload.body["items"] if caseload.ok else [],
             caseload_error=None if caseload.ok else caseload.message_zh(),
             open_alerts=len(alerts.body["items"]) if alerts.ok else None,
+            cut_at=MAX_SUBJECTS if files.ok and files.body["total"] > MAX_SUBJECTS else None,
+            files_total=files.body["total"] if files.ok else None,
         )
 
 
@@ -306,6 +337,8 @@ class SubjectPage(Page):
         obligations = await self.api("GET", f"/api/v1/subjects/{subject_id}/obligations?{query}")
         notes = await self.api("GET", f"/api/v1/subjects/{subject_id}/notes")
         visits = await self.api("GET", f"/api/v1/subjects/{subject_id}/visits")
+        # The first page of the check-in history (roles that may not read check-ins: None).
+        history = await self.api("GET", f"/api/v1/subjects/{subject_id}/checkins?limit=10")
         items = obligations.body["items"] if obligations.ok else []
         self.render(
             "subject.html",
@@ -315,6 +348,8 @@ class SubjectPage(Page):
             others=[o for o in items if o["kind"] != "remote_checkin"],
             notes=notes.body["items"] if notes.ok else None,
             visits=visits.body["items"] if visits.ok else None,
+            history=history.body["items"] if history.ok else None,
+            history_next=history.body["next_cursor"] if history.ok else None,
             note=note,
             errors=errors,
         )
@@ -422,36 +457,6 @@ class SanctionDecision(SanctionsPage):
         self.set_status(answer.status)
         errors = answer.field_errors() or {"comment": answer.message_zh()}
         await self._show({sanction_id: comment}, {sanction_id: errors})
-
-
-class ReviewPage(Page):
-    async def get(self) -> None:
-        await self._show({}, {})
-
-    async def _show(self, typed: dict[str, str], errors: dict[str, dict[str, str]]) -> None:
-        queue = await self.api_ok("GET", "/api/v1/checkins/review-queue")
-        self.render("review.html", items=queue["items"], typed=typed, errors=errors)
-
-
-class ReviewDecision(ReviewPage):
-    async def post(self, checkin_id: str) -> None:
-        comment = self.get_body_argument("comment", "")
-        accept = self.get_body_argument("accept", "") == "1"
-        if not comment.strip():
-            self.set_status(422)
-            await self._show({checkin_id: comment}, {checkin_id: {"comment": "请填写审核理由"}})
-            return
-        answer = await self.api(
-            "POST",
-            f"/api/v1/checkins/{checkin_id}/review",
-            {"accept": accept, "comment": comment},
-        )
-        if answer.ok:
-            self.redirect("/console/checkins")
-            return
-        self.set_status(answer.status)
-        errors = answer.field_errors() or {"comment": answer.message_zh()}
-        await self._show({checkin_id: comment}, {checkin_id: errors})
 
 
 class AssistancePage(Page):
@@ -643,6 +648,9 @@ class StaticFile(ConsoleHandler):
         "console.js": "text/javascript",
         "console.css": "text/css",
         "chart-4.6.1.umd.min.js": "text/javascript",
+        "leaflet-1.9.4.js": "text/javascript",
+        "leaflet-1.9.4.css": "text/css",
+        "map.js": "text/javascript",
     }
 
     async def get(self, name: str) -> None:
@@ -680,8 +688,6 @@ routes = [
     (rf"/console/leave/{_id('leave_id')}/decision", LeaveDecision),
     (r"/console/sanctions", SanctionsPage),
     (rf"/console/sanctions/{_id('sanction_id')}/decision", SanctionDecision),
-    (r"/console/checkins", ReviewPage),
-    (rf"/console/checkins/{_id('checkin_id')}/review", ReviewDecision),
     (r"/console/assistance", AssistancePage),
     (r"/console/reports", ReportsPage),
     (rf"/console/reports/{_id('report_id')}", ReportPage),
