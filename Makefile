@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The suite on every core (at most four): each worker is a pytest session with its own embedded
 # database; a file's tests stay together on one worker. `PYTEST_ARGS=` runs it in one process.
-PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
+# The 15 slowest tests are listed at the end.
+PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile --durations=15
 
 # The console's browser tests drive Debian's Chromium (and its CJK fonts, so Chinese renders as
 # text in screenshots); installed here when missing, as root or through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench verify lint format clean browser hsm screenshots nginx deploy-check
+.PHONY: run test test-fast bench verify lint format clean browser hsm screenshots nginx deploy-check fonts poppler
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Anbang needs Python 3.11")'
@@ -20,11 +21,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,verify]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) fonts
 	exec $(BIN)/python -m server dev
 
-test: $(STAMP) lint browser hsm
+test: $(STAMP) lint browser hsm fonts poppler
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast tier while you work: no process, browser or HTTP server, nothing waiting on real time
+# (tests/conftest.py marks the rest `slow`); no lint, no system packages.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow"
 
 browser:
 	@command -v chromium >/dev/null && [ -d /usr/share/fonts/opentype/noto ] || { \
@@ -39,6 +45,21 @@ hsm:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 			softhsm2 >/dev/null; }
 
+# Every PDF (documents, reports) embeds a subset of AR PL UMing (Arphic Public License, which
+# allows embedding): TrueType outlines, which reportlab can embed; installed when missing.
+fonts:
+	@[ -f /usr/share/fonts/truetype/arphic/uming.ttc ] || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			fonts-arphic-uming >/dev/null; }
+
+# `pdftoppm` turns a document's PDF into the PNG the screenshots show.
+poppler:
+	@command -v pdftoppm >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			poppler-utils >/dev/null; }
+
 # The deployment files in ops/deploy/ are checked against Debian's nginx (`nginx -t`, and a live
 # nginx in front of two API processes); installed here when missing, as root or through sudo.
 nginx:
@@ -52,10 +73,12 @@ deploy-check: $(STAMP) nginx
 	$(BIN)/python -m pytest -q -p no:randomly tests/ops/test_deploy_check.py
 
 # The console's key pages at 1366x768, written to var/screenshots/.
-screenshots: $(STAMP) browser
+screenshots: $(STAMP) browser fonts poppler
 	ANBANG_SCREENSHOTS=var/screenshots $(BIN)/python -m pytest -q -p no:randomly \
-		tests/handlers/test_console.py \
-		-k "screenshots or told_at_the_console or nothing_was_recorded"
+		tests/handlers/test_console.py tests/handlers/test_documents_console.py \
+		tests/handlers/test_console_casework.py tests/handlers/test_console_review.py \
+		-k "screenshots or told_at_the_console or nothing_was_recorded or finds_people_opens \
+		or review_shows_photo or file_lists_check_ins"
 
 bench: $(STAMP)
 	$(BIN)/python -m ops.bench

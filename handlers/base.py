@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
+import inspect
 import io
 import json
 import logging
@@ -13,10 +15,10 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import tornado.web
-from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from handlers.messages import message_for, validation_message
 from models.absences import AbsenceService
@@ -32,6 +34,8 @@ from models.codec import IntegrityError, Shredded
 from models.consents import ConsentService
 from models.content_check import ContentCheckService
 from models.counseling import CounselingService
+from models.dashboard import DashboardService
+from models.documents import DocumentService
 from models.elocation import ElocationService
 from models.errors import (
     BadRequest,
@@ -66,6 +70,7 @@ from models.subjects import SubjectService
 from models.transfers import TransferService
 from models.uploads import UploadService
 from models.wechat_push import WeChatPushService
+from models.wellbeing import WellbeingService
 
 log = logging.getLogger("anbang.http")
 access_log = logging.getLogger("anbang.access")
@@ -99,6 +104,111 @@ class Strict(BaseModel):
     """A request body: a field the model does not declare is refused (422), never dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _located(name: str, *older: str) -> Any:
+    # The name `wx.getLocation` answers first (what the schema documents), then older ones.
+    return AliasChoices(name, *older)
+
+
+class GeoLocation(Strict):
+    """Where the phone is, in the one shape check-ins, returns from leave and worker visits
+    take: the object `wx.getLocation` answers, as it comes, plus `type`, the coordinate system
+    it was asked for. The older names `lat`, `lng` and `coord_type` are still read."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "latitude": 28.0197,
+                    "longitude": 120.6543,
+                    "type": "gcj02",
+                    "accuracy": 25,
+                    "altitude": 12,
+                    "speed": 0,
+                    "verticalAccuracy": 10,
+                    "horizontalAccuracy": 25,
+                    "errMsg": "getLocation:ok",
+                }
+            ]
+        },
+    )
+
+    lat: float = Field(ge=-90, le=90, validation_alias=_located("latitude", "lat"))
+    lng: float = Field(ge=-180, le=180, validation_alias=_located("longitude", "lng"))
+    coord_type: Literal["wgs84", "gcj02"] | None = Field(
+        default=None,
+        validation_alias=_located("type", "coord_type"),
+        description="What `wx.getLocation` was asked for: wgs84 or gcj02 (国测局坐标); a "
+        "check-in requires it",
+    )
+    accuracy: float | None = Field(
+        default=None, ge=0, le=100_000, description="Metres; a check-in requires it"
+    )
+    altitude: float | None = Field(default=None, ge=-1_000, le=100_000)
+    # Metres per second; wx reports -1 (or nothing) when it does not know.
+    speed: float | None = Field(default=None, ge=-1, le=1_000)
+    vertical_accuracy: float | None = Field(
+        default=None, ge=0, le=100_000, validation_alias="verticalAccuracy"
+    )
+    horizontal_accuracy: float | None = Field(
+        default=None, ge=0, le=100_000, validation_alias="horizontalAccuracy"
+    )
+    # `wx.getLocation`'s own status line ("getLocation:ok"): accepted so the result is sent as
+    # it is, and not kept.
+    err_msg: str | None = Field(default=None, max_length=200, validation_alias="errMsg")
+
+    def stored(self) -> dict[str, Any]:
+        """The point as records keep it (`lat`, `lng`, and what else was measured)."""
+        kept = {
+            "lat": self.lat,
+            "lng": self.lng,
+            "coord_type": self.coord_type,
+            "accuracy": self.accuracy,
+        }
+        return {key: value for key, value in kept.items() if value is not None}
+
+
+def field_title(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """The `title` a body model gives the field at `loc` (its input names, nested models and
+    list items followed); None when that field declares none."""
+    current: Any = model
+    title = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not isinstance(part, str) or fields is None:
+            return None
+        found = next(
+            (
+                info
+                for name, info in fields.items()
+                if part == name
+                or part == info.validation_alias
+                or (
+                    isinstance(info.validation_alias, AliasChoices)
+                    and part in info.validation_alias.choices
+                )
+            ),
+            None,
+        )
+        if found is None:
+            return None
+        title = found.title
+        current = _nested_model(found.annotation)
+    return title
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        nested = _nested_model(argument)
+        if nested is not None:
+            return nested
+    return None
 
 
 class RequestError(Exception):
@@ -176,8 +286,11 @@ class AppContext:
     notifications: NotificationService
     assistance: AssistanceService
     reports: ReportService
+    dashboard: DashboardService
     content_check: ContentCheckService
     absences: AbsenceService
+    wellbeing: WellbeingService
+    documents: DocumentService
     # WeChat's message push (`/wechat/push`): the app it serves, its Token and EncodingAESKey.
     wechat_appid: str = ""
     push_token: str = ""
@@ -307,6 +420,23 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _QUERY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
+_BODY_VERBS = ("post", "put", "patch", "delete")
+
+
+def _refusal_first(method: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """Wrap a handler method so that a refusal deferred by `prepare` is raised before it runs."""
+
+    @functools.wraps(method)
+    async def guarded(self: BaseHandler, *args: Any, **kwargs: Any) -> Any:
+        if self._deferred_refusal is not None:
+            raise self._deferred_refusal
+        result = method(self, *args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    guarded.__refusal_first__ = True  # type: ignore[attr-defined]
+    return guarded
+
+
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     """Every route's handler derives from this; it declares `access` for each method it serves.
@@ -328,6 +458,8 @@ class BaseHandler(tornado.web.RequestHandler):
     identity: Identity = ANONYMOUS
     request_id: str = ""
     client_request_id: str | None = None
+    # A refusal decided in `prepare` while a body was on its way, raised once it has arrived.
+    _deferred_refusal: Exception | None = None
 
     # --- injected services, read through typed accessors -------------------------------------
 
@@ -375,14 +507,31 @@ class BaseHandler(tornado.web.RequestHandler):
                 f"The request body exceeds {self.body_limit} bytes.",
                 {"limit": self.body_limit},
             )
-        self.identity = await self.authenticate()
-        await self.authorize()
-        self.check_query_names()
+        try:
+            self.identity = await self.authenticate()
+            await self.authorize()
+            self.check_query_names()
+        except Exception as refusal:
+            if not (declared or self.request.headers.get("Transfer-Encoding")):
+                raise
+            # Answered once the body has arrived (and been dropped): refused before it, the
+            # connection would close on unread bytes, and a proxy in front (nginx) would answer
+            # 502 instead of this refusal, and count the process as failing.
+            self._deferred_refusal = refusal
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for verb in _BODY_VERBS:
+            method = cls.__dict__.get(verb)
+            if method is not None and not hasattr(method, "__refusal_first__"):
+                setattr(cls, verb, _refusal_first(method))
 
     def data_received(self, chunk: bytes) -> None:
         # Chunked uploads have no Content-Length: count as they arrive and stop keeping data
         # once over the limit (the method then answers 413).
         self._body_size += len(chunk)
+        if self._deferred_refusal is not None:
+            return
         if self._body_size > self.body_limit:
             self._body_too_large = True
             self._chunks.clear()
@@ -600,10 +749,12 @@ class BaseHandler(tornado.web.RequestHandler):
                 422,
                 "validation_failed",
                 "The request body is not valid.",
-                [self._field_error(error, tagged) for error in errors],
+                [self._field_error(error, tagged, model) for error in errors],
             ) from None
 
-    def _field_error(self, error: Mapping[str, Any], tagged: bool = False) -> dict[str, Any]:
+    def _field_error(
+        self, error: Mapping[str, Any], tagged: bool = False, model: type[BaseModel] | None = None
+    ) -> dict[str, Any]:
         loc = tuple(error.get("loc", ()))
         kind = str(error.get("type", "invalid"))
         if tagged:
@@ -611,6 +762,11 @@ class BaseHandler(tornado.web.RequestHandler):
         path = ".".join(str(part) for part in loc) or "(body)"
         if self.audience == "mp":
             message = validation_message(kind, error.get("ctx"))
+            # A field that declares a Chinese title is named by it: a person reads which
+            # question of a form was wrong, not its path.
+            title = field_title(model, loc) if model is not None else None
+            if title:
+                message = f"{title}：{message}"
         else:
             message = str(error.get("msg", "invalid"))
         return {"field": path, "type": kind, "message": message}

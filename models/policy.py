@@ -254,6 +254,14 @@ DEFAULT_TABLE: dict[str, Rule] = {
         narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED, Role.HEALTH_WORKER: Scope.HEALTH},
         description="a person's visits and talks (notes as the role may read them)",
     ),
+    # The wellbeing survey a person answers with a check-in: the needs, and the PHQ-2 / GAD-2
+    # screens, which are health data (the service opens the answers only for those who see
+    # health data on the file: the assigned workers, health workers).
+    "wellbeing.read": Rule(
+        _roles(Role.STATION_OFFICER, Role.SOCIAL_WORKER, Role.HEALTH_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED, Role.HEALTH_WORKER: Scope.HEALTH},
+        description="a person's wellbeing surveys (answers as the role may read them)",
+    ),
     "caseload.hand_over": Rule(
         _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER),
         description="hand a departing worker's caseload to others",
@@ -376,6 +384,18 @@ DEFAULT_TABLE: dict[str, Rule] = {
     "reports.sign": Rule(
         _roles(OFFICER_ROLES), description="sign a report of one's own level (frozen snapshot)"
     ),
+    # The dashboard (issue 24): a station's, county's or city's figures, counted over its subtree.
+    "dashboard.read": Rule(_roles(OFFICER_ROLES), description="a node's dashboard figures"),
+    # Official documents (文书), made from decided records: officers make and read them; the
+    # station and county, whose decisions they carry, void one to reissue it.
+    "documents.create": Rule(
+        _roles(OFFICER_ROLES), description="make a document from a decided record"
+    ),
+    "documents.read": Rule(_roles(OFFICER_ROLES), description="read and print documents"),
+    "documents.void": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER),
+        description="void a document (kept) so its record's document can be reissued",
+    ),
     "compliance.read": Rule(
         _roles(OFFICER_ROLES, Role.SOCIAL_WORKER),
         narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
@@ -387,6 +407,12 @@ DEFAULT_TABLE: dict[str, Rule] = {
     ),
     "uploads.create": Rule(
         _roles(MpRole.SUBJECT, MpRole.GUARDIAN), Scope.NONE, description="upload a photo"
+    ),
+    # Only the recipient's own messages (a guardian: those a guardian was told); else 404.
+    "mp.messages.read": Rule(
+        _roles(MpRole.SUBJECT, MpRole.GUARDIAN),
+        Scope.NONE,
+        description="mark one of the caller's messages read",
     ),
     # The statutory rules: read by officers; overridden for a jurisdiction by its bureau.
     "rules.read": Rule(
@@ -441,6 +467,7 @@ ACTION_KINDS: dict[str, ActionKind] = {
             "subjects.access_log",
             "alerts.read",
             "visits.read",
+            "wellbeing.read",
             "programs.read",
             "obligations.read",
             "absences.read",
@@ -454,6 +481,8 @@ ACTION_KINDS: dict[str, ActionKind] = {
             "assistance.read",
             "assistance.summary",
             "reports.read",
+            "dashboard.read",
+            "documents.read",
             "compliance.read",
             "rules.read",
             "rules.proposals",
@@ -511,7 +540,10 @@ ACTION_KINDS: dict[str, ActionKind] = {
             "assistance.resources",
             "reports.create",
             "reports.sign",
+            "documents.create",
+            "documents.void",
             "mp.self",
+            "mp.messages.read",
             "uploads.create",
         ),
         ActionKind.CASE_WRITE,
@@ -535,10 +567,11 @@ VISIBLE_FIELDS: dict[Role, frozenset[str]] = {
 
 
 # Health data on a file (精神卫生法 Art. 4): a program's diagnosis, guardian, care team, risk
-# level and its history, the subsidy; and follow-up visit notes. Health roles and the workers
-# assigned to the person see them; other roles see the file without them.
+# level and its history, the subsidy; follow-up visit notes; and which wellbeing screen (PHQ-2,
+# GAD-2) an alert was raised for. Health roles and the workers assigned to the person see
+# them; other roles see the file without them.
 HEALTH_FIELDS = frozenset(
-    {"diagnosis", "guardian", "care_team", "risk_level", "risk_history", "subsidy"}
+    {"diagnosis", "guardian", "care_team", "risk_level", "risk_history", "subsidy", "wellbeing"}
 )
 HEALTH_ROLES = frozenset({Role.HEALTH_WORKER})
 

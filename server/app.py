@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -21,6 +21,8 @@ from handlers import (
     caseload,
     checkins,
     counseling,
+    dashboard,
+    documents,
     elocation,
     leave,
     obligations,
@@ -31,14 +33,20 @@ from handlers import (
     sanctions,
     subjects,
     transfers,
+    wellbeing,
 )
 from handlers.base import AppContext, NotFoundHandler, log_request
+from handlers.console import casework as console_casework
+from handlers.console import dashboard as console_dashboard
+from handlers.console import documents as console_documents
+from handlers.console import oversight as console_oversight
 from handlers.console import pages as console
 from handlers.console.pages import TEMPLATES as CONSOLE_TEMPLATES
 from handlers.openapi import build_openapi
 from miniprogram_api import auth as mp_auth
 from miniprogram_api import checkins as mp_checkins
 from miniprogram_api import consents as mp_consents
+from miniprogram_api import documents as mp_documents
 from miniprogram_api import me as mp_me
 from miniprogram_api import push as wechat_push
 from miniprogram_api import records as mp_records
@@ -62,6 +70,9 @@ from models.consents import ConsentService
 from models.content_check import ContentCheckService
 from models.counseling import CounselingService
 from models.crypto import Suite
+from models.dashboard import DashboardService
+from models.decision_notices import DecisionNoticeService
+from models.documents import DocumentService, DocumentTemplates
 from models.elocation import ElocationService
 from models.errors import Conflict
 from models.health import ReadinessService
@@ -86,13 +97,16 @@ from models.sessions import SessionService
 from models.staff import StaffService
 from models.store import CollectionSpec, DatabaseSettings, Store
 from models.subjects import SubjectService
+from models.telemetry import NullTelemetry, Telemetry
 from models.throttle import ThrottleService
 from models.transfers import TransferService
 from models.uploads import UploadService
 from models.wechat import WeChatTokenService
 from models.wechat_push import WeChatPushService
+from models.wellbeing import Survey, WellbeingService
 from models.workdays import WorkdayCalendar
 from server.config import Config
+from server.metrics import Metrics, request_logger
 
 log = logging.getLogger("anbang.server")
 
@@ -115,12 +129,15 @@ def all_routes() -> list[tuple[Any, ...]]:
         *transfers.routes,
         *obligations.routes,
         *absences.routes,
+        *wellbeing.routes,
         *counseling.routes,
         *caseload.routes,
         *alerts.routes,
         *checkins.routes,
         *assistance.routes,
         *reports.routes,
+        *dashboard.routes,
+        *documents.routes,
         *mp_auth.routes,
         *mp_me.routes,
         *mp_uploads.routes,
@@ -128,6 +145,7 @@ def all_routes() -> list[tuple[Any, ...]]:
         *mp_requests.routes,
         *mp_records.routes,
         *mp_consents.routes,
+        *mp_documents.routes,
         *mp_worker.routes,
         *wechat_push.routes,
     ]
@@ -169,7 +187,9 @@ def collection_specs() -> list[CollectionSpec]:
         *WeChatPushService.collections,
         *IdempotencyService.collections,
         *AssistanceService.collections,
+        *WellbeingService.collections,
         *ReportService.collections,
+        *DocumentService.collections,
     ]
 
 
@@ -207,7 +227,9 @@ def require_server_version(version: object) -> None:
         )
 
 
-def connect_store(config: Config, *, operation_timeout_ms: int | None = None) -> Store:
+def connect_store(
+    config: Config, *, operation_timeout_ms: int | None = None, metrics: Metrics | None = None
+) -> Store:
     return Store.connect(
         DatabaseSettings(
             uri=config.database_uri,
@@ -215,6 +237,8 @@ def connect_store(config: Config, *, operation_timeout_ms: int | None = None) ->
             production=config.production,
             operation_timeout_ms=operation_timeout_ms,
             max_idle_time_ms=config.db_max_idle_ms,
+            # Every command counted by name and outcome (server/metrics.py).
+            event_listeners=(metrics.command_listener(),) if metrics else (),
         )
     )
 
@@ -243,13 +267,19 @@ class ApiRuntime:
     context: AppContext
     app: tornado.web.Application
     services: Services
+    # What the process's metrics listener serves (server/serving.py starts it).
+    metrics: Metrics | None = None
 
     async def close(self) -> None:
         await self.services.close()
         await self.store.close()
 
 
-def make_app(context: AppContext, routes: Sequence[tuple[Any, ...]]) -> tornado.web.Application:
+def make_app(
+    context: AppContext,
+    routes: Sequence[tuple[Any, ...]],
+    log_function: Callable[[tornado.web.RequestHandler], None] = log_request,
+) -> tornado.web.Application:
     routes = list(routes)
 
     @cache
@@ -259,11 +289,19 @@ def make_app(context: AppContext, routes: Sequence[tuple[Any, ...]]) -> tornado.
     context.openapi_factory = openapi
     # The console (HTML pages over the API) is served beside the API, not described by it.
     return tornado.web.Application(
-        [*routes, *console.routes],
+        # The casework pages first: `/console/subjects/new` is not a case file's id.
+        [
+            *routes,
+            *console_casework.routes,
+            *console_dashboard.routes,
+            *console_documents.routes,
+            *console.routes,
+            *console_oversight.routes,
+        ],
         anbang=context,
         template_path=str(CONSOLE_TEMPLATES),
         default_handler_class=NotFoundHandler,
-        log_function=log_request,
+        log_function=log_function,
         serve_traceback=False,
         debug=False,
         # Tornado's own `_xsrf` cookie: HTTPS only in production, like every other cookie.
@@ -375,6 +413,8 @@ class Services:
     transfers: TransferService
     obligations: ObligationService
     notifications: NotificationService
+    # Decision notices to the person; the documents (文书) service announces through it too.
+    notices: DecisionNoticeService
     counseling: CounselingService
     caseload: CaseloadService
     psychiatric_referrals: PsychiatricReferralService
@@ -390,7 +430,10 @@ class Services:
     assistance: AssistanceService
     content_check: ContentCheckService
     reports: ReportService
+    dashboard: DashboardService
     absences: AbsenceService
+    wellbeing: WellbeingService
+    documents: DocumentService
 
     async def close(self) -> None:
         """Release what the services hold beyond the database (the WeChat client's threads),
@@ -416,6 +459,7 @@ def build_services(
     face: FaceVerificationPort | None = None,
     push_notifications: bool = False,
     sms: SmsPort | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Services:
     """Every domain service of one process, wired once (the WeChat token source included)."""
     hasher = PasswordHasher(hash_cost or HashCost())
@@ -429,6 +473,9 @@ def build_services(
     sessions = SessionService(store, clock)
     staff = StaffService(store, clock, audit, orgs, sessions, hasher, codec)
     throttle = ThrottleService(store, clock)
+    # What services report goes to the process's metrics (nowhere for tools and tests).
+    telemetry = telemetry or NullTelemetry()
+    throttle.report_to(telemetry)
     auth_service = AuthService(staff, sessions, throttle, audit, hasher, config.require_totp)
     rules = RulesService(store, clock, audit, orgs, RuleBook.load())
     alerts_service = AlertService(store, clock, audit, rules)
@@ -437,9 +484,6 @@ def build_services(
         store, clock, audit, codec, vault, orgs, alerts_service, policy, attachments, rules
     )
     calendar = WorkdayCalendar.load()
-    program_service = ProgramService(
-        store, clock, audit, codec, subjects_service, rules, calendar, alerts_service
-    )
     investigations = InvestigationService(
         store, clock, audit, codec, subjects_service, orgs, rules, calendar
     )
@@ -460,6 +504,7 @@ def build_services(
     )
     consents = ConsentService(store, clock, audit)
     deliveries = DeliveryLog(store, clock)
+    deliveries.report_to(telemetry)
     if notifier is None and push_notifications:
         notifier = WeChatNotifier(
             wechat,
@@ -471,7 +516,22 @@ def build_services(
             sms or LocalSms(),
             templates=config.wechat_templates or None,
         )
-    notifications = NotificationService(store, clock, notifier or LocalNotifier())
+    notifications = NotificationService(store, clock, notifier or LocalNotifier(), codec=codec)
+    # Every decision about a person becomes their message (and a guardian's where due).
+    notices = DecisionNoticeService(
+        notifications=notifications, subjects=subjects_service, accounts=mp_accounts
+    )
+    program_service = ProgramService(
+        store,
+        clock,
+        audit,
+        codec,
+        subjects_service,
+        rules,
+        calendar,
+        alerts_service,
+        notices=notices,
+    )
     obligation_service = ObligationService(
         store, clock, audit, program_service, subjects_service, alerts_service, notifications, codec
     )
@@ -486,13 +546,28 @@ def build_services(
         store, clock, audit, codec, subjects_service, program_service, alerts_service
     )
     counseling_service = CounselingService(
-        store, clock, audit, codec, subjects_service, obligation_service, staff.lookup
+        store,
+        clock,
+        audit,
+        codec,
+        subjects_service,
+        obligation_service,
+        staff.lookup,
+        notices=notices,
     )
     leave_service = LeaveService(
-        store, clock, audit, codec, subjects_service, program_service, rules, alerts_service
+        store,
+        clock,
+        audit,
+        codec,
+        subjects_service,
+        program_service,
+        rules,
+        alerts_service,
+        notices=notices,
     )
     sanction_service = SanctionService(
-        store, clock, audit, codec, subjects_service, program_service, rules
+        store, clock, audit, codec, subjects_service, program_service, rules, notices=notices
     )
     # The agency-head check reads the account at decision time, not the session's snapshot.
     elocation_service = ElocationService(
@@ -507,6 +582,7 @@ def build_services(
         # A ground is checked against the warnings decided and the leave granted.
         sanction_service,
         leave_service,
+        notices=notices,
     )
     # A handover moves every record that carries the person's station along with the file.
     transfer_service = TransferService(
@@ -524,6 +600,7 @@ def build_services(
             sanction_service.relocate,
             elocation_service.relocate,
         ),
+        notices=notices,
     )
     uploads = UploadService(store, audit, codec, attachments, subjects_service)
     checkin_service = CheckinService(
@@ -540,6 +617,8 @@ def build_services(
         uploads,
         face or LocalFaceVerifier(),
         policy,
+        staff=staff,
+        notices=notices,
     )
     assistance_service = AssistanceService(
         store,
@@ -552,7 +631,9 @@ def build_services(
         obligation_service,
         notifications,
         policy,
+        notices=notices,
     )
+    checkin_service.report_to(telemetry)
     # A person who signs in is about to check in: their context is loaded ahead; a decision
     # on leave or e-location taken in this process reaches their next check-in at once.
     mp_accounts.on_login(checkin_service.prefetch)
@@ -571,6 +652,36 @@ def build_services(
         alerts_service,
         referral_service,
     )
+    # Official documents are made from the records those services decide.
+    document_service = DocumentService(
+        store,
+        clock,
+        audit,
+        codec,
+        subjects_service,
+        orgs,
+        program_service,
+        sanction_service,
+        leave_service,
+        elocation_service,
+        transfer_service,
+        investigations,
+        DocumentTemplates.load(),
+        notices=notices,
+    )
+    # The survey a person may answer with a check-in: a need opens an assistance request, a
+    # screen at its cut-off alerts the assigned worker.
+    wellbeing_service = WellbeingService(
+        store,
+        clock,
+        audit,
+        codec,
+        subjects_service,
+        rules,
+        assistance_service,
+        alerts_service,
+        Survey.load(),
+    )
     # Key rotation rewrites every field sealed with the person's key, wherever it is kept.
     for service in (
         program_service,
@@ -586,18 +697,37 @@ def build_services(
         checkin_service,
         assistance_service,
         absence_service,
+        notifications,
+        document_service,
+        wellbeing_service,
     ):
         subjects_service.add_sealed_locations(service.sealed_fields)
+    wechat_push_service = WeChatPushService(store, clock, audit, codec, consents)
+    reports_service = ReportService(store, clock, audit, orgs, subjects_service, staff.lookup)
+    wechat_push_service.report_to(telemetry)
     return Services(
         deliveries=deliveries,
         consents=consents,
         # Subscribe-message acceptances pushed by WeChat are recorded as consents.
-        wechat_push=WeChatPushService(store, clock, audit, codec, consents),
+        wechat_push=wechat_push_service,
         idempotency=IdempotencyService(store, clock, codec),
         assistance=assistance_service,
         absences=absence_service,
+        wellbeing=wellbeing_service,
+        documents=document_service,
         content_check=ContentCheckService(wechat, mp_accounts, config.msg_sec_check),
-        reports=ReportService(store, clock, audit, orgs, subjects_service, staff.lookup),
+        reports=reports_service,
+        dashboard=DashboardService(
+            clock,
+            audit,
+            orgs,
+            program_service,
+            obligation_service,
+            alerts_service,
+            leave_service,
+            sanction_service,
+            reports_service,
+        ),
         wechat=wechat,
         mp_accounts=mp_accounts,
         uploads=uploads,
@@ -611,6 +741,7 @@ def build_services(
         transfers=transfer_service,
         counseling=counseling_service,
         notifications=notifications,
+        notices=notices,
         obligations=obligation_service,
         investigations=investigations,
         rules=rules,
@@ -635,10 +766,13 @@ def assemble_api(
     clock: Clock | None = None,
     *,
     hash_cost: HashCost | None = None,
+    metrics: Metrics | None = None,
 ) -> ApiRuntime:
     """Build the services and the application around an open store and vault (tests too)."""
     clock = clock or SystemClock()
-    services = build_services(store, config, clock, vault, hash_cost)
+    metrics = metrics or Metrics("api", API_VERSION)
+    services = build_services(store, config, clock, vault, hash_cost, telemetry=metrics)
+    metrics.watch_review_queue(services.checkins, clock)
 
     async def keys_loaded() -> bool:
         return vault.ready
@@ -675,7 +809,10 @@ def assemble_api(
         assistance=services.assistance,
         content_check=services.content_check,
         reports=services.reports,
+        dashboard=services.dashboard,
         absences=services.absences,
+        wellbeing=services.wellbeing,
+        documents=services.documents,
         wechat_appid=services.wechat.appid,
         push_token=config.wechat_push_token,
         push_aes_key=config.wechat_push_aes_key,
@@ -683,7 +820,11 @@ def assemble_api(
         production=config.production,
     )
     return ApiRuntime(
-        store=store, context=context, app=make_app(context, all_routes()), services=services
+        store=store,
+        context=context,
+        app=make_app(context, all_routes(), request_logger(metrics)),
+        services=services,
+        metrics=metrics,
     )
 
 
@@ -726,12 +867,15 @@ async def bootstrap_admin(services: Services, config: Config) -> bool:
 
 
 async def build_api(config: Config, *, clock: Clock | None = None) -> ApiRuntime:
-    store = connect_store(config, operation_timeout_ms=config.db_operation_timeout_ms)
+    metrics = Metrics("api", API_VERSION)
+    store = connect_store(
+        config, operation_timeout_ms=config.db_operation_timeout_ms, metrics=metrics
+    )
     try:
         await wait_for_database(store, config.db_wait_seconds)
         await store.ensure_indexes(collection_specs())
         vault = await open_vault(config, store, clock or SystemClock())
-        runtime = assemble_api(store, config, vault, clock)
+        runtime = assemble_api(store, config, vault, clock, metrics=metrics)
         await bootstrap_admin(runtime.services, config)
     except BaseException:
         await store.close()

@@ -6,10 +6,14 @@ import dataclasses
 import datetime as dt
 import gc
 import hashlib
+import inspect
 import json
+import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import pytest
@@ -31,6 +35,66 @@ from server.embedded_tuning import plan_id_filters_by_id
 from server.wechat_standin import StandinState, make_standin_app
 
 pytest_plugins = ["tests.mp_support", "tests.hsm_support", "tests.browser_support"]
+
+# --- the fast tier: `make test-fast` runs `-m "not slow"` --------------------------------------
+# A test is slow when it serves the API over HTTP or drives a browser (by the fixtures it uses),
+# or starts a process (its code, its fixtures' code or a helper of the suite it calls names
+# `subprocess`), or is marked `slow` by hand (waits on real time). Classified at collection, so a
+# new test lands in the right tier without anyone remembering to mark it.
+SLOW_FIXTURES = frozenset({"api", "browser"})
+PROCESS_NAMES = frozenset({"subprocess", "create_subprocess_exec", "create_subprocess_shell"})
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    starts: dict[CodeType, bool] = {}
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        functions = [getattr(item, "function", None)] + [
+            d.func for name in fixtures for d in definitions.get(name, ())
+        ]
+        if fixtures & SLOW_FIXTURES or any(
+            _starts_processes(f, starts) for f in functions if f is not None
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
+def _starts_processes(function: Callable[..., Any], known: dict[CodeType, bool]) -> bool:
+    """Whether `function`, or a function or class of the suite it names, starts a process."""
+    function = inspect.unwrap(function)
+    code = getattr(function, "__code__", None)
+    if code is None or not _in_suite(function):
+        return False
+    if code not in known:
+        known[code] = False  # a recursive helper ends here
+        known[code] = _code_starts_processes(code, function.__globals__, known)
+    return known[code]
+
+
+def _code_starts_processes(code: CodeType, namespace: dict[str, Any], known: dict) -> bool:
+    for name in code.co_names:
+        if name in PROCESS_NAMES:
+            return True
+        value = namespace.get(name)
+        members = vars(value).values() if inspect.isclass(value) else [value]
+        functions = (getattr(m, "__func__", m) for m in members)  # classmethod, staticmethod
+        if any(callable(f) and _starts_processes(f, known) for f in functions):
+            return True
+    return any(
+        _code_starts_processes(const, namespace, known)
+        for const in code.co_consts
+        if isinstance(const, CodeType)
+    )
+
+
+def _in_suite(value: Any) -> bool:
+    module = sys.modules.get(getattr(value, "__module__", None) or "")
+    path = getattr(module, "__file__", None)
+    return path is not None and Path(path).resolve().is_relative_to(TESTS_DIR)
 
 
 @pytest.fixture(scope="session")
@@ -231,20 +295,28 @@ async def vault(store: Store, config: Config, clock: FixedClock) -> KeyVault:
 
 
 @pytest_asyncio.fixture
-async def api(
+async def runtime(
     store: Store, config: Config, clock: FixedClock, vault: KeyVault
-) -> AsyncIterator[ServedApp]:
+) -> AsyncIterator[ApiRuntime]:
+    """The real application over this test's fresh database, not served: what `services`
+    needs (a test that only calls services stays in the fast tier)."""
+    assembled = assemble_api(store, config, vault, clock, hash_cost=TEST_COST)
+    yield assembled
+    await assembled.services.close()
+
+
+@pytest_asyncio.fixture
+async def api(runtime: ApiRuntime) -> AsyncIterator[ServedApp]:
     """The real application on a free loopback port, over this test's fresh database."""
-    served = await serve_runtime(assemble_api(store, config, vault, clock, hash_cost=TEST_COST))
+    served = await serve_runtime(runtime)
     yield served
     served.server.stop()
     await served.server.close_all_connections()
-    await served.runtime.services.close()
 
 
 @pytest.fixture
-def services(api: ServedApp) -> Services:
-    return api.runtime.services
+def services(runtime: ApiRuntime) -> Services:
+    return runtime.services
 
 
 @pytest_asyncio.fixture

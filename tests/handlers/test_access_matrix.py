@@ -713,6 +713,12 @@ async def checkin_photo(env: Env, in_scope: bool) -> Request:
     return Request(f"/api/v1/checkins/{checkin_id}/photo")
 
 
+async def checkin_detail(env: Env, in_scope: bool) -> Request:
+    """One flagged check-in, read whole (the console's review)."""
+    review = await flagged_checkin(env, in_scope)
+    return Request(review.path.removesuffix("/review"))
+
+
 # Photos answer a refused role 404, as if absent: a 403 would say the photo exists.
 CONCEALED = {
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/photo", "GET"),
@@ -851,6 +857,14 @@ async def month_summary(env: Env, in_scope: bool) -> Request:
     return Request(f"/api/v1/assistance/summary?org_id={env.node(in_scope).id}&month=2026-06")
 
 
+async def node_dashboard(env: Env, in_scope: bool) -> Request:
+    return Request(f"/api/v1/dashboard?org={env.node(in_scope).id}")
+
+
+async def node_signing(env: Env, in_scope: bool) -> Request:
+    return Request(f"/api/v1/dashboard/signing?org={env.node(in_scope).id}")
+
+
 # Monthly compliance reports cover a month that has ended by the test clock (real time at the
 # start of the test, as for the assistance summary's month).
 REPORT_MONTH = "2026-06"
@@ -936,6 +950,31 @@ def approvers_outside(role: Role) -> int:
 
 
 BREAK_GLASS_REASON = {"reason": "协查：该人员在本区涉嫌违法，需核实身份"}
+
+
+async def decided_admonishment(env: Env, in_scope: bool) -> str:
+    """A 训诫 decided (station, then county) on a file in or out of the caller's scope."""
+    sid = await corrections_subject(env, in_scope)
+    sanctions = env.make_staff.services.sanctions
+    view = await sanctions.propose(SYSTEM, sid, SanctionKind.ADMONISH, "未按时报到")
+    for officer in await officers_before(env, in_scope, (Level.STATION, Level.COUNTY)):
+        await sanctions.decide(as_account(officer), view.id, True, "查实")
+    return view.id
+
+
+async def document_of_decision(env: Env, in_scope: bool) -> Request:
+    record_id = await decided_admonishment(env, in_scope)
+    return Request("/api/v1/documents", {"kind": "admonish_decision", "record_id": record_id})
+
+
+def on_document(suffix: str, body: Any = None) -> Builder:
+    async def build(env: Env, in_scope: bool) -> Request:
+        record_id = await decided_admonishment(env, in_scope)
+        view = await env.make_staff.services.documents.make(SYSTEM, "admonish_decision", record_id)
+        return Request(f"/api/v1/documents/{view.id}{suffix}", body)
+
+    return build
+
 
 # (path pattern, method) -> (builder, success status, status outside scope or None: no target);
 # either status may be a function of the caller's role.
@@ -1231,6 +1270,11 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
     ("/api/v1/counseling/(?P<session_id>[^/]+)/cancel", "POST"): (on_session("/cancel"), 200, 404),
     ("/api/v1/caseload", "GET"): (plain("/api/v1/caseload"), 200, None),
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/visits", "GET"): (on_subject("/visits"), 200, 404),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/wellbeing", "GET"): (
+        on_subject("/wellbeing"),
+        200,
+        404,
+    ),
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/visits", "POST"): (
         on_subject("/visits", lambda env, _in: {"kind": "visit", "note": "走访"}),
         201,
@@ -1242,6 +1286,13 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
     ("/api/v1/checkins/review-queue", "GET"): (plain("/api/v1/checkins/review-queue"), 200, None),
     ("/api/v1/checkins/(?P<checkin_id>[^/]+)/review", "POST"): (flagged_checkin, 200, 404),
     ("/api/v1/checkins/(?P<checkin_id>[^/]+)/photo", "GET"): (checkin_photo, 200, 404),
+    ("/api/v1/checkins/decided", "GET"): (plain("/api/v1/checkins/decided"), 200, None),
+    ("/api/v1/checkins/(?P<checkin_id>[^/]+)", "GET"): (checkin_detail, 200, 404),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/checkins", "GET"): (
+        on_subject("/checkins"),
+        200,
+        404,
+    ),
     ("/api/v1/orgs/(?P<org_id>[^/]+)/area", "PUT"): (org_area, 200, 404),
     ("/api/v1/assistance/facilities", "POST"): (
         resource_body(
@@ -1345,6 +1396,19 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
         404,
     ),
     ("/api/v1/assistance/summary", "GET"): (month_summary, 200, 404),
+    ("/api/v1/dashboard", "GET"): (node_dashboard, 200, 404),
+    ("/api/v1/transfers", "GET"): (plain("/api/v1/transfers?status=requested"), 200, None),
+    ("/api/v1/investigations", "GET"): (
+        plain("/api/v1/investigations?status=requested"),
+        200,
+        None,
+    ),
+    ("/api/v1/assistance/stays", "GET"): (
+        plain("/api/v1/assistance/stays?status=ending"),
+        200,
+        None,
+    ),
+    ("/api/v1/dashboard/signing", "GET"): (node_signing, 200, 404),
     ("/api/v1/reports/compliance", "POST"): (new_report_body, 201, 404),
     ("/api/v1/reports/compliance/(?P<report_id>[^/]+)", "GET"): (
         on_report("?format=json"),
@@ -1367,6 +1431,19 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
         200,
         404,
     ),
+    ("/api/v1/documents", "POST"): (document_of_decision, 201, 404),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/documents", "GET"): (
+        on_subject("/documents"),
+        200,
+        404,
+    ),
+    ("/api/v1/documents/(?P<document_id>[^/]+)", "GET"): (on_document(""), 200, 404),
+    ("/api/v1/documents/(?P<document_id>[^/]+)/pdf", "GET"): (on_document("/pdf"), 200, 404),
+    ("/api/v1/documents/(?P<document_id>[^/]+)/void", "POST"): (
+        on_document("/void", {"reason": "文号有误"}),
+        200,
+        404,
+    ),
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/binding-code", "POST"): (
         on_subject("/binding-code", lambda env, _in: {"role": "subject"}),
         201,
@@ -1384,6 +1461,11 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
     ("/mp/v1/checkins", "POST"): (plain("/mp/v1/checkins", {}), 403, None),
     ("/mp/v1/me/tasks", "GET"): (plain("/mp/v1/me/tasks"), 403, None),
     ("/mp/v1/messages", "GET"): (plain("/mp/v1/messages"), 403, None),
+    ("/mp/v1/messages/(?P<message_id>[^/]+)/read", "POST"): (
+        plain(f"/mp/v1/messages/{ObjectId()}/read"),
+        403,
+        None,
+    ),
     ("/mp/v1/leave-requests", "POST"): (plain("/mp/v1/leave-requests", {}), 403, None),
     ("/mp/v1/leave-requests", "GET"): (plain("/mp/v1/leave-requests"), 403, None),
     ("/mp/v1/leave-requests/(?P<leave_id>[^/]+)", "GET"): (
@@ -1392,7 +1474,14 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
         None,
     ),
     ("/mp/v1/checkins", "GET"): (plain("/mp/v1/checkins"), 403, None),
+    ("/mp/v1/wellbeing/survey", "GET"): (plain("/mp/v1/wellbeing/survey"), 403, None),
     ("/mp/v1/sanctions", "GET"): (plain("/mp/v1/sanctions"), 403, None),
+    ("/mp/v1/documents", "GET"): (plain("/mp/v1/documents"), 403, None),
+    ("/mp/v1/documents/(?P<document_id>[^/]+)/pdf", "GET"): (
+        plain(f"/mp/v1/documents/{ObjectId()}/pdf"),
+        403,
+        None,
+    ),
     ("/mp/v1/leave-requests/(?P<leave_id>[^/]+)/return", "POST"): (
         plain(f"/mp/v1/leave-requests/{ObjectId()}/return", {}),
         403,
