@@ -512,7 +512,8 @@ class BaseHandler(tornado.web.RequestHandler):
             await self.authorize()
             self.check_query_names()
         except Exception as refusal:
-            if not (declared or self.request.headers.get("Transfer-Encoding")):
+            body_coming = declared or self.request.headers.get("Transfer-Encoding")
+            if not body_coming or (self.request.method or "").lower() not in _BODY_VERBS:
                 raise
             # Answered once the body has arrived (and been dropped): refused before it, the
             # connection would close on unread bytes, and a proxy in front (nginx) would answer
@@ -521,7 +522,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for verb in _BODY_VERBS:
+        # Every verb, not only those with a body: a deferred refusal must never let a method run.
+        for verb in (name.lower() for name in cls.SUPPORTED_METHODS):
             method = cls.__dict__.get(verb)
             if method is not None and not hasattr(method, "__refusal_first__"):
                 setattr(cls, verb, _refusal_first(method))

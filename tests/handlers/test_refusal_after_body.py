@@ -70,3 +70,17 @@ async def test_a_refusal_without_a_body_is_still_immediate(api):
         [b"GET /api/v1/caseload HTTP/1.1\r\nHost: localhost\r\n\r\n"],
     )
     assert answers[0][0] == 401
+
+
+async def test_a_read_sent_with_a_body_is_refused_at_once_and_never_served(api):
+    # A GET carrying a body gets no deferral: the refusal is immediate and the caseload of no
+    # one is read for a caller without a session.
+    body = b'{"x": 1}'
+    request = (
+        b"GET /api/v1/caseload HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    answers = await exchange(api.base_url, [request])
+    assert answers[0][0] == 401
+    assert answers[0][1]["error"]["code"] == "unauthenticated"
