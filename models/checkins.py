@@ -4,9 +4,11 @@ A check-in is classified by the server's arrival time against the person's check
 permitted area; the device's capture time and other suspicious signals only raise flags, and a
 flagged check-in waits for the station's review. Coordinates are sealed with the person's key.
 
-The hot path costs four database round trips: the person's recent check-ins (one indexed
-read), the audit entry, the check-in itself (its idempotency key is a unique index, so concurrent
-duplicates yield one record), and one conditional update of the obligation. What changes rarely
+The hot path costs two database round trips: the person's recent check-ins (one indexed read),
+and one ordered batch (a client bulkWrite; separate commands on servers before 8.0) of the audit
+entry, the check-in itself (its idempotency key is a unique index, so concurrent duplicates
+yield one record, and a duplicate stops the batch) and the conditional update of its window.
+What changes rarely
 (the case file's key and place, windows, leave and e-location in force, areas) is read with
 concurrent indexed finds when the person signs in and kept for 30 s per process.
 """
@@ -34,16 +36,17 @@ from models.clock import LOCAL_TZ, Clock, stored_precision
 from models.codec import FieldCodec
 from models.decision_notices import DecisionNoticeService, NoticeKind, moment_text, reason_text
 from models.elocation import ElocationService
-from models.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.geo import Area, Point, distance_m, gcj02_to_wgs84
+from models.identity import Identity
 from models.leave import LeaveService
 from models.obligations import Evidence, ObligationService, OccurrenceStatus
 from models.orgs import OrgKind, OrgService
-from models.policy import Identity, Scope
 from models.policy import Policy as AccessPolicy
+from models.policy import Scope
 from models.rules import EffectiveRules, RulesService
 from models.staff import StaffService
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, OrderedWriteError, Store, Write
 from models.subjects import SubjectService, SubjectStatus
 from models.telemetry import CheckinObserver, NullTelemetry
 from models.uploads import UploadService
@@ -217,16 +220,6 @@ class _Context:
     leave: list[dict[str, Any]] = field(default_factory=list)
     elocation: list[dict[str, Any]] = field(default_factory=list)
     org_areas: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _Replay(DomainError):
-    """The idempotency key was used already (found on insert): answer the first request."""
-
-    code = "replay"
-
-    def __init__(self, existing: dict[str, Any]):
-        super().__init__("replay")
-        self.existing = existing
 
 
 def _idempotency_conflict() -> Conflict:
@@ -473,30 +466,36 @@ class CheckinService:
         }
         if needs_review:
             document["review_pending"] = True
+
+        def writes(entry: str) -> list[Write]:
+            # The audit entry goes first (record_with), then the check-in naming it, then its
+            # window: a duplicate key stops the batch before the window is touched.
+            batch = [Write(CHECKINS.name, {**document, "audit_entry": entry})]
+            if occurrence_status is not None:
+                batch.append(
+                    self._obligations.checkin_write(
+                        str(window["_id"]), checkin_id, occurrence_status, needs_review
+                    )
+                )
+            return batch
+
         try:
-            async with self._audit.change(
+            await self._audit.record_with(
                 ctx,
                 "checkins.record",
+                writes,
                 resource="checkin",
                 resource_id=checkin_id,
                 subject_id=subject_id,
                 details={"status": str(status), "flags": answer.flags},
-                confirm=False,
-            ) as entry:
-                document["audit_entry"] = entry
-                try:
-                    await self._checkins.insert_one(document)
-                except DuplicateKeyError:
-                    existing = await self._checkins.find_one({"idem": idem})
-                    if existing is None:
-                        raise
-                    raise _Replay(existing) from None
-        except _Replay as replay:
-            return await self._replay(ctx, replay.existing, fingerprint)
-        if occurrence_status is not None:
-            await self._obligations.apply_checkin(
-                str(window["_id"]), checkin_id, occurrence_status, needs_review
             )
+        except OrderedWriteError as exc:
+            if not (exc.index == 1 and isinstance(exc.cause, DuplicateKeyError)):
+                raise exc.cause from None
+            existing = await self._checkins.find_one({"idem": idem})
+            if existing is None:
+                raise exc.cause from None
+            return await self._replay(ctx, existing, fingerprint)
         self._observer.checkin_recorded(answer.status, answer.flags)
         return answer
 
@@ -529,7 +528,7 @@ class CheckinService:
 
     async def prefetch(self, identity: Identity) -> None:
         """At login: load what this person's check-in will need (and unwrap their key), so the
-        check-in that follows costs its four round trips and no more."""
+        check-in that follows costs its two round trips and no more."""
         if identity.subject_id is None or identity.role != "subject":
             return
         context = await self._load_context(identity.subject_id, self._clock.now())

@@ -23,6 +23,7 @@ from pymongo.errors import DuplicateKeyError
 
 from models.clock import Clock
 from models.crypto import CryptoError, Suite, aead_decrypt, aead_encrypt, new_key
+from models.singleflight import SingleFlight
 from models.store import CollectionSpec, Store
 
 KEY_VAULT = CollectionSpec(
@@ -226,6 +227,9 @@ class KeyVault:
         self.suite = suite
         self._clock = clock
         self._cache = cache or KeyCache()
+        # A burst of first requests needing one key (a fresh process, an expired entry)
+        # reads and unwraps it once.
+        self._loads: SingleFlight[tuple[str, str], bytes] = SingleFlight()
         self.ready = False
 
     @property
@@ -278,6 +282,13 @@ class KeyVault:
         cached = self._cache.get(key_id)
         if cached is not None:
             return cached
+        return await self._loads.load(
+            ("create", key_id), lambda: self._load_or_create(key_id, purpose, factory, extra)
+        )
+
+    async def _load_or_create(
+        self, key_id: str, purpose: str, factory: Any, extra: dict[str, Any]
+    ) -> bytes:
         doc = await self._vault.find_one({"_id": key_id})
         if doc is None:
             material = factory() if factory else new_key(self.suite)
@@ -292,6 +303,9 @@ class KeyVault:
         cached = self._cache.get(key_id)
         if cached is not None:
             return cached
+        return await self._loads.load(("get", key_id), lambda: self._load(key_id))
+
+    async def _load(self, key_id: str) -> bytes:
         doc = await self._vault.find_one({"_id": key_id})
         if doc is None:
             raise KeyUnknown(key_id)

@@ -27,7 +27,7 @@ from models.notifications import NotificationService, reminder_text
 from models.orgs import node_at
 from models.periods import add_months
 from models.programs import OPEN_STATUSES, ObligationRule, ProgramService
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, Write, still_there
 from models.subjects import SubjectService
 
 log = logging.getLogger("anbang.obligations")
@@ -357,7 +357,7 @@ class ObligationService:
             if new_end is None or new_end == doc["window_end"]:
                 continue
             if new_end > now:
-                change = {"$set": {"window_end": new_end}}
+                change: dict[str, Any] = {"$set": {"window_end": new_end}}
             else:
                 change = {
                     "$set": {
@@ -545,17 +545,19 @@ class ObligationService:
         )
         return found is not None
 
-    async def apply_checkin(
+    def checkin_write(
         self, occurrence_id_: str, checkin_id: str, status: OccurrenceStatus, needs_review: bool
-    ) -> bool:
-        """One conditional update: a clean check-in meets the window (also over one awaiting
-        review); a flagged one holds it for review unless it is met already."""
+    ) -> Write:
+        """The conditional update a check-in makes to its window, for the check-in's own ordered
+        batch: a clean check-in meets the window (also over one awaiting review); a flagged one
+        holds it for review unless it is met already."""
         open_states = [str(OccurrenceStatus.SCHEDULED), str(OccurrenceStatus.MISSED)]
         if not needs_review:
             open_states.append(str(OccurrenceStatus.PENDING_REVIEW))
-        result = await self._occurrences.update_one(
-            {"_id": occurrence_id_, "status": {"$in": open_states}},
-            {
+        return Write(
+            OCCURRENCES.name,
+            filter={"_id": occurrence_id_, "status": {"$in": open_states}},
+            update={
                 "$set": {
                     "status": str(status),
                     "checkin_id": checkin_id,
@@ -564,6 +566,13 @@ class ObligationService:
                 "$unset": {"alert_pending": ""},
             },
         )
+
+    async def apply_checkin(
+        self, occurrence_id_: str, checkin_id: str, status: OccurrenceStatus, needs_review: bool
+    ) -> bool:
+        """`checkin_write` on its own (a replay finishing what its first attempt began)."""
+        write = self.checkin_write(occurrence_id_, checkin_id, status, needs_review)
+        result = await self._occurrences.update_one(write.filter or {}, write.update or {})
         return result.modified_count == 1
 
     async def settle_review(
@@ -630,6 +639,7 @@ class ObligationService:
             {"$inc": {"hours_done": hours}, "$push": {"hours_log": entry}},
             return_document=ReturnDocument.AFTER,
         )
+        updated = still_there(updated)
         required = updated.get("required_hours") or 0
         if updated["hours_done"] >= required and updated["status"] in (
             OccurrenceStatus.SCHEDULED,

@@ -21,7 +21,9 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
-from models.orgs import Org, OrgKind, OrgService, parse_id
+from models.ids import parse_id
+from models.orgs import Org, OrgKind, OrgService
+from models.singleflight import SingleFlight
 from models.store import CollectionSpec, Store, upsert_one
 
 RULE_OVERRIDES = CollectionSpec("rule_overrides")
@@ -196,12 +198,20 @@ class RulesService:
         self._cache: dict[tuple[str, ...], tuple[float, EffectiveRules]] = {}
         self._org_codes: dict[str, tuple[float, list[str]]] = {}
         self._cache_seconds = cache_seconds
+        # A burst of first check-ins reads each jurisdiction's overrides and org chain once.
+        self._rule_loads: SingleFlight[tuple[str, ...], EffectiveRules] = SingleFlight()
+        self._chain_loads: SingleFlight[str, list[str]] = SingleFlight()
+        self._generation = 0  # advanced when overrides change
 
     async def for_codes(self, codes: Sequence[str]) -> EffectiveRules:
         key = tuple(codes)
         cached = self._cache.get(key)
         if cached is not None and time.monotonic() - cached[0] < self._cache_seconds:
             return cached[1]
+        return await self._rule_loads.load(key, lambda: self._load_rules(key))
+
+    async def _load_rules(self, codes: tuple[str, ...]) -> EffectiveRules:
+        generation = self._generation
         values = {k: rule.value for k, rule in self.book.rules.items()}
         overridden: dict[str, str] = {}
         parts = [self.book.version]
@@ -209,7 +219,7 @@ class RulesService:
         for code in codes:  # broadest first, so the narrowest jurisdiction wins
             doc = docs.get(code)
             in_force = _in_force(doc) if doc is not None else {}
-            if not in_force:
+            if doc is None or not in_force:
                 continue
             for rule_key, value in in_force.items():
                 if rule_key in values:
@@ -217,7 +227,9 @@ class RulesService:
                     overridden[rule_key] = code
             parts.append(f"{code}@{doc['version']}")
         effective = EffectiveRules(values, "+".join(parts), overridden, self.book)
-        self._cache[key] = (time.monotonic(), effective)
+        if generation == self._generation:
+            # Not kept when an override was written while it loaded: the next call reads again.
+            self._cache[codes] = (time.monotonic(), effective)
         return effective
 
     async def for_org(self, org_id: str) -> EffectiveRules:
@@ -226,11 +238,15 @@ class RulesService:
         cached = self._org_codes.get(org_id)
         if cached is not None and time.monotonic() - cached[0] < self._cache_seconds:
             return await self.for_codes(cached[1])
+        codes = await self._chain_loads.load(org_id, lambda: self._load_chain(org_id))
+        return await self.for_codes(codes)
+
+    async def _load_chain(self, org_id: str) -> list[str]:
         org = await self._orgs.get(org_id)
-        chain = [await self._orgs.get(node) for node in org.path]
+        chain = [org if node == org.id else await self._orgs.get(node) for node in org.path]
         codes = jurisdiction_codes(chain)
         self._org_codes[org_id] = (time.monotonic(), codes)
-        return await self.for_codes(codes)
+        return codes
 
     async def override(
         self, ctx: AuditContext, code: str, values: Mapping[str, Any], source: str
@@ -296,6 +312,7 @@ class RulesService:
                 },
             )
         self._cache.clear()
+        self._generation += 1
         return {
             "code": code,
             "version": doc["version"],
@@ -440,6 +457,7 @@ class RulesService:
                     session=session,
                 )
         self._cache.clear()
+        self._generation += 1
         return _proposal_view(decided)
 
 

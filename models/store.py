@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo import AsyncMongoClient, IndexModel, InsertOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     AutoReconnect,
+    ClientBulkWriteException,
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
+    InvalidOperation,
     NetworkTimeout,
     NotPrimaryError,
     OperationFailure,
@@ -27,7 +29,7 @@ from pymongo.errors import (
 )
 from pymongo.read_concern import ReadConcern
 
-from models.errors import Unavailable
+from models.errors import NotFound, Unavailable
 
 # Errors that mean "the database cannot be reached right now", as opposed to a bad command: the
 # caller gets 503 with Retry-After and may retry with the same idempotency key.
@@ -68,11 +70,53 @@ async def upsert_one(
     raise Unavailable("The record could not be written; try again.")
 
 
+def still_there(doc: dict[str, Any] | None, what: str = "record") -> dict[str, Any]:
+    """The document an update answered with (`ReturnDocument.AFTER`). None means it was
+    removed between the read that found it and the update: the caller meets NotFound."""
+    if doc is None:
+        raise NotFound(f"No such {what}.")
+    return doc
+
+
 def as_unavailable(exc: BaseException) -> Unavailable | None:
     """The domain error for a database outage, or None when `exc` is something else."""
     if isinstance(exc, _UNAVAILABLE_ERRORS):
         return Unavailable("The database is temporarily unavailable; try again shortly.")
     return None
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write of an ordered batch (`Store.write_ordered`): insert `document` into
+    `collection`, or apply `update` to the one document matching `filter`."""
+
+    collection: str
+    document: dict[str, Any] | None = None
+    filter: dict[str, Any] | None = None
+    update: dict[str, Any] | None = None
+
+
+class OrderedWriteError(Exception):
+    """Write `index` of an ordered batch was refused (`cause`; a DuplicateKeyError for a
+    unique key): every write before it landed, none after it ran."""
+
+    def __init__(self, index: int, cause: PyMongoError):
+        super().__init__(f"write {index} of an ordered batch failed: {cause}")
+        self.index = index
+        self.cause = cause
+        # The audit entry the batch began with, once it is known to stand.
+        self.entry_id: str | None = None
+
+
+def _write_error(error: dict[str, Any]) -> OrderedWriteError:
+    code = error.get("code")
+    message = str(error.get("errmsg") or "write failed")
+    cause = (
+        DuplicateKeyError(message, code, error)
+        if code == 11000
+        else OperationFailure(message, code, error)
+    )
+    return OrderedWriteError(int(error.get("idx", 0)), cause)
 
 
 class IndexConflict(Exception):
@@ -110,15 +154,26 @@ class DatabaseSettings:
     # firewalls and load balancers often sooner) would otherwise turn the first write after a
     # quiet spell into AutoReconnect: writes are not retried where retryable writes are off.
     max_idle_time_ms: int = 60_000
+    # A hot path's writes (audit entry, record, window) go in one ordered client-level
+    # bulkWrite (MongoDB 8.0+): one round trip. False, or a server without it (found at the
+    # first try), sends them as separate ordered commands.
+    client_bulk_write: bool = True
 
 
 class Store:
     """The one database handle of a process; services get collections from it."""
 
-    def __init__(self, client: AsyncMongoClient, database: AsyncDatabase, production: bool):
+    def __init__(
+        self,
+        client: AsyncMongoClient,
+        database: AsyncDatabase,
+        production: bool,
+        client_bulk_write: bool = True,
+    ):
         self._client = client
         self._db = database
         self.production = production
+        self.client_bulk_write = client_bulk_write
 
     @classmethod
     def connect(cls, settings: DatabaseSettings) -> Store:
@@ -128,10 +183,10 @@ class Store:
         # j:true too: without it a kill -9 lost the writes of its last tens of milliseconds).
         # Production runs a replica set: majority-acknowledged as well, so an acknowledged
         # check-in also survives the loss of the primary.
-        durability = (
+        durability: dict[str, Any] = (
             {"w": "majority", "journal": True} if settings.production else {"journal": True}
         )
-        deadline = (
+        deadline: dict[str, Any] = (
             {"timeoutMS": settings.operation_timeout_ms} if settings.operation_timeout_ms else {}
         )
         client: AsyncMongoClient = AsyncMongoClient(
@@ -146,7 +201,7 @@ class Store:
             **deadline,
             **durability,
         )
-        return cls(client, client[settings.name], settings.production)
+        return cls(client, client[settings.name], settings.production, settings.client_bulk_write)
 
     @property
     def database(self) -> AsyncDatabase:
@@ -165,6 +220,47 @@ class Store:
         """A multi-document transaction: committed when the block ends, aborted if it raises."""
         async with self._client.start_session() as session, await session.start_transaction():
             yield session
+
+    async def write_ordered(self, writes: Sequence[Write]) -> None:
+        """Carry out `writes` in order, stopping at the first refused (OrderedWriteError says
+        which): one bulkWrite command where the server has it, else one command each. An
+        outage raises the driver's error as any write does (what landed is then unknown)."""
+        if self.client_bulk_write:
+            models: list[InsertOne[Any] | UpdateOne] = [
+                InsertOne(w.document, namespace=f"{self._db.name}.{w.collection}")
+                if w.document is not None
+                else UpdateOne(
+                    w.filter or {}, w.update or {}, namespace=f"{self._db.name}.{w.collection}"
+                )
+                for w in writes
+            ]
+            try:
+                await self._client.bulk_write(models, ordered=True)
+                return
+            except InvalidOperation as exc:
+                if "8.0" not in str(exc):
+                    raise
+                self.client_bulk_write = False  # an older server: separate commands from now
+            except ClientBulkWriteException as exc:
+                if isinstance(exc.error, BaseException):
+                    raise exc.error from None
+                if exc.error is not None:
+                    raise OperationFailure(str(exc.error), None, exc.error) from None
+                errors = exc.details.get("writeErrors") or []
+                if errors:
+                    raise _write_error(errors[0]) from None
+                raise
+        for index, w in enumerate(writes):
+            collection = self.collection(w.collection)
+            try:
+                if w.document is not None:
+                    await collection.insert_one(w.document)
+                else:
+                    await collection.update_one(w.filter or {}, w.update or {})
+            except OperationFailure as exc:
+                if isinstance(exc, _UNAVAILABLE_ERRORS):
+                    raise
+                raise OrderedWriteError(index, exc) from None
 
     async def ensure_indexes(self, specs: Iterable[CollectionSpec]) -> None:
         """Create every declared index; idempotent, so every process may run it at start."""

@@ -15,9 +15,10 @@ async def run_embedded_database(host: str, port: int, path: Path) -> None:
     # Imported here, not at the top: only this launcher and the test fixtures know SecantusDB.
     from secantus import SecantusDBServer
 
-    from server.embedded_tuning import plan_id_filters_by_id
+    from server.embedded_tuning import journal_bulk_writes, plan_id_filters_by_id
 
     plan_id_filters_by_id()
+    journal_bulk_writes()
     await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
     stop = stop_event_on_signals()
     server = SecantusDBServer(

@@ -1,5 +1,5 @@
-"""A correction to the embedded database's write planner, applied where it starts (never used
-with MongoDB).
+"""Corrections to the embedded database, applied where it starts (never used with MongoDB): its
+write planner, and the journaling of a client-level bulkWrite.
 
 SecantusDB 0.7.0b3 carries out a findAndModify by re-asserting the query as
 `{"_id": <matched>, "$and": [<query>]}`, and its write planner gives up on any filter with a
@@ -41,4 +41,34 @@ def plan_id_filters_by_id() -> None:
         return original(self, db, coll, filter, collation=collation)
 
     try_index_id_keys.anbang_corrected = True  # type: ignore[attr-defined]
-    storage.Storage._try_index_id_keys = try_index_id_keys  # type: ignore[method-assign]
+    storage.Storage._try_index_id_keys = try_index_id_keys
+
+
+def journal_bulk_writes() -> None:
+    """Journal a bulkWrite that asks for the journal before answering it (idempotent).
+
+    SecantusDB 0.7.0b3 carries out a client-level bulkWrite as one insert, update or delete
+    command per operation, built without the bulkWrite's writeConcern: `j: true` is dropped and
+    the batch is acknowledged before it is in the journal, so a kill -9 of the database lost
+    acknowledged check-ins (tests/server/test_fault_db_restart.py found it). MongoDB journals the
+    batch. The correction: once such a bulkWrite has run, the journal is flushed to disk (one
+    fsync covering every operation it committed) before the answer goes back.
+    """
+    from secantus import commands
+
+    original = commands._bulk_write
+    if getattr(original, "anbang_corrected", False):
+        return
+
+    def bulk_write(doc: dict[str, Any], ctx: Any) -> Any:
+        reply = original(doc, ctx)
+        if commands._wants_journal(doc):
+            ctx.storage._session().log_flush("sync=on")
+        return reply
+
+    bulk_write.anbang_corrected = True  # type: ignore[attr-defined]
+    commands._bulk_write = bulk_write
+    # The command table holds the function itself, not its name.
+    for table in vars(commands).values():
+        if isinstance(table, dict) and table.get("bulkWrite") is original:
+            table["bulkWrite"] = bulk_write

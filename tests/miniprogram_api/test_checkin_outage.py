@@ -3,6 +3,8 @@ the same Idempotency-Key after recovery completes the check-in exactly once.
 
 A second application serves the same database through a fault proxy (tests/faultproxy.py); the
 test reads the database directly (the `store` fixture), past the proxy, to see what was stored.
+The check-in's writes go as one ordered bulkWrite (`bulk`, the default) or, as on a server before
+MongoDB 8.0, as separate ordered commands (`separate`); tests that cut between writes say which.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ OPERATION_S = 2.5
 # PyMongo's default heartbeat: how long a silent server can go unnoticed by its monitor.
 HEARTBEAT_S = 10.0
 UNAVAILABLE_ZH = "服务暂时不可用，请稍后重试。"
+# The check-in's one command when its writes go as a client-level bulkWrite.
+BATCH = ("bulkWrite", 1)
 
 
 @dataclass
@@ -107,7 +111,11 @@ class SlowAnswer(AssertionError):
 
 
 @pytest_asyncio.fixture
-async def outage(supervised, config, clock, database_server) -> AsyncIterator[Outage]:
+async def outage(
+    request: pytest.FixtureRequest, supervised, config, clock, database_server
+) -> AsyncIterator[Outage]:
+    # "bulk" (the default) or "separate": how the application sends a check-in's writes.
+    mode = getattr(request, "param", "bulk")
     host, port = database_server.address
     proxy = FaultProxy(host, port, framer=mongodb_frame_length)
     await proxy.start()
@@ -120,6 +128,7 @@ async def outage(supervised, config, clock, database_server) -> AsyncIterator[Ou
         server_selection_timeout_ms=int(SERVER_SELECTION_S * 1000),
         connect_timeout_ms=int(CONNECT_S * 1000),
         operation_timeout_ms=int(OPERATION_S * 1000),
+        client_bulk_write=mode == "bulk",
     )
     store = Store.connect(settings)
     served: ServedApp | None = None
@@ -182,6 +191,7 @@ async def assert_stored_once(store: Store, subject_id: str, answer: MpAnswer) ->
     assert window["checkin_id"] == stored["_id"]
 
 
+@pytest.mark.parametrize("outage", ["bulk", "separate"], indirect=True)
 async def test_a_cut_before_the_check_in_answers_503_and_the_retry_stores_it_once(
     outage, supervised, store, clock
 ):
@@ -201,6 +211,7 @@ async def test_a_slow_database_still_stores_the_check_in_once(outage, supervised
     await assert_stored_once(store, supervised.subject_id, answer)
 
 
+@pytest.mark.parametrize("outage", ["separate"], indirect=True)
 async def test_a_cut_between_the_check_in_and_its_window_is_finished_by_the_retry(
     outage, supervised, store, clock
 ):
@@ -224,10 +235,34 @@ async def test_a_cut_between_the_check_in_and_its_window_is_finished_by_the_retr
     }
 
 
+async def test_a_cut_before_the_one_batch_stores_nothing_and_the_retry_stores_it_once(
+    outage, supervised, store, clock
+):
+    # One command carries the audit entry, the check-in and its window: there is no moment
+    # between the check-in and its window to cut. Cut before it, nothing of it is stored.
+    outage.proxy.cut_before(to_server=lambda m: mongodb_command(m) == BATCH)
+    first = await outage.check_in(clock, "outage-batch-1")
+    assert outage.proxy.tripped.is_set()
+    assert_unavailable(first)
+    assert await stored_checkins(store, supervised.subject_id) == []
+    windows = store.collection("occurrences")
+    assert await windows.count_documents({"checkin_id": {"$exists": True}}) == 0
+
+    outage.proxy.restore()
+    retried = await outage.check_in(clock, "outage-batch-1")
+    await assert_stored_once(store, supervised.subject_id, retried)
+
+
 @pytest.mark.parametrize(
-    "write",
-    [("insert", "audit"), ("insert", "checkins"), ("update", "occurrences")],
-    ids=["audit-entry", "check-in", "window"],
+    ("outage", "write"),
+    [
+        ("separate", ("insert", "audit")),
+        ("separate", ("insert", "checkins")),
+        ("separate", ("update", "occurrences")),
+        ("bulk", BATCH),
+    ],
+    ids=["audit-entry", "check-in", "window", "one-batch"],
+    indirect=["outage"],
 )
 async def test_a_lost_acknowledgement_of_any_write_is_finished_by_the_retry(
     outage, supervised, store, clock, write
@@ -242,18 +277,28 @@ async def test_a_lost_acknowledgement_of_any_write_is_finished_by_the_retry(
     assert len(stored) == (0 if write == ("insert", "audit") else 1)
     assert first.status != 201 or [first.json["id"]] == [doc["_id"] for doc in stored]
     assert_unavailable(first)
+    if write == BATCH:
+        # The whole batch landed, the window met with it: only the answer was lost.
+        (stored,) = stored
+        assert (await occurrence(store, stored["occurrence_id"]))["checkin_id"] == stored["_id"]
 
     outage.proxy.restore()
     retried = await outage.check_in(clock, "outage-ack-1")
     await assert_stored_once(store, supervised.subject_id, retried)
 
 
+@pytest.mark.parametrize(
+    ("outage", "write"),
+    [("bulk", BATCH), ("separate", ("insert", "checkins"))],
+    ids=["one-batch", "separate"],
+    indirect=["outage"],
+)
 async def test_a_blip_that_loses_the_acknowledgement_leaves_a_truthful_audit_trail(
-    outage, supervised, store, clock
+    outage, supervised, store, clock, write
 ):
     # The connection drops as the check-in is stored, and the database is back at once: the
     # audit entry for the outcome is written while the stored check-in stands.
-    lost = LostReply(("insert", "checkins"))
+    lost = LostReply(write)
     outage.proxy.cut_before(to_server=lost.request, to_client=lost.reply)
     first = asyncio.create_task(outage.check_in(clock, "outage-blip-1"))
     await outage.proxy.tripped.wait()

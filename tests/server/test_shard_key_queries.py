@@ -85,6 +85,9 @@ class Commands(CommandListener):
 
     def started(self, event: CommandStartedEvent) -> None:
         name = event.command_name
+        if name == "bulkWrite":
+            self._bulk(event.command)
+            return
         collection = event.command.get(name)
         if not isinstance(collection, str) or collection not in SHARD_KEYS:
             return
@@ -94,6 +97,20 @@ class Commands(CommandListener):
             return
         for query in _queries(name, event.command):
             self.sent.append(Sent(name, collection, query))
+
+    def _bulk(self, command: Mapping[str, Any]) -> None:
+        """MongoDB 8's `bulkWrite` (the check-in's one write): each operation names its
+        collection by index into `nsInfo`, and is read as the command it stands for."""
+        namespaces = [info["ns"].split(".", 1)[1] for info in command.get("nsInfo", ())]
+        for op in command.get("ops", ()):
+            kind = next(k for k in ("insert", "update", "delete") if k in op)
+            collection = namespaces[op[kind]]
+            if collection not in SHARD_KEYS:
+                continue
+            if kind == "insert":
+                self.sent.append(Sent(kind, collection, None, (op["document"],)))
+            else:
+                self.sent.append(Sent(kind, collection, op.get("filter") or {}))
 
     def succeeded(self, event: CommandSucceededEvent) -> None:
         pass
