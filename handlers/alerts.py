@@ -5,14 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel
-
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, Out, endpoint, path_id
 from handlers.query import one_of, query, query_args, yes_no
 from models.alerts import Alert, AlertStatus
 
 
-class AlertOut(BaseModel):
+class AlertOut(Out):
     id: str
     kind: str
     org_id: str
@@ -21,13 +19,18 @@ class AlertOut(BaseModel):
     to_user_id: str | None
     created_at: dt.datetime
     details: dict[str, Any]
+    # The person's name as the caller may see it (masked, or none for a file it cannot read).
+    subject_name: str | None = None
+    acknowledged_at: dt.datetime | None = None
+    acknowledged_by: str | None = None
+    acknowledged_by_name: str | None = None
 
     @classmethod
     def of(cls, alert: Alert) -> AlertOut:
         return cls(**alert.__dict__)
 
 
-class AlertList(BaseModel):
+class AlertList(Out):
     items: list[AlertOut]
 
 
@@ -65,5 +68,5 @@ class AlertAckHandler(BaseHandler):
 
 routes = [
     (r"/api/v1/alerts", AlertsHandler),
-    (r"/api/v1/alerts/(?P<alert_id>[^/]+)/ack", AlertAckHandler),
+    (rf"/api/v1/alerts/{path_id('alert_id')}/ack", AlertAckHandler),
 ]

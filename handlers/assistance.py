@@ -7,17 +7,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint, path_id
 from handlers.query import (
     calendar_month,
+    object_id,
     one_of,
     page_size,
     query,
     query_args,
     required,
     text,
+    yes_no,
 )
 from models.assistance import (
     STAY_NOTICE_DAYS,
@@ -68,7 +70,7 @@ class CourseBody(Strict):
     coordinator_ids: list[str] = Field(default_factory=list, max_length=20)
 
 
-class ResourceOut(BaseModel):
+class ResourceOut(Out):
     id: str
     kind: str
     name: str
@@ -101,7 +103,7 @@ class NeedsBody(Strict):
     benefits: bool = False
 
 
-class NeedsOut(BaseModel):
+class NeedsOut(Out):
     needs: dict[str, bool]
     three_nos: bool
 
@@ -113,7 +115,7 @@ class ReferralBody(Strict):
     note: str = Field(default="", max_length=2000)
 
 
-class ReferralOut(BaseModel):
+class ReferralOut(Out):
     id: str
     subject_id: str
     subject_name: str | None
@@ -130,7 +132,7 @@ class ReferralOut(BaseModel):
         return cls(**view.__dict__)
 
 
-class ReferralList(BaseModel):
+class ReferralList(Out):
     items: list[ReferralOut]
 
 
@@ -161,7 +163,7 @@ class PlacementBody(Strict):
     resource_id: str = Field(min_length=1, max_length=64)
 
 
-class PlacementOut(BaseModel):
+class PlacementOut(Out):
     id: str
     referral_id: str
     resource_id: str
@@ -196,17 +198,17 @@ class AttendanceBody(Strict):
     hours: float = Field(gt=0, le=24)
 
 
-class AttendanceOut(BaseModel):
+class AttendanceOut(Out):
     subject_id: str
     hours: float
     credited: bool
 
 
-class WaitingOut(BaseModel):
+class WaitingOut(Out):
     items: list[dict[str, Any]]
 
 
-class SummaryOut(BaseModel):
+class SummaryOut(Out):
     org_id: str
     month: str
     referrals_by_status: dict[str, int]
@@ -302,6 +304,33 @@ class CoursesHandler(BaseHandler):
         self.respond(ResourceOut.of(view), status=201)
 
 
+class ResourceList(Out):
+    items: list[ResourceOut]
+
+
+class DirectoryHandler(BaseHandler):
+    access = "assistance.read"
+
+    @endpoint(
+        "The resources the caller may refer to: their county's (and above) and their own "
+        "node's, by kind and name, with occupancy and waiting list length (a coordinator: "
+        "their own facilities)",
+        response=ResourceList,
+        tags=("assistance",),
+    )
+    @query(
+        one_of("kind", ResourceKind, "Only resources of this kind"),
+        yes_no("open", "Only resources open for referrals"),
+        page_size(200, 500),
+    )
+    async def get(self) -> None:
+        args = query_args(self)
+        views = await self.ctx.assistance.directory(
+            self.audit_context, kind=args["kind"], active_only=args["open"], limit=args["limit"]
+        )
+        self.respond(ResourceList(items=[ResourceOut.of(v) for v in views]))
+
+
 class ResourceHandler(BaseHandler):
     access = {"GET": "assistance.read", "PATCH": "assistance.resources"}
 
@@ -375,14 +404,15 @@ class ReferralsHandler(BaseHandler):
         self.respond(ReferralOut.of(view), status=201)
 
     @endpoint(
-        "Referrals in scope (`?status=&resource_id=`); a coordinator sees those to their "
-        "facilities only, with minimal personal fields",
+        "Referrals in scope (`?status=&resource_id=&subject_id=`); a coordinator sees those "
+        "to their facilities only, with minimal personal fields",
         response=ReferralList,
         tags=("assistance",),
     )
     @query(
         one_of("status", ReferralStatus, "Only referrals in this state"),
         text("resource_id", "Only referrals to this facility, job or course"),
+        object_id("subject_id", "Only this person's referrals"),
         page_size(100, 500),
     )
     async def get(self) -> None:
@@ -392,6 +422,7 @@ class ReferralsHandler(BaseHandler):
             resource_id=args["resource_id"],
             status=args["status"],
             limit=args["limit"],
+            subject_id=args["subject_id"],
         )
         self.respond(ReferralList(items=[ReferralOut.of(v) for v in views]))
 
@@ -554,11 +585,7 @@ class SummaryHandler(BaseHandler):
         self.respond(SummaryOut(**result))
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
-class EndingStayOut(BaseModel):
+class EndingStayOut(Out):
     id: str
     subject_id: str
     subject_name: str | None
@@ -569,7 +596,7 @@ class EndingStayOut(BaseModel):
     basis: str
 
 
-class EndingStayList(BaseModel):
+class EndingStayList(Out):
     items: list[EndingStayOut]
 
 
@@ -597,21 +624,22 @@ class StaysHandler(BaseHandler):
 
 routes = [
     (r"/api/v1/assistance/stays", StaysHandler),
+    (r"/api/v1/assistance/directory", DirectoryHandler),
     (r"/api/v1/assistance/facilities", FacilitiesHandler),
     (r"/api/v1/assistance/jobs", JobsHandler),
     (r"/api/v1/assistance/courses", CoursesHandler),
-    (rf"/api/v1/assistance/facilities/{_id('resource_id')}", ResourceHandler),
-    (rf"/api/v1/assistance/resources/{_id('resource_id')}", ResourceHandler),
-    (rf"/api/v1/assistance/resources/{_id('resource_id')}/waiting-list", WaitingListHandler),
-    (rf"/api/v1/assistance/courses/{_id('resource_id')}/attendance", AttendanceHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/needs", NeedsHandler),
+    (rf"/api/v1/assistance/facilities/{path_id('resource_id')}", ResourceHandler),
+    (rf"/api/v1/assistance/resources/{path_id('resource_id')}", ResourceHandler),
+    (rf"/api/v1/assistance/resources/{path_id('resource_id')}/waiting-list", WaitingListHandler),
+    (rf"/api/v1/assistance/courses/{path_id('resource_id')}/attendance", AttendanceHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/needs", NeedsHandler),
     (r"/api/v1/assistance/referrals", ReferralsHandler),
-    (rf"/api/v1/assistance/referrals/{_id('referral_id')}", ReferralHandler),
-    (rf"/api/v1/assistance/referrals/{_id('referral_id')}/transition", TransitionHandler),
-    (rf"/api/v1/assistance/referrals/{_id('referral_id')}/outcome", OutcomeHandler),
+    (rf"/api/v1/assistance/referrals/{path_id('referral_id')}", ReferralHandler),
+    (rf"/api/v1/assistance/referrals/{path_id('referral_id')}/transition", TransitionHandler),
+    (rf"/api/v1/assistance/referrals/{path_id('referral_id')}/outcome", OutcomeHandler),
     (r"/api/v1/assistance/placements", PlacementsHandler),
-    (rf"/api/v1/assistance/placements/{_id('placement_id')}/checkout", CheckoutHandler),
-    (rf"/api/v1/assistance/placements/{_id('placement_id')}/arrival", ArrivalHandler),
-    (rf"/api/v1/assistance/placements/{_id('placement_id')}/extension", ExtensionHandler),
+    (rf"/api/v1/assistance/placements/{path_id('placement_id')}/checkout", CheckoutHandler),
+    (rf"/api/v1/assistance/placements/{path_id('placement_id')}/arrival", ArrivalHandler),
+    (rf"/api/v1/assistance/placements/{path_id('placement_id')}/extension", ExtensionHandler),
     (r"/api/v1/assistance/summary", SummaryHandler),
 ]

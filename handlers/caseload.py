@@ -5,18 +5,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, Field
 
-from handlers.base import BaseHandler, GeoLocation, Strict, endpoint
+from handlers.base import BaseHandler, GeoLocation, Out, Strict, endpoint, path_id
 from handlers.query import one_of, query, query_args
 from models.caseload import CaseloadItem
 
 
-class ReferralDue(BaseModel):
+class ReferralDue(Out):
     """An open 转诊 task (严重精神障碍管理治疗工作规范 2018) and its deadline."""
 
     id: str
     kind: Literal["psychiatric_referral"]
+    subject_id: str
+    status: Literal["open"]
     program_id: str
     risk_level: int
     due: dt.date
@@ -24,7 +26,7 @@ class ReferralDue(BaseModel):
     assigned_to: str | None
 
 
-class CaseloadEntry(BaseModel):
+class CaseloadEntry(Out):
     subject_id: str
     name: str | None
     due_today: list[dict[str, Any]]
@@ -37,19 +39,21 @@ class CaseloadEntry(BaseModel):
         return cls(**item.__dict__)
 
 
-class Caseload(BaseModel):
+class Caseload(Out):
     items: list[CaseloadEntry]
 
 
 class VisitBody(Strict):
     kind: Literal["visit", "talk", "followup"]
     note: str = Field(min_length=1, max_length=5000)
+    # Where it happened, as the worker names it (a home, a community centre); sealed.
+    place: str | None = Field(default=None, min_length=1, max_length=200)
     # The one location shape (a check-in's too): a `wx.getLocation` result sent as it is.
     location: GeoLocation | None = None
     at: AwareDatetime | None = None
 
 
-class VisitOut(BaseModel):
+class VisitOut(Out):
     id: str
     kind: str
     at: dt.datetime
@@ -60,7 +64,7 @@ class HandOverBody(Strict):
     to_worker_ids: list[str] = Field(min_length=1, max_length=20)
 
 
-class HandOverOut(BaseModel):
+class HandOverOut(Out):
     files: int
 
 
@@ -86,15 +90,16 @@ class CaseloadHandler(BaseHandler):
         self.respond(Caseload(items=[CaseloadEntry.of(i) for i in items]))
 
 
-class VisitListItem(BaseModel):
+class VisitListItem(Out):
     id: str
     kind: str
     at: dt.datetime
     by: str | None
     note: str | None
+    place: str | None = None
 
 
-class VisitList(BaseModel):
+class VisitList(Out):
     items: list[VisitListItem]
 
 
@@ -113,8 +118,8 @@ class VisitsHandler(BaseHandler):
         self.respond(VisitList(items=[VisitListItem(**v) for v in visits]))
 
     @endpoint(
-        "Record a visit or talk (note and place encrypted); meets the open contact or "
-        "follow-up obligation",
+        "Record a visit or talk (note, named `place` and location encrypted); meets the open "
+        "contact or follow-up obligation",
         body=VisitBody,
         response=VisitOut,
         status=201,
@@ -130,6 +135,7 @@ class VisitsHandler(BaseHandler):
             note=body.note,
             location=body.location.stored() if body.location else None,
             at=body.at,
+            place=body.place,
         )
         self.respond(VisitOut(**visit), status=201)
 
@@ -154,6 +160,6 @@ class HandOverHandler(BaseHandler):
 
 routes = [
     (r"/api/v1/caseload", CaseloadHandler),
-    (r"/api/v1/subjects/(?P<subject_id>[^/]+)/visits", VisitsHandler),
-    (r"/api/v1/staff/(?P<staff_id>[^/]+)/handover", HandOverHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/visits", VisitsHandler),
+    (rf"/api/v1/staff/{path_id('staff_id')}/handover", HandOverHandler),
 ]

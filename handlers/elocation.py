@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint, path_id
 from handlers.checkins import AreaBody
 from handlers.query import one_of, page_size, query, query_args, required
 from models.elocation import Ground, OrderView
@@ -46,7 +46,7 @@ class DecisionBody(Strict):
     comment: str = Field(default="", max_length=1000)
 
 
-class OrderOut(BaseModel):
+class OrderOut(Out):
     id: str
     subject_id: str
     ground: str
@@ -66,14 +66,31 @@ class OrderOut(BaseModel):
     rules_version: str
     limit_rule: str
     ended_on: str | None
+    renewed_by: str | None = None
 
     @classmethod
     def of(cls, view: OrderView) -> OrderOut:
         return cls(**view.__dict__)
 
 
+class OrderList(Out):
+    items: list[OrderOut]
+
+
 class SubjectOrdersHandler(BaseHandler):
-    access = "elocation.request"
+    access = {"GET": "elocation.read", "POST": "elocation.request"}
+
+    @endpoint(
+        "A person's orders, newest first: `status` pending, approved (`in_force` while its "
+        "days run), rejected or ended, with the order each renews and `renewed_by`, the "
+        "renewal that follows it",
+        response=OrderList,
+        errors=(404,),
+        tags=("decisions",),
+    )
+    async def get(self, subject_id: str) -> None:
+        views = await self.ctx.elocation.for_subject(self.audit_context, subject_id)
+        self.respond(OrderList(items=[OrderOut.of(v) for v in views]))
 
     @endpoint(
         "Ask for an electronic-location order (one of the five grounds of Art. 29, checked against "
@@ -100,7 +117,7 @@ class SubjectOrdersHandler(BaseHandler):
         self.respond(OrderOut.of(view), status=201)
 
 
-class PendingOrderOut(BaseModel):
+class PendingOrderOut(Out):
     id: str
     subject_id: str
     subject_name: str | None
@@ -114,7 +131,7 @@ class PendingOrderOut(BaseModel):
     requested_at: dt.datetime
 
 
-class PendingOrderList(BaseModel):
+class PendingOrderList(Out):
     items: list[PendingOrderOut]
 
 
@@ -185,14 +202,10 @@ class OrderDecisionHandler(BaseHandler):
         self.respond(OrderOut.of(view))
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
 routes = [
     (r"/api/v1/elocation-orders", OrdersHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/elocation-orders", SubjectOrdersHandler),
-    (rf"/api/v1/elocation-orders/{_id('order_id')}", OrderHandler),
-    (rf"/api/v1/elocation-orders/{_id('order_id')}/renewals", OrderRenewalHandler),
-    (rf"/api/v1/elocation-orders/{_id('order_id')}/decision", OrderDecisionHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/elocation-orders", SubjectOrdersHandler),
+    (rf"/api/v1/elocation-orders/{path_id('order_id')}", OrderHandler),
+    (rf"/api/v1/elocation-orders/{path_id('order_id')}/renewals", OrderRenewalHandler),
+    (rf"/api/v1/elocation-orders/{path_id('order_id')}/decision", OrderDecisionHandler),
 ]

@@ -7,9 +7,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint, path_id
 from handlers.query import one_of, page_size, query, query_args
 from models.leave import LeaveView
 
@@ -30,7 +30,7 @@ class ReturnBody(Strict):
     date: dt.date
 
 
-class LeaveOut(BaseModel):
+class LeaveOut(Out):
     id: str
     subject_id: str
     start_date: str
@@ -48,18 +48,34 @@ class LeaveOut(BaseModel):
     channel: str
     returned_on: str | None
     return_late: bool | None
+    created_at: dt.datetime | None = None
+    # Lists only: the person's name as the caller may see it (masked, or none).
+    subject_name: str | None = None
 
     @classmethod
     def of(cls, view: LeaveView) -> LeaveOut:
         return cls(**view.__dict__)
 
 
-class LeaveList(BaseModel):
+class LeaveList(Out):
     items: list[LeaveOut]
 
 
 class SubjectLeaveHandler(BaseHandler):
-    access = "leave.request"
+    access = {"GET": "leave.history", "POST": "leave.request"}
+
+    @endpoint(
+        "A person's leave requests, newest first, in every state, with the 销假 (for those "
+        "who may read the file's leave: officers, the assigned social workers)",
+        response=LeaveList,
+        errors=(404, 422),
+        tags=("decisions",),
+    )
+    @query(page_size(default=100, maximum=200))
+    async def get(self, subject_id: str) -> None:
+        limit = query_args(self)["limit"]
+        views = await self.ctx.leave.for_subject(self.audit_context, subject_id, limit)
+        self.respond(LeaveList(items=[LeaveOut.of(v) for v in views]))
 
     @endpoint(
         "File a leave request for a person under corrections; its chain follows from the days",
@@ -132,13 +148,9 @@ class LeaveReturnHandler(BaseHandler):
         self.respond(LeaveOut.of(view))
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
 routes = [
-    (rf"/api/v1/subjects/{_id('subject_id')}/leave-requests", SubjectLeaveHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/leave-requests", SubjectLeaveHandler),
     (r"/api/v1/leave-requests", LeaveRequestsHandler),
-    (rf"/api/v1/leave-requests/{_id('leave_id')}/decision", LeaveDecisionHandler),
-    (rf"/api/v1/leave-requests/{_id('leave_id')}/return", LeaveReturnHandler),
+    (rf"/api/v1/leave-requests/{path_id('leave_id')}/decision", LeaveDecisionHandler),
+    (rf"/api/v1/leave-requests/{path_id('leave_id')}/return", LeaveReturnHandler),
 ]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, RootModel
+from pydantic import Field, RootModel
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint, path_id
 from handlers.query import one_of, page_size, query, query_args, required, text
-from models.investigations import InvestigationView
+from models.investigations import InvestigationStatus, InvestigationView
 from models.programs import ProgramView
 from models.rules import EffectiveRules
 
@@ -75,7 +75,7 @@ class ProgramBody(
     """One of the four kinds, told apart by `type`."""
 
 
-class ProgramOut(BaseModel):
+class ProgramOut(Out):
     id: str
     subject_id: str
     type: str
@@ -93,7 +93,7 @@ class ProgramOut(BaseModel):
         return cls(**view.__dict__)
 
 
-class ProgramList(BaseModel):
+class ProgramList(Out):
     items: list[ProgramOut]
 
 
@@ -123,14 +123,14 @@ class IncidentBody(Strict):
     on: dt.date
 
 
-class RuleOut(BaseModel):
+class RuleOut(Out):
     key: str
     value: Any
     unit: str | None
     source: str
 
 
-class EffectiveRulesOut(BaseModel):
+class EffectiveRulesOut(Out):
     version: str
     rules: list[RuleOut]
 
@@ -150,7 +150,7 @@ class OverrideBody(Strict):
     source: str = Field(min_length=2, max_length=500)
 
 
-class OverrideOut(BaseModel):
+class OverrideOut(Out):
     code: str
     version: int
     rules: dict[str, Any]
@@ -166,7 +166,7 @@ class ProposalDecisionBody(Strict):
     confirm: bool
 
 
-class ProposalOut(BaseModel):
+class ProposalOut(Out):
     id: str
     code: str
     rules: dict[str, Any]
@@ -178,7 +178,7 @@ class ProposalOut(BaseModel):
     decided_at: dt.datetime | None
 
 
-class ProposalList(BaseModel):
+class ProposalList(Out):
     items: list[ProposalOut]
 
 
@@ -413,24 +413,20 @@ class RuleProposalDecisionHandler(BaseHandler):
         self.respond(ProposalOut(**result))
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
 routes = [
-    (rf"/api/v1/subjects/{_id('subject_id')}/programs", SubjectProgramsHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/release-notices", ReleaseNoticesHandler),
-    (rf"/api/v1/programs/{_id('program_id')}", ProgramHandler),
-    (rf"/api/v1/programs/{_id('program_id')}/transition", TransitionHandler),
-    (rf"/api/v1/programs/{_id('program_id')}/intake", IntakeHandler),
-    (rf"/api/v1/programs/{_id('program_id')}/supervision-level", LevelHandler),
-    (rf"/api/v1/programs/{_id('program_id')}/risk", RiskHandler),
-    (rf"/api/v1/programs/{_id('program_id')}/incidents", IncidentHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/programs", SubjectProgramsHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/release-notices", ReleaseNoticesHandler),
+    (rf"/api/v1/programs/{path_id('program_id')}", ProgramHandler),
+    (rf"/api/v1/programs/{path_id('program_id')}/transition", TransitionHandler),
+    (rf"/api/v1/programs/{path_id('program_id')}/intake", IntakeHandler),
+    (rf"/api/v1/programs/{path_id('program_id')}/supervision-level", LevelHandler),
+    (rf"/api/v1/programs/{path_id('program_id')}/risk", RiskHandler),
+    (rf"/api/v1/programs/{path_id('program_id')}/incidents", IncidentHandler),
     (r"/api/v1/rules/effective", EffectiveRulesHandler),
-    (rf"/api/v1/rules/{_id('code')}", RuleOverrideHandler),
-    (rf"/api/v1/rules/{_id('code')}/proposals", RuleProposalHandler),
+    (rf"/api/v1/rules/{path_id('code')}", RuleOverrideHandler),
+    (rf"/api/v1/rules/{path_id('code')}/proposals", RuleProposalHandler),
     (r"/api/v1/rule-proposals", RuleProposalsHandler),
-    (rf"/api/v1/rule-proposals/{_id('proposal_id')}/decision", RuleProposalDecisionHandler),
+    (rf"/api/v1/rule-proposals/{path_id('proposal_id')}/decision", RuleProposalDecisionHandler),
 ]
 
 
@@ -455,7 +451,7 @@ class CloseBody(Strict):
     withdrawn: bool = False
 
 
-class InvestigationOut(BaseModel):
+class InvestigationOut(Out):
     id: str
     subject_id: str
     status: str
@@ -477,7 +473,7 @@ class InvestigationOut(BaseModel):
         return cls(**view.__dict__)
 
 
-class AwaitingInvestigationOut(BaseModel):
+class AwaitingInvestigationOut(Out):
     id: str
     subject_id: str
     subject_name: str | None
@@ -488,7 +484,7 @@ class AwaitingInvestigationOut(BaseModel):
     basis: str
 
 
-class AwaitingInvestigationList(BaseModel):
+class AwaitingInvestigationList(Out):
     items: list[AwaitingInvestigationOut]
 
 
@@ -496,19 +492,27 @@ class InvestigationsHandler(BaseHandler):
     access = {"POST": "investigations.manage", "GET": "investigations.read"}
 
     @endpoint(
-        "Requests the caller's county is to assign to a station (`?status=requested`), soonest "
+        "Requests the caller's county is to assign to a station (`?status=requested`), or "
+        "those at the caller's node assigned or reported (`assigned`, `reported`), soonest "
         "due first, with the opinion's deadline and the person's name as the caller may see it",
         response=AwaitingInvestigationList,
         errors=(401, 403, 422),
         tags=("programs",),
     )
     @query(
-        required(one_of("status", ["requested"], "Only requests awaiting assignment")),
+        required(
+            one_of(
+                "status",
+                ["requested", "assigned", "reported"],
+                "Awaiting assignment, awaiting the opinion, or awaiting closing",
+            )
+        ),
         page_size(100, 500),
     )
     async def get(self) -> None:
+        args = query_args(self)
         items = await self.ctx.investigations.awaiting(
-            self.audit_context, query_args(self)["limit"]
+            self.audit_context, args["limit"], InvestigationStatus(args["status"])
         )
         self.respond(
             AwaitingInvestigationList(items=[AwaitingInvestigationOut(**i) for i in items])
@@ -599,8 +603,8 @@ class InvestigationCloseHandler(BaseHandler):
 
 routes += [
     (r"/api/v1/investigations", InvestigationsHandler),
-    (rf"/api/v1/investigations/{_id('investigation_id')}", InvestigationHandler),
-    (rf"/api/v1/investigations/{_id('investigation_id')}/assign", InvestigationAssignHandler),
-    (rf"/api/v1/investigations/{_id('investigation_id')}/report", InvestigationReportHandler),
-    (rf"/api/v1/investigations/{_id('investigation_id')}/close", InvestigationCloseHandler),
+    (rf"/api/v1/investigations/{path_id('investigation_id')}", InvestigationHandler),
+    (rf"/api/v1/investigations/{path_id('investigation_id')}/assign", InvestigationAssignHandler),
+    (rf"/api/v1/investigations/{path_id('investigation_id')}/report", InvestigationReportHandler),
+    (rf"/api/v1/investigations/{path_id('investigation_id')}/close", InvestigationCloseHandler),
 ]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint, path_id
 from handlers.query import one_of, page_size, query, query_args
 from models.sanctions import DetachmentView, SanctionKind, SanctionView, Suggestion
 
@@ -39,7 +39,7 @@ class DetachmentBody(Strict):
     end_date: dt.date | None = None
 
 
-class SanctionOut(BaseModel):
+class SanctionOut(Out):
     id: str
     subject_id: str
     kind: str
@@ -53,13 +53,15 @@ class SanctionOut(BaseModel):
     rules_version: str
     submitted_to: str | None
     decided_at: str | None
+    # Lists only: the person's name as the caller may see it (masked, or none).
+    subject_name: str | None = None
 
     @classmethod
     def of(cls, view: SanctionView) -> SanctionOut:
         return cls(**view.__dict__)
 
 
-class DetachmentOut(BaseModel):
+class DetachmentOut(Out):
     id: str
     subject_id: str
     start_date: str
@@ -71,7 +73,7 @@ class DetachmentOut(BaseModel):
         return cls(**view.__dict__)
 
 
-class SuggestionOut(BaseModel):
+class SuggestionOut(Out):
     kind: str
     rule: str
     value: Any
@@ -83,7 +85,7 @@ class SuggestionOut(BaseModel):
         return cls(**suggestion.__dict__)
 
 
-class SuggestionList(BaseModel):
+class SuggestionList(Out):
     items: list[SuggestionOut]
 
 
@@ -161,11 +163,7 @@ class DetachmentsHandler(BaseHandler):
         self.respond(DetachmentOut.of(view), status=201)
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
-class SanctionList(BaseModel):
+class SanctionList(Out):
     items: list[SanctionOut]
 
 
@@ -190,8 +188,8 @@ class SanctionsHandler(BaseHandler):
 
 routes = [
     (r"/api/v1/sanctions", SanctionsHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/sanctions", SubjectSanctionsHandler),
-    (rf"/api/v1/sanctions/{_id('sanction_id')}/decision", SanctionDecisionHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/sanction-suggestions", SuggestionsHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/detachments", DetachmentsHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/sanctions", SubjectSanctionsHandler),
+    (rf"/api/v1/sanctions/{path_id('sanction_id')}/decision", SanctionDecisionHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/sanction-suggestions", SuggestionsHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/detachments", DetachmentsHandler),
 ]

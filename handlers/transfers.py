@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint, path_id
 from handlers.programs import ProgramOut
 from handlers.query import one_of, page_size, query, query_args, required
 from models.transfers import TransferView
@@ -43,7 +43,7 @@ class TerminateBody(Strict):
     community_rehab: RehabDecisionBody | None = None
 
 
-class TransferOut(BaseModel):
+class TransferOut(Out):
     id: str
     subject_id: str
     status: str
@@ -65,8 +65,33 @@ class TransferOut(BaseModel):
         return cls(**view.__dict__)
 
 
+class TransferList(Out):
+    items: list[TransferOut]
+
+
+class DestinationOut(Out):
+    id: str
+    name: str
+    county: str
+    city: str
+
+
+class DestinationList(Out):
+    items: list[DestinationOut]
+
+
 class SubjectTransfersHandler(BaseHandler):
-    access = "transfers.manage"
+    access = {"POST": "transfers.manage", "GET": "transfers.read"}
+
+    @endpoint(
+        "A person's transfers, newest first (while the caller reaches the case file)",
+        response=TransferList,
+        errors=(404,),
+        tags=("decisions",),
+    )
+    async def get(self, subject_id: str) -> None:
+        views = await self.ctx.transfers.for_subject(self.audit_context, subject_id)
+        self.respond(TransferList(items=[TransferOut.of(v) for v in views]))
 
     @endpoint(
         "Ask to move the person's file to another station (the sending side)",
@@ -82,6 +107,19 @@ class SubjectTransfersHandler(BaseHandler):
             self.audit_context, subject_id, body.to_org_id, body.reason
         )
         self.respond(TransferOut.of(view), status=201)
+
+
+class DestinationsHandler(BaseHandler):
+    access = "transfers.manage"
+
+    @endpoint(
+        "The stations a case file may move to, by name with their county and city",
+        response=DestinationList,
+        tags=("decisions",),
+    )
+    async def get(self) -> None:
+        items = await self.ctx.transfers.destinations()
+        self.respond(DestinationList(items=[DestinationOut(**i) for i in items]))
 
 
 class TransferHandler(BaseHandler):
@@ -168,11 +206,7 @@ class TerminateHandler(BaseHandler):
         self.respond(ProgramOut.of(view))
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
-class AwaitingTransferOut(BaseModel):
+class AwaitingTransferOut(Out):
     id: str
     subject_id: str
     subject_name: str | None
@@ -185,7 +219,7 @@ class AwaitingTransferOut(BaseModel):
     basis: str
 
 
-class AwaitingTransferList(BaseModel):
+class AwaitingTransferList(Out):
     items: list[AwaitingTransferOut]
 
 
@@ -210,10 +244,11 @@ class TransfersHandler(BaseHandler):
 
 routes = [
     (r"/api/v1/transfers", TransfersHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/transfers", SubjectTransfersHandler),
-    (rf"/api/v1/transfers/{_id('transfer_id')}", TransferHandler),
-    (rf"/api/v1/transfers/{_id('transfer_id')}/decision", TransferDecisionHandler),
-    (rf"/api/v1/transfers/{_id('transfer_id')}/handover", TransferHandoverHandler),
-    (rf"/api/v1/transfers/{_id('transfer_id')}/arrival", TransferArrivalHandler),
-    (rf"/api/v1/programs/{_id('program_id')}/terminate", TerminateHandler),
+    (r"/api/v1/transfer-destinations", DestinationsHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/transfers", SubjectTransfersHandler),
+    (rf"/api/v1/transfers/{path_id('transfer_id')}", TransferHandler),
+    (rf"/api/v1/transfers/{path_id('transfer_id')}/decision", TransferDecisionHandler),
+    (rf"/api/v1/transfers/{path_id('transfer_id')}/handover", TransferHandoverHandler),
+    (rf"/api/v1/transfers/{path_id('transfer_id')}/arrival", TransferArrivalHandler),
+    (rf"/api/v1/programs/{path_id('program_id')}/terminate", TerminateHandler),
 ]

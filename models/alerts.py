@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins  # `list` in a service class names its method; `builtins.list` the type
 import enum
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
@@ -14,8 +15,10 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
 from models.errors import Forbidden, NotFound
-from models.orgs import node_at, parse_id
-from models.policy import HEALTH_FIELDS, Identity
+from models.identity import Identity
+from models.ids import parse_id
+from models.orgs import node_at
+from models.policy import HEALTH_FIELDS
 from models.rules import RulesService
 from models.store import CollectionSpec, Store
 
@@ -61,6 +64,16 @@ class CaseFiles(Protocol):
         self, identity: Identity, subject_ids: Collection[str], action: str
     ) -> Mapping[str, FileAccess]: ...
 
+    async def display_names(
+        self, identity: Identity, subject_ids: list[str]
+    ) -> Mapping[str, str | None]: ...
+
+
+class StaffNames(Protocol):
+    """Who acknowledged an alert, by name (the staff service)."""
+
+    async def lookup(self, staff_id: str) -> Mapping[str, Any] | None: ...
+
 
 @dataclass(frozen=True)
 class Alert:
@@ -72,6 +85,11 @@ class Alert:
     to_user_id: str | None
     created_at: Any
     details: dict[str, Any]
+    # Filled in for a list: the person's name as the reader may see it, and who acknowledged.
+    subject_name: str | None = None
+    acknowledged_at: Any = None
+    acknowledged_by: str | None = None
+    acknowledged_by_name: str | None = None
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Alert:
@@ -84,17 +102,27 @@ class Alert:
             to_user_id=doc.get("to_user_id"),
             created_at=doc["created_at"],
             details=doc.get("details", {}),
+            acknowledged_at=doc.get("acknowledged_at"),
+            acknowledged_by=doc.get("acknowledged_by"),
         )
 
 
 class AlertService:
     collections = (ALERTS,)
 
-    def __init__(self, store: Store, clock: Clock, audit: AuditService, rules: RulesService):
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        audit: AuditService,
+        rules: RulesService,
+        staff: StaffNames | None = None,
+    ):
         self._alerts = store.collection(ALERTS)
         self._clock = clock
         self._audit = audit
         self._rules = rules
+        self._staff = staff
 
     async def _rules_version(self, org_id: str) -> str:
         """The rules version in force where the alert is raised: an alert is a decision the
@@ -206,7 +234,28 @@ class AlertService:
             alert = _as_seen(Alert.from_doc(doc), access)
             if alert is not None:
                 shown.append(alert)
-        return shown
+        return await self._named(identity, files, shown)
+
+    async def _named(
+        self, identity: Identity, files: CaseFiles, alerts: builtins.list[Alert]
+    ) -> builtins.list[Alert]:
+        """The alerts with the person's name (as the reader may see it) and, once
+        acknowledged, who did it by name: a list people read, not ids."""
+        names = await files.display_names(
+            identity, sorted({a.subject_id for a in alerts if a.subject_id})
+        )
+        staff: dict[str, str | None] = {}
+        for by in {a.acknowledged_by for a in alerts if a.acknowledged_by}:
+            member = await self._staff.lookup(by) if self._staff is not None else None
+            staff[by] = str(member["name"]) if member is not None else None
+        return [
+            replace(
+                a,
+                subject_name=names.get(a.subject_id) if a.subject_id else None,
+                acknowledged_by_name=staff.get(a.acknowledged_by) if a.acknowledged_by else None,
+            )
+            for a in alerts
+        ]
 
     async def acknowledge(self, ctx: AuditContext, files: CaseFiles, alert_id: str) -> Alert:
         """Acknowledge an alert: a write, for the roles it is meant for and, when it concerns
@@ -264,7 +313,7 @@ class AlertService:
 
     async def count_open(self, org_id: str, depth: int) -> dict[Any, int]:
         """Open alerts under a node, by unit (the path's node at `depth`)."""
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$match": {"org_path": org_id, "status": str(AlertStatus.OPEN)}},
             {"$group": {"_id": node_at(depth), "n": {"$sum": 1}}},
         ]

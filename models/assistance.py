@@ -27,12 +27,14 @@ from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.decision_notices import DecisionNoticeService, NoticeKind
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
+from models.identity import Identity
+from models.ids import parse_id
 from models.notifications import NotificationService
 from models.obligations import ObligationService
-from models.orgs import OrgService, parse_id
-from models.policy import Identity, Policy, Role
+from models.orgs import OrgService
+from models.policy import Policy, Role
 from models.rules import RulesService
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, still_there
 from models.subjects import SubjectService, SubjectStatus
 
 RESOURCES = CollectionSpec(
@@ -317,14 +319,17 @@ class AssistanceService:
             resource_id=resource_id,
             details={"active": active},
         ):
-            doc = await self._resources.find_one_and_update(
-                {"_id": doc["_id"]},
-                {"$set": {"active": active}},
-                return_document=ReturnDocument.AFTER,
+            doc = still_there(
+                await self._resources.find_one_and_update(
+                    {"_id": doc["_id"]},
+                    {"$set": {"active": active}},
+                    return_document=ReturnDocument.AFTER,
+                ),
+                "resource",
             )
         if active:
             await self._serve_waitlist(resource_id)
-            doc = await self._resources.find_one({"_id": doc["_id"]})
+            doc = still_there(await self._resources.find_one({"_id": doc["_id"]}), "resource")
         return await self._resource_view(doc)
 
     async def _resource_in_scope(self, identity: Identity, resource_id: str) -> dict[str, Any]:
@@ -499,14 +504,55 @@ class AssistanceService:
         )
         return await self._referral_view(ctx.identity, doc)
 
+    async def directory(
+        self, ctx: AuditContext, *, kind: str | None, active_only: bool, limit: int
+    ) -> list[ResourceView]:
+        """The resources a caller may refer to or read: those of their county and the nodes
+        above it, and those under their own node (a coordinator: their own facilities), by
+        kind and name."""
+        identity = ctx.identity
+        query: dict[str, Any]
+        if identity.role == Role.ASSISTANCE_COORDINATOR:
+            query = {"coordinator_ids": identity.user_id}
+        elif identity.unscoped:
+            query = {}
+        elif identity.org_id is None:
+            return []
+        else:
+            query = {
+                "$or": [
+                    {"org_path": identity.org_id},
+                    {"org_id": {"$in": list(identity.org_path)}},
+                ]
+            }
+        if kind:
+            query["kind"] = kind
+        if active_only:
+            query["active"] = True
+        cursor = self._resources.find(query).sort([("kind", ASCENDING), ("name", ASCENDING)])
+        views = [await self._resource_view(doc) async for doc in cursor.limit(limit)]
+        await self._audit.record(
+            ctx, "assistance.read", resource="assistance_resources", details={"count": len(views)}
+        )
+        return views
+
     async def referrals(
-        self, ctx: AuditContext, *, resource_id: str | None, status: str | None, limit: int
+        self,
+        ctx: AuditContext,
+        *,
+        resource_id: str | None,
+        status: str | None,
+        limit: int,
+        subject_id: str | None = None,
     ) -> list[ReferralView]:
-        """Referrals in the caller's scope (a coordinator: those to their facilities)."""
+        """Referrals in the caller's scope (a coordinator: those to their facilities); of one
+        person when `subject_id` is given."""
         identity = ctx.identity
         query: dict[str, Any] = {}
         if status:
             query["status"] = status
+        if subject_id:
+            query["subject_id"] = subject_id
         if identity.role == Role.ASSISTANCE_COORDINATOR:
             mine = [
                 str(d["_id"])
@@ -665,6 +711,7 @@ class AssistanceService:
                 },
                 return_document=ReturnDocument.AFTER,
             )
+            updated = still_there(updated)
         return await self._referral_view(ctx.identity, updated)
 
     async def _key_id(self, subject_id: str) -> str | None:
@@ -1083,6 +1130,7 @@ class AssistanceService:
                 },
                 return_document=ReturnDocument.AFTER,
             )
+            doc = still_there(doc)
         return _placement_view(doc)
 
     async def remind_stays_ending(

@@ -177,6 +177,11 @@ class CaseloadService:
                         if readable
                         else None
                     ),
+                    "place": (
+                        await self._codec.open("visits", vid, "place", doc["place"])
+                        if readable and doc.get("place") is not None
+                        else None
+                    ),
                 }
             )
         await self._audit.record(
@@ -198,8 +203,10 @@ class CaseloadService:
         note: str,
         location: dict[str, float] | None,
         at: dt.datetime | None,
+        place: str | None = None,
     ) -> dict[str, Any]:
-        """A visit or talk, its note and place encrypted; it meets the open obligation it
+        """A visit or talk, its note, place (named, and where the device was) encrypted; it
+        meets the open obligation it
         stands for (a resettlement contact, a mental-health follow-up by a health worker)."""
         subject = await self._subjects.require(ctx, subject_id, "visits.record")
         if kind not in VISIT_KINDS:
@@ -212,6 +219,14 @@ class CaseloadService:
         when = at or now
         if when > now:
             raise InvalidInput("A visit is recorded after it happened.", details=[{"field": "at"}])
+        if place is not None:
+            place = " ".join(place.split())
+            if not place:
+                raise InvalidInput(
+                    "Name the place, or leave it out.",
+                    details=[{"field": "place", "message": "请填写地点。"}],
+                    message_zh="请填写地点。",
+                )
         visit_id = ObjectId()
         vid = str(visit_id)
         key = subject.get("dek_id")
@@ -223,6 +238,12 @@ class CaseloadService:
             "by": ctx.identity.user_id,
             "org_path": subject["org_path"],
             "note": await self._codec.seal(subject_id, key, "visits", vid, "note", note),
+            # Where it happened, as the worker names it: personal data like the note, so sealed.
+            "place": (
+                await self._codec.seal(subject_id, key, "visits", vid, "place", place)
+                if place
+                else None
+            ),
             "location": (
                 await self._codec.seal(subject_id, key, "visits", vid, "location", location)
                 if location

@@ -20,8 +20,8 @@ from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.decision_notices import DecisionNoticeService, NoticeKind, moment_text
 from models.errors import Conflict, InvalidInput, NotFound
+from models.ids import parse_id
 from models.obligations import ObligationService
-from models.orgs import parse_id
 from models.policy import Role
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
@@ -39,6 +39,13 @@ CLAIMS = CollectionSpec("booking_claims", (IndexModel([("session_id", ASCENDING)
 SLOT = dt.timedelta(minutes=15)
 LONGEST = dt.timedelta(hours=4)
 COUNSELOR_ROLES = frozenset({Role.SOCIAL_WORKER, Role.HEALTH_WORKER, Role.STATION_OFFICER})
+# The hours (local time) within which free slots are offered for booking.
+DAY_OPENS = dt.time(8, 0)
+DAY_CLOSES = dt.time(18, 0)
+# Counsellors and rooms offered at most: a station's staff, not a county's directory.
+MOST_OFFERED = 200
+# How many of a station's latest bookings name the rooms it uses.
+ROOMS_FROM_LAST = 2000
 
 
 @dataclass
@@ -52,6 +59,24 @@ class SessionView:
     end: dt.datetime
     status: str
     notes: str | None = None
+
+
+@dataclass
+class Offer:
+    """A counsellor (or a room) and the starts at which a session of the asked length fits."""
+
+    id: str | None
+    name: str
+    role: str | None
+    free: list[dt.datetime]
+
+
+@dataclass
+class Availability:
+    date: dt.date
+    minutes: int
+    counselors: list[Offer]
+    rooms: list[Offer]
 
 
 def _slots(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
@@ -82,8 +107,11 @@ class CounselingService:
         staff_lookup: Any,
         *,
         notices: DecisionNoticeService,
+        staff_in_scope: Any = None,
     ):
         self._notices = notices
+        # `StaffService.list(identity, cursor, limit)`: the accounts in the caller's subtree.
+        self._staff_in_scope = staff_in_scope
         self._store = store
         self._sessions = store.collection(SESSIONS)
         self._claims = store.collection(CLAIMS)
@@ -268,6 +296,86 @@ class CounselingService:
             fields={"start": moment_text(doc["start"])},
         )
         return await self._view(updated or doc)
+
+    async def sessions(self, ctx: AuditContext, subject_id: str, limit: int) -> list[SessionView]:
+        """A person's sessions, the latest start first (notes as stored for the file's roles)."""
+        await self._subjects.require(ctx, subject_id, "counseling.read")
+        cursor = self._sessions.find({"subject_id": subject_id}).sort("start", -1).limit(limit)
+        views = [await self._view(doc) async for doc in cursor]
+        await self._audit.record(
+            ctx,
+            "counseling.read",
+            resource="counseling",
+            subject_id=subject_id,
+            details={"count": len(views)},
+        )
+        return views
+
+    async def availability(
+        self, ctx: AuditContext, subject_id: str, day: dt.date, minutes: int
+    ) -> Availability:
+        """Who can counsel this person on `day`, in which rooms, and when a session of `minutes`
+        fits: the starts at which every 15-minute slot of the counsellor (or the room) is free.
+        Rooms are those already named for the person's station (a new one is typed once)."""
+        subject = await self._subjects.require(ctx, subject_id, "counseling.read")
+        if minutes <= 0 or minutes % 15 or dt.timedelta(minutes=minutes) > LONGEST:
+            raise InvalidInput(
+                "A session lasts from 15 minutes to 4 hours, in quarter hours.",
+                details=[{"field": "minutes"}],
+            )
+        length = dt.timedelta(minutes=minutes)
+        opens = dt.datetime.combine(day, DAY_OPENS, LOCAL_TZ).astimezone(dt.UTC)
+        closes = dt.datetime.combine(day, DAY_CLOSES, LOCAL_TZ).astimezone(dt.UTC)
+        now = self._clock.now()
+        starts = [s for s in _slots(opens, closes - length + SLOT) if s > now]
+        counselors: list[dict[str, Any]] = []
+        if self._staff_in_scope is not None:
+            accounts, _ = await self._staff_in_scope(ctx.identity, None, MOST_OFFERED)
+            counselors = [
+                {"id": a.id, "name": a.name, "role": a.role}
+                for a in accounts
+                if a.role in COUNSELOR_ROLES and not a.disabled
+            ]
+        # The rooms named in the station's recent bookings (the latest ones first).
+        named = self._sessions.find(
+            {"org_path": str(subject["org_id"]), "room": {"$ne": None}}, {"room": 1}
+        ).sort("start", -1)
+        rooms = sorted({str(doc["room"]) async for doc in named.limit(ROOMS_FROM_LAST)})[
+            :MOST_OFFERED
+        ]
+        resources = [f"counselor:{c['id']}" for c in counselors]
+        resources += [f"room:{subject['org_id']}:{r}" for r in rooms]
+        candidates = [
+            f"{resource}:{slot:%Y%m%dT%H%M}"
+            for resource in resources
+            for slot in _slots(opens, closes)
+        ]
+        taken: set[str] = set()
+        if candidates:
+            taken = {
+                str(doc["_id"])
+                async for doc in self._claims.find({"_id": {"$in": candidates}}, {"_id": 1})
+            }
+
+        def free(resource: str) -> list[dt.datetime]:
+            return [
+                start
+                for start in starts
+                if not any(
+                    f"{resource}:{slot:%Y%m%dT%H%M}" in taken
+                    for slot in _slots(start, start + length)
+                )
+            ]
+
+        return Availability(
+            date=day,
+            minutes=minutes,
+            counselors=[
+                Offer(c["id"], c["name"], c["role"], free(f"counselor:{c['id']}"))
+                for c in sorted(counselors, key=lambda c: c["name"])
+            ],
+            rooms=[Offer(None, r, None, free(f"room:{subject['org_id']}:{r}")) for r in rooms],
+        )
 
     async def _view(self, doc: dict[str, Any]) -> SessionView:
         notes = None

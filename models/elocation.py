@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from models.approvals import (
     COMMENTS,
@@ -30,10 +30,10 @@ from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.decision_notices import DecisionNoticeService, NoticeKind, day_text
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
+from models.identity import Identity
+from models.ids import parse_id
 from models.leave import LeaveService
-from models.orgs import parse_id
 from models.periods import add_months
-from models.policy import Identity
 from models.programs import ProgramService, ProgramType
 from models.rules import RulesService
 from models.sanctions import SanctionKind, SanctionService
@@ -112,6 +112,8 @@ class OrderView:
     rules_version: str
     limit_rule: str
     ended_on: str | None = None
+    # The renewal that follows this order (pending or approved), on the person's list only.
+    renewed_by: str | None = None
 
 
 @dataclass
@@ -550,6 +552,36 @@ class ElocationService:
             subject_id=doc["subject_id"],
         )
         return await self._view(doc)
+
+    async def for_subject(self, ctx: AuditContext, subject_id: str) -> list[OrderView]:
+        """A person's orders, newest first: pending, in force, refused or ended, each with the
+        renewal that follows it (so a renewal is asked for only once)."""
+        await self._subjects.require(ctx, subject_id, "elocation.read")
+        docs = [
+            doc
+            async for doc in self._orders.find({"subject_id": subject_id}).sort(
+                [("start_date", DESCENDING), ("_id", DESCENDING)]
+            )
+        ]
+        follows = {
+            doc["renews"]: str(doc["_id"])
+            for doc in docs
+            if doc.get("renews") and doc["status"] in (OrderStatus.PENDING, OrderStatus.APPROVED)
+        }
+        views = []
+        for doc in docs:
+            view = await self._view(doc)
+            view.renewed_by = follows.get(view.id)
+            views.append(view)
+        await self._audit.record(
+            ctx,
+            "elocation.read",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"count": len(views)},
+        )
+        return views
 
     async def awaiting(self, ctx: AuditContext, limit: int) -> list[PendingOrder]:
         """Orders and renewals in the caller's subtree whose next step is the caller's level

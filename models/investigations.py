@@ -18,7 +18,8 @@ from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.errors import Conflict, InvalidInput, NotFound
-from models.orgs import OrgKind, OrgService, parse_id
+from models.ids import parse_id
+from models.orgs import OrgKind, OrgService
 from models.rules import RulesService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
@@ -29,6 +30,8 @@ INVESTIGATIONS = CollectionSpec(
     (
         IndexModel([("org_path", ASCENDING), ("status", ASCENDING)]),
         IndexModel([("subject_id", ASCENDING)]),
+        # A station's own investigations (the console's list of opinions to write).
+        IndexModel([("station_path", ASCENDING), ("status", ASCENDING)]),
     ),
 )
 
@@ -310,21 +313,27 @@ class InvestigationService:
 
     # --- the county's queue (the console's queues page) ---------------------------------------
 
-    async def awaiting(self, ctx: AuditContext, limit: int) -> list[dict[str, Any]]:
+    async def awaiting(
+        self,
+        ctx: AuditContext,
+        limit: int,
+        status: InvestigationStatus = InvestigationStatus.REQUESTED,
+    ) -> list[dict[str, Any]]:
         """Requests the caller's county is to assign to a station, soonest due first, with the
-        person's name as the caller may see it (a station assigns none)."""
+        person's name as the caller may see it (a station assigns none); for another `status`,
+        those at the caller's node or below (a station's opinions to write or close)."""
         identity = ctx.identity
         if identity.org_id is None:
             return []
-        # The county that received the request assigns it (as `assign` checks).
-        docs = [
-            doc
-            async for doc in self._docs.find(
-                {"status": str(InvestigationStatus.REQUESTED), "county_id": identity.org_id}
-            )
-            .sort("due", ASCENDING)
-            .limit(limit)
-        ]
+        if status is InvestigationStatus.REQUESTED:
+            # The county that received the request assigns it (as `assign` checks).
+            found: dict[str, Any] = {"status": str(status), "county_id": identity.org_id}
+        else:
+            found = {
+                "status": str(status),
+                "$or": [{"org_path": identity.org_id}, {"station_path": identity.org_id}],
+            }
+        docs = [doc async for doc in self._docs.find(found).sort("due", ASCENDING).limit(limit)]
         names = await self._subjects.display_names(identity, [d["subject_id"] for d in docs])
         await self._audit.record(
             ctx,

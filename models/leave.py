@@ -9,6 +9,7 @@ person's data key. The return (销假) is recorded, and a sweep alerts the stati
 
 from __future__ import annotations
 
+import builtins  # `list` in a service class names its method; `builtins.list` the type
 import datetime as dt
 import enum
 from collections.abc import Callable, Iterable, Mapping
@@ -31,7 +32,8 @@ from models.decision_notices import (
     reason_text,
 )
 from models.errors import Conflict, InvalidInput, NotFound
-from models.orgs import node_at, parse_id
+from models.ids import parse_id
+from models.orgs import node_at
 from models.periods import add_months
 from models.programs import ProgramService, ProgramType
 from models.rules import EffectiveRules, RulesService
@@ -82,6 +84,8 @@ class LeaveView:
     returned_on: str | None = None
     return_late: bool | None = None
     created_at: dt.datetime | None = None
+    # On lists only: the person's name as the reader may see it (masked for a juvenile).
+    subject_name: str | None = None
 
 
 def leave_days(start: dt.date, end: dt.date) -> int:
@@ -380,12 +384,46 @@ class LeaveService:
             .sort("created_at", ASCENDING)
             .limit(min(limit, MAX_LIST))
         ]
-        views = [await self._view(doc) for doc in docs]
+        views = await self._named(ctx, [await self._view(doc) for doc in docs])
         await self._audit.record(
             ctx,
             "leave.read",
             resource="leave_request",
             details={"status": status, "count": len(views)},
+        )
+        return views
+
+    async def _named(
+        self, ctx: AuditContext, views: builtins.list[LeaveView]
+    ) -> builtins.list[LeaveView]:
+        """The views with the person's name, as the reader's role may see it."""
+        names = await self._subjects.display_names(
+            ctx.identity, sorted({v.subject_id for v in views})
+        )
+        for view in views:
+            view.subject_name = names.get(view.subject_id)
+        return views
+
+    async def for_subject(
+        self, ctx: AuditContext, subject_id: str, limit: int
+    ) -> builtins.list[LeaveView]:
+        """One person's leave on the file, newest first, whatever its state: what an officer
+        or the assigned social worker needs to see it through to the 销假."""
+        await self._subjects.require(ctx, subject_id, "leave.history")
+        docs = [
+            doc
+            async for doc in self._leave.find({"subject_id": subject_id})
+            .sort([("start_date", DESCENDING), ("_id", DESCENDING)])
+            .limit(min(limit, MAX_LIST))
+        ]
+        views = [await self._view(doc) for doc in docs]
+        await self._audit.record(
+            ctx,
+            "leave.read",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"count": len(views)},
         )
         return views
 
@@ -400,7 +438,7 @@ class LeaveService:
         )
         return await self._view(doc)
 
-    async def own_requests(self, ctx: AuditContext, limit: int) -> list[LeaveView]:
+    async def own_requests(self, ctx: AuditContext, limit: int) -> builtins.list[LeaveView]:
         """The calling person's (or guardian's person's) own requests, newest first."""
         subject_id = _own_subject(ctx)
         docs = [
@@ -649,7 +687,7 @@ class LeaveService:
 
     async def in_force(
         self, subject_id: str, first: dt.date, last: dt.date
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Granted leave not yet returned from that runs on any day in [first, last] (for the
         check-in area): its id and dates."""
         cursor = self._leave.find(
@@ -666,7 +704,7 @@ class LeaveService:
             if doc["end_date"] >= first.isoformat() and not doc.get("returned_on")
         ]
 
-    async def relocate(self, subject_id: str, org_id: str, org_path: list[str]) -> int:
+    async def relocate(self, subject_id: str, org_id: str, org_path: builtins.list[str]) -> int:
         """Follow the person to a new station (执行地变更): their requests are filed there now,
         so pending ones reach the receiving side's queue."""
         result = await self._leave.update_many(
@@ -680,7 +718,7 @@ class LeaveService:
         """People on approved leave today (begun, not ended, not yet back) under a node, by
         unit (the path's node at `depth`)."""
         day = today.isoformat()
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {
                 "$match": {
                     "org_path": org_id,

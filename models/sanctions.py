@@ -9,6 +9,7 @@ is never applied by itself: someone files it as a sanction and the chain decides
 
 from __future__ import annotations
 
+import builtins  # `list` in a service class names its method; `builtins.list` the type
 import datetime as dt
 import enum
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,8 @@ from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.decision_notices import SANCTION_TEXT, DecisionNoticeService, NoticeKind, reason_text
 from models.errors import Conflict, InvalidInput, NotFound
-from models.orgs import node_at, parse_id
+from models.ids import parse_id
+from models.orgs import node_at
 from models.periods import add_months
 from models.programs import ProgramService, ProgramType
 from models.rules import EffectiveRules, RulesService
@@ -83,6 +85,8 @@ class SanctionView:
     rules_version: str
     submitted_to: str | None
     decided_at: str | None
+    # On lists only: the person's name as the reader may see it (masked for a juvenile).
+    subject_name: str | None = None
 
 
 @dataclass
@@ -379,6 +383,11 @@ class SanctionService:
             .limit(min(limit, MAX_LIST))
         ]
         views = [await self._view(doc) for doc in docs]
+        names = await self._subjects.display_names(
+            ctx.identity, sorted({v.subject_id for v in views})
+        )
+        for view in views:
+            view.subject_name = names.get(view.subject_id)
         await self._audit.record(
             ctx,
             "sanctions.read",
@@ -387,7 +396,7 @@ class SanctionService:
         )
         return views
 
-    async def own_decided(self, ctx: AuditContext, limit: int) -> list[SanctionView]:
+    async def own_decided(self, ctx: AuditContext, limit: int) -> builtins.list[SanctionView]:
         """The calling person's (or guardian's person's) praise and sanctions as decided, newest
         first. A proposal still on its chain, or refused, is not something done to them."""
         subject_id = ctx.identity.subject_id
@@ -433,7 +442,7 @@ class SanctionService:
 
     # --- suggestions ----------------------------------------------------------------------------
 
-    async def suggestions(self, ctx: AuditContext, subject_id: str) -> list[Suggestion]:
+    async def suggestions(self, ctx: AuditContext, subject_id: str) -> builtins.list[Suggestion]:
         """What the rules suggest for the person now, each naming its rule, value and version:
         one per 脱管 episode no sanction answers yet (pending or approved), and an escalation
         when uncorrected 训诫 or 警告 reach their rule's count. Nothing is filed by this."""
@@ -490,7 +499,9 @@ class SanctionService:
         )
         return out
 
-    async def decided_since(self, subject_id: str, kind: SanctionKind, since: dt.date) -> list[str]:
+    async def decided_since(
+        self, subject_id: str, kind: SanctionKind, since: dt.date
+    ) -> builtins.list[str]:
         """The ids of the person's sanctions of `kind` decided (approved) on or after `since`:
         what the file proves of a 警告 given, or a 治安管理处罚 request submitted."""
         start = dt.datetime.combine(since, dt.time(), tzinfo=LOCAL_TZ).astimezone(dt.UTC)
@@ -505,7 +516,7 @@ class SanctionService:
         ).sort("decided_at", ASCENDING)
         return [str(doc["_id"]) async for doc in cursor]
 
-    async def relocate(self, subject_id: str, org_id: str, org_path: list[str]) -> int:
+    async def relocate(self, subject_id: str, org_id: str, org_path: builtins.list[str]) -> int:
         """Follow the person to a new station (执行地变更)."""
         result = await self._sanctions.update_many(
             {"subject_id": subject_id}, {"$set": {"org_id": org_id, "org_path": org_path}}
@@ -531,7 +542,7 @@ class SanctionService:
 
     async def count_open_detachments(self, org_id: str, depth: int) -> dict[Any, int]:
         """脱管 episodes still open under a node, by unit (the path's node at `depth`)."""
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$match": {"org_path": org_id, "end_date": None}},
             {"$group": {"_id": node_at(depth), "n": {"$sum": 1}}},
         ]

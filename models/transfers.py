@@ -25,7 +25,8 @@ from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.decision_notices import DecisionNoticeService, NoticeKind, day_text
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
-from models.orgs import OrgKind, OrgService, parse_id
+from models.ids import parse_id
+from models.orgs import OrgKind, OrgService
 from models.programs import ProgramService
 from models.rules import RulesService
 from models.store import CollectionSpec, Store
@@ -360,6 +361,43 @@ class TransferService:
             subject_id=doc["subject_id"],
         )
         return await self._view(doc)
+
+    async def for_subject(self, ctx: AuditContext, subject_id: str) -> list[TransferView]:
+        """A person's transfers, newest first, for a caller who reaches the case file now."""
+        await self._subjects.require(ctx, subject_id, "transfers.read")
+        docs = [
+            doc
+            async for doc in self._transfers.find({"subject_id": subject_id})
+            .sort("created_at", -1)
+            .limit(100)
+        ]
+        await self._audit.record(
+            ctx,
+            "transfers.read",
+            resource="subject_transfers",
+            resource_id=subject_id,
+            subject_id=subject_id,
+            details={"count": len(docs)},
+        )
+        return [await self._view(doc) for doc in docs]
+
+    async def destinations(self) -> list[dict[str, str]]:
+        """Every station a file may move to, with its county and city names (in tree order)."""
+        counties = {o.id: o for o in await self._orgs.of_kind(OrgKind.COUNTY)}
+        cities = {o.id: o for o in await self._orgs.of_kind(OrgKind.CITY)}
+        listed = []
+        for station in await self._orgs.of_kind(OrgKind.STATION):
+            county = next((counties[n] for n in station.path if n in counties), None)
+            city = next((cities[n] for n in station.path if n in cities), None)
+            listed.append(
+                {
+                    "id": station.id,
+                    "name": station.name,
+                    "county": county.name if county else "",
+                    "city": city.name if city else "",
+                }
+            )
+        return listed
 
     async def _view(self, doc: Mapping[str, Any]) -> TransferView:
         tid = str(doc["_id"])

@@ -22,7 +22,7 @@ from tornado.httputil import HTTPHeaders
 from handlers.base import HSTS, AppContext
 from handlers.console.inprocess import LocalExchange, Origin, dispatch
 from handlers.messages import validation_message
-from models.policy import Identity
+from models.identity import Identity
 
 log = logging.getLogger("anbang.console")
 
@@ -105,7 +105,7 @@ class ConsoleHandler(tornado.web.RequestHandler):
 
     @property
     def ctx(self) -> AppContext:
-        return self.application.settings["anbang"]  # type: ignore[no-any-return]
+        return self.application.settings["anbang"]
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")

@@ -50,10 +50,14 @@ def map_json(
     area: Mapping[str, Any] | None = None,
     station: Mapping[str, Any] | None = None,
     recent: list[tuple[Mapping[str, Any], str]] | None = None,
+    tiles: str = "",
 ) -> str:
     """The `data-map` of one map: the check-in's point (WGS-84) with its accuracy circle, and
-    when known the permitted area, the station and earlier check-ins."""
+    when known the permitted area, the station and earlier check-ins; `tiles`, the configured
+    tile source drawn beneath (ANBANG_MAP_TILES), if any."""
     data: dict[str, Any] = {"point": _point(item, label), "area": None, "station": None}
+    if tiles:
+        data["tiles"] = tiles
     if area:
         if area.get("polygon"):
             data["area"] = {"polygon": area["polygon"]}

@@ -1,11 +1,14 @@
-"""The console's pages: login (with TOTP), the caseload, a case file, alerts, leave decisions,
-the assistance board and the monthly compliance dashboard (check-in review and history:
-handlers/console/oversight.py)."""
+"""The console's pages: login (with TOTP), the caseload, a case file, leave and sanction
+decisions and the monthly compliance reports (check-in review and history:
+handlers/console/oversight.py; alerts and assistance: handlers/console/operations.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import functools
+import inspect
 import json
 import urllib.parse
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any, ClassVar
 from tornado.concurrent import Future
 
 from handlers.console.base import (
+    CSP,
     ApiAnswer,
     ApiRefused,
     ConsoleHandler,
@@ -109,6 +113,35 @@ CHECKIN_STATUS_ZH = {
     "rejected": "不予认可",
 }
 REVIEW_ZH = {"pending": "待审核", "accepted": "已认可", "rejected": "不认可"}
+# A program's statutory fields, and the states of transfers and 调查评估 (console/casefile.py).
+SENTENCE_ZH = {
+    "control": "管制",
+    "probation": "缓刑",
+    "parole": "假释",
+    "medical_parole": "暂予监外执行",
+}
+DRUG_MODE_ZH = {"community_detox": "社区戒毒", "community_rehab": "社区康复"}
+TERMINATION_ZH = {
+    "completed": "期满解除",
+    "revoked": "撤销(收监执行)",
+    "died": "死亡",
+    "other": "其他原因终止",
+}
+TRANSFER_STATUS_ZH = {
+    "requested": "待接收方答复",
+    "accepted": "已同意接收,待移交",
+    "rejected": "接收方不同意",
+    "handed_over": "已移交,待报到",
+    "completed": "已到新执行地报到",
+}
+INVESTIGATION_STATUS_ZH = {
+    "requested": "待指派司法所",
+    "assigned": "调查中",
+    "reported": "已提交评估意见",
+    "closed": "已办结",
+    "withdrawn": "法院已撤回",
+}
+RECOMMENDATION_ZH = {"suitable": "适宜社区矫正", "unsuitable": "不适宜社区矫正"}
 
 
 def local_time(value: str | None) -> str:
@@ -126,6 +159,12 @@ LABELS = {
     "flag_help": FLAG_HELP,
     "checkin_status": CHECKIN_STATUS_ZH,
     "review": REVIEW_ZH,
+    "sentence": SENTENCE_ZH,
+    "drug_mode": DRUG_MODE_ZH,
+    "termination": TERMINATION_ZH,
+    "transfer_status": TRANSFER_STATUS_ZH,
+    "investigation_status": INVESTIGATION_STATUS_ZH,
+    "recommendation": RECOMMENDATION_ZH,
     "role": ROLE_ZH,
     "program": PROGRAM_LABELS,
     "supervision": LEVEL_LABELS,
@@ -153,18 +192,53 @@ def notice_text(notice: dict[str, Any]) -> str:
     return "您的账号有变更。"
 
 
+FORM_ONLY_ZH = "此地址用于提交表单，请从页面上的按钮办理。"
+
+
 class Page(SignedInHandler):
+    async def prepare(self) -> None:
+        # A form's address opened as a page (a bookmark, a reload after a redirect): its
+        # handler's page takes fewer path parts than the form's, so say so instead of failing.
+        if self.request.method == "GET" and not _takes(self.get, self.path_args, self.path_kwargs):
+            self.set_status(405)
+            self.set_header("Allow", "POST")
+            self.render("error.html", message=FORM_ONLY_ZH, status=405)
+            return
+        await super().prepare()
+
     def get_template_namespace(self) -> dict[str, Any]:
         namespace = super().get_template_namespace()
         namespace.update(
             labels=LABELS, local_time=local_time, my_level=self.my_level, notice_text=notice_text
         )
-        namespace.update(distance_text=distance_text, gap_text=gap_text, map_json=map_json)
+        namespace.update(
+            distance_text=distance_text,
+            gap_text=gap_text,
+            map_json=functools.partial(map_json, tiles=self.ctx.map_tiles),
+        )
         return namespace
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        if self.ctx.map_tiles:
+            # The configured tile server may serve the maps' images (and nothing else).
+            parts = urllib.parse.urlsplit(self.ctx.map_tiles)
+            origin = f"{parts.scheme}://{parts.netloc}"
+            self.set_header(
+                "Content-Security-Policy", CSP.replace("img-src ", f"img-src {origin} ")
+            )
 
     @property
     def my_level(self) -> str | None:
         return LEVEL_OF_ROLE.get((getattr(self, "me", None) or {}).get("role", ""))
+
+
+def _takes(method: Any, args: list[Any], kwargs: dict[str, Any]) -> bool:
+    try:
+        inspect.signature(method).bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
 
 
 # --- signing in -------------------------------------------------------------------------------
@@ -306,6 +380,19 @@ class NoticesSeen(Page):
 
 class CaseloadPage(Page):
     async def get(self) -> None:
+        if not self.may("caseload.read"):
+            # An administrator, the police, a coordinator: no caseload here (asking the API
+            # would only add a refusal to the audit log); the menu holds what the role does.
+            self.render(
+                "caseload.html",
+                items=[],
+                caseload_error=None,
+                no_caseload=True,
+                open_alerts=None,
+                cut_at=None,
+                files_total=None,
+            )
+            return
         caseload = await self.api("GET", "/api/v1/caseload")
         alerts = await self.api("GET", "/api/v1/alerts?status=open")
         # The caseload looks at the first MAX_SUBJECTS files in scope: say so when there are more.
@@ -317,6 +404,7 @@ class CaseloadPage(Page):
             open_alerts=len(alerts.body["items"]) if alerts.ok else None,
             cut_at=MAX_SUBJECTS if files.ok and files.body["total"] > MAX_SUBJECTS else None,
             files_total=files.body["total"] if files.ok else None,
+            no_caseload=False,
         )
 
 
@@ -339,6 +427,7 @@ class SubjectPage(Page):
         visits = await self.api("GET", f"/api/v1/subjects/{subject_id}/visits")
         # The first page of the check-in history (roles that may not read check-ins: None).
         history = await self.api("GET", f"/api/v1/subjects/{subject_id}/checkins?limit=10")
+        transfers = await self.api("GET", f"/api/v1/subjects/{subject_id}/transfers")
         items = obligations.body["items"] if obligations.ok else []
         self.render(
             "subject.html",
@@ -350,6 +439,7 @@ class SubjectPage(Page):
             visits=visits.body["items"] if visits.ok else None,
             history=history.body["items"] if history.ok else None,
             history_next=history.body["next_cursor"] if history.ok else None,
+            transfers=transfers.body["items"] if transfers.ok else None,
             note=note,
             errors=errors,
         )
@@ -367,25 +457,54 @@ class SubjectPage(Page):
         await self._show(subject_id, note=text, errors=errors)
 
 
-class AlertsPage(Page):
-    async def get(self) -> None:
-        alerts = await self.api_ok("GET", "/api/v1/alerts?status=open")
-        self.render("alerts.html", alerts=alerts["items"])
+# Decided records shown under the pending ones, each with the documents made from it.
+DECIDED_SHOWN = 10
 
 
-class AlertAck(Page):
-    async def post(self, alert_id: str) -> None:
-        await self.api_ok("POST", f"/api/v1/alerts/{alert_id}/ack")
-        self.redirect("/console/alerts")
+def _decided_at(record: dict[str, Any]) -> str:
+    steps = record.get("steps") or []
+    return str(record.get("decided_at") or (steps[-1].get("at") if steps else "") or "")
 
 
-class LeavePage(Page):
+class DecisionsPage(Page):
+    """What the leave and sanction pages share: the latest decided records, each beside the
+    documents (文书) made from it, with their PDFs to print (issue 27)."""
+
+    async def decided(self, paths: list[str]) -> list[dict[str, Any]]:
+        answers = await asyncio.gather(*(self.api("GET", path) for path in paths))
+        records = [r for a in answers if a.ok for r in a.body["items"]]
+        records.sort(key=_decided_at, reverse=True)
+        records = records[:DECIDED_SHOWN]
+        documents: dict[str, list[dict[str, Any]]] = {}
+        if self.may("documents.read"):
+            people = list(dict.fromkeys(r["subject_id"] for r in records))
+            lists = await asyncio.gather(
+                *(self.api("GET", f"/api/v1/subjects/{sid}/documents") for sid in people)
+            )
+            for listed in lists:
+                for d in listed.body["items"] if listed.ok else []:
+                    documents.setdefault(d["record_id"], []).append(d)
+        return [
+            {**r, "decided_on": _decided_at(r)[:10], "documents": documents.get(r["id"], [])}
+            for r in records
+        ]
+
+
+class LeavePage(DecisionsPage):
     async def get(self) -> None:
         await self._show({}, {})
 
     async def _show(self, typed: dict[str, str], errors: dict[str, dict[str, str]]) -> None:
         requests = await self.api_ok("GET", "/api/v1/leave-requests?status=pending")
-        self.render("leave.html", requests=requests["items"], typed=typed, errors=errors)
+        decided = await self.decided(
+            [
+                f"/api/v1/leave-requests?status={status}&limit={DECIDED_SHOWN}"
+                for status in ("approved", "rejected")
+            ]
+        )
+        self.render(
+            "leave.html", requests=requests["items"], typed=typed, errors=errors, decided=decided
+        )
 
 
 class LeaveDecision(LeavePage):
@@ -423,18 +542,25 @@ SANCTION_ZH = {
 }
 
 
-class SanctionsPage(Page):
+class SanctionsPage(DecisionsPage):
     async def get(self) -> None:
         await self._show({}, {})
 
     async def _show(self, typed: dict[str, str], errors: dict[str, dict[str, str]]) -> None:
         pending = await self.api_ok("GET", "/api/v1/sanctions?status=pending")
+        decided = await self.decided(
+            [
+                f"/api/v1/sanctions?status={status}&limit={DECIDED_SHOWN}"
+                for status in ("approved", "rejected")
+            ]
+        )
         self.render(
             "sanctions.html",
             items=pending["items"],
             kinds=SANCTION_ZH,
             typed=typed,
             errors=errors,
+            decided=decided,
         )
 
 
@@ -457,24 +583,6 @@ class SanctionDecision(SanctionsPage):
         self.set_status(answer.status)
         errors = answer.field_errors() or {"comment": answer.message_zh()}
         await self._show({sanction_id: comment}, {sanction_id: errors})
-
-
-class AssistancePage(Page):
-    async def get(self) -> None:
-        month = _last_month(self.ctx.clock.now())
-        summary = await self.api(
-            "GET",
-            "/api/v1/assistance/summary?"
-            + urllib.parse.urlencode({"org_id": self.me["org_id"], "month": month}),
-        )
-        referrals = await self.api("GET", "/api/v1/assistance/referrals")
-        self.render(
-            "assistance.html",
-            month=month,
-            summary=summary.body if summary.ok else None,
-            referrals=referrals.body["items"] if referrals.ok else [],
-            error=None if summary.ok else summary.message_zh(),
-        )
 
 
 # --- monthly compliance -----------------------------------------------------------------------
@@ -682,13 +790,10 @@ routes = [
     (r"/console/password", PasswordPage),
     (r"/console/notices/seen", NoticesSeen),
     (rf"/console/subjects/{_id('subject_id')}", SubjectPage),
-    (r"/console/alerts", AlertsPage),
-    (rf"/console/alerts/{_id('alert_id')}/ack", AlertAck),
     (r"/console/leave", LeavePage),
     (rf"/console/leave/{_id('leave_id')}/decision", LeaveDecision),
     (r"/console/sanctions", SanctionsPage),
     (rf"/console/sanctions/{_id('sanction_id')}/decision", SanctionDecision),
-    (r"/console/assistance", AssistancePage),
     (r"/console/reports", ReportsPage),
     (rf"/console/reports/{_id('report_id')}", ReportPage),
     (rf"/console/reports/{_id('report_id')}/sign", ReportSign),

@@ -51,3 +51,21 @@ document.addEventListener("DOMContentLoaded", function () {
   draw("chart-months", "bar", charts.months.labels, charts.months.values, "按时率(%)", 100);
   draw("chart-population", "bar", charts.population.labels, charts.population.values, "在册人数", null);
 });
+document.addEventListener("DOMContentLoaded", function () {
+  // An irreversible step asks first (`data-confirm` on its form); a form being sent says so and
+  // is not sent twice.
+  document.querySelectorAll("form[data-confirm], form[data-busy]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      var question = form.getAttribute("data-confirm");
+      if (question && !window.confirm(question)) {
+        event.preventDefault();
+        return;
+      }
+      var button = form.querySelector("button[type=submit]");
+      if (button) {
+        button.disabled = true;
+        button.textContent = "处理中…";
+      }
+    });
+  });
+});

@@ -1,7 +1,8 @@
-// The console's maps, drawn offline: no tiles are fetched. Each element with `data-map` carries
-// its check-in point (WGS-84) and accuracy, and when known the permitted area, the station and
-// earlier check-ins; Leaflet draws them as vectors over a plain background with a coordinate
-// grid and a scale bar (no inline script: the Content-Security-Policy allows our files only).
+// The console's maps, drawn offline: no tiles are fetched unless a tile source is configured
+// (ANBANG_MAP_TILES, drawn beneath). Each element with `data-map` carries its check-in point
+// (WGS-84) and accuracy, and when known the permitted area, the station and earlier check-ins;
+// Leaflet draws them as vectors over a plain background with a coordinate grid and a scale bar
+// (no inline script: the Content-Security-Policy allows our files only).
 "use strict";
 (function () {
   // A grid step of 1, 2 or 5 times a power of ten degrees: about four to ten lines across.
@@ -44,6 +45,11 @@
       keyboard: false,
       zoomSnap: 0.25
     });
+    if (data.tiles) {
+      // A configured tile source (ANBANG_MAP_TILES, e.g. 天地图) under the vectors; without one
+      // nothing is fetched and the grid stands in for a background.
+      L.tileLayer(data.tiles, { maxZoom: 18, className: "map-tiles" }).addTo(map);
+    }
     var grid = L.layerGroup().addTo(map);
     var shapes = L.featureGroup().addTo(map);
     // Bounds gathered as drawn: a circle knows its own only once the map has a view.
