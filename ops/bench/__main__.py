@@ -11,12 +11,19 @@ from types import FrameType
 from typing import Any
 
 from ops.bench import PROJECT_ROOT
+from ops.bench.caselist import DEFAULT_SUBJECTS as CASELIST_DEFAULT
+from ops.bench.caselist import MIN_SUBJECTS as CASELIST_MIN
+from ops.bench.caselist import caselist_table, run_caselist
 from ops.bench.casework import DEFAULT_SIZES as CASEWORK_DEFAULT
 from ops.bench.casework import ISSUE_SIZES as CASEWORK_ISSUE
 from ops.bench.ceilings import CeilingOptions, run_ceilings
 from ops.bench.checkins import DEFAULT_SUBJECTS as CHECKIN_DEFAULT
 from ops.bench.checkins import MAX_SUBJECTS as CHECKIN_MAX
 from ops.bench.checkins import MIN_SUBJECTS as CHECKIN_MIN
+from ops.bench.hotpath import DEFAULT_PEOPLE as HOTPATH_DEFAULT
+from ops.bench.hotpath import MAX_PEOPLE as HOTPATH_MAX
+from ops.bench.hotpath import MIN_PEOPLE as HOTPATH_MIN
+from ops.bench.hotpath import hotpath_table, measure_hotpath
 from ops.bench.measure import BenchError
 from ops.bench.report import document, table, write_json
 from ops.bench.reports import DEFAULT_SIZES as REPORT_DEFAULT
@@ -76,6 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
         "compliance report of one station (200 subjects) and one county (up to 5,000); the "
         f"issue's sizes: {','.join(str(n) for n in REPORT_ISSUE)}; 0 skips it",
     )
+    parser.add_argument(
+        "--hotpath-people",
+        type=int,
+        default=HOTPATH_DEFAULT,
+        metavar="N",
+        help="people in the hot-path benchmark (commands per cold and warm check-in, morning "
+        f"login and photo upload; {HOTPATH_MIN}-{HOTPATH_MAX}); 0 skips it",
+    )
+    parser.add_argument(
+        "--caselist-subjects",
+        type=int,
+        default=CASELIST_DEFAULT,
+        metavar="N",
+        help="case files in one county for the case-list benchmark (pages, filters and exact "
+        f"searches, 20 per page; at least {CASELIST_MIN:,}); 0 skips it",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the JSON goes")
     return parser
 
@@ -109,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         report_subjects = parse_report_sizes(args.report_subjects)
     except ValueError as exc:
         parser.error(f"--report-subjects: {exc}")
+    if args.hotpath_people and not HOTPATH_MIN <= args.hotpath_people <= HOTPATH_MAX:
+        parser.error(f"--hotpath-people must be 0 or between {HOTPATH_MIN} and {HOTPATH_MAX}")
+    if args.caselist_subjects and args.caselist_subjects < CASELIST_MIN:
+        parser.error(f"--caselist-subjects must be 0 or at least {CASELIST_MIN:,}")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     options = CeilingOptions(
         seconds=args.seconds,
@@ -135,10 +162,16 @@ def main(argv: list[str] | None = None) -> int:
         sizes = ", ".join(f"{n:,}" for n in report_subjects)
         print(f"bench: then monthly reports in databases of {sizes} subjects", flush=True)
     reports: dict[str, Any] = {}
+    hotpath: dict[str, Any] = {}
+    caselist: dict[str, Any] = {}
     try:
         ceilings = run_ceilings(options)
+        if args.hotpath_people:
+            hotpath = measure_hotpath(args.hotpath_people, checkin_connections)
         if report_subjects:
             reports = measure_reports(report_subjects)
+        if args.caselist_subjects:
+            caselist = run_caselist(args.caselist_subjects)
     except BenchError as exc:
         print(f"bench: failed: {exc}", file=sys.stderr)
         return 1
@@ -148,11 +181,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(table(ceilings))
     content = document(ceilings, options)
+    if hotpath:
+        print("\n" + hotpath_table(hotpath))
+    # Beside the others' figures (ops.bench.hotpath runs on a database of its own).
+    content["hotpath"] = hotpath
     if reports:
         print("\n" + reports_table(reports))
     # Beside the others' figures (ops.bench.reports runs on a database of its own).
     content["settings"]["report_subjects"] = list(report_subjects)
     content["reports"] = reports
+    if caselist:
+        print("\n" + caselist_table(caselist))
+    # Beside the others' figures (ops.bench.caselist runs on a database of its own).
+    content["caselist"] = caselist
     write_json(args.output, content)
     print(f"\nbench: wrote {args.output} in {time.monotonic() - started:.1f} s")
     return 0

@@ -58,7 +58,7 @@ async def _seed(services: Any, store: Any, n: int, stations: list[Any], now: dt.
     from values the production validators accept; every 50th a juvenile, every 3rd with a
     program; created a minute apart, so the default order is a real sort."""
     from models.audit import AuditContext
-    from models.policy import Identity
+    from models.identity import Identity
 
     intake = AuditContext(Identity(user_id="bench-intake", role="station_officer"), "bench")
     subjects = services.subjects
@@ -121,8 +121,8 @@ async def _timed(action: Any, trips: RoundTrips) -> tuple[list[float], float]:
 async def _measure(spec: CaseListSpec) -> dict[str, Any]:
     from models.audit import AuditContext
     from models.clock import FixedClock
+    from models.identity import Identity
     from models.orgs import OrgKind
-    from models.policy import Identity
     from models.store import DatabaseSettings, Store
     from models.subjects import CaseListQuery
     from server.app import SYSTEM, build_services, collection_specs, open_vault
@@ -261,10 +261,10 @@ def caselist_table(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
+def run_caselist(subjects: int = DEFAULT_SUBJECTS) -> dict[str, Any]:
+    """`measure_caselist` on an embedded database of its own, started and removed here."""
     from secantus import SecantusDBServer
 
-    subjects = int(argv[0]) if argv else DEFAULT_SUBJECTS
     with tempfile.TemporaryDirectory(prefix="anbang-bench-") as temp:
         database = SecantusDBServer(
             host="127.0.0.1", port=0, storage_path=temp, enable_test_commands=False
@@ -272,9 +272,13 @@ def main(argv: list[str]) -> int:
         database.start()
         try:
             host, port = database.address
-            figures = measure_caselist(f"mongodb://{host}:{port}/?retryWrites=false", subjects)
+            return measure_caselist(f"mongodb://{host}:{port}/?retryWrites=false", subjects)
         finally:
             database.stop()
+
+
+def main(argv: list[str]) -> int:
+    figures = run_caselist(int(argv[0]) if argv else DEFAULT_SUBJECTS)
     print(caselist_table(figures))
     return 0 if figures["within"] else 1
 
