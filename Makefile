@@ -77,8 +77,14 @@ screenshots: $(STAMP) browser fonts poppler
 	ANBANG_SCREENSHOTS=var/screenshots $(BIN)/python -m pytest -q -p no:randomly \
 		tests/handlers/test_console.py tests/handlers/test_documents_console.py \
 		tests/handlers/test_console_casework.py tests/handlers/test_console_review.py \
+		tests/handlers/test_console_contact.py tests/handlers/test_console_casefile.py \
+		tests/handlers/test_console_dashboard.py tests/handlers/test_console_oversight.py \
 		-k "screenshots or told_at_the_console or nothing_was_recorded or finds_people_opens \
-		or review_shows_photo or file_lists_check_ins"
+		or review_shows_photo or file_lists_check_ins or records_a_talk or files_an_admonishment \
+		or waits_its_turn or records_the_return or opens_a_program_records or transfer_is_accepted \
+		or investigation_is_assigned or station_dashboard or county_dashboard \
+		or county_overview or queues_show or alerts_name or assistance_board \
+		or audit_administrator_sees or access_log_is_filtered or documents_to_print"
 
 bench: $(STAMP)
 	$(BIN)/python -m ops.bench
@@ -95,6 +101,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache --no-logo
+	$(BIN)/mypy server handlers miniprogram_api jobs models
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint, path_id
 from models.absences import AbsenceView, Discovery, Tally
 
 
@@ -18,7 +18,7 @@ class AbsenceBody(Strict):
     note: str = Field(default="", max_length=2000)
 
 
-class AbsenceOut(BaseModel):
+class AbsenceOut(Out):
     id: str
     subject_id: str
     program_id: str
@@ -36,7 +36,7 @@ class AbsenceOut(BaseModel):
         return cls(**view.__dict__)
 
 
-class TallyOut(BaseModel):
+class TallyOut(Out):
     absences: int
     absent_days: int
     max_absences: int
@@ -49,12 +49,12 @@ class TallyOut(BaseModel):
         return cls(**tally.__dict__)
 
 
-class AbsenceRecorded(BaseModel):
+class AbsenceRecorded(Out):
     absence: AbsenceOut
     tally: TallyOut
 
 
-class AbsenceList(BaseModel):
+class AbsenceList(Out):
     items: list[AbsenceOut]
     # The open drug-rehabilitation program's count; null without one.
     tally: TallyOut | None
@@ -104,5 +104,5 @@ class SubjectAbsencesHandler(BaseHandler):
 
 
 routes = [
-    (r"/api/v1/subjects/(?P<subject_id>[^/]+)/absences", SubjectAbsencesHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/absences", SubjectAbsencesHandler),
 ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, Strict, csv_media, endpoint
+from handlers.base import BaseHandler, Out, Strict, csv_media, endpoint, path_id
 from handlers.query import object_id, page_size, query, query_args, yes_no
 from models.orgs import Org, OrgKind
 from models.policy import Role
@@ -21,7 +21,7 @@ class OrgBody(Strict):
     parent_id: str | None = Field(default=None, pattern=f"^{ID_PATTERN}$")
 
 
-class OrgOut(BaseModel):
+class OrgOut(Out):
     id: str
     name: str
     code: str
@@ -33,7 +33,7 @@ class OrgOut(BaseModel):
         return cls(id=org.id, name=org.name, code=org.code, kind=org.kind, parent_id=org.parent_id)
 
 
-class OrgList(BaseModel):
+class OrgList(Out):
     items: list[OrgOut]
 
 
@@ -48,7 +48,7 @@ class StaffBody(Strict):
     is_agency_head: bool = False
 
 
-class StaffOut(BaseModel):
+class StaffOut(Out):
     id: str
     username: str
     name: str
@@ -72,7 +72,7 @@ class CreatedStaffOut(StaffOut):
     temporary_password: str | None
 
 
-class StaffPage(BaseModel):
+class StaffPage(Out):
     items: list[StaffOut]
     next_cursor: str | None
 
@@ -87,21 +87,21 @@ class MoveBody(Strict):
     org_id: str = Field(pattern=f"^{ID_PATTERN}$")
 
 
-class TemporaryPassword(BaseModel):
+class TemporaryPassword(Out):
     temporary_password: str
 
 
-class ImportedAccountOut(BaseModel):
+class ImportedAccountOut(Out):
     username: str
     temporary_password: str
 
 
-class ImportAnswer(BaseModel):
+class ImportAnswer(Out):
     imported: int
     accounts: list[ImportedAccountOut]
 
 
-class PolicyRuleOut(BaseModel):
+class PolicyRuleOut(Out):
     action: str
     roles: list[str]
     scope: str
@@ -109,7 +109,7 @@ class PolicyRuleOut(BaseModel):
     description: str
 
 
-class PolicyOut(BaseModel):
+class PolicyOut(Out):
     rules: list[PolicyRuleOut]
 
 
@@ -345,21 +345,17 @@ class PolicyHandler(BaseHandler):
         self.respond(PolicyOut(rules=rules))
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
 routes = [
     (r"/api/v1/orgs", OrgsHandler),
-    (rf"/api/v1/orgs/{_id('org_id')}", OrgHandler),
+    (rf"/api/v1/orgs/{path_id('org_id')}", OrgHandler),
     (r"/api/v1/staff", StaffListHandler),
     (r"/api/v1/staff/import", StaffImportHandler),
     (r"/api/v1/staff/roles", RolesHandler),
-    (rf"/api/v1/staff/{_id('staff_id')}", StaffHandler),
-    (rf"/api/v1/staff/{_id('staff_id')}/role", StaffRoleHandler),
-    (rf"/api/v1/staff/{_id('staff_id')}/password-reset", StaffPasswordResetHandler),
-    (rf"/api/v1/staff/{_id('staff_id')}/disable", StaffDisableHandler),
-    (rf"/api/v1/staff/{_id('staff_id')}/enable", StaffEnableHandler),
-    (rf"/api/v1/staff/{_id('staff_id')}/move", StaffMoveHandler),
+    (rf"/api/v1/staff/{path_id('staff_id')}", StaffHandler),
+    (rf"/api/v1/staff/{path_id('staff_id')}/role", StaffRoleHandler),
+    (rf"/api/v1/staff/{path_id('staff_id')}/password-reset", StaffPasswordResetHandler),
+    (rf"/api/v1/staff/{path_id('staff_id')}/disable", StaffDisableHandler),
+    (rf"/api/v1/staff/{path_id('staff_id')}/enable", StaffEnableHandler),
+    (rf"/api/v1/staff/{path_id('staff_id')}/move", StaffMoveHandler),
     (r"/api/v1/policy", PolicyHandler),
 ]

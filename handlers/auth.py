@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint
 from models.policy import PUBLIC, SELF
 
 
@@ -16,13 +16,13 @@ class LoginBody(Strict):
     totp: str | None = Field(default=None, max_length=10)
 
 
-class UserSummary(BaseModel):
+class UserSummary(Out):
     id: str
     role: str | None  # None until the security administrator grants one
     org_id: str
 
 
-class LoginAnswer(BaseModel):
+class LoginAnswer(Out):
     token: str
     expires_at: dt.datetime
     user: UserSummary
@@ -30,7 +30,7 @@ class LoginAnswer(BaseModel):
     required_step: str | None = None
 
 
-class NoticeOut(BaseModel):
+class NoticeOut(Out):
     id: str
     # role_granted, role_withdrawn (the security administrator), password_reset and
     # role_suspended (an administrator's reset): what someone else did to this account;
@@ -43,7 +43,7 @@ class NoticeOut(BaseModel):
     username: str | None = None
 
 
-class Me(BaseModel):
+class Me(Out):
     id: str
     username: str
     name: str
@@ -62,7 +62,7 @@ class PasswordChangeBody(Strict):
     new_password: str = Field(min_length=1, max_length=256)
 
 
-class TotpEnrolment(BaseModel):
+class TotpEnrolment(Out):
     secret: str
     provisioning_uri: str
 
@@ -71,7 +71,7 @@ class TotpConfirmBody(Strict):
     code: str = Field(min_length=6, max_length=6, pattern=r"^[0-9]{6}$")
 
 
-class BindingCode(BaseModel):
+class BindingCode(Out):
     code: str
     expires_at: dt.datetime
 

@@ -52,13 +52,14 @@ from models.errors import (
 )
 from models.health import ReadinessService
 from models.idempotency import IdempotencyService
+from models.identity import ANONYMOUS, Identity
 from models.investigations import InvestigationService
 from models.leave import LeaveService
 from models.mp_accounts import MpAccountService
 from models.notifications import NotificationService
 from models.obligations import ObligationService
 from models.orgs import OrgService
-from models.policy import ANONYMOUS, PUBLIC, RESTRICTION_ALLOWS, SELF, Identity, Policy
+from models.policy import PUBLIC, RESTRICTION_ALLOWS, SELF, Policy
 from models.programs import ProgramService
 from models.psychiatric_referrals import PsychiatricReferralService
 from models.reports import ReportService
@@ -100,8 +101,20 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 HSTS = "max-age=31536000; includeSubDomains"
 
 
+def path_id(name: str) -> str:
+    """A route pattern's `name` path segment, passed to the method as a keyword argument."""
+    return f"(?P<{name}>[^/]+)"
+
+
 class Strict(BaseModel):
     """A request body: a field the model does not declare is refused (422), never dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """A response: built from a service's view, so a field the view has and this model does not
+    declare is an error (which the tests meet), never silently left out of the answer."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -299,6 +312,8 @@ class AppContext:
     max_body_bytes: int = 1 << 20
     # Production: the console's cookie is sent over HTTPS only.
     production: bool = False
+    # Map tiles under the console's vector maps (ANBANG_MAP_TILES); empty: none fetched.
+    map_tiles: str = ""
     # The OpenAPI document is generated from the route table once, lazily, by handlers.openapi.
     openapi_factory: Callable[[], Mapping[str, Any]] | None = None
 
@@ -448,7 +463,7 @@ class BaseHandler(tornado.web.RequestHandler):
     # A handler that declares none is refused for every caller (deny by default).
     access: ClassVar[str | Mapping[str, str] | None] = None
     # Who reads this handler's errors: "staff" (English) or "mp" (mini-program users, Chinese).
-    audience: ClassVar[str] = "staff"
+    audience: str = "staff"
     # Per-route override of the body size limit, in bytes.
     max_body_bytes: ClassVar[int | None] = None
     # Which sessions may call: the console's (password and TOTP) or the mini-program's
@@ -465,7 +480,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     @property
     def ctx(self) -> AppContext:
-        return self.application.settings["anbang"]  # type: ignore[no-any-return]
+        return self.application.settings["anbang"]
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -528,17 +543,19 @@ class BaseHandler(tornado.web.RequestHandler):
             if method is not None and not hasattr(method, "__refusal_first__"):
                 setattr(cls, verb, _refusal_first(method))
 
-    def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         # Chunked uploads have no Content-Length: count as they arrive and stop keeping data
-        # once over the limit (the method then answers 413).
+        # once over the limit (the method then answers 413). Synchronous here; a subclass that
+        # streams the body elsewhere may return an awaitable, as Tornado allows.
         self._body_size += len(chunk)
         if self._deferred_refusal is not None:
-            return
+            return None
         if self._body_size > self.body_limit:
             self._body_too_large = True
             self._chunks.clear()
         elif not self._body_too_large:
             self._chunks.append(chunk)
+        return None
 
     def on_finish(self) -> None:
         if getattr(self, "_counted", False):

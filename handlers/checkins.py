@@ -8,9 +8,9 @@ import dataclasses
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint, path_id
 from handlers.photos import PhotoStreamHandler
 from handlers.query import calendar_day, object_id, page_size, query, query_args
 from models.clock import LOCAL_TZ
@@ -41,12 +41,12 @@ class AreaBody(Strict):
         return Area(center=Point(*self.center), radius_m=self.radius_m or 0.0)
 
 
-class AreaOut(BaseModel):
+class AreaOut(Out):
     org_id: str
     area: dict[str, object]
 
 
-class ReviewItemOut(BaseModel):
+class ReviewItemOut(Out):
     id: str
     subject_id: str
     subject_name: str | None
@@ -60,7 +60,7 @@ class ReviewItemOut(BaseModel):
     has_photo: bool
 
 
-class ReviewQueueOut(BaseModel):
+class ReviewQueueOut(Out):
     items: list[ReviewItemOut]
 
 
@@ -69,7 +69,7 @@ class ReviewBody(Strict):
     comment: str = Field(min_length=1, max_length=1000)
 
 
-class ReviewOut(BaseModel):
+class ReviewOut(Out):
     id: str
     status: str
     review: Literal["accepted", "rejected"]
@@ -77,7 +77,7 @@ class ReviewOut(BaseModel):
     obligation_status: str | None
 
 
-class CheckinItemOut(BaseModel):
+class CheckinItemOut(Out):
     """A check-in for an officer's map; `lat`/`lng` are WGS-84, `accuracy` in metres."""
 
     id: str
@@ -96,7 +96,7 @@ class CheckinItemOut(BaseModel):
     review_comment: str | None
 
 
-class StationOut(BaseModel):
+class StationOut(Out):
     id: str
     name: str
     lat: float | None
@@ -114,12 +114,12 @@ class CheckinDetailOut(CheckinItemOut):
     recent: list[CheckinItemOut]
 
 
-class CheckinHistoryOut(BaseModel):
+class CheckinHistoryOut(Out):
     items: list[CheckinItemOut]
     next_cursor: str | None
 
 
-class DecidedReviewOut(BaseModel):
+class DecidedReviewOut(Out):
     id: str
     subject_id: str
     subject_name: str | None
@@ -133,7 +133,7 @@ class DecidedReviewOut(BaseModel):
     comment: str | None
 
 
-class DecidedReviewsOut(BaseModel):
+class DecidedReviewsOut(Out):
     items: list[DecidedReviewOut]
 
 
@@ -141,7 +141,7 @@ class BindingCodeBody(Strict):
     role: Literal["subject", "guardian"] = "subject"
 
 
-class BindingCodeOut(BaseModel):
+class BindingCodeOut(Out):
     code: str
     expires_at: dt.datetime
 
@@ -299,17 +299,13 @@ class SubjectBindingCodeHandler(BaseHandler):
         self.respond(BindingCodeOut(code=issued.code, expires_at=issued.expires_at), status=201)
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
 routes = [
     (r"/api/v1/checkins/review-queue", ReviewQueueHandler),
-    (rf"/api/v1/checkins/{_id('checkin_id')}/review", ReviewHandler),
-    (rf"/api/v1/checkins/{_id('checkin_id')}/photo", CheckinPhotoHandler),
+    (rf"/api/v1/checkins/{path_id('checkin_id')}/review", ReviewHandler),
+    (rf"/api/v1/checkins/{path_id('checkin_id')}/photo", CheckinPhotoHandler),
     (r"/api/v1/checkins/decided", DecidedReviewsHandler),
-    (rf"/api/v1/checkins/{_id('checkin_id')}", CheckinDetailHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/checkins", SubjectCheckinsHandler),
-    (rf"/api/v1/orgs/{_id('org_id')}/area", OrgAreaHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/binding-code", SubjectBindingCodeHandler),
+    (rf"/api/v1/checkins/{path_id('checkin_id')}", CheckinDetailHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/checkins", SubjectCheckinsHandler),
+    (rf"/api/v1/orgs/{path_id('org_id')}/area", OrgAreaHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/binding-code", SubjectBindingCodeHandler),
 ]

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, Out, endpoint
 from handlers.query import WholeNumber, object_id, query, query_args
 from models.dashboard import SIGNING_MAX_MONTHS, SIGNING_MONTHS
 
 
-class OrgOut(BaseModel):
+class OrgOut(Out):
     id: str
     name: str
     kind: str
 
 
-class WindowsOut(BaseModel):
+class WindowsOut(Out):
     due: int
     met: int
     open: int
@@ -26,7 +26,7 @@ class WindowsOut(BaseModel):
     excused: int
 
 
-class PeriodOut(BaseModel):
+class PeriodOut(Out):
     """Check-in windows that closed in a week (its Monday) or month (YYYY-MM)."""
 
     period: str | None = None
@@ -40,14 +40,14 @@ class PeriodOut(BaseModel):
     checkin_rate: float | None
 
 
-class OutcomesOut(BaseModel):
+class OutcomesOut(Out):
     since: str
     ended: int
     by_outcome: dict[str, int]
     rates: dict[str, float | None]
 
 
-class UnitOut(BaseModel):
+class UnitOut(Out):
     org_id: str
     name: str
     kind: str
@@ -62,7 +62,7 @@ class UnitOut(BaseModel):
     checkins_12_weeks: PeriodOut
 
 
-class DashboardOut(BaseModel):
+class DashboardOut(Out):
     org: OrgOut
     as_of: dt.datetime
     today: str
@@ -99,7 +99,7 @@ class DashboardHandler(BaseHandler):
         self.respond(DashboardOut(**result))
 
 
-class SigningCellOut(BaseModel):
+class SigningCellOut(Out):
     month: str
     status: str = Field(description="signed, draft (computed, not signed) or none (no report)")
     report_id: str | None
@@ -108,7 +108,7 @@ class SigningCellOut(BaseModel):
     changed: bool = Field(description="The data changed since the signature")
 
 
-class SigningRowOut(BaseModel):
+class SigningRowOut(Out):
     org_id: str
     name: str
     kind: str
@@ -116,7 +116,7 @@ class SigningRowOut(BaseModel):
     unsigned: int
 
 
-class SigningOut(BaseModel):
+class SigningOut(Out):
     org: OrgOut
     months: list[str]
     rows: list[SigningRowOut]

@@ -7,9 +7,9 @@ import datetime as dt
 import re
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint, path_id
 from models.documents import DocumentView
 
 ID_PATTERN = r"^[0-9a-fA-F]{24}$"
@@ -25,7 +25,7 @@ class VoidBody(Strict):
     reason: str = Field(min_length=1, max_length=1000)
 
 
-class DocumentOut(BaseModel):
+class DocumentOut(Out):
     id: str
     subject_id: str
     kind: str
@@ -49,7 +49,7 @@ class DocumentOut(BaseModel):
         return cls(**view.__dict__)
 
 
-class DocumentList(BaseModel):
+class DocumentList(Out):
     items: list[DocumentOut]
 
 
@@ -141,14 +141,10 @@ class VoidHandler(BaseHandler):
         self.respond(DocumentOut.of(view))
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
 routes = [
     (r"/api/v1/documents", DocumentsHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/documents", SubjectDocumentsHandler),
-    (rf"/api/v1/documents/{_id('document_id')}", DocumentHandler),
-    (rf"/api/v1/documents/{_id('document_id')}/pdf", DocumentPdfHandler),
-    (rf"/api/v1/documents/{_id('document_id')}/void", VoidHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/documents", SubjectDocumentsHandler),
+    (rf"/api/v1/documents/{path_id('document_id')}", DocumentHandler),
+    (rf"/api/v1/documents/{path_id('document_id')}/pdf", DocumentPdfHandler),
+    (rf"/api/v1/documents/{path_id('document_id')}/void", VoidHandler),
 ]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint, path_id
 from handlers.query import calendar_day, one_of, query, query_args
 from models.clock import LOCAL_TZ
 from models.obligations import (
@@ -20,7 +20,7 @@ from models.obligations import (
 )
 
 
-class HoursEntryOut(BaseModel):
+class HoursEntryOut(Out):
     on: dt.date
     hours: float
     source: str = Field(description="`recorded` by staff, or `course:<id>` from 阳光之家")
@@ -29,7 +29,7 @@ class HoursEntryOut(BaseModel):
     recorded_by: str | None = None
 
 
-class OccurrenceOut(BaseModel):
+class OccurrenceOut(Out):
     id: str | None
     program_id: str
     kind: str
@@ -49,7 +49,7 @@ class OccurrenceOut(BaseModel):
         return cls(**view.__dict__)
 
 
-class OccurrenceList(BaseModel):
+class OccurrenceList(Out):
     items: list[OccurrenceOut]
 
 
@@ -159,8 +159,8 @@ class HoursHandler(BaseHandler):
 
 
 routes = [
-    (r"/api/v1/obligations/(?P<occurrence_id>[^/]+)/result", ResultHandler),
-    (r"/api/v1/obligations/(?P<occurrence_id>[^/]+)/hours", HoursHandler),
-    (r"/api/v1/subjects/(?P<subject_id>[^/]+)/obligations", SubjectObligationsHandler),
-    (r"/api/v1/obligations/(?P<occurrence_id>[^/]+)/excuse", ExcuseHandler),
+    (rf"/api/v1/obligations/{path_id('occurrence_id')}/result", ResultHandler),
+    (rf"/api/v1/obligations/{path_id('occurrence_id')}/hours", HoursHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/obligations", SubjectObligationsHandler),
+    (rf"/api/v1/obligations/{path_id('occurrence_id')}/excuse", ExcuseHandler),
 ]

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from handlers.base import BaseHandler, EndpointDoc
+from handlers.base import BaseHandler, EndpointDoc, Out
 from handlers.query import declared_query
 from models.idempotency import KEY_PATTERN
 from models.policy import PUBLIC, SELF
@@ -21,32 +21,32 @@ _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
 JsonSchemaMode = Literal["validation", "serialization"]
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Out):
     code: str
     message: str
     details: Any = None
     request_id: str | None = None
 
 
-class ErrorEnvelope(BaseModel):
+class ErrorEnvelope(Out):
     """Every error answer has this shape."""
 
     error: ErrorBody
 
 
-class FieldProblem(BaseModel):
+class FieldProblem(Out):
     field: str
     message: str
 
 
-class MpErrorBody(BaseModel):
+class MpErrorBody(Out):
     code: str
     message: str
     details: list[FieldProblem]
     request_id: str | None = None
 
 
-class MpErrorEnvelope(BaseModel):
+class MpErrorEnvelope(Out):
     """Every `/mp/v1` error answer has this shape: `message` in Chinese, `details` one
     `{field, message}` per offending field (the body's problem names the field `(body)`)."""
 

@@ -5,19 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel
-
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, Out, endpoint
 from models.policy import PUBLIC
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-class Liveness(BaseModel):
+class Liveness(Out):
     status: str
 
 
-class Readiness(BaseModel):
+class Readiness(Out):
     status: str
     checks: dict[str, bool]
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint, path_id
 from models.psychiatric_referrals import ReferralView
 
 
-class ReferralOut(BaseModel):
+class ReferralOut(Out):
     id: str
     subject_id: str
     program_id: str
@@ -34,7 +34,7 @@ class ReferralOut(BaseModel):
         return cls(**view.__dict__)
 
 
-class ReferralList(BaseModel):
+class ReferralList(Out):
     items: list[ReferralOut]
 
 
@@ -87,6 +87,6 @@ class ReferralOutcomeHandler(BaseHandler):
 
 
 routes = [
-    (r"/api/v1/subjects/(?P<subject_id>[^/]+)/psychiatric-referrals", SubjectReferralsHandler),
-    (r"/api/v1/psychiatric-referrals/(?P<referral_id>[^/]+)/outcome", ReferralOutcomeHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/psychiatric-referrals", SubjectReferralsHandler),
+    (rf"/api/v1/psychiatric-referrals/{path_id('referral_id')}/outcome", ReferralOutcomeHandler),
 ]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from openpyxl.worksheet.properties import PageSetupProperties
 from openpyxl.worksheet.worksheet import Worksheet
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, landscape
@@ -119,17 +120,22 @@ def _printable(
     sheet: WriteOnlyWorksheet, widths: Sequence[float], header: str, freeze: str = "A2"
 ) -> None:
     """A4 landscape, fitted to the page width, the header row repeated on every page."""
-    sheet.freeze_panes = freeze
+    # A write-only sheet has these settings of Worksheet's (openpyxl copies them onto its class);
+    # the type stubs declare only the write-only methods.
+    page = cast(Worksheet, sheet)
+    page.freeze_panes = freeze
     for index, width in enumerate(widths, start=1):
-        sheet.column_dimensions[get_column_letter(index)].width = width
-    sheet.print_title_rows = "1:1"
-    sheet.page_setup.orientation = "landscape"
-    sheet.page_setup.paperSize = Worksheet.PAPERSIZE_A4
-    sheet.page_setup.fitToWidth = 1
-    sheet.page_setup.fitToHeight = 0
-    sheet.sheet_properties.pageSetUpPr.fitToPage = True
-    sheet.oddHeader.center.text = header
-    sheet.oddFooter.center.text = "第 &P 页 / 共 &N 页"
+        page.column_dimensions[get_column_letter(index)].width = width
+    page.print_title_rows = "1:1"
+    page.page_setup.orientation = "landscape"
+    page.page_setup.paperSize = Worksheet.PAPERSIZE_A4
+    page.page_setup.fitToWidth = 1
+    page.page_setup.fitToHeight = 0
+    page.sheet_properties.pageSetUpPr = PageSetupProperties(fitToPage=True)
+    # openpyxl makes both with every sheet; its stubs allow None.
+    assert page.oddHeader is not None and page.oddFooter is not None
+    page.oddHeader.center.text = header
+    page.oddFooter.center.text = "第 &P 页 / 共 &N 页"
 
 
 def render_xlsx(data: Mapping[str, Any]) -> IO[bytes]:

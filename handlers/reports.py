@@ -8,10 +8,10 @@ import datetime as dt
 import re
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from tornado.iostream import StreamClosedError
 
-from handlers.base import BaseHandler, Strict, endpoint
+from handlers.base import BaseHandler, Out, Strict, endpoint, path_id
 from handlers.query import calendar_month, one_of, query, query_args, required, text
 from handlers.report_exports import chunks, render_pdf, render_xlsx
 from models.reports import FIGURE_KEYS, ReportView
@@ -28,7 +28,7 @@ class SignBody(Strict):
     resign: bool = False
 
 
-class SignatureOut(BaseModel):
+class SignatureOut(Out):
     version: int
     sha256: str
     at: dt.datetime
@@ -36,7 +36,7 @@ class SignatureOut(BaseModel):
     comment: str
 
 
-class UnitOut(BaseModel):
+class UnitOut(Out):
     org_id: str
     name: str
     kind: str
@@ -49,7 +49,7 @@ class UnitOut(BaseModel):
     )
 
 
-class ReportOut(BaseModel):
+class ReportOut(Out):
     """The figures of the signed snapshot once signed (else of the latest computation);
     `changes` lists what moved in the data since the signature."""
 
@@ -72,7 +72,7 @@ class ReportOut(BaseModel):
     changes: dict[str, Any] | None
 
 
-class DrillRowOut(BaseModel):
+class DrillRowOut(Out):
     subject_id: str
     name: str | None
     unit_id: str | None
@@ -81,12 +81,12 @@ class DrillRowOut(BaseModel):
     trend: str
 
 
-class DrillOut(BaseModel):
+class DrillOut(Out):
     figure: str
     items: list[DrillRowOut]
 
 
-class SubjectMonthOut(BaseModel):
+class SubjectMonthOut(Out):
     subject_id: str
     month: str
     figures: dict[str, int | float]
@@ -106,7 +106,7 @@ def report_out(view: ReportView) -> ReportOut:
         org_name=view.org_name,
         org_kind=view.org_kind,
         month=view.month,
-        status=view.status,  # type: ignore[arg-type]
+        status=view.status,
         generated_at=view.generated_at,
         sha256=summary["sha256"],
         figures=summary["figures"],
@@ -253,14 +253,10 @@ class SubjectMonthHandler(BaseHandler):
         self.respond(SubjectMonthOut(**result))
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
 routes = [
     (r"/api/v1/reports/compliance", ReportsHandler),
-    (rf"/api/v1/reports/compliance/{_id('report_id')}", ReportHandler),
-    (rf"/api/v1/reports/compliance/{_id('report_id')}/sign", SignHandler),
-    (rf"/api/v1/reports/compliance/{_id('report_id')}/subjects", DrillDownHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/compliance", SubjectMonthHandler),
+    (rf"/api/v1/reports/compliance/{path_id('report_id')}", ReportHandler),
+    (rf"/api/v1/reports/compliance/{path_id('report_id')}/sign", SignHandler),
+    (rf"/api/v1/reports/compliance/{path_id('report_id')}/subjects", DrillDownHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/compliance", SubjectMonthHandler),
 ]

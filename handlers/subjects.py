@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from tornado.ioloop import IOLoop
 
-from handlers.base import BaseHandler, RequestError, Strict, csv_media, endpoint
+from handlers.base import BaseHandler, Out, RequestError, Strict, csv_media, endpoint, path_id
 from handlers.photos import PhotoStreamHandler
 from handlers.query import matching, object_id, one_of, page_size, query, query_args
 from models.attachments import AttachmentWriter
@@ -63,13 +63,13 @@ class AssignmentsBody(Strict):
     team: list[TeamMember] = Field(default_factory=list, max_length=20)
 
 
-class Assignments(BaseModel):
+class Assignments(Out):
     social_worker_ids: list[str]
     grid_worker_ids: list[str]
     team: list[dict[str, Any]] | None = None
 
 
-class SubjectOut(BaseModel):
+class SubjectOut(Out):
     id: str
     version: int
     org_id: str
@@ -105,7 +105,7 @@ class SubjectOut(BaseModel):
         )
 
 
-class SubjectPage(BaseModel):
+class SubjectPage(Out):
     items: list[SubjectOut]
     next_cursor: str | None
     # Numbered pages (`?page=`): how many files match in all, and names for the ids shown.
@@ -130,14 +130,14 @@ class NoteBody(Strict):
     text: str = Field(min_length=1, max_length=5000)
 
 
-class NoteOut(BaseModel):
+class NoteOut(Out):
     id: str
     at: dt.datetime
     author_id: str
     text: str | None = None
 
 
-class NoteList(BaseModel):
+class NoteList(Out):
     items: list[NoteOut]
 
 
@@ -145,14 +145,16 @@ class BreakGlassBody(Strict):
     reason: str = Field(min_length=10, max_length=500)
 
 
-class BreakGlassOut(BaseModel):
+class BreakGlassOut(Out):
     subject_id: str
     expires_at: dt.datetime
 
 
-class AccessEntry(BaseModel):
+class AccessEntry(Out):
     at: dt.datetime
     actor_id: str | None
+    # The staff member's name beside the id (none for the system or the person themselves).
+    actor_name: str | None = None
     role: str | None
     action: str
     outcome: str | None
@@ -162,11 +164,11 @@ class AccessEntry(BaseModel):
     request_id: str | None
 
 
-class AccessLog(BaseModel):
+class AccessLog(Out):
     items: list[AccessEntry]
 
 
-class ImportOut(BaseModel):
+class ImportOut(Out):
     imported: int
     ids: list[str]
 
@@ -393,13 +395,15 @@ class AccessLogHandler(BaseHandler):
     access = "subjects.access_log"
 
     @endpoint(
-        "Who read or changed this case file, when and why",
+        "Who read or changed this case file, when and why, each staff member by name",
         response=AccessLog,
         errors=(404,),
         tags=("case files",),
     )
     async def get(self, subject_id: str) -> None:
-        entries = await self.ctx.subjects.access_log(self.audit_context, subject_id)
+        entries = await self.ctx.subjects.access_log(
+            self.audit_context, subject_id, self.ctx.staff.lookup
+        )
         self.respond(AccessLog(items=[AccessEntry(**entry) for entry in entries]))
 
 
@@ -425,7 +429,7 @@ class SubjectImportHandler(BaseHandler):
         self.respond(ImportOut(imported=len(ids), ids=ids), status=201)
 
 
-class PhotoOut(BaseModel):
+class PhotoOut(Out):
     attachment_id: str
     content_type: str
     size: int
@@ -519,18 +523,14 @@ class SubjectPhotoHandler(PhotoStreamHandler):
         await self.stream(info, chunks)
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
 routes = [
     (r"/api/v1/subjects", SubjectsHandler),
     (r"/api/v1/subjects/search", SubjectSearchHandler),
     (r"/api/v1/subjects/import", SubjectImportHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}", SubjectHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/assignments", AssignmentsHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/notes", NotesHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/break-glass", BreakGlassHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/access-log", AccessLogHandler),
-    (rf"/api/v1/subjects/{_id('subject_id')}/photo", SubjectPhotoHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}", SubjectHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/assignments", AssignmentsHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/notes", NotesHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/break-glass", BreakGlassHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/access-log", AccessLogHandler),
+    (rf"/api/v1/subjects/{path_id('subject_id')}/photo", SubjectPhotoHandler),
 ]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import BaseHandler, endpoint
+from handlers.base import BaseHandler, Out, endpoint, path_id
 from models.wellbeing import WellbeingView
 
 
-class WellbeingOut(BaseModel):
+class WellbeingOut(Out):
     checkin_id: str = Field(description="The check-in the survey was sent with")
     created_at: dt.datetime
     survey_version: str
@@ -30,7 +30,7 @@ class WellbeingOut(BaseModel):
         return cls(**view.__dict__)
 
 
-class WellbeingList(BaseModel):
+class WellbeingList(Out):
     items: list[WellbeingOut]
 
 
@@ -49,4 +49,4 @@ class SubjectWellbeingHandler(BaseHandler):
         self.respond(WellbeingList(items=[WellbeingOut.of(v) for v in views]))
 
 
-routes = [(r"/api/v1/subjects/(?P<subject_id>[^/]+)/wellbeing", SubjectWellbeingHandler)]
+routes = [(rf"/api/v1/subjects/{path_id('subject_id')}/wellbeing", SubjectWellbeingHandler)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from handlers.base import Strict, endpoint
+from handlers.base import Out, Strict, endpoint
 from miniprogram_api.base import MpHandler
 from models.policy import PUBLIC, SELF, MpRole, Role
 
@@ -33,7 +33,7 @@ class LoginBody(Strict):
     code: str = Field(min_length=1, max_length=256)
 
 
-class LoginOut(BaseModel):
+class LoginOut(Out):
     token: str
     expires_at: dt.datetime
     bound: bool
@@ -48,12 +48,12 @@ class BindBody(Strict):
     binding_code: str = Field(min_length=4, max_length=32)
 
 
-class BindOut(BaseModel):
+class BindOut(Out):
     role: SessionRole
     subject_id: str | None = None
 
 
-class MeOut(BaseModel):
+class MeOut(Out):
     role: SessionRole | None = Field(description=ROLE_DESCRIPTION)
     bound: bool
     subject_id: str | None = None

@@ -6,9 +6,9 @@ import datetime as dt
 import logging
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field
 
-from handlers.base import GeoLocation, RequestError, Strict, endpoint
+from handlers.base import GeoLocation, Out, RequestError, Strict, endpoint
 from handlers.query import query
 from miniprogram_api.base import MpHandler
 from miniprogram_api.records import PAGE, OwnCheckinListOut, list_own_checkins
@@ -96,12 +96,12 @@ def require_fix(location: GeoLocation) -> None:
         raise RequestError(422, "validation_failed", "The request body is not valid.", missing)
 
 
-class SurveyOut(BaseModel):
+class SurveyOut(Out):
     recorded: bool
     message: str = Field(description="For the person (Chinese)")
 
 
-class CheckinOut(BaseModel):
+class CheckinOut(Out):
     id: str
     message: str = Field(description="What happened and what comes next, for the person (Chinese)")
     status: Literal["on_time", "late", "outside_area", "rejected"]
@@ -251,12 +251,12 @@ class CheckinsHandler(MpHandler):
         return SurveyOut(recorded=True, message="感谢您填写问卷。")
 
 
-class SurveyOptionOut(BaseModel):
+class SurveyOptionOut(Out):
     value: int | str
     label: str
 
 
-class SurveyQuestionOut(BaseModel):
+class SurveyQuestionOut(Out):
     id: str = Field(description="The field of `survey` in POST /mp/v1/checkins that answers it")
     kind: Literal["single", "multiple"]
     preamble: str | None = Field(description="Shown above a group of questions")
@@ -264,7 +264,7 @@ class SurveyQuestionOut(BaseModel):
     options: list[SurveyOptionOut]
 
 
-class SurveyFormOut(BaseModel):
+class SurveyFormOut(Out):
     version: str
     title: str
     intro: str

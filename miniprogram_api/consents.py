@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from handlers.base import Strict, endpoint
+from handlers.base import Out, Strict, endpoint
 from miniprogram_api.base import MpHandler
 from models.consents import TEMPLATE_ID_PATTERN
 from models.policy import SELF
@@ -39,7 +39,7 @@ class ConsentBody(Strict):
         return self
 
 
-class ConsentOut(BaseModel):
+class ConsentOut(Out):
     privacy_notice_version: str | None
     one_time: dict[str, int]
     long_term: list[str]

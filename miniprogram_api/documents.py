@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import endpoint
+from handlers.base import Out, endpoint, path_id
 from handlers.query import page_size, query, query_args
 from miniprogram_api.base import MpHandler
 from models.documents import DocumentView
@@ -17,7 +17,7 @@ PAGE = page_size(20, 100)
 STATUS_TEXT: Mapping[str, str] = {"issued": "有效", "voided": "已作废"}
 
 
-class OwnDocumentOut(BaseModel):
+class OwnDocumentOut(Out):
     id: str
     title: str = Field(description="The document's Chinese name, e.g. 训诫决定书")
     number: str = Field(description="Its number, e.g. 〔2026〕鹿城矫训字第3号")
@@ -28,7 +28,7 @@ class OwnDocumentOut(BaseModel):
     pdf_path: str = Field(description="Where its PDF is downloaded")
 
 
-class OwnDocumentListOut(BaseModel):
+class OwnDocumentListOut(Out):
     items: list[OwnDocumentOut]
 
 
@@ -84,5 +84,5 @@ class OwnDocumentPdfHandler(MpHandler):
 
 routes = [
     (r"/mp/v1/documents", OwnDocumentsHandler),
-    (r"/mp/v1/documents/(?P<document_id>[^/]+)/pdf", OwnDocumentPdfHandler),
+    (rf"/mp/v1/documents/{path_id('document_id')}/pdf", OwnDocumentPdfHandler),
 ]

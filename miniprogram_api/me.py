@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import RequestError, endpoint
+from handlers.base import Out, RequestError, endpoint, path_id
 from handlers.obligations import OccurrenceOut
 from handlers.query import calendar_day, query, query_args
 from miniprogram_api.base import MpHandler, Produced
@@ -18,7 +18,7 @@ from models.obligations import KIND_TITLES, OccurrenceView
 from models.policy import MpRole
 
 
-class MessageRef(BaseModel):
+class MessageRef(Out):
     type: str = Field(
         description="What the message is about: leave_request, checkin, sanction, "
         "elocation_order, transfer, referral, program, counseling_session, document"
@@ -26,7 +26,7 @@ class MessageRef(BaseModel):
     id: str
 
 
-class MessageOut(BaseModel):
+class MessageOut(Out):
     id: str
     kind: str | None = Field(
         default=None, description="The decision it tells of (`leave_approved` …); null: a reminder"
@@ -60,7 +60,7 @@ class MessageOut(BaseModel):
         )
 
 
-class MessagesOut(BaseModel):
+class MessagesOut(Out):
     items: list[MessageOut]
 
 
@@ -85,7 +85,7 @@ class TaskOut(OccurrenceOut):
         )
 
 
-class TaskList(BaseModel):
+class TaskList(Out):
     items: list[TaskOut]
 
 
@@ -172,5 +172,5 @@ class MessageReadHandler(MpHandler):
 routes = [
     (r"/mp/v1/me/tasks", TasksHandler),
     (r"/mp/v1/messages", MessagesHandler),
-    (r"/mp/v1/messages/(?P<message_id>[^/]+)/read", MessageReadHandler),
+    (rf"/mp/v1/messages/{path_id('message_id')}/read", MessageReadHandler),
 ]

@@ -7,9 +7,9 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from handlers.base import endpoint
+from handlers.base import Out, endpoint, path_id
 from handlers.query import page_size, query, query_args
 from miniprogram_api.base import MpHandler
 from models.checkins import OwnCheckin
@@ -65,7 +65,7 @@ def _local(moment: dt.datetime | str | None) -> dt.datetime | None:
     return moment.astimezone(LOCAL_TZ)
 
 
-class OwnLeaveStepOut(BaseModel):
+class OwnLeaveStepOut(Out):
     level: str = Field(description="station | county | city")
     level_text: str
     approve: bool
@@ -74,7 +74,7 @@ class OwnLeaveStepOut(BaseModel):
     decided_at: dt.datetime | None
 
 
-class OwnLeaveOut(BaseModel):
+class OwnLeaveOut(Out):
     id: str
     status: str = Field(description="pending | approved | rejected")
     status_text: str
@@ -92,11 +92,11 @@ class OwnLeaveOut(BaseModel):
     created_at: dt.datetime | None
 
 
-class OwnLeaveListOut(BaseModel):
+class OwnLeaveListOut(Out):
     items: list[OwnLeaveOut]
 
 
-class OwnCheckinOut(BaseModel):
+class OwnCheckinOut(Out):
     id: str
     arrived_at: dt.datetime
     status: str = Field(description="on_time | late | outside_area | rejected")
@@ -108,11 +108,11 @@ class OwnCheckinOut(BaseModel):
     reviewed_at: dt.datetime | None
 
 
-class OwnCheckinListOut(BaseModel):
+class OwnCheckinListOut(Out):
     items: list[OwnCheckinOut]
 
 
-class OwnSanctionOut(BaseModel):
+class OwnSanctionOut(Out):
     id: str
     kind: str = Field(description="praise | admonish | warn | public_security_penalty | …")
     kind_text: str
@@ -121,7 +121,7 @@ class OwnSanctionOut(BaseModel):
     submitted_to_text: str | None
 
 
-class OwnSanctionListOut(BaseModel):
+class OwnSanctionListOut(Out):
     items: list[OwnSanctionOut]
 
 
@@ -244,6 +244,6 @@ class OwnSanctionsHandler(MpHandler):
 
 
 routes = [
-    (r"/mp/v1/leave-requests/(?P<leave_id>[^/]+)", OwnLeaveHandler),
+    (rf"/mp/v1/leave-requests/{path_id('leave_id')}", OwnLeaveHandler),
     (r"/mp/v1/sanctions", OwnSanctionsHandler),
 ]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from handlers.base import GeoLocation, Strict, endpoint
+from handlers.base import GeoLocation, Out, Strict, endpoint, path_id
 from handlers.query import query
 from miniprogram_api.base import MpHandler
 from miniprogram_api.records import PAGE, OwnLeaveListOut, list_own_leave
@@ -36,7 +36,7 @@ class LeaveBody(Strict):
     reason: str = Field(min_length=1, max_length=1000)
 
 
-class LeaveOut(BaseModel):
+class LeaveOut(Out):
     id: str
     status: str
     start_date: str
@@ -80,7 +80,7 @@ class AssistanceBody(Strict):
     note: str = Field(default="", max_length=1000)
 
 
-class AssistanceOut(BaseModel):
+class AssistanceOut(Out):
     id: str
     status: str
     needs: list[str]
@@ -204,12 +204,8 @@ class AssistanceRequestsHandler(MpHandler):
         await self.respond_once(produce)
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
 routes = [
     (r"/mp/v1/leave-requests", LeaveRequestsHandler),
-    (rf"/mp/v1/leave-requests/{_id('leave_id')}/return", LeaveReturnHandler),
+    (rf"/mp/v1/leave-requests/{path_id('leave_id')}/return", LeaveReturnHandler),
     (r"/mp/v1/assistance-requests", AssistanceRequestsHandler),
 ]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
 from tornado.httputil import HTTPFile, HTTPInputError, parse_body_arguments
 
-from handlers.base import RequestError, endpoint
+from handlers.base import Out, RequestError, endpoint
 from miniprogram_api.base import MpHandler
 from models.uploads import MAX_UPLOAD_BYTES
 
 
-class UploadOut(BaseModel):
+class UploadOut(Out):
     upload_id: str
 
 

@@ -117,7 +117,7 @@ def _redact_urllib3_logs() -> None:
         logger.addFilter(_QueryRedactingFilter())
 
 
-class _PortClient(WeChatClient):  # type: ignore[misc]  # wechatpy ships no type hints
+class _PortClient(WeChatClient):
     """wechatpy's client aimed at one base URL, holding the token of the call it is making.
 
     One per worker thread, so the token set for a call is never another thread's. wechatpy would

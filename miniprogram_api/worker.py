@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, ConfigDict, Field
 
 from handlers.alerts import AlertAckHandler, AlertsHandler
-from handlers.base import GeoLocation, Strict, endpoint
+from handlers.base import GeoLocation, Strict, endpoint, path_id
 from handlers.caseload import CaseloadHandler, VisitOut
 from handlers.checkins import ReviewHandler
 from handlers.leave import LeaveDecisionHandler, LeaveRequestsHandler
@@ -175,18 +175,14 @@ class WorkerMessagesHandler(MpHandler):
         self.respond(MessagesOut(items=[MessageOut.of(d) for d in docs]))
 
 
-def _id(name: str) -> str:
-    return f"(?P<{name}>[^/]+)"
-
-
 routes = [
     (r"/mp/v1/worker/caseload", WorkerCaseloadHandler),
     (r"/mp/v1/worker/alerts", WorkerAlertsHandler),
-    (rf"/mp/v1/worker/alerts/{_id('alert_id')}/ack", WorkerAlertAckHandler),
+    (rf"/mp/v1/worker/alerts/{path_id('alert_id')}/ack", WorkerAlertAckHandler),
     (r"/mp/v1/worker/visits", WorkerVisitsHandler),
-    (rf"/mp/v1/worker/obligations/{_id('occurrence_id')}/result", WorkerResultHandler),
+    (rf"/mp/v1/worker/obligations/{path_id('occurrence_id')}/result", WorkerResultHandler),
     (r"/mp/v1/worker/leave-requests", WorkerLeaveRequestsHandler),
-    (rf"/mp/v1/worker/leave-requests/{_id('leave_id')}/decision", WorkerLeaveDecisionHandler),
-    (rf"/mp/v1/worker/checkins/{_id('checkin_id')}/review", WorkerReviewHandler),
+    (rf"/mp/v1/worker/leave-requests/{path_id('leave_id')}/decision", WorkerLeaveDecisionHandler),
+    (rf"/mp/v1/worker/checkins/{path_id('checkin_id')}/review", WorkerReviewHandler),
     (r"/mp/v1/worker/messages", WorkerMessagesHandler),
 ]

@@ -10,6 +10,7 @@ raises the serious-breach alert for the police (Art. 21), as refused drug tests 
 
 from __future__ import annotations
 
+import builtins  # `list` in a service class names its method; `builtins.list` the type
 import datetime as dt
 import enum
 from collections.abc import Mapping
@@ -262,7 +263,7 @@ class AbsenceService:
         )
         return [await self._view(doc) for doc in docs], tally
 
-    async def _program_absences(self, program_id: str) -> list[dict[str, Any]]:
+    async def _program_absences(self, program_id: str) -> builtins.list[dict[str, Any]]:
         return (
             await self._absences.find(
                 {"program_id": program_id}, {"from_date": 1, "to_date": 1, "days": 1}
@@ -272,7 +273,7 @@ class AbsenceService:
         )
 
     @staticmethod
-    def _tally(docs: list[dict[str, Any]], rules: EffectiveRules) -> Tally:
+    def _tally(docs: builtins.list[dict[str, Any]], rules: EffectiveRules) -> Tally:
         count, days = len(docs), sum(int(doc["days"]) for doc in docs)
         max_count, max_days = rules.int(COUNT_RULE), rules.int(DAYS_RULE)
         breached = []

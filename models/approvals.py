@@ -21,7 +21,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from models.audit import AuditContext, AuditService
 from models.codec import FieldCodec
 from models.errors import Conflict, Forbidden
-from models.policy import Identity, Role
+from models.identity import Identity
+from models.policy import Role
 from models.rules import EffectiveRules
 
 

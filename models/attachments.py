@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from bson import ObjectId
-from gridfs import AsyncGridFSBucket, NoFile
+from gridfs import AsyncGridFSBucket, AsyncGridIn, NoFile
 from pymongo import ASCENDING, IndexModel
 
 from models.codec import IntegrityError, Shredded
@@ -69,7 +69,7 @@ class AttachmentWriter:
         self._buffer = bytearray()
         self._index = 0
         self.size = 0
-        self._stream = None
+        self._stream: AsyncGridIn | None = None
 
     async def _start(self) -> None:
         if self._stream is None:

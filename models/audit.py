@@ -20,7 +20,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,9 @@ from models import crypto
 from models.clock import Clock
 from models.codec import FieldCodec, trail_key_id
 from models.errors import DomainError
+from models.identity import Identity
 from models.keys import KeyShredded, KeyVault
-from models.policy import Identity
-from models.store import CollectionSpec, Store, as_unavailable
+from models.store import CollectionSpec, OrderedWriteError, Store, Write, as_unavailable
 
 # Every index is paid for on every audited request, so only the questions people ask get one:
 # who touched this file, this record, and what did this person do. An entry's _id is
@@ -45,7 +45,30 @@ AUDIT = CollectionSpec(
         IndexModel([("subject_id", ASCENDING), ("at", DESCENDING)]),
         IndexModel([("resource_id", ASCENDING), ("at", DESCENDING)]),
         IndexModel([("actor_id", ASCENDING), ("at", DESCENDING)]),
+        # The audit administrator's questions: logins and administrative changes by action,
+        # refusals by outcome, each over a span of time (`events`).
+        IndexModel([("action", ASCENDING), ("at", DESCENDING)]),
+        IndexModel([("outcome", ASCENDING), ("at", DESCENDING)]),
     ),
+)
+
+# The entries the audit administrator's view shows as logins and as administrative changes.
+LOGIN_ACTIONS = ("auth.login", "auth.logout")
+ADMIN_ACTIONS = (
+    "staff.create",
+    "staff.import",
+    "staff.grant_role",
+    "staff.reset_password",
+    "staff.disable",
+    "staff.enable",
+    "staff.move",
+    "orgs.create",
+    "orgs.area",
+    "rules.propose",
+    "rules.confirm",
+    "rules.refuse",
+    "rules.override",
+    "backup.export",
 )
 
 
@@ -193,6 +216,7 @@ class AuditService:
         anchor: ChainAnchor | None = None,
         codec: FieldCodec | None = None,
     ):
+        self._store = store
         self._entries = store.collection(AUDIT)
         self._chains = store.collection(AUDIT_CHAINS)
         self._clock = clock
@@ -266,7 +290,11 @@ class AuditService:
             anchor = {"kind": "chain.close", "chain_id": chain_id, "at": at, **head}
             self._anchor.write(self._suite, self._key, anchor)
 
-    async def _append(self, fields: dict[str, Any]) -> str:
+    async def _append(
+        self, fields: dict[str, Any], then: Callable[[str], Sequence[Write]] | None = None
+    ) -> str:
+        """Append one entry; with `then`, the writes `then(entry id)` follow it in one ordered
+        batch (OrderedWriteError from them: the entry stands, the head moved past it)."""
         assert self._chain_id is not None
         while True:
             seq = self._seq + 1
@@ -274,7 +302,11 @@ class AuditService:
             entry["hash"] = entry_link(self._suite, self._key, entry)
             entry["_id"] = entry_id(self._chain_id, seq)
             try:
-                await self._entries.insert_one(entry)
+                if then is None:
+                    await self._entries.insert_one(entry)
+                else:
+                    await self._append_batch(entry, then)
+                    return str(entry["_id"])
             except DuplicateKeyError:
                 # An earlier insert whose acknowledgement was lost did land: adopt it as the
                 # head and chain this entry after it.
@@ -287,6 +319,89 @@ class AuditService:
                 continue
             self._seq, self._head = seq, entry["hash"]
             return str(entry["_id"])
+
+    async def _append_batch(
+        self, entry: dict[str, Any], then: Callable[[str], Sequence[Write]]
+    ) -> None:
+        """The entry and the writes it records, in one ordered batch (the caller holds the
+        lock, as every append does: the next entry names this one as its predecessor)."""
+        entry_id_ = str(entry["_id"])
+        try:
+            await self._store.write_ordered([Write(AUDIT.name, entry), *then(entry_id_)])
+        except OrderedWriteError as exc:
+            if exc.index == 0:
+                # The entry itself: a duplicate (an earlier append whose acknowledgement was
+                # lost) goes back to `_append`, which adopts it and chains after it.
+                raise exc.cause from None
+            self._seq, self._head = int(entry["seq"]), str(entry["hash"])
+            exc.entry_id = entry_id_
+            raise
+        self._seq, self._head = int(entry["seq"]), str(entry["hash"])
+
+    async def record_with(
+        self,
+        ctx: AuditContext,
+        action: str,
+        writes: Callable[[str], Sequence[Write]],
+        *,
+        resource: str,
+        resource_id: str | None = None,
+        subject_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> str:
+        """The entry for a change, and the change's own writes (`writes(entry id)`), in one
+        ordered batch with the entry first: the change never lands without it. Success writes
+        no outcome entry (the changed record names the entry, as `change(confirm=False)`); a
+        write after the entry refused raises OrderedWriteError, its outcome recorded as
+        refused. An outage leaves the batch's fate unknown: the retry settles it."""
+        fields = self._fields(
+            ctx, action, resource, resource_id, subject_id, "pending", None, details, None
+        )
+        try:
+            async with self._lock:
+                if self._chain_id is None:
+                    await self._open_chain()
+                return await self._append(fields, writes)
+        except OrderedWriteError as exc:
+            # A duplicate is the record's unique key (a retry or a concurrent twin).
+            outcome = "refused:duplicate" if isinstance(exc.cause, DuplicateKeyError) else "failed"
+            # The entry stands (the batch stopped after it): say what became of its change.
+            if exc.entry_id is not None:
+                with contextlib.suppress(Exception):
+                    await self._outcome(
+                        ctx, action, exc.entry_id, resource, resource_id, subject_id, outcome
+                    )
+            raise
+
+    def _fields(
+        self,
+        ctx: AuditContext,
+        action: str,
+        resource: str,
+        resource_id: str | None,
+        subject_id: str | None,
+        outcome: str,
+        reason: Any,
+        details: dict[str, Any] | None,
+        actor_id: str | None,
+    ) -> dict[str, Any]:
+        fields = {
+            "at": _now_ms(self._clock),
+            "actor_id": actor_id or ctx.identity.user_id,
+            "role": ctx.identity.role,
+            "action": action,
+            "resource": resource,
+            "resource_id": resource_id,
+            "subject_id": subject_id,
+            "outcome": outcome,
+            "reason": reason,
+            "details": details or {},
+            "request_id": ctx.request_id,
+            "remote_ip": ctx.remote_ip,
+        }
+        if ctx.client_request_id is not None:
+            fields["client_request_id"] = ctx.client_request_id
+        return fields
 
     async def record(
         self,
@@ -306,22 +421,9 @@ class AuditService:
         is free text someone wrote: it is stored sealed under the person's key."""
         if reason is not None and subject_id is not None and self._codec is not None:
             reason = await self._seal_reason(subject_id, reason)
-        fields = {
-            "at": _now_ms(self._clock),
-            "actor_id": actor_id or ctx.identity.user_id,
-            "role": ctx.identity.role,
-            "action": action,
-            "resource": resource,
-            "resource_id": resource_id,
-            "subject_id": subject_id,
-            "outcome": outcome,
-            "reason": reason,
-            "details": details or {},
-            "request_id": ctx.request_id,
-            "remote_ip": ctx.remote_ip,
-        }
-        if ctx.client_request_id is not None:
-            fields["client_request_id"] = ctx.client_request_id
+        fields = self._fields(
+            ctx, action, resource, resource_id, subject_id, outcome, reason, details, actor_id
+        )
         async with self._lock:
             if self._chain_id is None:
                 await self._open_chain()
@@ -415,6 +517,66 @@ class AuditService:
             [("at", DESCENDING), ("seq", DESCENDING)]
         )
         return [entry async for entry in cursor.limit(limit)]
+
+    async def events(
+        self,
+        ctx: AuditContext,
+        kind: str,
+        since: dt.datetime,
+        until: dt.datetime,
+        *,
+        actor_id: str | None = None,
+        limit: int = 100,
+        staff: Any = None,
+    ) -> list[dict[str, Any]]:
+        """The audit administrator's view (三员分立): logins and logouts, refusals, or the
+        administrators' changes (accounts, roles, the tree, rules, exports) between `since`
+        and `until`, the latest first. Reading it is itself recorded."""
+        query: dict[str, Any] = {"at": {"$gte": since, "$lt": until}}
+        if kind == "login":
+            query["action"] = {"$in": list(LOGIN_ACTIONS)}
+        elif kind == "refusal":
+            # Refusals of every kind: a login refused, an action the policy or a rule refused.
+            query["outcome"] = {"$gte": "refused:", "$lt": "refused;"}
+        elif kind == "admin":
+            # A change is two entries: the one written before it, and its outcome.
+            actions = [*ADMIN_ACTIONS, *(f"{a}.outcome" for a in ADMIN_ACTIONS)]
+            query["action"] = {"$in": actions}
+        else:
+            raise ValueError(kind)
+        if actor_id:
+            query["actor_id"] = actor_id
+        cursor = self._entries.find(query).sort([("at", DESCENDING), ("seq", DESCENDING)])
+        found = [entry async for entry in cursor.limit(limit)]
+        await self.record(
+            ctx,
+            "audit.read",
+            resource="audit",
+            details={"kind": kind, "count": len(found), "actor_id": actor_id},
+        )
+        # Who acted, by name and account (`staff`: the staff service's `lookup`, an async
+        # function from an id to the account or None; the audit log knows no accounts).
+        accounts: dict[str, dict[str, Any] | None] = {}
+        for who in {e.get("actor_id") for e in found if e.get("actor_id")}:
+            accounts[who] = await staff(who) if staff is not None else None
+        return [
+            {
+                "id": e["_id"],
+                "at": e["at"],
+                "actor_id": e.get("actor_id"),
+                "actor_name": (accounts.get(e.get("actor_id") or "") or {}).get("name"),
+                "actor_username": (accounts.get(e.get("actor_id") or "") or {}).get("username"),
+                "role": e.get("role"),
+                "action": e["action"],
+                "resource": e.get("resource"),
+                "resource_id": e.get("resource_id"),
+                "outcome": e.get("outcome"),
+                "remote_ip": e.get("remote_ip"),
+                # Codes, counts and ids only (entries never hold personal data in details).
+                "details": e.get("details") or {},
+            }
+            for e in found
+        ]
 
 
 # --- checkpoints and verification ------------------------------------------------------------
@@ -662,7 +824,7 @@ async def _cross_check_checkpoints(store: Store, exported: list[dict[str, Any]])
     }
     for checkpoint in exported:
         label = f"checkpoint {checkpoint.get('_id')} of {checkpoint.get('at')}"
-        doc = kept.pop(checkpoint.get("_id"), None)  # type: ignore[arg-type]
+        doc = kept.pop(checkpoint.get("_id"), None)
         if doc is None:
             raise _Broken(f"{label} is in the export but missing from the database (deleted)")
         if doc.get("signature") != checkpoint.get("signature"):

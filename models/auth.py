@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from models.audit import AuditContext, AuditService
 from models.errors import NotAuthenticated
+from models.identity import Identity
 from models.passwords import PasswordHasher
-from models.policy import Identity
 from models.sessions import IssuedSession, SessionService
 from models.staff import StaffService, StaffView, normalise_username
 from models.throttle import ThrottleService

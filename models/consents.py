@@ -14,7 +14,7 @@ from pymongo import ReturnDocument
 from models.audit import AuditContext, AuditService
 from models.clock import Clock
 from models.errors import InvalidInput
-from models.store import CollectionSpec, Store, upsert_one
+from models.store import CollectionSpec, Store, still_there, upsert_one
 
 CONSENTS = CollectionSpec("consents")
 MAX_TEMPLATES = 20
@@ -99,10 +99,12 @@ class ConsentService:
         # Bound the count: repeated taps must not bank an unlimited supply of messages.
         over = {t: MAX_ONE_TIME for t, n in (doc.get("one_time") or {}).items() if n > MAX_ONE_TIME}
         if over:
-            doc = await self._consents.find_one_and_update(
-                {"_id": user_id},
-                {"$set": {f"one_time.{t}": n for t, n in over.items()}},
-                return_document=ReturnDocument.AFTER,
+            doc = still_there(
+                await self._consents.find_one_and_update(
+                    {"_id": user_id},
+                    {"$set": {f"one_time.{t}": n for t, n in over.items()}},
+                    return_document=ReturnDocument.AFTER,
+                )
             )
         return _state(doc)
 

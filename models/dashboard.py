@@ -190,24 +190,32 @@ class DashboardService:
         months, weeks = _months(today), _weeks(today)
         since = min(months[0].first, weeks[0])
         ended_since = today - dt.timedelta(days=OUTCOME_DAYS)
-        (programs, people, today_windows, checkins, alerts, leave, detached) = await asyncio.gather(
-            self._programs.count_by_unit(org.id, depth, today, ended_since),
-            self._programs.count_people(org.id, depth),
-            self._obligations.count_windows(
-                org.id, depth, _utc(today), _utc(today + dt.timedelta(days=1))
+        # All at once; two groups because `gather` keeps each result's type up to six of them.
+        (
+            (programs, people, today_windows),
+            (checkins, alerts, leave, detached),
+        ) = await asyncio.gather(
+            asyncio.gather(
+                self._programs.count_by_unit(org.id, depth, today, ended_since),
+                self._programs.count_people(org.id, depth),
+                self._obligations.count_windows(
+                    org.id, depth, _utc(today), _utc(today + dt.timedelta(days=1))
+                ),
             ),
-            self._obligations.count_windows(
-                org.id,
-                depth,
-                _utc(since),
-                now,
-                kind="remote_checkin",
-                by_day=True,
-                utc_offset=_offset(now),
+            asyncio.gather(
+                self._obligations.count_windows(
+                    org.id,
+                    depth,
+                    _utc(since),
+                    now,
+                    kind="remote_checkin",
+                    by_day=True,
+                    utc_offset=_offset(now),
+                ),
+                self._alerts.count_open(org.id, depth),
+                self._leave.count_in_progress(org.id, depth, today),
+                self._sanctions.count_open_detachments(org.id, depth),
             ),
-            self._alerts.count_open(org.id, depth),
-            self._leave.count_in_progress(org.id, depth, today),
-            self._sanctions.count_open_detachments(org.id, depth),
         )
         figures = self._figures(
             None, programs, people, today_windows, checkins, alerts, leave, detached, months, weeks

@@ -30,9 +30,10 @@ from models.decision_notices import DecisionNoticeService
 from models.document_pdf import date_zh, render_document
 from models.elocation import ElocationService
 from models.errors import Conflict, InvalidInput, NotFound, Unavailable
+from models.ids import parse_id
 from models.investigations import InvestigationService
 from models.leave import LeaveService
-from models.orgs import Org, OrgKind, OrgService, parse_id
+from models.orgs import Org, OrgKind, OrgService
 from models.programs import ProgramService
 from models.sanctions import SanctionService
 from models.store import CollectionSpec, Store
@@ -308,7 +309,10 @@ class DocumentService:
                 )
             if sanction.status != "approved":
                 raise not_decided(sanction.status)
-            values = {"reason": sanction.reason, "decided_on": _date_text(sanction.decided_at)}
+            values: dict[str, Any] = {
+                "reason": sanction.reason,
+                "decided_on": _date_text(sanction.decided_at),
+            }
             values.update(await self._term(sanction.subject_id))
             return Record(sanction.subject_id, values, _steps(sanction.steps))
         if source == "leave":
@@ -662,18 +666,6 @@ class DocumentService:
             subject_id=subject_id,
             details={"count": len(docs)},
         )
-        return [self._view(doc, None) for doc in docs]
-
-    async def for_record(self, ctx: AuditContext, record_id: str) -> list[DocumentView]:
-        """The documents made from one decided record (beside the decision on the console)."""
-        docs = [
-            doc
-            async for doc in self._docs.find({"record_id": record_id}, {"content": 0}).sort(
-                "issued_at", ASCENDING
-            )
-        ]
-        if docs:
-            await self._subjects.require(ctx, docs[0]["subject_id"], "documents.read")
         return [self._view(doc, None) for doc in docs]
 
     async def get(self, ctx: AuditContext, document_id: str) -> DocumentView:

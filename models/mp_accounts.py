@@ -16,7 +16,8 @@ from models.bindings import BindingCodeService, IssuedCode
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.errors import BadRequest, Conflict, Forbidden, Locked, RateLimited, Unavailable
-from models.policy import Identity, MpRole
+from models.identity import Identity
+from models.policy import MpRole
 from models.sessions import SessionService
 from models.staff import StaffService
 from models.store import CollectionSpec, Store, upsert_one

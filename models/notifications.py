@@ -175,7 +175,7 @@ class NotificationService:
     ) -> bool:
         """Record the message (once per `dedupe_key`) and push it; False when it was already
         sent. A push that fails is marked so and retried by nobody: the in-app copy stands."""
-        doc = {
+        doc: dict[str, Any] = {
             "_id": ObjectId(),
             "recipient": recipient,
             "title": title,

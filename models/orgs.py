@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
-from bson.errors import InvalidId
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
@@ -18,7 +17,9 @@ from models.audit import AuditContext, AuditService
 from models.clock import Clock
 from models.errors import Conflict, InvalidInput, NotFound
 from models.geo import Area
-from models.policy import Identity
+from models.identity import Identity
+from models.ids import parse_id
+from models.singleflight import SingleFlight
 from models.store import CollectionSpec, Store
 
 ORGS = CollectionSpec(
@@ -69,20 +70,6 @@ class Org:
             path=tuple(doc["path"]),
         )
 
-    def ancestor_of_kind(self, kind: OrgKind, tree: dict[str, Org]) -> Org | None:
-        for node_id in self.path:
-            node = tree.get(node_id)
-            if node is not None and node.kind == kind:
-                return node
-        return None
-
-
-def parse_id(raw: str, what: str = "record") -> ObjectId:
-    try:
-        return ObjectId(raw)
-    except (InvalidId, TypeError):
-        raise NotFound(f"No such {what}.") from None
-
 
 class OrgService:
     collections = (ORGS,)
@@ -94,6 +81,7 @@ class OrgService:
         # Every check-in of a station reads the same areas: kept per path for AREAS_SECONDS,
         # as long as a person's cached check-in context keeps them anyway.
         self._areas: dict[tuple[str, ...], tuple[float, list[dict[str, Any]]]] = {}
+        self._area_loads: SingleFlight[tuple[str, ...], list[dict[str, Any]]] = SingleFlight()
 
     async def create(
         self,
@@ -163,7 +151,7 @@ class OrgService:
             raise NotFound("No such organisation.")
         return org
 
-    async def ancestor(self, path: list[str] | tuple[str, ...], kind: OrgKind) -> Org | None:
+    async def ancestor(self, path: Sequence[str], kind: OrgKind) -> Org | None:
         """The node of `kind` on `path` (a record's county, say)."""
         ids = [ObjectId(node) for node in path]
         doc = await self._orgs.find_one({"_id": {"$in": ids}, "kind": str(kind)})
@@ -185,6 +173,12 @@ class OrgService:
         cursor = self._orgs.find({"path": org_id}).sort("path", ASCENDING).limit(limit)
         return [Org.from_doc(doc) async for doc in cursor]
 
+    async def of_kind(self, kind: OrgKind, limit: int = 5000) -> list[Org]:
+        """Every node of `kind`, in tree order (names of places are not personal data: a
+        station picks another city's station as a transfer's destination)."""
+        cursor = self._orgs.find({"kind": str(kind)}).sort("path", ASCENDING).limit(limit)
+        return [Org.from_doc(doc) async for doc in cursor]
+
     async def areas_on(self, org_path: Sequence[str]) -> list[dict[str, Any]]:
         """The nodes on a path that define a check-in area (the station's own, else above); an
         area set in another process is seen within AREAS_SECONDS."""
@@ -192,13 +186,16 @@ class OrgService:
         cached = self._areas.get(path)
         if cached is not None and time.monotonic() - cached[0] < AREAS_SECONDS:
             return list(cached[1])
+        return list(await self._area_loads.load(path, lambda: self._load_areas(path)))
+
+    async def _load_areas(self, path: tuple[str, ...]) -> list[dict[str, Any]]:
         ids = [ObjectId(node) for node in path]
         cursor = self._orgs.find({"_id": {"$in": ids}, "area": {"$exists": True}})
         areas = [{"_id": d["_id"], "area": d["area"], "kind": d["kind"]} async for d in cursor]
         if len(self._areas) >= AREAS_ENTRIES:
             self._areas.clear()
         self._areas[path] = (time.monotonic(), areas)
-        return list(areas)
+        return areas
 
     async def set_area(self, ctx: AuditContext, org_id: str, area: Area) -> Org:
         """A node's permitted check-in area: a polygon, or a centre (and radius)."""

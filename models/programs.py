@@ -23,11 +23,13 @@ from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.decision_notices import PROGRAM_TEXT, DecisionNoticeService, NoticeKind, day_text
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
-from models.orgs import node_at, parse_id
-from models.periods import add_months, add_years, program_year
-from models.policy import HEALTH_FIELDS, Identity, Role, sees_health
+from models.identity import Identity
+from models.ids import parse_id
+from models.orgs import node_at
+from models.periods import add_months, add_years
+from models.policy import HEALTH_FIELDS, Role, sees_health
 from models.rules import EffectiveRules, RulesService
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, still_there
 from models.subjects import SubjectService
 from models.workdays import WorkdayCalendar
 
@@ -1133,6 +1135,7 @@ class ProgramService:
                 },
                 return_document=ReturnDocument.AFTER,
             )
+            updated = still_there(updated)
         await self._changed(updated)
         return await self._view(ctx.identity, updated, subject)
 
@@ -1159,7 +1162,7 @@ class ProgramService:
     async def retention_expired(self, today: dt.date) -> list[str]:
         """Subjects whose every program ended more than their jurisdiction's retention period
         ago (`retention.shred_after_years`; 0 = never): due for crypto-shredding."""
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {
                 "$group": {
                     "_id": "$subject_id",
@@ -1288,7 +1291,7 @@ class ProgramService:
         day = today.isoformat()
         supervised = [str(s) for s in SUPERVISED_STATUSES]
         unit = node_at(depth)
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$match": {"org_path": org_id}},
             {
                 "$group": {
@@ -1395,7 +1398,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dt.date):
         return value.isoformat()
     return value
-
-
-def program_year_on(doc: dict[str, Any], day: dt.date) -> int:
-    return program_year(_date(doc["start_date"]), day)

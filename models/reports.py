@@ -26,12 +26,13 @@ from models.audit import AuditContext, AuditService
 from models.clock import LOCAL_TZ, Clock
 from models.elocation import ELOCATION_ORDERS
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
+from models.ids import parse_id
 from models.leave import LEAVE_REQUESTS
 from models.obligations import OCCURRENCES
-from models.orgs import Org, OrgKind, OrgService, parse_id
+from models.orgs import Org, OrgKind, OrgService
 from models.programs import PROGRAMS, level_on
 from models.sanctions import DETACHMENTS, SANCTIONS
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, still_there
 from models.subjects import SubjectService
 
 REPORTS = CollectionSpec(
@@ -252,7 +253,9 @@ class _Row:
         return "steady"
 
     def finish(self, unit_of: Mapping[str, str | None]) -> dict[str, Any]:
-        values = {key: self.values[key] for key in FIGURE_KEYS if self.values[key]}
+        values: dict[str, float] = {
+            key: self.values[key] for key in FIGURE_KEYS if self.values[key]
+        }
         if self.programs:
             values["subjects"] = 1
         overdue = self.values["overdue_returns"] + self.values["alerts_open"]
@@ -807,7 +810,10 @@ class ReportService:
                 await self._reports.insert_one(doc)
                 created = True
             except DuplicateKeyError:
-                doc = await self._reports.find_one({"org_id": org.id, "month": month.label})
+                doc = still_there(
+                    await self._reports.find_one({"org_id": org.id, "month": month.label}),
+                    "report",
+                )
         copy = await self._store_rows(doc["_id"], rows)
         changes = None
         if doc.get("signed"):
@@ -834,7 +840,7 @@ class ReportService:
             resource_id=str(doc["_id"]),
             details={"org_id": org.id, "month": month.label, "sha256": summary["sha256"]},
         )
-        return self._view(updated), created
+        return self._view(still_there(updated, "report")), created
 
     async def get(self, ctx: AuditContext, report_id: str) -> ReportView:
         doc = await self._in_scope(ctx, report_id, "reports.read")

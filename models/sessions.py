@@ -13,7 +13,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 
 from models.clock import Clock
-from models.policy import Identity
+from models.identity import Identity
 from models.store import CollectionSpec, Store
 
 SESSIONS = CollectionSpec(

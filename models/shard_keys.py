@@ -138,6 +138,17 @@ UNTARGETED: tuple[Untargeted, ...] = (
         frozenset({"resource_id"}),
         "the access log of one record",
     ),
+    *(
+        Untargeted(
+            "audit",
+            "find",
+            frozenset({"at", by, *actor}),
+            "the audit administrator's view of logins, refusals and administrative changes "
+            "over a span of time: a few reads a day",
+        )
+        for by in ("action", "outcome")
+        for actor in ((), ("actor_id",))
+    ),
     Untargeted(
         "audit",
         "find",

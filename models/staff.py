@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins  # `list` in a service class names its method; `builtins.list` the type
 import csv
 import datetime as dt
 import io
@@ -21,11 +22,13 @@ from models.audit import AuditContext, AuditService
 from models.clock import Clock
 from models.codec import FieldCodec
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
-from models.orgs import Org, OrgKind, OrgService, parse_id
+from models.identity import Identity
+from models.ids import parse_id
+from models.orgs import Org, OrgKind, OrgService
 from models.passwords import PasswordHasher, check_password_policy
-from models.policy import CASE_ROLES, Identity, Role
+from models.policy import CASE_ROLES, Role
 from models.sessions import SessionService
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, still_there
 
 STAFF = CollectionSpec(
     "staff",
@@ -423,7 +426,7 @@ class StaffService:
 
     # --- notices to the account's owner ----------------------------------------------------
 
-    async def notices(self, identity: Identity) -> list[Notice]:
+    async def notices(self, identity: Identity) -> builtins.list[Notice]:
         doc = await self.get_doc(identity.user_id or "")
         return [Notice.from_doc(n) for n in doc.get("notices") or []]
 
@@ -529,7 +532,7 @@ class StaffService:
             if result.matched_count != 1:
                 raise Conflict("The account changed meanwhile; try again.", code="stale")
             await self._sessions.revoke_all(staff_id)
-            if suspend:
+            if suspend and role is not None:
                 await self._tell_security_admins(doc, role, now)
         return password
 
@@ -576,6 +579,7 @@ class StaffService:
                 },
                 return_document=ReturnDocument.AFTER,
             )
+            updated = still_there(updated)
             if disabled:
                 await self._sessions.revoke_all(staff_id)
         return StaffView.from_doc(updated)
@@ -608,6 +612,7 @@ class StaffService:
                 },
                 return_document=ReturnDocument.AFTER,
             )
+            updated = still_there(updated)
             await self._sessions.revoke_all(staff_id)
         return StaffView.from_doc(updated)
 
@@ -706,7 +711,7 @@ class StaffService:
 
     # --- bulk import -----------------------------------------------------------------------
 
-    async def import_csv(self, ctx: AuditContext, text: str) -> list[ImportedAccount]:
+    async def import_csv(self, ctx: AuditContext, text: str) -> builtins.list[ImportedAccount]:
         """Create every account in a CSV file, or none: a bad row is reported by line number."""
         rows, problems = self._read_rows(text)
         seen: dict[str, int] = {}
@@ -809,7 +814,9 @@ class StaffService:
                 ) from None
         return accounts
 
-    def _read_rows(self, text: str) -> tuple[list[tuple[int, dict[str, str]]], list[ImportProblem]]:
+    def _read_rows(
+        self, text: str
+    ) -> tuple[builtins.list[tuple[int, dict[str, str]]], builtins.list[ImportProblem]]:
         text = text.removeprefix("\ufeff")  # Excel writes UTF-8 CSV with a byte-order mark
         reader = csv.DictReader(io.StringIO(text, newline=""))
         header = [name.strip() for name in (reader.fieldnames or [])]

@@ -34,7 +34,7 @@ from models.clock import Clock
 from models.codec import FieldCodec
 from models.consents import TEMPLATE_ID, ConsentService
 from models.errors import BadRequest, Forbidden
-from models.policy import Identity
+from models.identity import Identity
 from models.store import CollectionSpec, Store
 from models.telemetry import DeliveryObserver, NullTelemetry
 

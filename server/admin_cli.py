@@ -13,9 +13,10 @@ from models.clock import SystemClock
 from models.crypto import Suite
 from models.errors import DomainError
 from models.hsm import Pkcs11MasterKey
+from models.identity import Identity
 from models.keys import LocalKeyFile, MasterKeyError
 from models.orgs import OrgKind
-from models.policy import Identity, Role
+from models.policy import Role
 from models.staff import temporary_password
 from server.app import (
     Services,

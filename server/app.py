@@ -17,6 +17,7 @@ from handlers import (
     admin,
     alerts,
     assistance,
+    audit_log,
     auth,
     caseload,
     checkins,
@@ -36,9 +37,13 @@ from handlers import (
     wellbeing,
 )
 from handlers.base import AppContext, NotFoundHandler, log_request
+from handlers.console import audit as console_audit
+from handlers.console import casefile as console_casefile
 from handlers.console import casework as console_casework
+from handlers.console import contact as console_contact
 from handlers.console import dashboard as console_dashboard
 from handlers.console import documents as console_documents
+from handlers.console import operations as console_operations
 from handlers.console import oversight as console_oversight
 from handlers.console import pages as console
 from handlers.console.pages import TEMPLATES as CONSOLE_TEMPLATES
@@ -78,6 +83,7 @@ from models.errors import Conflict
 from models.health import ReadinessService
 from models.hsm import MasterKeyMissing, Pkcs11MasterKey
 from models.idempotency import IdempotencyService
+from models.identity import Identity
 from models.investigations import InvestigationService
 from models.keys import KeyVault, LocalKeyFile, MasterKeyError
 from models.leases import LeaseService
@@ -87,7 +93,7 @@ from models.notifications import DeliveryLog, LocalNotifier, NotificationService
 from models.obligations import ObligationService
 from models.orgs import OrgKind, OrgService
 from models.passwords import HashCost, PasswordHasher
-from models.policy import Identity, Policy
+from models.policy import Policy
 from models.programs import ProgramService
 from models.psychiatric_referrals import PsychiatricReferralService
 from models.reports import ReportService
@@ -135,6 +141,7 @@ def all_routes() -> list[tuple[Any, ...]]:
         *alerts.routes,
         *checkins.routes,
         *assistance.routes,
+        *audit_log.routes,
         *reports.routes,
         *dashboard.routes,
         *documents.routes,
@@ -210,8 +217,8 @@ _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?(?:[-+][0-9A-Za-z.+-]*)?")
 def require_server_version(version: object) -> None:
     """Refuse a server older than MIN_SERVER_VERSION, or one whose version cannot be read."""
     floor = ".".join(map(str, MIN_SERVER_VERSION))
-    found = version if isinstance(version, str) else None
-    match = _VERSION.fullmatch(found.strip()) if found else None
+    found = version.strip() if isinstance(version, str) else None
+    match = _VERSION.fullmatch(found) if found else None
     if match is None:
         raise DatabaseTooOld(
             f"the database reported version {version!r}, which is not a MongoDB version; "
@@ -221,7 +228,7 @@ def require_server_version(version: object) -> None:
     # Majors and minors compared as numbers: "10.0" is newer than "8.0", "7.3" older.
     if (int(match[1]), int(match[2])) < MIN_SERVER_VERSION:
         raise DatabaseTooOld(
-            f"the database is MongoDB {found.strip()}; Anbang needs MongoDB {floor} or later: "
+            f"the database is MongoDB {found}; Anbang needs MongoDB {floor} or later: "
             f"upgrade the replica set to {floor} (one major version at a time, setting "
             "featureCompatibilityVersion after each) or point MONGODB_URI at one that is"
         )
@@ -293,10 +300,14 @@ def make_app(
         [
             *routes,
             *console_casework.routes,
+            *console_contact.routes,
+            *console_casefile.routes,
             *console_dashboard.routes,
             *console_documents.routes,
             *console.routes,
             *console_oversight.routes,
+            *console_operations.routes,
+            *console_audit.routes,
         ],
         anbang=context,
         template_path=str(CONSOLE_TEMPLATES),
@@ -478,7 +489,7 @@ def build_services(
     throttle.report_to(telemetry)
     auth_service = AuthService(staff, sessions, throttle, audit, hasher, config.require_totp)
     rules = RulesService(store, clock, audit, orgs, RuleBook.load())
-    alerts_service = AlertService(store, clock, audit, rules)
+    alerts_service = AlertService(store, clock, audit, rules, staff=staff)
     attachments = AttachmentService(store, vault)
     subjects_service = SubjectService(
         store, clock, audit, codec, vault, orgs, alerts_service, policy, attachments, rules
@@ -554,6 +565,7 @@ def build_services(
         obligation_service,
         staff.lookup,
         notices=notices,
+        staff_in_scope=staff.list,
     )
     leave_service = LeaveService(
         store,
@@ -818,6 +830,7 @@ def assemble_api(
         push_aes_key=config.wechat_push_aes_key,
         max_body_bytes=config.max_body_bytes,
         production=config.production,
+        map_tiles=config.map_tiles,
     )
     return ApiRuntime(
         store=store,

@@ -16,8 +16,8 @@ from models.audit import AuditContext, AuditService, ChainAnchor
 from models.backup import BackupError, BackupKey, BackupKeyError, BackupService
 from models.clock import SystemClock
 from models.crypto import Suite
+from models.identity import Identity
 from models.keys import LocalKeyFile, MasterKeyError
-from models.policy import Identity
 from server.app import DatabaseNotReady, connect_store, open_vault, wait_for_database
 from server.config import Config
 

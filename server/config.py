@@ -124,6 +124,13 @@ VARIABLES: tuple[Variable, ...] = (
         "metrics port of the jobs process; 0: none",
     ),
     Variable(
+        "ANBANG_MAP_TILES",
+        "",
+        "URL template of map tiles layered under the console's vector maps (e.g. 天地图 with "
+        "its key: `https://t0.tianditu.gov.cn/vec_w/wmts?...&TILEMATRIX={z}&TILEROW={y}"
+        "&TILECOL={x}&tk=KEY`); empty: vector maps only, nothing fetched",
+    ),
+    Variable(
         "ANBANG_VAR_DIR",
         "var",
         "where local state lives; the `var/...` defaults above move with it",
@@ -165,6 +172,18 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
 
 def _text(environ: Mapping[str, str], name: str) -> str:
     return environ.get(name, "").strip() or _DEFAULTS[name]
+
+
+def _tiles(environ: Mapping[str, str]) -> str:
+    """ANBANG_MAP_TILES: an http(s) URL template naming {z}, {x} and {y}, or empty."""
+    raw = environ.get("ANBANG_MAP_TILES", "").strip()
+    if not raw:
+        return ""
+    if not raw.startswith(("https://", "http://")) or not all(
+        part in raw for part in ("{z}", "{x}", "{y}")
+    ):
+        raise ConfigError("ANBANG_MAP_TILES must be an http(s) URL template with {z}, {x} and {y}")
+    return raw
 
 
 def _var_path(environ: Mapping[str, str], name: str, var_dir: Path) -> Path:
@@ -297,6 +316,8 @@ class Config:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     jobs_metrics_port: int = 9463
+    # Map tiles under the console's maps (a URL template with {z}, {x}, {y}); empty: none.
+    map_tiles: str = ""
 
     @property
     def production(self) -> bool:
@@ -382,6 +403,7 @@ class Config:
             metrics_host=_text(environ, "ANBANG_METRICS_HOST"),
             metrics_port=_int(environ, "ANBANG_METRICS_PORT", 0, 65535),
             jobs_metrics_port=_int(environ, "ANBANG_JOBS_METRICS_PORT", 0, 65535),
+            map_tiles=_tiles(environ),
         )
         config.check()
         return config

@@ -11,9 +11,10 @@ from models.audit import AuditContext
 from models.clock import SystemClock
 from models.errors import Conflict
 from models.geo import Area, Point
+from models.identity import Identity
 from models.identity_numbers import IdType, gb11643_check_digit
 from models.orgs import Org, OrgKind
-from models.policy import Identity, Role
+from models.policy import Role
 from models.staff import temporary_password
 from models.subjects import SubjectInput
 from server.app import (
@@ -120,7 +121,7 @@ async def seed_demo(config: Config) -> dict[str, Any]:
 
 
 # Invented people (the ID numbers are valid in form only), one for each population.
-DEMO_SUBJECTS = [
+DEMO_SUBJECTS: list[tuple[str, str, dt.date, str, str, str, str, str, dict[str, Any]]] = [
     # (name, gender, birth date, sequence, phone, address, org code, social worker, program)
     (
         "陈国强",

@@ -28,9 +28,9 @@ from jobs.sweeps import (
 from models.audit import SIGNING_KEY_ID, AuditCheckpointer, AuditContext
 from models.clock import Clock, FixedClock, SystemClock
 from models.crypto import new_signing_key
+from models.identity import Identity
 from models.keys import KeyVault
 from models.leases import LeaseService
-from models.policy import Identity
 from models.store import Store
 from server.app import (
     API_VERSION,

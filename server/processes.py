@@ -77,9 +77,9 @@ def run_forked(count: int, child: Callable[[int], int]) -> int:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        index = children.pop(pid, None)
-        if index is None:
+        if pid not in children:
             continue
+        index = children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
         if not stopping and code != 0:
             # A worker that died on its own is replaced; the others kept serving meanwhile.

@@ -240,7 +240,7 @@ def error(errcode: int) -> dict[str, Any]:
 class StandinHandler(tornado.web.RequestHandler):
     @property
     def state(self) -> StandinState:
-        return self.application.settings["state"]  # type: ignore[no-any-return]
+        return self.application.settings["state"]
 
     def reply(self, payload: dict[str, Any], status: int = 200) -> None:
         self.set_status(status)

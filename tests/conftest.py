@@ -24,14 +24,15 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from models.clock import FixedClock
+from models.identity import Identity
 from models.keys import KeyVault
 from models.orgs import Org, OrgKind
 from models.passwords import TEST_COST
-from models.policy import Identity, Role
+from models.policy import Role
 from models.store import DatabaseSettings, Store
 from server.app import SYSTEM, ApiRuntime, Services, assemble_api, collection_specs, open_vault
 from server.config import Config
-from server.embedded_tuning import plan_id_filters_by_id
+from server.embedded_tuning import journal_bulk_writes, plan_id_filters_by_id
 from server.wechat_standin import StandinState, make_standin_app
 
 pytest_plugins = ["tests.mp_support", "tests.hsm_support", "tests.browser_support"]
@@ -101,6 +102,7 @@ def _in_suite(value: Any) -> bool:
 def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecantusDBServer]:
     """The embedded database, in this process, on a free loopback port, for the whole session."""
     plan_id_filters_by_id()
+    journal_bulk_writes()
     server = SecantusDBServer(
         host="127.0.0.1",
         port=0,

@@ -38,9 +38,9 @@ async def _timed(count: int, action: Any) -> list[float]:
 async def _measure_suite(uri: str, suite: str, work: Path, rounds: int) -> dict[str, Any]:
     from models.audit import AuditContext, entry_hash
     from models.clock import SystemClock
+    from models.identity import Identity
     from models.identity_numbers import IdType, gb11643_check_digit
     from models.orgs import OrgKind
-    from models.policy import Identity
     from models.subjects import SubjectInput
     from server.app import SYSTEM, build_services, collection_specs, open_vault
     from server.config import Config

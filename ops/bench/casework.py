@@ -172,8 +172,8 @@ async def _seed(
 ) -> dict[str, Any]:
     """N case files, their occurrences and alerts, in bulk; not part of what is measured."""
     from models.audit import AuditContext
+    from models.identity import Identity
     from models.obligations import OccurrenceStatus
-    from models.policy import Identity
 
     intake = AuditContext(Identity(user_id="bench-intake", role="station_officer"), "bench")
     today = NOW_LOCAL.date()
@@ -303,8 +303,8 @@ async def _measure_size(
 ) -> dict[str, Any]:
     from models.audit import AuditContext
     from models.clock import FixedClock
+    from models.identity import Identity
     from models.orgs import OrgKind
-    from models.policy import Identity
     from models.store import DatabaseSettings, Store
     from server.app import SYSTEM, build_services, collection_specs, open_vault
     from server.config import Config

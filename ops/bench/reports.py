@@ -712,7 +712,7 @@ def _differences(report: dict[str, Any], expected: Expected) -> dict[str, Any]:
 async def _measure_size(spec: ReportSpec, n: int, work: Path, trips: RoundTrips) -> dict[str, Any]:
     from models.audit import AuditContext
     from models.clock import FixedClock
-    from models.policy import Identity
+    from models.identity import Identity
     from models.store import DatabaseSettings, Store
     from server.app import build_services, collection_specs, open_vault
     from server.config import Config

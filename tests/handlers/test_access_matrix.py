@@ -22,9 +22,10 @@ from models.audit import AuditContext
 from models.checkins import CheckinInput
 from models.clock import LOCAL_TZ
 from models.elocation import Ground
+from models.identity import Identity
 from models.identity_numbers import IdType
 from models.orgs import Org, OrgKind
-from models.policy import PUBLIC, SELF, VISIBLE_FIELDS, Identity, MpRole, Policy, Role
+from models.policy import PUBLIC, SELF, VISIBLE_FIELDS, MpRole, Policy, Role
 from models.reports import SIGNING_LEVEL, UNIT_KIND
 from models.sanctions import SanctionKind
 from models.subjects import SUBJECT_ORG_KINDS, SubjectInput
@@ -366,6 +367,11 @@ async def counseling_booking(env: Env, in_scope: bool) -> Request:
             "end": (start + dt.timedelta(hours=1)).isoformat(),
         },
     )
+
+
+async def counseling_availability(env: Env, in_scope: bool) -> Request:
+    sid = await target_subject(env, in_scope)
+    return Request(f"/api/v1/counseling/availability?subject_id={sid}&date=2030-01-02")
 
 
 def on_session(suffix: str, body: Any = None) -> Builder:
@@ -1154,6 +1160,11 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
         201,
         404,
     ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/leave-requests", "GET"): (
+        on_corrections_subject("/leave-requests", None),
+        200,
+        404,
+    ),
     ("/api/v1/leave-requests", "GET"): (plain("/api/v1/leave-requests?status=pending"), 200, None),
     ("/api/v1/sanctions", "GET"): (plain("/api/v1/sanctions?status=pending"), 200, None),
     ("/api/v1/leave-requests/(?P<leave_id>[^/]+)/decision", "POST"): (
@@ -1187,6 +1198,11 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/elocation-orders", "POST"): (
         on_corrections_subject("/elocation-orders", ORDER_BODY),
         201,
+        404,
+    ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/elocation-orders", "GET"): (
+        on_corrections_subject("/elocation-orders", None),
+        200,
         404,
     ),
     ("/api/v1/elocation-orders", "GET"): (
@@ -1262,6 +1278,12 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
         404,
     ),
     ("/api/v1/subjects/(?P<subject_id>[^/]+)/counseling", "POST"): (counseling_booking, 201, 404),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/counseling", "GET"): (
+        on_subject("/counseling"),
+        200,
+        404,
+    ),
+    ("/api/v1/counseling/availability", "GET"): (counseling_availability, 200, 404),
     ("/api/v1/counseling/(?P<session_id>[^/]+)/attendance", "POST"): (
         on_session("/attendance", {"attended": True}),
         200,
@@ -1282,6 +1304,7 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
     ),
     ("/api/v1/staff/(?P<staff_id>[^/]+)/handover", "POST"): (hand_over, 200, 404),
     ("/api/v1/alerts", "GET"): (plain("/api/v1/alerts"), 200, None),
+    ("/api/v1/audit/events", "GET"): (plain("/api/v1/audit/events?kind=refusal"), 200, None),
     ("/api/v1/alerts/(?P<alert_id>[^/]+)/ack", "POST"): (one_alert, 200, 404),
     ("/api/v1/checkins/review-queue", "GET"): (plain("/api/v1/checkins/review-queue"), 200, None),
     ("/api/v1/checkins/(?P<checkin_id>[^/]+)/review", "POST"): (flagged_checkin, 200, 404),
@@ -1361,6 +1384,7 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
         404,
     ),
     ("/api/v1/assistance/referrals", "GET"): (plain("/api/v1/assistance/referrals"), 200, None),
+    ("/api/v1/assistance/directory", "GET"): (plain("/api/v1/assistance/directory"), 200, None),
     ("/api/v1/assistance/referrals/(?P<referral_id>[^/]+)", "GET"): (on_referral(""), 200, 404),
     # The route admits every reader; the approval step itself is the station's (or county's).
     ("/api/v1/assistance/referrals/(?P<referral_id>[^/]+)/transition", "POST"): (
@@ -1398,6 +1422,12 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
     ("/api/v1/assistance/summary", "GET"): (month_summary, 200, 404),
     ("/api/v1/dashboard", "GET"): (node_dashboard, 200, 404),
     ("/api/v1/transfers", "GET"): (plain("/api/v1/transfers?status=requested"), 200, None),
+    ("/api/v1/transfer-destinations", "GET"): (plain("/api/v1/transfer-destinations"), 200, None),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/transfers", "GET"): (
+        on_subject("/transfers"),
+        200,
+        404,
+    ),
     ("/api/v1/investigations", "GET"): (
         plain("/api/v1/investigations?status=requested"),
         200,

@@ -23,7 +23,8 @@ from bson import ObjectId
 
 from handlers.base import BaseHandler
 from handlers.openapi import build_openapi
-from models.policy import PUBLIC, SELF, Identity, Policy, Role
+from models.identity import Identity
+from models.policy import PUBLIC, SELF, Policy, Role
 from server.app import all_routes
 from tests.handlers.test_access_matrix import CASES, CONCEALED, Env
 from tests.subject_factories import subject_body
@@ -117,17 +118,15 @@ def source_of(handler: type[BaseHandler], method: str) -> str:
         return ""
 
 
-_QUERY_READ = re.compile(
-    r"(?:get_query_argument|choice_query|date_query)\(\s*\"(\w+)\"|(query_limit)\("
-)
+_QUERY_READ = re.compile(r"get_query_argument\(\s*\"(\w+)\"")
 
 
 def _query_params(
     handler: type[BaseHandler], method: str, operation: Mapping[str, Any]
 ) -> dict[str, Mapping[str, Any] | None]:
     params: dict[str, Mapping[str, Any] | None] = {}
-    for named, limit in _QUERY_READ.findall(source_of(handler, method)):
-        params["limit" if limit else named] = None
+    for named in _QUERY_READ.findall(source_of(handler, method)):
+        params[named] = None
     for param in operation.get("parameters", ()):
         if param.get("in") == "query":
             params[param["name"]] = param.get("schema", {})

@@ -9,7 +9,8 @@ import pytest
 from bson import ObjectId
 
 from models.audit import AuditContext
-from models.policy import Identity, Role
+from models.identity import Identity
+from models.policy import Role
 from tests.subject_factories import subject_body
 
 CORRECTIONS = {

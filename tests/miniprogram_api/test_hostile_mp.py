@@ -17,7 +17,8 @@ import pytest
 from bson import ObjectId
 
 from miniprogram_api.client import MiniProgramClient
-from models.policy import Identity, Policy, Role
+from models.identity import Identity
+from models.policy import Policy, Role
 from models.wechat_push import PUSH_NONCES
 from server.config import Config
 from tests.conftest import Tree

@@ -42,8 +42,8 @@ from models.audit import (
 from models.clock import FixedClock
 from models.crypto import Suite, new_signing_key, public_key, sign
 from models.errors import Conflict, NotFound
+from models.identity import Identity
 from models.keys import KeyVault, LocalKeyFile
-from models.policy import Identity
 from models.store import DatabaseSettings, Store
 from server.app import collection_specs
 

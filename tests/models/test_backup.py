@@ -29,9 +29,9 @@ from models.backup import (
     read_archive_header,
 )
 from models.crypto import Suite
+from models.identity import Identity
 from models.keys import KeyVault, LocalKeyFile, MasterKeyError
 from models.passwords import TEST_COST
-from models.policy import Identity
 from models.store import DatabaseSettings, Store
 from server.app import build_services, collection_specs
 from tests.mp_support import STATION_CENTRE, local

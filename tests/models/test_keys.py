@@ -22,6 +22,7 @@ from models.audit import SIGNING_KEY_ID, AuditContext
 from models.clock import FixedClock
 from models.codec import FieldCodec, IntegrityError, Shredded
 from models.crypto import Sealed, Suite, new_signing_key
+from models.identity import Identity
 from models.identity_numbers import IdType
 from models.keys import (
     CANARY_ID,
@@ -34,7 +35,6 @@ from models.keys import (
 )
 from models.orgs import Org, OrgKind
 from models.passwords import TEST_COST
-from models.policy import Identity
 from models.store import Store
 from models.subjects import SubjectInput
 from server.app import SYSTEM, Services, build_services, open_vault

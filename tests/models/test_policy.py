@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from models.identity import Identity
 from models.policy import (
     ACTION_KINDS,
     ADMIN_ROLES,
@@ -10,7 +11,6 @@ from models.policy import (
     DEFAULT_TABLE,
     SELF,
     ActionKind,
-    Identity,
     Policy,
     Role,
 )

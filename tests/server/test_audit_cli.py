@@ -17,11 +17,11 @@ from bson import ObjectId
 
 from models.audit import SIGNING_KEY_ID, AuditContext
 from models.clock import SystemClock
+from models.identity import Identity
 from models.identity_numbers import IdType
 from models.keys import KeyVault, LocalKeyFile
 from models.orgs import Org, OrgKind
 from models.passwords import TEST_COST
-from models.policy import Identity
 from models.store import Store
 from models.subjects import SubjectInput
 from server.app import (
