@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +144,15 @@ class OrgService:
         if doc is None:
             raise NotFound("No such organisation.")
         return Org.from_doc(doc)
+
+    async def names(self, org_ids: Iterable[str]) -> dict[str, str]:
+        """Each organisation's name by id, in one read (a page of case files spans up to twenty
+        stations); ids that are malformed or name nothing are left out."""
+        wanted = sorted({ObjectId(i) for i in org_ids if ObjectId.is_valid(i)})
+        if not wanted:
+            return {}
+        found = self._orgs.find({"_id": {"$in": wanted}}, {"name": 1})
+        return {str(doc["_id"]): str(doc["name"]) async for doc in found}
 
     async def get_in_scope(self, identity: Identity, org_id: str) -> Org:
         org = await self.get(org_id)

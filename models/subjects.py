@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins  # `list` in a service class names its method; `builtins.list` the type
-import contextlib
 import csv
 import datetime as dt
 import io
@@ -1530,16 +1529,14 @@ class SubjectService:
         linked = await self._linked_ids(query, within)
         total, page, docs = await self._page_by_pass(_conjunction(clauses), query, linked)
         per_page = query.per_page
+        await self._vault.prefetch(d.get("dek_id") or f"dek:{d['_id']}" for d in docs)
         items = []
         for doc in docs:
             try:
                 items.append(await self._view(ctx.identity, doc))
             except IntegrityError:
                 continue  # logged by the codec; one bad record does not hide the rest
-        org_names = {}
-        for org_id in {str(d["org_id"]) for d in docs}:
-            with contextlib.suppress(NotFound):
-                org_names[org_id] = (await self._orgs.get(org_id)).name
+        org_names = await self._orgs.names(str(d["org_id"]) for d in docs)
         worker_names: dict[str, str] = {}
         for worker_id in {w for d in docs for w in _assigned_ids(d) if ObjectId.is_valid(w)}:
             staff = await staff_lookup(worker_id)
