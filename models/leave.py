@@ -410,22 +410,7 @@ class LeaveService:
         """One person's leave on the file, newest first, whatever its state: what an officer
         or the assigned social worker needs to see it through to the 销假."""
         await self._subjects.require(ctx, subject_id, "leave.history")
-        docs = [
-            doc
-            async for doc in self._leave.find({"subject_id": subject_id})
-            .sort([("start_date", DESCENDING), ("_id", DESCENDING)])
-            .limit(min(limit, MAX_LIST))
-        ]
-        views = [await self._view(doc) for doc in docs]
-        await self._audit.record(
-            ctx,
-            "leave.read",
-            resource="subject",
-            resource_id=subject_id,
-            subject_id=subject_id,
-            details={"count": len(views)},
-        )
-        return views
+        return await self._person_list(ctx, subject_id, "start_date", limit)
 
     async def get(self, ctx: AuditContext, leave_id: str) -> LeaveView:
         doc = await self._load(ctx, leave_id, "leave.read")
@@ -440,11 +425,16 @@ class LeaveService:
 
     async def own_requests(self, ctx: AuditContext, limit: int) -> builtins.list[LeaveView]:
         """The calling person's (or guardian's person's) own requests, newest first."""
-        subject_id = _own_subject(ctx)
+        return await self._person_list(ctx, _own_subject(ctx), "created_at", limit)
+
+    async def _person_list(
+        self, ctx: AuditContext, subject_id: str, newest_by: str, limit: int
+    ) -> builtins.list[LeaveView]:
+        """One person's requests, newest first by `newest_by`, the reading audited."""
         docs = [
             doc
             async for doc in self._leave.find({"subject_id": subject_id})
-            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+            .sort([(newest_by, DESCENDING), ("_id", DESCENDING)])
             .limit(min(limit, MAX_LIST))
         ]
         views = [await self._view(doc) for doc in docs]
