@@ -204,6 +204,21 @@ class RetentionSweep:
         return {"shredded": shredded}
 
 
+class CaseRosterSweep:
+    """Rebuilds the case list's rosters from the case files: what a crash between a file's write
+    and its roster's write left behind is put right by the next night."""
+
+    name = "case_roster"
+    interval_seconds = 86400
+    description = "rebuild the case list's rosters from the case files"
+
+    def __init__(self, subjects: SubjectService):
+        self._subjects = subjects
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        return await self._subjects.rebuild_case_roster()
+
+
 class WeChatTokenSweep:
     """The lease holder keeps the shared WeChat access token fresh for every process."""
 

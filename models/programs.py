@@ -40,6 +40,8 @@ PROGRAMS = CollectionSpec(
     (
         IndexModel([("subject_id", ASCENDING), ("status", ASCENDING)]),
         IndexModel([("org_path", ASCENDING), ("type", ASCENDING), ("status", ASCENDING)]),
+        # The case list's program-state filter: a node's programs in one state, of any type.
+        IndexModel([("org_path", ASCENDING), ("status", ASCENDING)]),
     ),
 )
 

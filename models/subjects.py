@@ -6,7 +6,8 @@ import builtins  # `list` in a service class names its method; `builtins.list` t
 import csv
 import datetime as dt
 import io
-from collections.abc import Awaitable, Callable, Collection, Iterable
+import operator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from models.alerts import AlertService, FileAccess
 from models.attachments import AttachmentInfo, AttachmentService, AttachmentWriter
 from models.audit import AuditContext, AuditService
+from models.case_roster import LIST_PROJECTION, SORTABLE, CaseRoster
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec, IntegrityError, Shredded
 from models.crypto import CryptoError, Sealed
@@ -157,8 +159,11 @@ class SubjectService:
         policy: Policy,
         attachments: AttachmentService,
         rules: RulesService,
+        *,
+        roster: CaseRoster,
     ):
         self._rules = rules
+        self._roster = roster
         self._subjects = store.collection(SUBJECTS)
         self._notes = store.collection(NOTES)
         self._grants = store.collection(GRANTS)
@@ -298,14 +303,28 @@ class SubjectService:
             {"_id": parse_id(subject_id, "case file")},
             {"$addToSet": {"referred_to_org_ids": org_id}},
         )
+        await self._list_again([parse_id(subject_id, "case file")])
 
     async def set_needs(
-        self, subject_id: str, sealed_needs: Any, three_nos: bool, at: dt.datetime
+        self,
+        subject_id: str,
+        sealed_needs: Any,
+        three_nos: bool,
+        at: dt.datetime,
+        by: str | None = None,
     ) -> None:
-        """The assistance needs assessed for a person (sealed) and the derived 三无 flag."""
+        """The assistance needs assessed for a person (sealed), the derived 三无 flag, and who
+        assessed them when."""
         await self._subjects.update_one(
             {"_id": parse_id(subject_id, "case file")},
-            {"$set": {"needs": sealed_needs, "three_nos": three_nos, "needs_at": at}},
+            {
+                "$set": {
+                    "needs": sealed_needs,
+                    "three_nos": three_nos,
+                    "needs_at": at,
+                    "needs_by": by,
+                }
+            },
         )
 
     async def phone_for_notice(self, subject_id: str) -> str | None:
@@ -428,6 +447,7 @@ class SubjectService:
                         "$inc": {"version": 1},
                     },
                 )
+        await self._list_again([d["_id"] for d in subjects])
         return len(subjects)
 
     async def documents(self, subject_ids: set[str]) -> dict[str, dict[str, Any]]:
@@ -440,6 +460,7 @@ class SubjectService:
         await self._subjects.update_one(
             {"_id": parse_id(subject_id, "case file")}, {"$set": {"populations": populations}}
         )
+        await self._list_again([parse_id(subject_id, "case file")])
 
     # --- views --------------------------------------------------------------------------------
 
@@ -527,6 +548,8 @@ class SubjectService:
         if await self._juvenile(str(doc["org_id"]), str(plain["birth_date"]), began):
             update["juvenile"] = True
         await self._subjects.update_one({"_id": doc["_id"]}, {"$set": update})
+        if update.get("juvenile") != doc.get("juvenile"):
+            await self._list_again([doc["_id"]])
 
     async def _validated(self, ctx: AuditContext, data: SubjectInput) -> dict[str, Any]:
         name = normalise_name(data.name)
@@ -669,6 +692,7 @@ class SubjectService:
                 if existing is None:
                     raise
                 raise await self._refuse_duplicate(ctx, existing, indexes["id_number"]) from None
+        await self._roster.refresh([doc])
         # Answered by role, not scope: a social worker who opens a file is not yet assigned.
         return await self._view(ctx.identity, doc)
 
@@ -765,6 +789,7 @@ class SubjectService:
                     code="stale_version",
                     details={"current_version": int(doc.get("version", 1))},
                 )
+        await self._roster.refresh([updated], left=doc["org_id"])
         return await self._view(ctx.identity, updated)
 
     async def move(self, ctx: AuditContext, subject_id: str, org_id: str) -> SubjectView:
@@ -804,6 +829,7 @@ class SubjectService:
                 return_document=ReturnDocument.AFTER,
             )
             updated = still_there(updated)
+        await self._roster.refresh([updated], left=doc["org_id"])
         return await self._view(ctx.identity, updated)
 
     async def set_assignments(
@@ -880,6 +906,7 @@ class SubjectService:
                 return_document=ReturnDocument.AFTER,
             )
             updated = still_there(updated)
+        await self._roster.refresh([updated])
         return await self._view(ctx.identity, updated)
 
     # --- photo --------------------------------------------------------------------------------
@@ -908,6 +935,7 @@ class SubjectService:
                 {"_id": ObjectId(subject_id)},
                 {"$set": {"photo_id": info.id, "updated_at": self._clock.now()}},
             )
+        await self._list_again([ObjectId(subject_id)])
         if previous and previous.get("photo_id"):
             await self._attachments.delete(previous["photo_id"])
         return info
@@ -1252,6 +1280,7 @@ class SubjectService:
                     "$inc": {"version": 1},
                 },
             )
+        await self._list_again([oid])
 
     def add_sealed_locations(self, locations: Iterable[tuple[str, str | None]]) -> None:
         """Where other services keep fields sealed with a subject's key: (collection, the
@@ -1469,6 +1498,7 @@ class SubjectService:
                     "A person in the file was registered meanwhile; nothing was imported.",
                     code="exists",
                 ) from None
+        await self._roster.refresh(docs)
         return [str(d["_id"]) for d in docs]
 
     # --- the case list (a worker finds a person with nothing due today) ------------------------
@@ -1527,7 +1557,16 @@ class SubjectService:
             clauses.append({"assignments.social_worker_ids.0": {"$exists": False}})
         within = ctx.identity.org_id if not ctx.identity.unscoped else None
         linked = await self._linked_ids(query, within)
-        total, page, docs = await self._page_by_pass(_conjunction(clauses), query, linked)
+        # A search's few candidates come from the blind indexes, and the `referred` scope lies
+        # outside the org tree the rosters follow: both ask the files themselves.
+        if (
+            not query.q
+            and (not scope or "org_path" in scope)
+            and await self._roster.ensure_complete(self._listed_files)
+        ):
+            total, page, docs = await self._page_from_roster(scope or {}, query, linked)
+        else:
+            total, page, docs = await self._page_by_pass(_conjunction(clauses), query, linked)
         per_page = query.per_page
         await self._vault.prefetch(d.get("dek_id") or f"dek:{d['_id']}" for d in docs)
         items = []
@@ -1550,6 +1589,67 @@ class SubjectService:
             details={"bi": searched, "found": total, "page": page},
         )
         return CaseList(items, total, page, per_page, org_names, worker_names)
+
+    async def _page_from_roster(
+        self, scope: dict[str, Any], query: CaseListQuery, linked: set[str] | None
+    ) -> tuple[int, int, builtins.list[dict[str, Any]]]:
+        """The page from the rosters of the units in scope (see models/case_roster.py): the
+        same filters and order as `_page_by_pass`, asked of the listed fields in memory."""
+        entries = await self._roster.entries(query.station or scope.get("org_path"))
+        # Only the conditions asked for, each a plain test: a county's 10,000 entries pass
+        # through them on every page.
+        checks: builtins.list[Callable[[dict[str, Any]], bool]] = []
+        node = scope.get("org_path")
+        if node and query.station:
+            checks.append(lambda e: node in e["org_path"])  # the station may lie out of scope
+        beyond_node = {k: v for k, v in scope.items() if k != "org_path"}
+        if beyond_node:
+            checks.append(lambda e: _matches(beyond_node, e))
+        if linked is not None:
+            checks.append(lambda e: str(e["_id"]) in linked)
+        if query.population:
+            checks.append(lambda e: query.population in e["populations"])
+        if query.status:
+            checks.append(lambda e: e["status"] == query.status)
+        if query.worker:
+            worker = query.worker
+            checks.append(
+                lambda e: (
+                    worker in e["assignments"]["social_worker_ids"]
+                    or worker in e["assignments"]["grid_worker_ids"]
+                )
+            )
+        if "juvenile" in query.flags:
+            checks.append(lambda e: e["juvenile"])
+        if "unassigned" in query.flags:
+            checks.append(lambda e: not e["assignments"]["social_worker_ids"])
+        if len(checks) == 1:
+            ordered = list(filter(checks[0], entries))
+        else:
+            ordered = [e for e in entries if all(check(e) for check in checks)]
+        # Runs of keys in one direction sort as one tuple key; a mixed order sorts stably from
+        # its last run to its first. Ids compare by their bytes (as the database orders them).
+        for names, descending in reversed(_runs(CASE_LIST_SORTS[query.sort])):
+            keys = [SORTABLE.get(name, name) for name in names]
+            ordered.sort(key=operator.itemgetter(*keys), reverse=descending)
+        total = len(ordered)
+        last_page = max(1, -(-total // query.per_page))
+        page = min(query.page, last_page)
+        page_ids = [e["_id"] for e in ordered[(page - 1) * query.per_page : page * query.per_page]]
+        by_id = {d["_id"]: d async for d in self._subjects.find({"_id": {"$in": page_ids}})}
+        return total, page, [by_id[oid] for oid in page_ids if oid in by_id]
+
+    async def _list_again(self, subject_ids: builtins.list[ObjectId]) -> None:
+        """Write these files' listed fields through to the case list's rosters."""
+        found = self._subjects.find({"_id": {"$in": subject_ids}}, LIST_PROJECTION)
+        await self._roster.refresh([doc async for doc in found])
+
+    async def rebuild_case_roster(self) -> dict[str, int]:
+        """Every roster anew from the case files (the nightly sweep, and after an upgrade)."""
+        return await self._roster.rebuild(self._listed_files)
+
+    def _listed_files(self) -> AsyncIterator[dict[str, Any]]:
+        return aiter(self._subjects.find({}, LIST_PROJECTION).batch_size(10_000))
 
     async def _page_by_pass(
         self, filter_: dict[str, Any], query: CaseListQuery, linked: set[str] | None
@@ -1650,6 +1750,18 @@ def _conjunction(clauses: list[dict[str, Any]]) -> dict[str, Any]:
 def _assigned_ids(doc: dict[str, Any]) -> set[str]:
     assignments = doc.get("assignments", {})
     return {*assignments.get("social_worker_ids", []), *assignments.get("grid_worker_ids", [])}
+
+
+def _runs(order: builtins.list[tuple[str, int]]) -> builtins.list[tuple[tuple[str, ...], bool]]:
+    """A sort order as its runs of one direction: [(fields, descending), ...]."""
+    runs: builtins.list[tuple[tuple[str, ...], bool]] = []
+    for name, direction in order:
+        descending = direction == DESCENDING
+        if runs and runs[-1][1] == descending:
+            runs[-1] = ((*runs[-1][0], name), descending)
+        else:
+            runs.append(((name,), descending))
+    return runs
 
 
 def _matches(query: dict[str, Any], doc: dict[str, Any]) -> bool:

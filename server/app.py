@@ -67,6 +67,7 @@ from models.attachments import AttachmentService
 from models.audit import AuditContext, AuditService, ChainAnchor
 from models.auth import AuthService
 from models.bindings import BindingCodeService
+from models.case_roster import CaseRoster
 from models.caseload import CaseloadService
 from models.checkins import CheckinService, FaceVerificationPort, LocalFaceVerifier
 from models.clock import Clock, SystemClock
@@ -171,6 +172,7 @@ def collection_specs() -> list[CollectionSpec]:
         *KeyVault.collections,
         *AlertService.collections,
         *SubjectService.collections,
+        *CaseRoster.collections,
         *AttachmentService.collections,
         *RulesService.collections,
         *ProgramService.collections,
@@ -492,7 +494,17 @@ def build_services(
     alerts_service = AlertService(store, clock, audit, rules, staff=staff)
     attachments = AttachmentService(store, vault)
     subjects_service = SubjectService(
-        store, clock, audit, codec, vault, orgs, alerts_service, policy, attachments, rules
+        store,
+        clock,
+        audit,
+        codec,
+        vault,
+        orgs,
+        alerts_service,
+        policy,
+        attachments,
+        rules,
+        roster=CaseRoster(store),
     )
     calendar = WorkdayCalendar.load()
     investigations = InvestigationService(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from jobs.runner import JobsProcess, Sweep, run_once, select_sweeps
 from jobs.sweeps import (
     AuditCheckpointSweep,
+    CaseRosterSweep,
     CloseWindowsSweep,
     ElocationExpirySweep,
     IntakeDeadlineSweep,
@@ -138,6 +139,12 @@ SWEEPS: tuple[SweepSpec, ...] = (
         RetentionSweep.interval_seconds,
         RetentionSweep.description,
         lambda ctx: RetentionSweep(ctx.services.programs, ctx.services.subjects, JOBS_ACTOR),
+    ),
+    SweepSpec(
+        CaseRosterSweep.name,
+        CaseRosterSweep.interval_seconds,
+        CaseRosterSweep.description,
+        lambda ctx: CaseRosterSweep(ctx.services.subjects),
     ),
     SweepSpec(
         StaysEndingSweep.name,
