@@ -65,6 +65,7 @@ from models.psychiatric_referrals import PsychiatricReferralService
 from models.reports import ReportService
 from models.rules import RulesService
 from models.sanctions import SanctionService
+from models.scope import ScopeService
 from models.staff import StaffService
 from models.store import as_unavailable
 from models.subjects import SubjectService
@@ -278,6 +279,7 @@ class AppContext:
     staff: StaffService
     bindings: BindingCodeService
     subjects: SubjectService
+    scope: ScopeService
     alerts: AlertService
     programs: ProgramService
     rules: RulesService

@@ -387,7 +387,7 @@ class BreakGlassHandler(BaseHandler):
     )
     async def post(self, subject_id: str) -> None:
         body = self.parse(BreakGlassBody)
-        grant = await self.ctx.subjects.break_glass(self.audit_context, subject_id, body.reason)
+        grant = await self.ctx.scope.break_glass(self.audit_context, subject_id, body.reason)
         self.respond(BreakGlassOut(**grant), status=201)
 
 

@@ -27,6 +27,7 @@ from models.codec import FieldCodec
 from models.errors import Conflict, InvalidInput
 from models.programs import ProgramService, ProgramType
 from models.rules import EffectiveRules
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 
@@ -113,12 +114,15 @@ class AbsenceService:
         subjects: SubjectService,
         programs: ProgramService,
         alerts: AlertService,
+        *,
+        scope: ScopeService,
     ):
         self._absences = store.collection(ABSENCES)
         self._clock = clock
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
         self._programs = programs
         self._alerts = alerts
 
@@ -136,7 +140,7 @@ class AbsenceService:
         note: str,
     ) -> tuple[AbsenceView, Tally]:
         """Record an absence found, then count the program's absences against Art. 20."""
-        subject = await self._subjects.require(ctx, subject_id, "absences.record")
+        subject = await self._scope.require(ctx, subject_id, "absences.record")
         if end < start:
             raise InvalidInput(
                 "The absence ends before it starts.",
@@ -240,7 +244,7 @@ class AbsenceService:
         self, ctx: AuditContext, subject_id: str
     ) -> tuple[list[AbsenceView], Tally | None]:
         """A person's absences, oldest first, with the open program's tally (None without one)."""
-        await self._subjects.require(ctx, subject_id, "absences.read")
+        await self._scope.require(ctx, subject_id, "absences.read")
         docs = (
             await self._absences.find({"subject_id": subject_id})
             .sort("from_date", ASCENDING)

@@ -34,6 +34,8 @@ from models.obligations import ObligationService
 from models.orgs import OrgService
 from models.policy import Policy, Role
 from models.rules import RulesService
+from models.scope import ScopeService
+from models.staff import StaffService
 from models.store import CollectionSpec, Store, still_there
 from models.subjects import SubjectService, SubjectStatus
 
@@ -229,8 +231,11 @@ class AssistanceService:
         policy: Policy,
         *,
         notices: DecisionNoticeService,
+        staff: StaffService | None = None,
+        scope: ScopeService,
     ):
         self._notices = notices
+        self._staff = staff
         self._resources = store.collection(RESOURCES)
         self._referrals = store.collection(REFERRALS)
         self._waitlist = store.collection(WAITLIST)
@@ -239,6 +244,7 @@ class AssistanceService:
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
         self._orgs = orgs
         self._rules = rules
         self._obligations = obligations
@@ -372,7 +378,7 @@ class AssistanceService:
         self, ctx: AuditContext, subject_id: str, needs: Mapping[str, bool]
     ) -> dict[str, Any]:
         """Record which needs a person has; 三无 (no home, no job, no income) is derived."""
-        subject = await self._subjects.require(ctx, subject_id, "assistance.manage")
+        subject = await self._scope.require(ctx, subject_id, "assistance.manage")
         unknown = sorted(set(needs) - set(NEEDS))
         if unknown:
             raise InvalidInput("Unknown needs.", details=[{"field": n} for n in unknown])
@@ -388,8 +394,35 @@ class AssistanceService:
             subject_id=subject_id,
             details={"three_nos": three_nos},
         ):
-            await self._subjects.set_needs(subject_id, sealed, three_nos, self._clock.now())
+            await self._subjects.set_needs(
+                subject_id, sealed, three_nos, self._clock.now(), ctx.identity.user_id
+            )
         return {"needs": dict(needs), "three_nos": three_nos}
+
+    async def current_needs(self, ctx: AuditContext, subject_id: str) -> dict[str, Any]:
+        """The latest needs assessment on a person's file, who made it and when; NotFound
+        when none was made (or the file was shredded: its key, and so the needs, are gone)."""
+        subject = await self._scope.require(ctx, subject_id, "assistance.needs")
+        blob = subject.get("needs")
+        if blob is None or subject.get("status") == SubjectStatus.SHREDDED:
+            raise NotFound("No needs assessment on this file.", message_zh="尚未进行需求评估。")
+        opened = await self._codec.open("subjects", subject_id, "needs", blob)
+        by = subject.get("needs_by")
+        member = await self._staff.lookup(by) if by and self._staff is not None else None
+        await self._audit.record(
+            ctx,
+            "assistance.needs",
+            resource="subject",
+            resource_id=subject_id,
+            subject_id=subject_id,
+        )
+        return {
+            "needs": {need: bool(opened.get(need, False)) for need in NEEDS},
+            "three_nos": bool(subject.get("three_nos")),
+            "assessed_at": subject.get("needs_at"),
+            "assessed_by": by,
+            "assessed_by_name": str(member["name"]) if member is not None else None,
+        }
 
     # --- referrals -------------------------------------------------------------------------
 
@@ -402,7 +435,7 @@ class AssistanceService:
         resource_id: str | None = None,
     ) -> ReferralView:
         """A worker refers a person (requested; the station approves)."""
-        subject = await self._subjects.require(ctx, subject_id, "assistance.manage")
+        subject = await self._scope.require(ctx, subject_id, "assistance.manage")
         resource = None
         if resource_id is not None:
             resource = await self._resource_in_scope(ctx.identity, resource_id)
@@ -488,7 +521,7 @@ class AssistanceService:
             if resource is None or identity.user_id not in resource.get("coordinator_ids", []):
                 raise NotFound("No such referral.")
             return doc
-        await self._subjects.require(
+        await self._scope.require(
             AuditContext(identity, "referral-scope"), doc["subject_id"], action
         )
         return doc
@@ -574,7 +607,7 @@ class AssistanceService:
         async for doc in cursor:
             if identity.role == Role.SOCIAL_WORKER:
                 try:
-                    await self._subjects.require(ctx, doc["subject_id"], "assistance.read")
+                    await self._scope.require(ctx, doc["subject_id"], "assistance.read")
                 except NotFound:
                     continue
             views.append(await self._referral_view(identity, doc))
@@ -1173,7 +1206,7 @@ class AssistanceService:
         # says whether they are enrolled.
         if ctx.identity.role != Role.ASSISTANCE_COORDINATOR:
             # (A coordinator reaches the people enrolled in their own course, checked below.)
-            await self._subjects.require(ctx, subject_id, "assistance.place")
+            await self._scope.require(ctx, subject_id, "assistance.place")
         enrolled = await self._placements.find_one(
             {"resource_id": resource_id, "subject_id": subject_id, "status": "placed"}
         )

@@ -20,6 +20,7 @@ from models.policy import Role
 from models.psychiatric_referrals import PsychiatricReferralService
 from models.rules import RulesService
 from models.sanctions import SanctionService
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 
@@ -61,6 +62,8 @@ class CaseloadService:
         rules: RulesService,
         alerts: AlertService,
         referrals: PsychiatricReferralService,
+        *,
+        scope: ScopeService,
     ):
         self._referrals = referrals
         self._sanctions = sanctions
@@ -73,6 +76,7 @@ class CaseloadService:
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
 
     async def caseload(self, ctx: AuditContext, due: str | None) -> list[CaseloadItem]:
         """The caller's subjects with something due today or overdue, an open alert, or an open
@@ -85,7 +89,7 @@ class CaseloadService:
         tomorrow = dt.datetime.combine(
             today + dt.timedelta(days=1), dt.time(), tzinfo=LOCAL_TZ
         ).astimezone(dt.UTC)
-        scope = await self._subjects.reachable_ids(identity, "subjects.read", MAX_SUBJECTS)
+        scope = await self._scope.reachable_ids(identity, "subjects.read", MAX_SUBJECTS)
         if not scope:
             return []
         items: dict[str, CaseloadItem] = {}
@@ -115,9 +119,7 @@ class CaseloadService:
         # A referral is due until done: `today` shows those due by today, `overdue` the late.
         health = [
             sid
-            for sid, access in (
-                await self._subjects.access(identity, scope, "subjects.read")
-            ).items()
+            for sid, access in (await self._scope.access(identity, scope, "subjects.read")).items()
             if access.health
         ]
         for task in await self._referrals.open_for(health) if health else []:
@@ -154,8 +156,8 @@ class CaseloadService:
         """A person's recorded visits and talks, newest first. A follow-up's note is health
         data, opened for health roles and the assigned workers only; the other notes for
         those who read the case notes. A note withheld is answered as None."""
-        await self._subjects.require(ctx, subject_id, "visits.read")
-        access = (await self._subjects.access(ctx.identity, [subject_id], "subjects.notes"))[
+        await self._scope.require(ctx, subject_id, "visits.read")
+        access = (await self._scope.access(ctx.identity, [subject_id], "subjects.notes"))[
             subject_id
         ]
         found = []
@@ -208,7 +210,7 @@ class CaseloadService:
         """A visit or talk, its note, place (named, and where the device was) encrypted; it
         meets the open obligation it
         stands for (a resettlement contact, a mental-health follow-up by a health worker)."""
-        subject = await self._subjects.require(ctx, subject_id, "visits.record")
+        subject = await self._scope.require(ctx, subject_id, "visits.record")
         if kind not in VISIT_KINDS:
             raise InvalidInput("The kind is visit, talk or followup.", details=[{"field": "kind"}])
         if kind == "followup" and ctx.identity.role not in (Role.HEALTH_WORKER, Role.SOCIAL_WORKER):

@@ -23,6 +23,7 @@ from models.errors import Conflict, InvalidInput, NotFound
 from models.ids import parse_id
 from models.obligations import ObligationService
 from models.policy import Role
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 
@@ -108,6 +109,7 @@ class CounselingService:
         *,
         notices: DecisionNoticeService,
         staff_in_scope: Any = None,
+        scope: ScopeService,
     ):
         self._notices = notices
         # `StaffService.list(identity, cursor, limit)`: the accounts in the caller's subtree.
@@ -119,6 +121,7 @@ class CounselingService:
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
         self._obligations = obligations
         self._staff_lookup = staff_lookup
 
@@ -133,7 +136,7 @@ class CounselingService:
         room: str | None,
         facility_id: str | None,
     ) -> SessionView:
-        subject = await self._subjects.require(ctx, subject_id, "counseling.manage")
+        subject = await self._scope.require(ctx, subject_id, "counseling.manage")
         start, end = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
         if not (_aligned(start) and _aligned(end)):
             raise InvalidInput(
@@ -226,7 +229,7 @@ class CounselingService:
         doc = await self._sessions.find_one({"_id": parse_id(session_id, "session")})
         if doc is None:
             raise NotFound("No such session.")
-        await self._subjects.require(ctx, doc["subject_id"], "counseling.manage")
+        await self._scope.require(ctx, doc["subject_id"], "counseling.manage")
         return doc
 
     async def record_attendance(
@@ -299,7 +302,7 @@ class CounselingService:
 
     async def sessions(self, ctx: AuditContext, subject_id: str, limit: int) -> list[SessionView]:
         """A person's sessions, the latest start first (notes as stored for the file's roles)."""
-        await self._subjects.require(ctx, subject_id, "counseling.read")
+        await self._scope.require(ctx, subject_id, "counseling.read")
         cursor = self._sessions.find({"subject_id": subject_id}).sort("start", -1).limit(limit)
         views = [await self._view(doc) async for doc in cursor]
         await self._audit.record(
@@ -317,7 +320,7 @@ class CounselingService:
         """Who can counsel this person on `day`, in which rooms, and when a session of `minutes`
         fits: the starts at which every 15-minute slot of the counsellor (or the room) is free.
         Rooms are those already named for the person's station (a new one is typed once)."""
-        subject = await self._subjects.require(ctx, subject_id, "counseling.read")
+        subject = await self._scope.require(ctx, subject_id, "counseling.read")
         if minutes <= 0 or minutes % 15 or dt.timedelta(minutes=minutes) > LONGEST:
             raise InvalidInput(
                 "A session lasts from 15 minutes to 4 hours, in quarter hours.",

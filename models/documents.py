@@ -36,6 +36,7 @@ from models.leave import LeaveService
 from models.orgs import Org, OrgKind, OrgService
 from models.programs import ProgramService
 from models.sanctions import SanctionService
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 from models.transfers import TransferService
@@ -276,12 +277,14 @@ class DocumentService:
         templates: DocumentTemplates,
         *,
         notices: DecisionNoticeService,
+        scope: ScopeService,
     ):
         self._docs = store.collection(DOCUMENTS)
         self._clock = clock
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
         self._orgs = orgs
         self._programs = programs
         self._sanctions = sanctions
@@ -514,7 +517,7 @@ class DocumentService:
             )
         national = self._templates.national[kind]
         record = await self._record(ctx, national, record_id)
-        subject = await self._subjects.require(ctx, record.subject_id, "documents.create")
+        subject = await self._scope.require(ctx, record.subject_id, "documents.create")
         org_path = list(subject["org_path"])
         county = await self._orgs.ancestor(org_path, OrgKind.COUNTY)
         if county is None:
@@ -646,12 +649,12 @@ class DocumentService:
         doc = await self._docs.find_one({"_id": parse_id(document_id, "document")})
         if doc is None:
             raise NotFound("No such document.")
-        await self._subjects.require(ctx, doc["subject_id"], action)
+        await self._scope.require(ctx, doc["subject_id"], action)
         return doc
 
     async def list_for_subject(self, ctx: AuditContext, subject_id: str) -> list[DocumentView]:
         """A file's documents, oldest first, voided ones too (without their content)."""
-        await self._subjects.require(ctx, subject_id, "documents.read")
+        await self._scope.require(ctx, subject_id, "documents.read")
         docs = [
             doc
             async for doc in self._docs.find({"subject_id": subject_id}, {"content": 0})

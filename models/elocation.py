@@ -37,6 +37,7 @@ from models.periods import add_months
 from models.programs import ProgramService, ProgramType
 from models.rules import RulesService
 from models.sanctions import SanctionKind, SanctionService
+from models.scope import ScopeService
 from models.staff import StaffService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
@@ -183,6 +184,7 @@ class ElocationService:
         leave: LeaveService,
         *,
         notices: DecisionNoticeService,
+        scope: ScopeService,
     ):
         self._notices = notices
         self._sanctions = sanctions
@@ -192,6 +194,7 @@ class ElocationService:
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
         self._programs = programs
         self._rules = rules
         self._staff = staff
@@ -227,7 +230,7 @@ class ElocationService:
         (a polygon, or centre and radius) is where check-ins must come from while it runs.
         The ground is checked against the file wherever the file can prove or disprove it
         (`left_on`, the day the person left, is checked against granted leave)."""
-        subject = await self._subjects.require(ctx, subject_id, "elocation.request")
+        subject = await self._scope.require(ctx, subject_id, "elocation.request")
         program = await self._programs.open_program(subject_id, ProgramType.COMMUNITY_CORRECTIONS)
         if program is None:
             raise Conflict(
@@ -316,7 +319,7 @@ class ElocationService:
                 code="exists",
                 details={"id": str(follow["_id"]), "status": follow["status"]},
             )
-        subject = await self._subjects.require(ctx, doc["subject_id"], "elocation.request")
+        subject = await self._scope.require(ctx, doc["subject_id"], "elocation.request")
         prohibition = None
         if doc.get("prohibition") is not None:
             prohibition = await self._codec.open(
@@ -539,7 +542,7 @@ class ElocationService:
         doc = await self._orders.find_one({"_id": parse_id(order_id, "order")})
         if doc is None:
             raise NotFound("No such order.")
-        await self._subjects.require(ctx, doc["subject_id"], action)
+        await self._scope.require(ctx, doc["subject_id"], action)
         return doc
 
     async def get(self, ctx: AuditContext, order_id: str) -> OrderView:
@@ -556,7 +559,7 @@ class ElocationService:
     async def for_subject(self, ctx: AuditContext, subject_id: str) -> list[OrderView]:
         """A person's orders, newest first: pending, in force, refused or ended, each with the
         renewal that follows it (so a renewal is asked for only once)."""
-        await self._subjects.require(ctx, subject_id, "elocation.read")
+        await self._scope.require(ctx, subject_id, "elocation.read")
         docs = [
             doc
             async for doc in self._orders.find({"subject_id": subject_id}).sort(

@@ -21,6 +21,7 @@ from models.errors import Conflict, InvalidInput, NotFound
 from models.ids import parse_id
 from models.orgs import OrgKind, OrgService
 from models.rules import RulesService
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 from models.workdays import WorkdayCalendar
@@ -95,12 +96,15 @@ class InvestigationService:
         orgs: OrgService,
         rules: RulesService,
         calendar: WorkdayCalendar,
+        *,
+        scope: ScopeService,
     ):
         self._docs = store.collection(INVESTIGATIONS)
         self._clock = clock
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
         self._orgs = orgs
         self._rules = rules
         self._calendar = calendar
@@ -115,7 +119,7 @@ class InvestigationService:
         expedited: bool,
     ) -> InvestigationView:
         """Record the court's request, at the county that received it."""
-        subject = await self._subjects.require(ctx, subject_id, "investigations.manage")
+        subject = await self._scope.require(ctx, subject_id, "investigations.manage")
         county = await self._orgs.ancestor(subject["org_path"], OrgKind.COUNTY)
         if county is None:
             raise InvalidInput(

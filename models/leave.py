@@ -37,6 +37,7 @@ from models.orgs import node_at
 from models.periods import add_months
 from models.programs import ProgramService, ProgramType
 from models.rules import EffectiveRules, RulesService
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 
@@ -166,6 +167,7 @@ class LeaveService:
         alerts: AlertService,
         *,
         notices: DecisionNoticeService,
+        scope: ScopeService,
     ):
         self._leave = store.collection(LEAVE_REQUESTS)
         self._notices = notices
@@ -173,6 +175,7 @@ class LeaveService:
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
         self._programs = programs
         self._rules = rules
         self._alerts = alerts
@@ -202,7 +205,7 @@ class LeaveService:
         reason: str,
     ) -> LeaveView:
         """Staff file a request on the person's behalf (scope: `leave.request`)."""
-        subject = await self._subjects.require(ctx, subject_id, "leave.request")
+        subject = await self._scope.require(ctx, subject_id, "leave.request")
         return await self._file(ctx, subject, start, end, destination, reason, LeaveChannel.STAFF)
 
     async def request_from_subject(
@@ -370,7 +373,7 @@ class LeaveService:
         doc = await self._leave.find_one({"_id": parse_id(leave_id, "leave request")})
         if doc is None:
             raise NotFound("No such leave request.")
-        await self._subjects.require(ctx, doc["subject_id"], action)
+        await self._scope.require(ctx, doc["subject_id"], action)
         return doc
 
     async def list(self, ctx: AuditContext, status: str | None, limit: int) -> list[LeaveView]:
@@ -409,7 +412,7 @@ class LeaveService:
     ) -> builtins.list[LeaveView]:
         """One person's leave on the file, newest first, whatever its state: what an officer
         or the assigned social worker needs to see it through to the 销假."""
-        await self._subjects.require(ctx, subject_id, "leave.history")
+        await self._scope.require(ctx, subject_id, "leave.history")
         return await self._person_list(ctx, subject_id, "start_date", limit)
 
     async def get(self, ctx: AuditContext, leave_id: str) -> LeaveView:

@@ -18,6 +18,7 @@ from models.codec import FieldCodec
 from models.errors import BadRequest, Conflict, Forbidden, Locked, RateLimited, Unavailable
 from models.identity import Identity
 from models.policy import MpRole
+from models.scope import ScopeService
 from models.sessions import SessionService
 from models.staff import StaffService
 from models.store import CollectionSpec, Store, upsert_one
@@ -70,6 +71,8 @@ class MpAccountService:
         subjects: SubjectService,
         staff: StaffService,
         throttle: ThrottleService,
+        *,
+        scope: ScopeService,
     ):
         self._users = store.collection(WECHAT_USERS)
         self._clock = clock
@@ -79,6 +82,7 @@ class MpAccountService:
         self._sessions = sessions
         self._bindings = bindings
         self._subjects = subjects
+        self._scope = scope
         self._staff = staff
         self._throttle = throttle
         self._login_listeners: list[Callable[[Identity], Awaitable[None]]] = []
@@ -265,7 +269,7 @@ class MpAccountService:
 
     async def issue_code(self, ctx: AuditContext, subject_id: str, purpose: str) -> IssuedCode:
         """A worker issues the person (or their guardian) a single-use binding code."""
-        subject = await self._subjects.require(ctx, subject_id, "subjects.binding_code")
+        subject = await self._scope.require(ctx, subject_id, "subjects.binding_code")
         if subject.get("status") == SubjectStatus.SHREDDED:
             raise Forbidden("This case file was erased.", code="shredded")
         if purpose == MpRole.GUARDIAN and not await self._has_guardian(subject):

@@ -27,6 +27,7 @@ from models.notifications import NotificationService, reminder_text
 from models.orgs import node_at
 from models.periods import add_months
 from models.programs import OPEN_STATUSES, ObligationRule, ProgramService
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store, Write, still_there
 from models.subjects import SubjectService
 
@@ -232,6 +233,8 @@ class ObligationService:
         codec: FieldCodec,
         horizon: dt.timedelta = HORIZON,
         reminder_lead: dt.timedelta = REMINDER_LEAD,
+        *,
+        scope: ScopeService,
     ):
         self._notifications = notifications
         self._codec = codec
@@ -241,6 +244,7 @@ class ObligationService:
         self._audit = audit
         self._programs = programs
         self._subjects = subjects
+        self._scope = scope
         self._alerts = alerts
         self.horizon = horizon
         self._evidence: list[EvidenceSource] = []
@@ -674,7 +678,7 @@ class ObligationService:
         doc = await self._occurrences.find_one({"_id": occurrence_id_})
         if doc is None:
             raise NotFound("No such obligation.")
-        subject = await self._subjects.require(ctx, doc["subject_id"], "obligations.record")
+        subject = await self._scope.require(ctx, doc["subject_id"], "obligations.record")
         if doc["kind"] not in HOURS_KINDS:
             raise Conflict(
                 "Hours are recorded for education and community service only.",
@@ -777,7 +781,7 @@ class ObligationService:
         doc = await self._occurrences.find_one({"_id": occurrence_id_})
         if doc is None:
             raise NotFound("No such obligation.")
-        await self._subjects.require(ctx, doc["subject_id"], "obligations.record")
+        await self._scope.require(ctx, doc["subject_id"], "obligations.record")
         allowed = RESULTS.get(doc["kind"], ("done",))
         if outcome not in allowed:
             raise InvalidInput(
@@ -949,7 +953,7 @@ class ObligationService:
             if subject_id != ctx.identity.subject_id:
                 raise NotFound("No such case file.")
         else:
-            await self._subjects.require(ctx, subject_id, "obligations.read")
+            await self._scope.require(ctx, subject_id, "obligations.read")
         now = self._clock.now()
         range_start, range_end = _local_midnight(start), _local_midnight(end + dt.timedelta(days=1))
         stored: dict[str, dict[str, Any]] = {}
@@ -1048,7 +1052,7 @@ class ObligationService:
         doc = await self._occurrences.find_one({"_id": occurrence_id_})
         if doc is None:
             raise NotFound("No such obligation.")
-        subject = await self._subjects.require(ctx, doc["subject_id"], "obligations.excuse")
+        subject = await self._scope.require(ctx, doc["subject_id"], "obligations.excuse")
         if doc["status"] not in (OccurrenceStatus.SCHEDULED, OccurrenceStatus.MISSED):
             raise Conflict(
                 f"An obligation that is {doc['status']} cannot be excused.",

@@ -25,6 +25,7 @@ from models.errors import Conflict, InvalidInput, NotFound
 from models.policy import Role
 from models.programs import OPEN_STATUSES, ProgramType
 from models.rules import RulesService
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 
@@ -81,12 +82,15 @@ class PsychiatricReferralService:
         codec: FieldCodec,
         subjects: SubjectService,
         rules: RulesService,
+        *,
+        scope: ScopeService,
     ):
         self._referrals = store.collection(PSYCHIATRIC_REFERRALS)
         self._clock = clock
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
         self._rules = rules
 
     def today(self) -> dt.date:
@@ -151,8 +155,8 @@ class PsychiatricReferralService:
     async def for_subject(self, ctx: AuditContext, subject_id: str) -> list[ReferralView]:
         """A person's referral tasks, newest first; empty for a caller who does not see the
         health data on the file (a referral tells the risk level)."""
-        await self._subjects.require(ctx, subject_id, "programs.read")
-        access = await self._subjects.access(ctx.identity, [subject_id], "programs.read")
+        await self._scope.require(ctx, subject_id, "programs.read")
+        access = await self._scope.access(ctx.identity, [subject_id], "programs.read")
         found: list[ReferralView] = []
         if subject_id in access and access[subject_id].health:
             async for doc in self._referrals.find({"subject_id": subject_id}).sort(
@@ -205,9 +209,7 @@ class PsychiatricReferralService:
         doc = await self._referrals.find_one({"_id": referral_id})
         if doc is None:
             raise NotFound("No such referral.")
-        subject = await self._subjects.require(
-            ctx, doc["subject_id"], "psychiatric_referrals.record"
-        )
+        subject = await self._scope.require(ctx, doc["subject_id"], "psychiatric_referrals.record")
         institution = " ".join((institution or "").split()) or None
         reason = " ".join((reason or "").split()) or None
         assessed = dt.date.fromisoformat(doc["assessed_on"])

@@ -30,6 +30,7 @@ from models.orgs import node_at
 from models.periods import add_months
 from models.programs import ProgramService, ProgramType
 from models.rules import EffectiveRules, RulesService
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 
@@ -165,6 +166,7 @@ class SanctionService:
         rules: RulesService,
         *,
         notices: DecisionNoticeService,
+        scope: ScopeService,
     ):
         self._sanctions = store.collection(SANCTIONS)
         self._notices = notices
@@ -173,6 +175,7 @@ class SanctionService:
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
         self._programs = programs
         self._rules = rules
 
@@ -182,7 +185,7 @@ class SanctionService:
     async def _corrections_subject(
         self, ctx: AuditContext, subject_id: str, action: str
     ) -> dict[str, Any]:
-        subject = await self._subjects.require(ctx, subject_id, action)
+        subject = await self._scope.require(ctx, subject_id, action)
         # 考核奖惩 and 脱管 are corrections measures (社区矫正法 Art. 28).
         if await self._programs.open_program(subject_id, ProgramType.COMMUNITY_CORRECTIONS) is None:
             raise Conflict(
@@ -330,7 +333,7 @@ class SanctionService:
         doc = await self._sanctions.find_one({"_id": parse_id(sanction_id, "sanction")})
         if doc is None:
             raise NotFound("No such sanction.")
-        await self._subjects.require(ctx, doc["subject_id"], action)
+        await self._scope.require(ctx, doc["subject_id"], action)
         return doc
 
     async def decide(
@@ -446,7 +449,7 @@ class SanctionService:
         """What the rules suggest for the person now, each naming its rule, value and version:
         one per 脱管 episode no sanction answers yet (pending or approved), and an escalation
         when uncorrected 训诫 or 警告 reach their rule's count. Nothing is filed by this."""
-        subject = await self._subjects.require(ctx, subject_id, "sanctions.read")
+        subject = await self._scope.require(ctx, subject_id, "sanctions.read")
         rules = await self._rules.for_org(str(subject["org_id"]))
         today = self.today()
         sanctions = [

@@ -36,12 +36,13 @@ from models.ids import parse_id
 from models.keys import KeyVault
 from models.orgs import OrgKind, OrgService
 from models.periods import add_years
-from models.policy import IDENTITY_FIELDS, Policy, Role, Scope, sees_health, visible_fields
+from models.policy import IDENTITY_FIELDS, Policy, Role, visible_fields
 from models.rules import RulesService
+from models.scope import FILES, ScopeService, SubjectStatus, assigned_ids, matches
 from models.store import CollectionSpec, Store, still_there
 
 SUBJECTS = CollectionSpec(
-    "subjects",
+    FILES,
     (
         # One case file per person: a second intake of the same ID number is a duplicate.
         # Sparse, not partial: a shredded file (its blind indexes deleted) leaves the index, and
@@ -60,17 +61,8 @@ SUBJECTS = CollectionSpec(
 NOTES = CollectionSpec(
     "subject_notes", (IndexModel([("subject_id", ASCENDING), ("at", DESCENDING)]),)
 )
-GRANTS = CollectionSpec(
-    "break_glass_grants",
-    (
-        IndexModel([("staff_id", ASCENDING), ("subject_id", ASCENDING)]),
-        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
-    ),
-)
-
 SEALED_FIELDS = ("name", "id_number", "phone", "gender", "birth_date", "address")
 SUBJECT_ORG_KINDS = frozenset({OrgKind.STATION, OrgKind.COMMUNITY, OrgKind.GRID})
-BREAK_GLASS_FOR = dt.timedelta(hours=3)
 MAX_IMPORT_ROWS = 5000
 # The most candidates one blind-index value may bring back (a very common name).
 MAX_BLIND_MATCHES = 2000
@@ -87,11 +79,6 @@ IMPORT_COLUMNS = (
 # 民法典 Art. 17, for the guardian rule of the mini-program (models/mp_accounts.py); the case
 # file's juvenile rules read `juvenile.adult_age` from the rules data instead.
 ADULT_AGE = 18
-
-
-class SubjectStatus:
-    ACTIVE = "active"
-    SHREDDED = "shredded"
 
 
 @dataclass(frozen=True)
@@ -145,7 +132,7 @@ def mask_value(name: str, value: Any) -> str:
 
 
 class SubjectService:
-    collections = (SUBJECTS, NOTES, GRANTS)
+    collections = (SUBJECTS, NOTES)
 
     def __init__(
         self,
@@ -161,12 +148,13 @@ class SubjectService:
         rules: RulesService,
         *,
         roster: CaseRoster,
+        scope: ScopeService,
     ):
         self._rules = rules
         self._roster = roster
+        self._scope = scope
         self._subjects = store.collection(SUBJECTS)
         self._notes = store.collection(NOTES)
-        self._grants = store.collection(GRANTS)
         self._store = store
         self._clock = clock
         self._audit = audit
@@ -178,123 +166,22 @@ class SubjectService:
         self._attachments = attachments
         self._sealed_elsewhere: list[tuple[str, str | None]] = []
 
-    # --- scope ------------------------------------------------------------------------------
-
-    def _scope_filter(self, identity: Identity, action: str) -> dict[str, Any] | None:
-        """The query that selects what `identity` may reach for `action`; None: nothing."""
-        if identity.unscoped:
-            return {}  # the command line and the bootstrap
-        if not identity.authenticated or not self._policy.allows(identity, action):
-            return None
-        scope = self._policy.scope(identity, action)
-        base: dict[str, Any] = {"org_path": identity.org_id}
-        if scope is Scope.SUBTREE:
-            return base
-        if scope is Scope.ASSIGNED:
-            return {
-                **base,
-                "$or": [
-                    {"assignments.social_worker_ids": identity.user_id},
-                    {"assignments.grid_worker_ids": identity.user_id},
-                ],
-            }
-        if scope is Scope.HEALTH:
-            return {**base, "populations": "mental_health"}
-        if scope is Scope.REFERRED:
-            return {"referred_to_org_ids": identity.org_id}
-        return None
-
-    def _reaches(self, identity: Identity, action: str, doc: dict[str, Any]) -> bool:
-        scope_filter = self._scope_filter(identity, action)
-        if scope_filter is None:
-            return False
-        return _matches(scope_filter, doc)
-
-    async def _granted(self, identity: Identity, subject_id: str) -> dict[str, Any] | None:
-        return await self._grants.find_one(
-            {
-                "staff_id": identity.user_id,
-                "subject_id": subject_id,
-                "expires_at": {"$gt": self._clock.now()},
-            }
-        )
-
-    async def _load(
-        self, ctx: AuditContext, subject_id: str, action: str, *, allow_grant: bool = False
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """The document when the caller reaches it (or holds a break-glass grant); else 404."""
-        doc = await self._subjects.find_one({"_id": parse_id(subject_id, "case file")})
-        if doc is None:
-            raise NotFound("No such case file.")
-        if self._reaches(ctx.identity, action, doc):
-            return doc, None
-        if allow_grant:
-            grant = await self._granted(ctx.identity, subject_id)
-            if grant is not None:
-                return doc, grant
-        await self._audit.record(
-            ctx,
-            action,
-            resource="subject",
-            resource_id=subject_id,
-            subject_id=subject_id,
-            outcome="refused:out_of_scope",
-        )
-        raise NotFound("No such case file.")
+    # --- scope (decided by models/scope.py) ----------------------------------------------
 
     async def require(self, ctx: AuditContext, subject_id: str, action: str) -> dict[str, Any]:
         """The case file's document when the caller may perform `action` on it; else 404."""
-        doc, _ = await self._load(ctx, subject_id, action)
-        return doc
+        return await self._scope.require(ctx, subject_id, action)
+
+    async def access(
+        self, identity: Identity, subject_ids: Collection[str], action: str
+    ) -> dict[str, FileAccess]:
+        """What `identity` may open of these files (the alerts' `CaseFiles` port)."""
+        return await self._scope.access(identity, subject_ids, action)
 
     async def document(self, subject_id: str) -> dict[str, Any] | None:
         """The raw document, for services acting without a caller (sweeps): no scope, no
         decryption, and so no audit entry."""
         return await self._subjects.find_one({"_id": parse_id(subject_id, "case file")})
-
-    async def reachable_ids(self, identity: Identity, action: str, limit: int) -> list[str]:
-        """The ids of the case files `identity` reaches for `action` (its caseload's scope)."""
-        scope = self._scope_filter(identity, action)
-        if scope is None:
-            return []
-        if "$or" in scope:
-            # Assigned files: one indexed lookup per assignment list, then the subtree check,
-            # rather than a walk through every file of the caller's node.
-            ids: dict[str, None] = {}
-            for branch in scope["$or"]:
-                ((field_name, user_id),) = branch.items()
-                async for doc in self._subjects.find(
-                    {field_name: user_id}, {"_id": 1, "org_path": 1, "status": 1}
-                ).limit(limit):
-                    if identity.reaches(doc["org_path"]) and (
-                        doc.get("status") != SubjectStatus.SHREDDED
-                    ):
-                        ids[str(doc["_id"])] = None
-            return list(ids)[:limit]
-        query = {**scope, "status": {"$ne": SubjectStatus.SHREDDED}}
-        return [str(d["_id"]) async for d in self._subjects.find(query, {"_id": 1}).limit(limit)]
-
-    async def access(
-        self, identity: Identity, subject_ids: Collection[str], action: str
-    ) -> dict[str, FileAccess]:
-        """Per case file: whether `identity` reaches it for `action`, whether it lies in the
-        caller's subtree, and whether the caller sees the health data on it (for records that
-        point at files, such as alerts and visits). Unknown ids are absent."""
-        ids = [ObjectId(s) for s in set(subject_ids) if ObjectId.is_valid(s)]
-        if not ids:
-            return {}
-        found: dict[str, FileAccess] = {}
-        async for doc in self._subjects.find(
-            {"_id": {"$in": ids}},
-            {"org_path": 1, "assignments": 1, "populations": 1, "referred_to_org_ids": 1},
-        ):
-            reads = self._reaches(identity, "subjects.read", doc)
-            found[str(doc["_id"])] = FileAccess(
-                opens=self._reaches(identity, action, doc),
-                within=identity.reaches(doc["org_path"]),
-                health=reads and sees_health(identity, identity.user_id in _assigned_ids(doc)),
-            )
-        return found
 
     async def add_referral_org(self, subject_id: str, org_id: str) -> None:
         """A referral names a resource of `org_id`: that node's coordinators may now open the
@@ -367,7 +254,7 @@ class SubjectService:
         if "name" not in visible_fields(identity):
             return None
         name = await self._codec.open("subjects", subject_id, "name", doc["enc"]["name"])
-        if doc.get("juvenile") and identity.user_id not in _assigned_ids(doc):
+        if doc.get("juvenile") and identity.user_id not in assigned_ids(doc):
             return mask_value("name", name)
         return str(name)
 
@@ -387,7 +274,7 @@ class SubjectService:
                 names[sid] = None
                 continue
             name = await self._codec.open("subjects", sid, "name", doc["enc"]["name"])
-            if doc.get("juvenile") and identity.user_id not in _assigned_ids(doc):
+            if doc.get("juvenile") and identity.user_id not in assigned_ids(doc):
                 names[sid] = mask_value("name", name)
             else:
                 names[sid] = str(name)
@@ -487,7 +374,7 @@ class SubjectService:
             return view
         plain["id_type"] = doc.get("id_type")
         visible = visible_fields(identity)
-        assigned = identity.user_id in _assigned_ids(doc)
+        assigned = identity.user_id in assigned_ids(doc)
         # Juveniles' identity is confidential to all but those assigned (社区矫正法 Art. 54).
         juvenile_masked = view.juvenile and not assigned
         for name in sorted(IDENTITY_FIELDS):
@@ -606,7 +493,7 @@ class SubjectService:
         self, ctx: AuditContext, existing: dict[str, Any], id_index: str
     ) -> Conflict:
         existing_id = str(existing["_id"])
-        if self._reaches(ctx.identity, "subjects.read", existing):
+        if self._scope.reaches(ctx.identity, "subjects.read", existing):
             await self._audit.record(
                 ctx,
                 "subjects.create",
@@ -699,7 +586,7 @@ class SubjectService:
     # --- read, update, assign ---------------------------------------------------------------
 
     async def read(self, ctx: AuditContext, subject_id: str) -> SubjectView:
-        doc, grant = await self._load(ctx, subject_id, "subjects.read", allow_grant=True)
+        doc, grant = await self._scope.load(ctx, subject_id, "subjects.read", allow_grant=True)
         access = "break_glass" if grant else "scope"
         view = await self._view(ctx.identity, doc, access)
         await self._audit.record(
@@ -708,7 +595,7 @@ class SubjectService:
             resource="subject",
             resource_id=subject_id,
             subject_id=subject_id,
-            reason=await self._grant_reason(grant),
+            reason=await self._scope.grant_reason(grant),
             details={"access": access, "masked": view.masked},
         )
         return view
@@ -716,7 +603,7 @@ class SubjectService:
     async def update(
         self, ctx: AuditContext, subject_id: str, version: int, changes: dict[str, Any]
     ) -> SubjectView:
-        doc, _ = await self._load(ctx, subject_id, "subjects.update")
+        doc, _ = await self._scope.load(ctx, subject_id, "subjects.update")
         if doc.get("status") == SubjectStatus.SHREDDED:
             raise Conflict("The case file was erased.", code="shredded")
         current = await self._codec.open_fields("subjects", subject_id, doc["enc"])
@@ -796,7 +683,7 @@ class SubjectService:
         """执行地变更: file the case under another station, usually beyond the caller's scope
         (that is the point of a transfer, which the receiving side has accepted). The caller
         must reach the file where it is now; the assigned workers stay with the old station."""
-        doc, _ = await self._load(ctx, subject_id, "transfers.manage")
+        doc, _ = await self._scope.load(ctx, subject_id, "transfers.manage")
         if doc.get("status") == SubjectStatus.SHREDDED:
             raise Conflict("The case file was erased.", code="shredded")
         org = await self._orgs.get(org_id)
@@ -841,7 +728,7 @@ class SubjectService:
         team: list[dict[str, Any]],
         staff_lookup: Any,
     ) -> SubjectView:
-        doc, _ = await self._load(ctx, subject_id, "subjects.assign")
+        doc, _ = await self._scope.load(ctx, subject_id, "subjects.assign")
         for field_name, ids, roles in (
             ("social_worker_ids", social_worker_ids, {Role.SOCIAL_WORKER}),
             ("grid_worker_ids", grid_worker_ids, {Role.GRID_WORKER}),
@@ -915,7 +802,7 @@ class SubjectService:
         self, ctx: AuditContext, subject_id: str, content_type: str, max_bytes: int
     ) -> AttachmentWriter:
         """A writer that encrypts the photo as it streams in; `finish_photo` files it."""
-        doc, _ = await self._load(ctx, subject_id, "subjects.photo")
+        doc, _ = await self._scope.load(ctx, subject_id, "subjects.photo")
         if doc.get("status") == SubjectStatus.SHREDDED:
             raise Conflict("The case file was erased.", code="shredded")
         return self._attachments.writer(subject_id, doc.get("dek_id"), content_type, max_bytes)
@@ -946,11 +833,11 @@ class SubjectService:
         photos go with the identity number, and a juvenile's only to those assigned."""
         if "id_number" not in visible_fields(identity):
             return False
-        return not (doc.get("juvenile") and identity.user_id not in _assigned_ids(doc))
+        return not (doc.get("juvenile") and identity.user_id not in assigned_ids(doc))
 
     async def photo(self, ctx: AuditContext, subject_id: str) -> tuple[AttachmentInfo, Any]:
         """The photo's description and its plaintext stream, when the caller may see it."""
-        doc, grant = await self._load(ctx, subject_id, "subjects.read", allow_grant=True)
+        doc, grant = await self._scope.load(ctx, subject_id, "subjects.read", allow_grant=True)
         photo_id = doc.get("photo_id")
         if not self.sees_face(ctx.identity, doc) or not photo_id:
             raise NotFound("No photo.")
@@ -963,14 +850,14 @@ class SubjectService:
             resource="attachment",
             resource_id=photo_id,
             subject_id=subject_id,
-            reason=await self._grant_reason(grant),
+            reason=await self._scope.grant_reason(grant),
         )
         return info, self._attachments.read(photo_id)
 
     # --- notes --------------------------------------------------------------------------------
 
     async def add_note(self, ctx: AuditContext, subject_id: str, text: str) -> dict[str, Any]:
-        doc, _ = await self._load(ctx, subject_id, "subjects.notes")
+        doc, _ = await self._scope.load(ctx, subject_id, "subjects.notes")
         text = text.strip()
         if not 1 <= len(text) <= 5000:
             raise InvalidInput("A note is 1 to 5000 characters.", details=[{"field": "text"}])
@@ -993,7 +880,7 @@ class SubjectService:
         return {"id": nid, "at": note["at"], "author_id": note["author_id"]}
 
     async def notes(self, ctx: AuditContext, subject_id: str, limit: int = 100) -> list[dict]:
-        doc, _ = await self._load(ctx, subject_id, "subjects.notes")
+        doc, _ = await self._scope.load(ctx, subject_id, "subjects.notes")
         # Another process may still hold the destroyed key in its cache: never decrypt a
         # shredded file's notes.
         shredded = doc.get("status") == SubjectStatus.SHREDDED
@@ -1035,7 +922,7 @@ class SubjectService:
         cursor: str | None,
         limit: int,
     ) -> Page:
-        scope = self._scope_filter(ctx.identity, "subjects.search")
+        scope = self._scope.filter(ctx.identity, "subjects.search")
         if scope is None:
             raise Forbidden()
         query: dict[str, Any] = dict(scope)
@@ -1074,7 +961,7 @@ class SubjectService:
         cursor: str | None,
         limit: int,
     ) -> Page:
-        scope = self._scope_filter(ctx.identity, "subjects.read")
+        scope = self._scope.filter(ctx.identity, "subjects.read")
         if scope is None:
             raise Forbidden()
         page = await self._page(ctx, dict(scope), population, status, cursor, limit)
@@ -1098,11 +985,11 @@ class SubjectService:
         of the caller's subtree; scope and filters are then checked on those candidates."""
         kind, value = next(iter(indexes.items()))
         after = parse_id(cursor, "cursor") if cursor else None
-        matches = []
+        found: builtins.list[dict[str, Any]] = []
         async for doc in self._subjects.find({f"bi.{kind}": value}).limit(MAX_BLIND_MATCHES):
             if not all(doc.get("bi", {}).get(k) == v for k, v in indexes.items()):
                 continue
-            if not _matches(scope, doc):
+            if not matches(scope, doc):
                 continue
             if population and population not in doc.get("populations", []):
                 continue
@@ -1110,15 +997,15 @@ class SubjectService:
                 continue
             if after is not None and doc["_id"] <= after:
                 continue
-            matches.append(doc)
-        matches.sort(key=lambda d: d["_id"])
+            found.append(doc)
+        found.sort(key=lambda d: d["_id"])
         items = []
-        for doc in matches[:limit]:
+        for doc in found[:limit]:
             try:
                 items.append(await self._view(ctx.identity, doc))
             except IntegrityError:
                 continue
-        next_cursor = str(matches[limit - 1]["_id"]) if len(matches) > limit else None
+        next_cursor = str(found[limit - 1]["_id"]) if len(found) > limit else None
         return Page(items=items, next_cursor=next_cursor)
 
     async def _page(
@@ -1148,62 +1035,6 @@ class SubjectService:
         return Page(items=items, next_cursor=next_cursor)
 
     # --- break-glass, access log ----------------------------------------------------------------
-
-    async def break_glass(self, ctx: AuditContext, subject_id: str, reason: str) -> dict[str, Any]:
-        """Open an out-of-scope file for 3 hours with a stated reason; audited and alerted."""
-        reason = " ".join(reason.split())
-        if len(reason) < 10:
-            raise InvalidInput(
-                "State the reason in at least 10 characters.", details=[{"field": "reason"}]
-            )
-        doc = await self._subjects.find_one({"_id": parse_id(subject_id, "case file")})
-        if doc is None:
-            raise NotFound("No such case file.")
-        if self._reaches(ctx.identity, "subjects.read", doc):
-            raise Conflict("This case file is already in your scope.", code="in_scope")
-        now = self._clock.now()
-        grant_id = ObjectId()
-        grant = {
-            "_id": grant_id,
-            "staff_id": ctx.identity.user_id,
-            "subject_id": subject_id,
-            # Free text about the person: sealed under their key like the file itself.
-            "reason": await self._codec.seal(
-                subject_id, doc.get("dek_id"), GRANTS.name, str(grant_id), "reason", reason
-            ),
-            "granted_at": now,
-            "expires_at": now + BREAK_GLASS_FOR,
-        }
-        async with self._audit.change(
-            ctx,
-            "subjects.break_glass",
-            resource="subject",
-            resource_id=subject_id,
-            subject_id=subject_id,
-            reason=reason,
-        ):
-            await self._grants.insert_one(grant)
-        caller_county = await self._orgs.ancestor(ctx.identity.org_path, OrgKind.COUNTY)
-        owner_county = await self._orgs.ancestor(doc["org_path"], OrgKind.COUNTY)
-        for county in {c.id: c for c in (caller_county, owner_county) if c}.values():
-            await self._alerts.raise_alert(
-                kind="break_glass",
-                org_id=county.id,
-                org_path=county.path,
-                subject_id=subject_id,
-                details={"staff_id": ctx.identity.user_id},
-            )
-        return {"subject_id": subject_id, "expires_at": grant["expires_at"]}
-
-    async def _grant_reason(self, grant: dict[str, Any] | None) -> str | None:
-        if grant is None:
-            return None
-        try:
-            return await self._codec.open_text(
-                GRANTS.name, str(grant["_id"]), "reason", grant.get("reason")
-            )
-        except Shredded:
-            return None  # the person was erased: so was the reason given about them
 
     async def _entry_reason(self, identity: Identity, entry: dict[str, Any]) -> str | None:
         """An audit entry's reason as this reader may see it: the audit administrator learns
@@ -1366,7 +1197,7 @@ class SubjectService:
                 update["assignments.team"] = await self._codec.seal(
                     subject_id, new_key.key_id, "subjects", subject_id, "team", team_plain
                 )
-            own = (("subject_notes", None), (GRANTS.name, None))
+            own = (("subject_notes", None),)
             for collection, container in (*own, *self._sealed_elsewhere):
                 await self._reseal(collection, container, subject_id, new_key.key_id)
             if doc.get("photo_id"):
@@ -1514,7 +1345,7 @@ class SubjectService:
         number or a phone: the identity fields are sealed, so there is no partial match and no
         sorting by name."""
         action = "subjects.search" if query.q else "subjects.read"
-        scope = self._scope_filter(ctx.identity, action)
+        scope = self._scope.filter(ctx.identity, action)
         if scope is None:
             raise Forbidden()
         clauses: list[dict[str, Any]] = [scope] if scope else []
@@ -1577,7 +1408,7 @@ class SubjectService:
                 continue  # logged by the codec; one bad record does not hide the rest
         org_names = await self._orgs.names(str(d["org_id"]) for d in docs)
         worker_names: dict[str, str] = {}
-        for worker_id in {w for d in docs for w in _assigned_ids(d) if ObjectId.is_valid(w)}:
+        for worker_id in {w for d in docs for w in assigned_ids(d) if ObjectId.is_valid(w)}:
             staff = await staff_lookup(worker_id)
             if staff is not None and ctx.identity.reaches(staff.get("org_path") or ()):
                 worker_names[worker_id] = str(staff.get("name") or "")
@@ -1604,7 +1435,7 @@ class SubjectService:
             checks.append(lambda e: node in e["org_path"])  # the station may lie out of scope
         beyond_node = {k: v for k, v in scope.items() if k != "org_path"}
         if beyond_node:
-            checks.append(lambda e: _matches(beyond_node, e))
+            checks.append(lambda e: matches(beyond_node, e))
         if linked is not None:
             checks.append(lambda e: str(e["_id"]) in linked)
         if query.population:
@@ -1747,11 +1578,6 @@ def _conjunction(clauses: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _assigned_ids(doc: dict[str, Any]) -> set[str]:
-    assignments = doc.get("assignments", {})
-    return {*assignments.get("social_worker_ids", []), *assignments.get("grid_worker_ids", [])}
-
-
 def _runs(order: builtins.list[tuple[str, int]]) -> builtins.list[tuple[tuple[str, ...], bool]]:
     """A sort order as its runs of one direction: [(fields, descending), ...]."""
     runs: builtins.list[tuple[tuple[str, ...], bool]] = []
@@ -1762,21 +1588,3 @@ def _runs(order: builtins.list[tuple[str, int]]) -> builtins.list[tuple[tuple[st
         else:
             runs.append(((name,), descending))
     return runs
-
-
-def _matches(query: dict[str, Any], doc: dict[str, Any]) -> bool:
-    """Evaluate the small scope filters of `_scope_filter` against a loaded document."""
-    for key, expected in query.items():
-        if key == "$or":
-            if not any(_matches(option, doc) for option in expected):
-                return False
-            continue
-        value: Any = doc
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if isinstance(value, list):
-            if expected not in value:
-                return False
-        elif value != expected:
-            return False
-    return True

@@ -29,6 +29,7 @@ from models.ids import parse_id
 from models.orgs import OrgKind, OrgService
 from models.programs import ProgramService
 from models.rules import RulesService
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 from models.workdays import WorkdayCalendar
@@ -113,6 +114,7 @@ class TransferService:
         relocators: Sequence[Relocator] = (),
         *,
         notices: DecisionNoticeService,
+        scope: ScopeService,
     ):
         self._transfers = store.collection(TRANSFERS)
         self._notices = notices
@@ -120,6 +122,7 @@ class TransferService:
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
         self._programs = programs
         self._orgs = orgs
         self._rules = rules
@@ -133,7 +136,7 @@ class TransferService:
         self, ctx: AuditContext, subject_id: str, to_org_id: str, reason: str
     ) -> TransferView:
         """The sending side asks to move the person's file to the station `to_org_id`."""
-        subject = await self._subjects.require(ctx, subject_id, "transfers.manage")
+        subject = await self._scope.require(ctx, subject_id, "transfers.manage")
         reason = " ".join(reason.split())
         if not reason:
             raise InvalidInput("State the reason.", details=[{"field": "reason"}])
@@ -364,7 +367,7 @@ class TransferService:
 
     async def for_subject(self, ctx: AuditContext, subject_id: str) -> list[TransferView]:
         """A person's transfers, newest first, for a caller who reaches the case file now."""
-        await self._subjects.require(ctx, subject_id, "transfers.read")
+        await self._scope.require(ctx, subject_id, "transfers.read")
         docs = [
             doc
             async for doc in self._transfers.find({"subject_id": subject_id})

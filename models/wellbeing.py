@@ -22,6 +22,7 @@ from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.errors import Forbidden, InvalidInput
 from models.rules import EffectiveRules, RulesService
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store
 from models.subjects import SubjectService
 
@@ -248,12 +249,15 @@ class WellbeingService:
         assistance: AssistanceService,
         alerts: AlertService,
         survey: Survey,
+        *,
+        scope: ScopeService,
     ):
         self._answers = store.collection(WELLBEING_ANSWERS)
         self._clock = clock
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
         self._rules = rules
         self._assistance = assistance
         self._alerts = alerts
@@ -392,8 +396,8 @@ class WellbeingService:
     async def for_subject(self, ctx: AuditContext, subject_id: str) -> list[WellbeingView]:
         """A person's surveys, newest first; the answers only for a caller who sees the health
         data on the file (an assigned worker, a health worker)."""
-        await self._subjects.require(ctx, subject_id, "wellbeing.read")
-        access = await self._subjects.access(ctx.identity, [subject_id], "wellbeing.read")
+        await self._scope.require(ctx, subject_id, "wellbeing.read")
+        access = await self._scope.access(ctx.identity, [subject_id], "wellbeing.read")
         health = subject_id in access and access[subject_id].health
         cursor = (
             self._answers.find({"subject_id": subject_id})

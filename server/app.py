@@ -100,6 +100,7 @@ from models.psychiatric_referrals import PsychiatricReferralService
 from models.reports import ReportService
 from models.rules import RuleBook, RulesService
 from models.sanctions import SanctionService
+from models.scope import ScopeService
 from models.sessions import SessionService
 from models.staff import StaffService
 from models.store import CollectionSpec, DatabaseSettings, Store
@@ -172,6 +173,7 @@ def collection_specs() -> list[CollectionSpec]:
         *KeyVault.collections,
         *AlertService.collections,
         *SubjectService.collections,
+        *ScopeService.collections,
         *CaseRoster.collections,
         *AttachmentService.collections,
         *RulesService.collections,
@@ -416,6 +418,7 @@ class Services:
     vault: KeyVault
     alerts: AlertService
     subjects: SubjectService
+    scope: ScopeService
     policy: Policy
     rules: RulesService
     programs: ProgramService
@@ -493,6 +496,7 @@ def build_services(
     rules = RulesService(store, clock, audit, orgs, RuleBook.load())
     alerts_service = AlertService(store, clock, audit, rules, staff=staff)
     attachments = AttachmentService(store, vault)
+    scope = ScopeService(store, clock, audit, policy, codec, orgs, alerts_service)
     subjects_service = SubjectService(
         store,
         clock,
@@ -505,10 +509,11 @@ def build_services(
         attachments,
         rules,
         roster=CaseRoster(store),
+        scope=scope,
     )
     calendar = WorkdayCalendar.load()
     investigations = InvestigationService(
-        store, clock, audit, codec, subjects_service, orgs, rules, calendar
+        store, clock, audit, codec, subjects_service, orgs, rules, calendar, scope=scope
     )
     wechat_tokens = WeChatTokenService(store, clock, codec, wechat_token_source(config))
     wechat = wechat_adapter(config, wechat_tokens)
@@ -524,6 +529,7 @@ def build_services(
         subjects_service,
         staff,
         throttle,
+        scope=scope,
     )
     consents = ConsentService(store, clock, audit)
     deliveries = DeliveryLog(store, clock)
@@ -556,17 +562,25 @@ def build_services(
         notices=notices,
     )
     obligation_service = ObligationService(
-        store, clock, audit, program_service, subjects_service, alerts_service, notifications, codec
+        store,
+        clock,
+        audit,
+        program_service,
+        subjects_service,
+        alerts_service,
+        notifications,
+        codec,
+        scope=scope,
     )
     # A change to a program replans what lies ahead.
     program_service.subscribe(obligation_service.reschedule)
     # A risk level reaching 3 opens a 转诊 task (严重精神障碍管理治疗工作规范 2018).
     referral_service = PsychiatricReferralService(
-        store, clock, audit, codec, subjects_service, rules
+        store, clock, audit, codec, subjects_service, rules, scope=scope
     )
     program_service.subscribe(referral_service.on_program_change)
     absence_service = AbsenceService(
-        store, clock, audit, codec, subjects_service, program_service, alerts_service
+        store, clock, audit, codec, subjects_service, program_service, alerts_service, scope=scope
     )
     counseling_service = CounselingService(
         store,
@@ -578,6 +592,7 @@ def build_services(
         staff.lookup,
         notices=notices,
         staff_in_scope=staff.list,
+        scope=scope,
     )
     leave_service = LeaveService(
         store,
@@ -589,9 +604,18 @@ def build_services(
         rules,
         alerts_service,
         notices=notices,
+        scope=scope,
     )
     sanction_service = SanctionService(
-        store, clock, audit, codec, subjects_service, program_service, rules, notices=notices
+        store,
+        clock,
+        audit,
+        codec,
+        subjects_service,
+        program_service,
+        rules,
+        notices=notices,
+        scope=scope,
     )
     # The agency-head check reads the account at decision time, not the session's snapshot.
     elocation_service = ElocationService(
@@ -607,6 +631,7 @@ def build_services(
         sanction_service,
         leave_service,
         notices=notices,
+        scope=scope,
     )
     # A handover moves every record that carries the person's station along with the file.
     transfer_service = TransferService(
@@ -625,6 +650,7 @@ def build_services(
             elocation_service.relocate,
         ),
         notices=notices,
+        scope=scope,
     )
     uploads = UploadService(store, audit, codec, attachments, subjects_service)
     checkin_service = CheckinService(
@@ -656,6 +682,8 @@ def build_services(
         notifications,
         policy,
         notices=notices,
+        staff=staff,
+        scope=scope,
     )
     checkin_service.report_to(telemetry)
     # A person who signs in is about to check in: their context is loaded ahead; a decision
@@ -675,6 +703,7 @@ def build_services(
         rules,
         alerts_service,
         referral_service,
+        scope=scope,
     )
     # Official documents are made from the records those services decide.
     document_service = DocumentService(
@@ -692,6 +721,7 @@ def build_services(
         investigations,
         DocumentTemplates.load(),
         notices=notices,
+        scope=scope,
     )
     # The survey a person may answer with a check-in: a need opens an assistance request, a
     # screen at its cut-off alerts the assigned worker.
@@ -705,9 +735,11 @@ def build_services(
         assistance_service,
         alerts_service,
         Survey.load(),
+        scope=scope,
     )
     # Key rotation rewrites every field sealed with the person's key, wherever it is kept.
     for service in (
+        scope,
         program_service,
         obligation_service,
         investigations,
@@ -779,6 +811,7 @@ def build_services(
         vault=vault,
         alerts=alerts_service,
         subjects=subjects_service,
+        scope=scope,
         policy=policy,
     )
 
@@ -811,6 +844,7 @@ def assemble_api(
         staff=services.staff,
         bindings=services.bindings,
         subjects=services.subjects,
+        scope=services.scope,
         alerts=services.alerts,
         programs=services.programs,
         rules=services.rules,
