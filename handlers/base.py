@@ -21,22 +21,9 @@ import tornado.web
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from handlers.messages import message_for, validation_message
-from models.absences import AbsenceService
-from models.alerts import AlertService
-from models.assistance import AssistanceService
-from models.audit import AuditContext, AuditService
-from models.auth import AuthService
-from models.bindings import BindingCodeService
-from models.caseload import CaseloadService
-from models.checkins import CheckinService
+from models.audit import AuditContext
 from models.clock import Clock
 from models.codec import IntegrityError, Shredded
-from models.consents import ConsentService
-from models.content_check import ContentCheckService
-from models.counseling import CounselingService
-from models.dashboard import DashboardService
-from models.documents import DocumentService
-from models.elocation import ElocationService
 from models.errors import (
     BadRequest,
     Conflict,
@@ -51,28 +38,10 @@ from models.errors import (
     UnsupportedMedia,
 )
 from models.health import ReadinessService
-from models.idempotency import IdempotencyService
 from models.identity import ANONYMOUS, Identity
-from models.investigations import InvestigationService
-from models.leave import LeaveService
-from models.mp_accounts import MpAccountService
-from models.notifications import NotificationService
-from models.obligations import ObligationService
-from models.orgs import OrgService
-from models.policy import PUBLIC, RESTRICTION_ALLOWS, SELF, Policy
-from models.programs import ProgramService
-from models.psychiatric_referrals import PsychiatricReferralService
-from models.reports import ReportService
-from models.rules import RulesService
-from models.sanctions import SanctionService
-from models.scope import ScopeService
-from models.staff import StaffService
+from models.policy import PUBLIC, RESTRICTION_ALLOWS, SELF
+from models.registry import Services
 from models.store import as_unavailable
-from models.subjects import SubjectService
-from models.transfers import TransferService
-from models.uploads import UploadService
-from models.wechat_push import WeChatPushService
-from models.wellbeing import WellbeingService
 
 log = logging.getLogger("anbang.http")
 access_log = logging.getLogger("anbang.access")
@@ -267,45 +236,12 @@ class InFlight:
 
 
 @dataclass
-class AppContext:
-    """Everything a handler may use, built once by the composition root and injected."""
+class AppContext(Services):
+    """Everything a handler may use, built once by the composition root and injected: the
+    registry's services (`models/registry.py`) as typed fields, and the process's settings."""
 
-    policy: Policy
     readiness: ReadinessService
     clock: Clock
-    audit: AuditService
-    auth: AuthService
-    orgs: OrgService
-    staff: StaffService
-    bindings: BindingCodeService
-    subjects: SubjectService
-    scope: ScopeService
-    alerts: AlertService
-    programs: ProgramService
-    rules: RulesService
-    investigations: InvestigationService
-    leave: LeaveService
-    sanctions: SanctionService
-    elocation: ElocationService
-    transfers: TransferService
-    obligations: ObligationService
-    counseling: CounselingService
-    caseload: CaseloadService
-    psychiatric_referrals: PsychiatricReferralService
-    mp_accounts: MpAccountService
-    checkins: CheckinService
-    uploads: UploadService
-    consents: ConsentService
-    wechat_push: WeChatPushService
-    idempotency: IdempotencyService
-    notifications: NotificationService
-    assistance: AssistanceService
-    reports: ReportService
-    dashboard: DashboardService
-    content_check: ContentCheckService
-    absences: AbsenceService
-    wellbeing: WellbeingService
-    documents: DocumentService
     # WeChat's message push (`/wechat/push`): the app it serves, its Token and EncodingAESKey.
     wechat_appid: str = ""
     push_token: str = ""

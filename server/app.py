@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -97,6 +98,7 @@ from models.passwords import HashCost, PasswordHasher
 from models.policy import Policy
 from models.programs import ProgramService
 from models.psychiatric_referrals import PsychiatricReferralService
+from models.registry import Services, declared_collections, sealed_holders
 from models.reports import ReportService
 from models.rules import RuleBook, RulesService
 from models.sanctions import SanctionService
@@ -162,46 +164,7 @@ def all_routes() -> list[tuple[Any, ...]]:
 
 def collection_specs() -> list[CollectionSpec]:
     """Every collection the services declare, for index creation at start."""
-    return [
-        *LeaseService.collections,
-        *AuditService.collections,
-        *OrgService.collections,
-        *StaffService.collections,
-        *SessionService.collections,
-        *ThrottleService.collections,
-        *BindingCodeService.collections,
-        *KeyVault.collections,
-        *AlertService.collections,
-        *SubjectService.collections,
-        *ScopeService.collections,
-        *CaseRoster.collections,
-        *AttachmentService.collections,
-        *RulesService.collections,
-        *ProgramService.collections,
-        *PsychiatricReferralService.collections,
-        *InvestigationService.collections,
-        *LeaveService.collections,
-        *SanctionService.collections,
-        *ElocationService.collections,
-        *TransferService.collections,
-        *ObligationService.collections,
-        *AbsenceService.collections,
-        *NotificationService.collections,
-        *DeliveryLog.collections,
-        *CounselingService.collections,
-        *CaseloadService.collections,
-        *WeChatTokenService.collections,
-        *MpAccountService.collections,
-        *UploadService.collections,
-        *CheckinService.collections,
-        *ConsentService.collections,
-        *WeChatPushService.collections,
-        *IdempotencyService.collections,
-        *AssistanceService.collections,
-        *WellbeingService.collections,
-        *ReportService.collections,
-        *DocumentService.collections,
-    ]
+    return declared_collections(LeaseService, ThrottleService, AttachmentService, CaseRoster)
 
 
 class DatabaseNotReady(Exception):
@@ -405,65 +368,6 @@ def wechat_adapter(config: Config, tokens: WeChatTokenService) -> WeChatAdapter:
     )
 
 
-@dataclass
-class Services:
-    """The domain services of one process, wired once."""
-
-    audit: AuditService
-    orgs: OrgService
-    staff: StaffService
-    sessions: SessionService
-    auth: AuthService
-    bindings: BindingCodeService
-    vault: KeyVault
-    alerts: AlertService
-    subjects: SubjectService
-    scope: ScopeService
-    policy: Policy
-    rules: RulesService
-    programs: ProgramService
-    investigations: InvestigationService
-    leave: LeaveService
-    sanctions: SanctionService
-    elocation: ElocationService
-    transfers: TransferService
-    obligations: ObligationService
-    notifications: NotificationService
-    # Decision notices to the person; the documents (文书) service announces through it too.
-    notices: DecisionNoticeService
-    counseling: CounselingService
-    caseload: CaseloadService
-    psychiatric_referrals: PsychiatricReferralService
-    wechat_tokens: WeChatTokenService
-    wechat: WeChatAdapter
-    mp_accounts: MpAccountService
-    uploads: UploadService
-    checkins: CheckinService
-    consents: ConsentService
-    wechat_push: WeChatPushService
-    idempotency: IdempotencyService
-    deliveries: DeliveryLog
-    assistance: AssistanceService
-    content_check: ContentCheckService
-    reports: ReportService
-    dashboard: DashboardService
-    absences: AbsenceService
-    wellbeing: WellbeingService
-    documents: DocumentService
-
-    async def close(self) -> None:
-        """Release what the services hold beyond the database (the WeChat client's threads),
-        closing this process's audit chain first (its head anchored outside the database)."""
-        try:
-            await self.audit.close()
-        except OSError as exc:
-            # Stopping goes on; the log says the head was not anchored.
-            log.warning(
-                "audit chain not closed", extra={"fields": {"exception": type(exc).__name__}}
-            )
-        await self.wechat.close()
-
-
 def build_services(
     store: Store,
     config: Config,
@@ -480,59 +384,99 @@ def build_services(
     """Every domain service of one process, wired once (the WeChat token source included)."""
     hasher = PasswordHasher(hash_cost or HashCost())
     policy = Policy()
-    codec = FieldCodec(vault)
+    codec = FieldCodec(vault=vault)
     # Reasons given about a person are sealed under the person's key in the audit log too.
     # Keyed chains, each opened and closed with an anchor in the export file.
     anchor = ChainAnchor(vault, config.audit_export)
-    audit = AuditService(store, clock, vault.suite, process_role, anchor=anchor, codec=codec)
-    orgs = OrgService(store, clock, audit)
-    sessions = SessionService(store, clock)
-    staff = StaffService(store, clock, audit, orgs, sessions, hasher, codec)
-    throttle = ThrottleService(store, clock)
+    audit = AuditService(
+        store=store,
+        clock=clock,
+        suite=vault.suite,
+        process_role=process_role,
+        anchor=anchor,
+        codec=codec,
+    )
+    orgs = OrgService(store=store, clock=clock, audit=audit)
+    sessions = SessionService(store=store, clock=clock)
+    staff = StaffService(
+        store=store,
+        clock=clock,
+        audit=audit,
+        orgs=orgs,
+        sessions=sessions,
+        hasher=hasher,
+        codec=codec,
+    )
+    throttle = ThrottleService(store=store, clock=clock)
     # What services report goes to the process's metrics (nowhere for tools and tests).
     telemetry = telemetry or NullTelemetry()
     throttle.report_to(telemetry)
-    auth_service = AuthService(staff, sessions, throttle, audit, hasher, config.require_totp)
-    rules = RulesService(store, clock, audit, orgs, RuleBook.load())
-    alerts_service = AlertService(store, clock, audit, rules, staff=staff)
-    attachments = AttachmentService(store, vault)
-    scope = ScopeService(store, clock, audit, policy, codec, orgs, alerts_service)
+    auth_service = AuthService(
+        staff=staff,
+        sessions=sessions,
+        throttle=throttle,
+        audit=audit,
+        hasher=hasher,
+        require_totp=config.require_totp,
+    )
+    rules = RulesService(store=store, clock=clock, audit=audit, orgs=orgs, book=RuleBook.load())
+    alerts_service = AlertService(store=store, clock=clock, audit=audit, rules=rules, staff=staff)
+    attachments = AttachmentService(store=store, vault=vault)
+    scope = ScopeService(
+        store=store,
+        clock=clock,
+        audit=audit,
+        policy=policy,
+        codec=codec,
+        orgs=orgs,
+        alerts=alerts_service,
+    )
     subjects_service = SubjectService(
-        store,
-        clock,
-        audit,
-        codec,
-        vault,
-        orgs,
-        alerts_service,
-        policy,
-        attachments,
-        rules,
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        vault=vault,
+        orgs=orgs,
+        alerts=alerts_service,
+        policy=policy,
+        attachments=attachments,
+        rules=rules,
         roster=CaseRoster(store),
         scope=scope,
     )
     calendar = WorkdayCalendar.load()
     investigations = InvestigationService(
-        store, clock, audit, codec, subjects_service, orgs, rules, calendar, scope=scope
-    )
-    wechat_tokens = WeChatTokenService(store, clock, codec, wechat_token_source(config))
-    wechat = wechat_adapter(config, wechat_tokens)
-    bindings = BindingCodeService(store, clock, audit)
-    mp_accounts = MpAccountService(
-        store,
-        clock,
-        audit,
-        codec,
-        wechat,
-        sessions,
-        bindings,
-        subjects_service,
-        staff,
-        throttle,
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        orgs=orgs,
+        rules=rules,
+        calendar=calendar,
         scope=scope,
     )
-    consents = ConsentService(store, clock, audit)
-    deliveries = DeliveryLog(store, clock)
+    wechat_tokens = WeChatTokenService(
+        store=store, clock=clock, codec=codec, source=wechat_token_source(config)
+    )
+    wechat = wechat_adapter(config, wechat_tokens)
+    bindings = BindingCodeService(store=store, clock=clock, audit=audit)
+    mp_accounts = MpAccountService(
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        wechat=wechat,
+        sessions=sessions,
+        bindings=bindings,
+        subjects=subjects_service,
+        staff=staff,
+        throttle=throttle,
+        scope=scope,
+    )
+    consents = ConsentService(store=store, clock=clock, audit=audit)
+    deliveries = DeliveryLog(store=store, clock=clock)
     deliveries.report_to(telemetry)
     if notifier is None and push_notifications:
         notifier = WeChatNotifier(
@@ -545,105 +489,119 @@ def build_services(
             sms or LocalSms(),
             templates=config.wechat_templates or None,
         )
-    notifications = NotificationService(store, clock, notifier or LocalNotifier(), codec=codec)
+    notifications = NotificationService(
+        store=store, clock=clock, notifier=notifier or LocalNotifier(), codec=codec
+    )
     # Every decision about a person becomes their message (and a guardian's where due).
     notices = DecisionNoticeService(
         notifications=notifications, subjects=subjects_service, accounts=mp_accounts
     )
     program_service = ProgramService(
-        store,
-        clock,
-        audit,
-        codec,
-        subjects_service,
-        rules,
-        calendar,
-        alerts_service,
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        rules=rules,
+        calendar=calendar,
+        alerts=alerts_service,
         notices=notices,
     )
     obligation_service = ObligationService(
-        store,
-        clock,
-        audit,
-        program_service,
-        subjects_service,
-        alerts_service,
-        notifications,
-        codec,
+        store=store,
+        clock=clock,
+        audit=audit,
+        programs=program_service,
+        subjects=subjects_service,
+        alerts=alerts_service,
+        notifications=notifications,
+        codec=codec,
         scope=scope,
     )
     # A change to a program replans what lies ahead.
     program_service.subscribe(obligation_service.reschedule)
     # A risk level reaching 3 opens a 转诊 task (严重精神障碍管理治疗工作规范 2018).
     referral_service = PsychiatricReferralService(
-        store, clock, audit, codec, subjects_service, rules, scope=scope
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        rules=rules,
+        scope=scope,
     )
     program_service.subscribe(referral_service.on_program_change)
     absence_service = AbsenceService(
-        store, clock, audit, codec, subjects_service, program_service, alerts_service, scope=scope
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        programs=program_service,
+        alerts=alerts_service,
+        scope=scope,
     )
     counseling_service = CounselingService(
-        store,
-        clock,
-        audit,
-        codec,
-        subjects_service,
-        obligation_service,
-        staff.lookup,
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        obligations=obligation_service,
+        staff_lookup=staff.lookup,
         notices=notices,
         staff_in_scope=staff.list,
         scope=scope,
     )
     leave_service = LeaveService(
-        store,
-        clock,
-        audit,
-        codec,
-        subjects_service,
-        program_service,
-        rules,
-        alerts_service,
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        programs=program_service,
+        rules=rules,
+        alerts=alerts_service,
         notices=notices,
         scope=scope,
     )
     sanction_service = SanctionService(
-        store,
-        clock,
-        audit,
-        codec,
-        subjects_service,
-        program_service,
-        rules,
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        programs=program_service,
+        rules=rules,
         notices=notices,
         scope=scope,
     )
     # The agency-head check reads the account at decision time, not the session's snapshot.
     elocation_service = ElocationService(
-        store,
-        clock,
-        audit,
-        codec,
-        subjects_service,
-        program_service,
-        rules,
-        staff,
-        # A ground is checked against the warnings decided and the leave granted.
-        sanction_service,
-        leave_service,
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        programs=program_service,
+        rules=rules,
+        staff=staff,
+        sanctions=sanction_service,
+        leave=leave_service,
         notices=notices,
         scope=scope,
     )
     # A handover moves every record that carries the person's station along with the file.
     transfer_service = TransferService(
-        store,
-        clock,
-        audit,
-        codec,
-        subjects_service,
-        program_service,
-        orgs,
-        rules,
-        calendar,
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        programs=program_service,
+        orgs=orgs,
+        rules=rules,
+        calendar=calendar,
         relocators=(
             leave_service.relocate,
             sanction_service.relocate,
@@ -652,35 +610,37 @@ def build_services(
         notices=notices,
         scope=scope,
     )
-    uploads = UploadService(store, audit, codec, attachments, subjects_service)
+    uploads = UploadService(
+        store=store, audit=audit, codec=codec, attachments=attachments, subjects=subjects_service
+    )
     checkin_service = CheckinService(
-        store,
-        clock,
-        audit,
-        codec,
-        subjects_service,
-        obligation_service,
-        orgs,
-        leave_service,
-        elocation_service,
-        rules,
-        uploads,
-        face or LocalFaceVerifier(),
-        policy,
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        obligations=obligation_service,
+        orgs=orgs,
+        leave=leave_service,
+        elocation=elocation_service,
+        rules=rules,
+        uploads=uploads,
+        face=face or LocalFaceVerifier(),
+        policy=policy,
         staff=staff,
         notices=notices,
     )
     assistance_service = AssistanceService(
-        store,
-        clock,
-        audit,
-        codec,
-        subjects_service,
-        orgs,
-        rules,
-        obligation_service,
-        notifications,
-        policy,
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        orgs=orgs,
+        rules=rules,
+        obligations=obligation_service,
+        notifications=notifications,
+        policy=policy,
         notices=notices,
         staff=staff,
         scope=scope,
@@ -694,95 +654,86 @@ def build_services(
     # A check-in stored by a request that died before updating its window still counts.
     obligation_service.add_evidence_source(checkin_service.evidence_for)
     caseload_service = CaseloadService(
-        store,
-        clock,
-        audit,
-        codec,
-        subjects_service,
-        sanction_service,
-        rules,
-        alerts_service,
-        referral_service,
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        sanctions=sanction_service,
+        rules=rules,
+        alerts=alerts_service,
+        referrals=referral_service,
         scope=scope,
     )
     # Official documents are made from the records those services decide.
     document_service = DocumentService(
-        store,
-        clock,
-        audit,
-        codec,
-        subjects_service,
-        orgs,
-        program_service,
-        sanction_service,
-        leave_service,
-        elocation_service,
-        transfer_service,
-        investigations,
-        DocumentTemplates.load(),
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        orgs=orgs,
+        programs=program_service,
+        sanctions=sanction_service,
+        leave=leave_service,
+        elocation=elocation_service,
+        transfers=transfer_service,
+        investigations=investigations,
+        templates=DocumentTemplates.load(),
         notices=notices,
         scope=scope,
     )
     # The survey a person may answer with a check-in: a need opens an assistance request, a
     # screen at its cut-off alerts the assigned worker.
     wellbeing_service = WellbeingService(
-        store,
-        clock,
-        audit,
-        codec,
-        subjects_service,
-        rules,
-        assistance_service,
-        alerts_service,
-        Survey.load(),
+        store=store,
+        clock=clock,
+        audit=audit,
+        codec=codec,
+        subjects=subjects_service,
+        rules=rules,
+        assistance=assistance_service,
+        alerts=alerts_service,
+        survey=Survey.load(),
         scope=scope,
     )
     # Key rotation rewrites every field sealed with the person's key, wherever it is kept.
-    for service in (
-        scope,
-        program_service,
-        obligation_service,
-        investigations,
-        counseling_service,
-        caseload_service,
-        referral_service,
-        leave_service,
-        sanction_service,
-        elocation_service,
-        transfer_service,
-        checkin_service,
-        assistance_service,
-        absence_service,
-        notifications,
-        document_service,
-        wellbeing_service,
-    ):
-        subjects_service.add_sealed_locations(service.sealed_fields)
-    wechat_push_service = WeChatPushService(store, clock, audit, codec, consents)
-    reports_service = ReportService(store, clock, audit, orgs, subjects_service, staff.lookup)
+    wechat_push_service = WeChatPushService(
+        store=store, clock=clock, audit=audit, codec=codec, consents=consents
+    )
+    reports_service = ReportService(
+        store=store,
+        clock=clock,
+        audit=audit,
+        orgs=orgs,
+        subjects=subjects_service,
+        staff_lookup=staff.lookup,
+    )
     wechat_push_service.report_to(telemetry)
-    return Services(
+    services = Services(
         deliveries=deliveries,
         consents=consents,
         # Subscribe-message acceptances pushed by WeChat are recorded as consents.
         wechat_push=wechat_push_service,
-        idempotency=IdempotencyService(store, clock, codec),
+        idempotency=IdempotencyService(store=store, clock=clock, codec=codec),
         assistance=assistance_service,
         absences=absence_service,
         wellbeing=wellbeing_service,
         documents=document_service,
-        content_check=ContentCheckService(wechat, mp_accounts, config.msg_sec_check),
+        content_check=ContentCheckService(
+            wechat=wechat, accounts=mp_accounts, enabled=config.msg_sec_check
+        ),
         reports=reports_service,
         dashboard=DashboardService(
-            clock,
-            audit,
-            orgs,
-            program_service,
-            obligation_service,
-            alerts_service,
-            leave_service,
-            sanction_service,
-            reports_service,
+            clock=clock,
+            audit=audit,
+            orgs=orgs,
+            programs=program_service,
+            obligations=obligation_service,
+            alerts=alerts_service,
+            leave=leave_service,
+            sanctions=sanction_service,
+            reports=reports_service,
         ),
         wechat=wechat,
         mp_accounts=mp_accounts,
@@ -814,6 +765,10 @@ def build_services(
         scope=scope,
         policy=policy,
     )
+    # Key rotation and shredding reach every record sealed with a person's key.
+    for holder in sealed_holders(services):
+        subjects_service.add_sealed_locations(holder.sealed_fields)
+    return services
 
 
 def assemble_api(
@@ -835,42 +790,9 @@ def assemble_api(
         return vault.ready
 
     context = AppContext(
-        policy=services.policy,
+        **{f.name: getattr(services, f.name) for f in dataclasses.fields(services)},
         readiness=ReadinessService({"database": store.ping, "keys": keys_loaded}),
         clock=clock,
-        audit=services.audit,
-        auth=services.auth,
-        orgs=services.orgs,
-        staff=services.staff,
-        bindings=services.bindings,
-        subjects=services.subjects,
-        scope=services.scope,
-        alerts=services.alerts,
-        programs=services.programs,
-        rules=services.rules,
-        investigations=services.investigations,
-        leave=services.leave,
-        sanctions=services.sanctions,
-        elocation=services.elocation,
-        transfers=services.transfers,
-        obligations=services.obligations,
-        counseling=services.counseling,
-        caseload=services.caseload,
-        psychiatric_referrals=services.psychiatric_referrals,
-        mp_accounts=services.mp_accounts,
-        checkins=services.checkins,
-        uploads=services.uploads,
-        consents=services.consents,
-        wechat_push=services.wechat_push,
-        idempotency=services.idempotency,
-        notifications=services.notifications,
-        assistance=services.assistance,
-        content_check=services.content_check,
-        reports=services.reports,
-        dashboard=services.dashboard,
-        absences=services.absences,
-        wellbeing=services.wellbeing,
-        documents=services.documents,
         wechat_appid=services.wechat.appid,
         push_token=config.wechat_push_token,
         push_aes_key=config.wechat_push_aes_key,
