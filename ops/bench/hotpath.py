@@ -263,8 +263,13 @@ async def _measure(spec: HotPathSpec) -> dict[str, Any]:
     }
 
 
-def measure_hotpath(people: int = DEFAULT_PEOPLE, connections: int = 16) -> dict[str, Any]:
-    """Start an embedded database of its own, measure from a child process, stop it."""
+def measure_hotpath(
+    people: int = DEFAULT_PEOPLE, connections: int = 16, *, oplog: bool = True
+) -> dict[str, Any]:
+    """Start an embedded database of its own, measure from a child process, stop it.
+    `oplog=False` starts it as a standalone server, without the replica set's oplog (issue 26
+    asks whether that changes the cost; the application itself needs the replica set for its
+    transactions, so it is a measurement, not a setting)."""
     # Imported here: nothing outside the test fixtures and these tools may depend on SecantusDB.
     from secantus import SecantusDBServer
 
@@ -275,7 +280,11 @@ def measure_hotpath(people: int = DEFAULT_PEOPLE, connections: int = 16) -> dict
         raise BenchError(f"hot-path people must be between {MIN_PEOPLE} and {MAX_PEOPLE}")
     with tempfile.TemporaryDirectory(prefix="anbang-bench-hotpath-db-") as temp:
         database = SecantusDBServer(
-            host="127.0.0.1", port=0, storage_path=temp, enable_test_commands=False
+            host="127.0.0.1",
+            port=0,
+            storage_path=temp,
+            enable_test_commands=False,
+            **({} if oplog else {"replica_set_name": None}),
         )
         database.start()
         try:
@@ -321,9 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.bench.hotpath", description=__doc__)
     parser.add_argument("--people", type=int, default=DEFAULT_PEOPLE)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--no-oplog", action="store_true", help="measure against a standalone embedded database"
+    )
     args = parser.parse_args(argv)
     try:
-        print(hotpath_table(measure_hotpath(args.people, args.connections)))
+        figures = measure_hotpath(args.people, args.connections, oplog=not args.no_oplog)
+        print(hotpath_table(figures))
     except BenchError as exc:
         print(f"bench: failed: {exc}", file=sys.stderr)
         return 1
