@@ -8,10 +8,8 @@ the effective rules of its jurisdiction; the scheduler materialises those rules 
 from __future__ import annotations
 
 import datetime as dt
-import enum
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
@@ -26,14 +24,17 @@ from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.identity import Identity
 from models.ids import parse_id
 from models.orgs import node_at
-from models.periods import add_months, add_years
+from models.periods import add_years
 from models.policy import HEALTH_FIELDS, Role, sees_health
+from models.program_types import PROGRAM_KINDS, Opening, TypeFields
+from models.program_types.base import ObligationRule, ProgramStatus, ProgramType
+from models.program_types.base import as_date as _date
+from models.program_types.community_corrections import LEVELS, level_on
+from models.program_types.mental_health import subsidy_eligibility
 from models.rules import EffectiveRules, RulesService
 from models.store import CollectionSpec, Store, still_there
 from models.subjects import SubjectService
 from models.workdays import WorkdayCalendar
-
-log = logging.getLogger("anbang.programs")
 
 PROGRAMS = CollectionSpec(
     "programs",
@@ -44,22 +45,6 @@ PROGRAMS = CollectionSpec(
         IndexModel([("org_path", ASCENDING), ("status", ASCENDING)]),
     ),
 )
-
-
-class ProgramType(enum.StrEnum):
-    COMMUNITY_CORRECTIONS = "community_corrections"
-    RESETTLEMENT = "resettlement"
-    DRUG_REHAB = "drug_rehab"
-    MENTAL_HEALTH = "mental_health"
-
-
-class ProgramStatus(enum.StrEnum):
-    PENDING_INTAKE = "pending_intake"
-    ACTIVE = "active"
-    SUSPENDED = "suspended"
-    TRANSFERRED = "transferred"
-    ENDED = "ended"
-
 
 # The lifecycle: a transition not listed here answers 409 with the current state.
 TRANSITIONS: dict[ProgramStatus, frozenset[ProgramStatus]] = {
@@ -87,29 +72,6 @@ SUPERVISED_STATUSES = (
 )
 # 解除/终止: how a program may end by decision.
 TERMINATION_KINDS = ("completed", "revoked", "died", "other")
-SENTENCE_TYPES = ("control", "probation", "parole", "medical_parole")
-LEVELS = ("strict", "normal", "lenient")
-
-
-@dataclass(frozen=True)
-class ObligationRule:
-    """What a program asks for over a period: every N days or months, or hours a month."""
-
-    kind: str
-    start: dt.date
-    end: dt.date | None
-    every_days: int | None = None
-    every_months: int | None = None
-    hours_per_month: int | None = None
-    rule_keys: tuple[str, ...] = ()
-    rules_version: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["start"] = self.start.isoformat()
-        data["end"] = self.end.isoformat() if self.end else None
-        data["rule_keys"] = list(self.rule_keys)
-        return data
 
 
 @dataclass
@@ -127,166 +89,10 @@ class ProgramView:
     version: int = 1
 
 
-def _date(value: Any) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
-
-
-def level_on(details: dict[str, Any], day: dt.date) -> str:
-    """The supervision level in force on `day`: 严管 until `strict_until`, then the assessed
-    level, as changed over time by recorded decisions."""
-    if day < _date(details["strict_until"]):
-        return "strict"
-    level = details.get("supervision_level", "normal")
-    for change in details.get("level_history", []):
-        if _date(change["from"]) <= day:
-            level = change["level"]
-    return level
-
-
-def followup_days(rules: EffectiveRules, risk_level: int) -> tuple[int, str]:
-    if risk_level == 0:
-        key = "mental_health.followup_days_level0"
-    elif risk_level <= 2:
-        key = "mental_health.followup_days_level1_2"
-    else:
-        key = "mental_health.followup_days_level3_5"
-    return rules.int(key), key
-
-
 def obligation_rules(doc: dict[str, Any], rules: EffectiveRules) -> list[ObligationRule]:
-    """The recurring obligations a program imposes over its term, period by period."""
-    kind = ProgramType(doc["type"])
-    details = doc["details"]
-    start = _date(doc["start_date"])
-    end = _date(doc["end_date"]) if doc.get("end_date") else None
-    version = rules.version
-    out: list[ObligationRule] = []
-    if kind is ProgramType.COMMUNITY_CORRECTIONS:
-        periods: list[tuple[dt.date, dt.date | None, str]] = []
-        strict_until = _date(details["strict_until"])
-        boundaries = [(start, "strict")] if strict_until > start else []
-        first_assessed = details.get("supervision_level", "normal")
-        boundaries.append((max(start, strict_until), first_assessed))
-        for change in details.get("level_history", []):
-            boundaries.append((max(_date(change["from"]), strict_until), change["level"]))
-        boundaries.sort(key=lambda item: item[0])
-        for index, (begin, level) in enumerate(boundaries):
-            stop = boundaries[index + 1][0] if index + 1 < len(boundaries) else end
-            if stop is not None and stop <= begin:
-                continue
-            periods.append((begin, stop, level))
-        for begin, stop, level in periods:
-            prefix = f"corrections.{level}"
-            for obligation, key in (
-                ("in_person_report", f"{prefix}.report_every_days"),
-                ("written_report", f"{prefix}.written_report_every_days"),
-                ("remote_checkin", f"{prefix}.checkin_every_days"),
-            ):
-                out.append(
-                    ObligationRule(
-                        obligation,
-                        begin,
-                        stop,
-                        every_days=rules.int(key),
-                        rule_keys=(key,),
-                        rules_version=version,
-                    )
-                )
-            for obligation, key in (
-                ("education", f"{prefix}.education_hours_per_month"),
-                ("community_service", f"{prefix}.community_service_hours_per_month"),
-            ):
-                out.append(
-                    ObligationRule(
-                        obligation,
-                        begin,
-                        stop,
-                        hours_per_month=rules.int(key),
-                        rule_keys=(key,),
-                        rules_version=version,
-                    )
-                )
-        if details.get("sentence_type") == "medical_parole":
-            key = "corrections.medical_parole.reexam_every_months"
-            out.append(
-                ObligationRule(
-                    "medical_reexam",
-                    start,
-                    end,
-                    every_months=rules.int(key),
-                    rule_keys=(key,),
-                    rules_version=version,
-                )
-            )
-    elif kind is ProgramType.RESETTLEMENT:
-        key = (
-            "resettlement.key_person_contact_every_days"
-            if details.get("key_person")
-            else "resettlement.contact_every_days"
-        )
-        out.append(
-            ObligationRule(
-                "contact",
-                start,
-                end,
-                every_days=rules.int(key),
-                rule_keys=(key,),
-                rules_version=version,
-            )
-        )
-        if details.get("volunteer_checkins"):
-            # Free citizens: location check-ins only when the person asks for them.
-            key = "corrections.lenient.checkin_every_days"
-            out.append(
-                ObligationRule(
-                    "remote_checkin",
-                    start,
-                    end,
-                    every_days=rules.int(key),
-                    rule_keys=(key,),
-                    rules_version=version,
-                )
-            )
-    elif kind is ProgramType.DRUG_REHAB:
-        for year in (1, 2, 3):
-            begin = add_years(start, year - 1)
-            stop = add_years(start, year)
-            if end is not None:
-                if begin >= end:
-                    break
-                stop = min(stop, end)
-            key = f"drug_rehab.test_every_months_year{year}"
-            out.append(
-                ObligationRule(
-                    "drug_test",
-                    begin,
-                    stop,
-                    every_months=rules.int(key),
-                    rule_keys=(key,),
-                    rules_version=version,
-                )
-            )
-    elif kind is ProgramType.MENTAL_HEALTH:
-        history = details.get("risk_history") or [
-            {"level": details.get("risk_level", 0), "at": doc["start_date"]}
-        ]
-        for index, change in enumerate(history):
-            begin = max(_date(str(change["at"])[:10]), start)
-            stop = _date(str(history[index + 1]["at"])[:10]) if index + 1 < len(history) else end
-            if stop is not None and stop <= begin:
-                continue
-            days, key = followup_days(rules, int(change["level"]))
-            out.append(
-                ObligationRule(
-                    "mental_followup",
-                    begin,
-                    stop,
-                    every_days=days,
-                    rule_keys=(key,),
-                    rules_version=version,
-                )
-            )
-    return out
+    """The recurring obligations a program imposes over its term, period by period (each
+    type's own, models/program_types/)."""
+    return PROGRAM_KINDS[ProgramType(doc["type"])].obligation_rules(doc, rules)
 
 
 class ProgramService:
@@ -380,14 +186,13 @@ class ProgramService:
         start = _date(data["start_date"])
         program_id = ObjectId()
         pid = str(program_id)
-        details, sealed_plain, status, start, end = self._type_fields(
-            kind, data, start, rules, from_program
-        )
+        typed = self._type_fields(kind, data, start, rules, from_program)
+        details, status, start, end = typed.details, typed.status, typed.start, typed.end
         sealed = {
             name: await self._codec.seal(
                 subject_id, subject.get("dek_id"), "programs", pid, name, value
             )
-            for name, value in sealed_plain.items()
+            for name, value in typed.sealed.items()
             if value is not None
         }
         now = self._clock.now()
@@ -441,128 +246,16 @@ class ProgramService:
         start: dt.date,
         rules: EffectiveRules,
         from_program: dict[str, Any] | None,
-    ) -> tuple[dict[str, Any], dict[str, Any], ProgramStatus, dt.date, dt.date | None]:
-        """A program's type-specific details, its fields to seal, first status and term."""
+    ) -> TypeFields:
+        """A program's type-specific details, its fields to seal, first status and term (each
+        type's own, models/program_types/)."""
         end = _date(data["end_date"]) if data.get("end_date") else None
         if end is not None and end <= start:
             raise InvalidInput(
                 "The end date must come after the start date.", details=[{"field": "end_date"}]
             )
-        if kind is ProgramType.COMMUNITY_CORRECTIONS:
-            if end is None:
-                raise InvalidInput(
-                    "A corrections program needs its end date (the term).",
-                    details=[{"field": "end_date"}],
-                )
-            level = data.get("supervision_level") or rules["corrections.level_after_strict"]
-            strict_until = add_months(start, rules.int("corrections.new_subject_strict_months"))
-            details = {
-                "sentence_type": data["sentence_type"],
-                "supervision_level": level,
-                "strict_until": strict_until.isoformat(),
-                "level_history": [],
-                # The subject reports within N days of the judgment taking effect.
-                **self._intake_deadline(start, rules.int("corrections.intake_days")),
-                "intake_done": None,
-            }
-            sealed = {"prohibitions": data.get("prohibitions") or None, "plan": data.get("plan")}
-            return details, sealed, ProgramStatus.PENDING_INTAKE, start, end
-        if kind is ProgramType.RESETTLEMENT:
-            release = _date(data["release_date"])
-            # 帮教期 runs from release, or from the end of corrections that chained into it: the
-            # program and all it asks for begin there, never on the day it was recorded.
-            begins = _date(from_program["end_date"]) if from_program else release
-            end = add_years(begins, rules.int("resettlement.term_years"))
-            details = {
-                "release_date": release.isoformat(),
-                "term_from": "end_of_corrections" if from_program else "release",
-                "from_program_id": str(from_program["_id"]) if from_program else None,
-                "key_person": bool(data.get("key_person")),
-                "volunteer_checkins": bool(data.get("volunteer_checkins")),
-                **self._intake_deadline(release, rules.int("resettlement.intake_days")),
-                "intake_done": None,
-            }
-            notice = data.get("release_notice")
-            if notice is not None:
-                # The prison notifies `resettlement.release_notice_days` ahead; fewer is late.
-                ahead = (release - _date(notice["received_on"])).days
-                least = rules.int("resettlement.release_notice_days")
-                details["release_notice"] = {
-                    "received_on": _date(notice["received_on"]).isoformat(),
-                    "days_ahead": ahead,
-                    "late": ahead < least,
-                    "rule": "resettlement.release_notice_days",
-                    "rule_days": least,
-                    "rules_version": rules.version,
-                }
-            sealed = {"prison": data.get("prison")}
-            return details, sealed, ProgramStatus.PENDING_INTAKE, begins, end
-        if kind is ProgramType.DRUG_REHAB:
-            mode = data["mode"]
-            if mode == "community_detox":
-                fixed = add_years(start, rules.int("drug_rehab.detox_term_years"))
-                if end is not None and end != fixed:
-                    raise InvalidInput(
-                        "社区戒毒 lasts exactly its statutory term.",
-                        details=[{"field": "end_date"}],
-                    )
-                end = fixed
-            else:
-                longest = add_years(start, rules.int("drug_rehab.rehab_max_term_years"))
-                if end is not None and end > longest:
-                    raise InvalidInput(
-                        "社区康复 lasts at most its statutory term.",
-                        details=[{"field": "end_date"}],
-                    )
-                end = end or longest
-            details = {
-                "mode": mode,
-                **self._intake_deadline(start, rules.int("drug_rehab.intake_days")),
-                "intake_done": None,
-                "agreement_signed": None,
-                # 社区康复 decided when 社区戒毒 ended: the program it follows.
-                "from_program_id": str(from_program["_id"]) if from_program else None,
-            }
-            return (
-                details,
-                {"working_group": data.get("working_group")},
-                ProgramStatus.PENDING_INTAKE,
-                start,
-                end,
-            )
-        risk = int(data["risk_level"])
-        now = self._clock.now()
-        details = {
-            "risk_level": risk,
-            "risk_history": [
-                {
-                    "level": risk,
-                    "at": start.isoformat(),
-                    "recorded_at": now,
-                    "rules_version": rules.version,
-                }
-            ],
-            "incidents": [],
-        }
-        sealed = {
-            "diagnosis": data["diagnosis"],
-            "guardian": data["guardian"],
-            "care_team": data.get("care_team"),
-        }
-        return details, sealed, ProgramStatus.ACTIVE, start, end
-
-    def _intake_deadline(self, start: dt.date, days: int) -> dict[str, Any]:
-        """`intake_due`, a period in days counted as 刑事诉讼法 Art. 105 counts it, and
-        `intake_due_provisional` when the holiday calendar of a year is not yet loaded: then
-        weekends alone are rest days, the deadline is marked provisional and the operator is
-        told to add the year's calendar file."""
-        due, provisional = self._calendar.period_end(start, days)
-        if provisional:
-            log.warning(
-                "holiday calendar missing; deadline provisional",
-                extra={"fields": {"from": start.isoformat()}},
-            )
-        return {"intake_due": due.isoformat(), "intake_due_provisional": provisional}
+        opening = Opening(data, start, end, rules, from_program, self._clock.now(), self._calendar)
+        return PROGRAM_KINDS[kind].fields(opening)
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -1142,24 +835,8 @@ class ProgramService:
         return await self._view(ctx.identity, updated, subject)
 
     def subsidy_eligibility(self, doc: dict[str, Any], rules: EffectiveRules) -> dict[str, Any]:
-        """以奖代补 by calendar year: the patient was at the rule's risk level or above in the
-        year, and no incident happened in it."""
-        threshold = rules.int("mental_health.subsidy_from_level")
-        details = doc["details"]
-        history = details.get("risk_history", [])
-        incidents = {str(i["on"])[:4] for i in details.get("incidents", [])}
-        start_year = int(doc["start_date"][:4])
-        years: dict[str, bool] = {}
-        for year in range(start_year, self.today().year + 1):
-            levels = [int(h["level"]) for h in history if str(h["at"])[:4] <= str(year)]
-            in_year = [int(h["level"]) for h in history if str(h["at"])[:4] == str(year)]
-            at_start = levels[-len(in_year) - 1] if len(levels) > len(in_year) else None
-            reached = any(
-                level >= threshold
-                for level in in_year + ([at_start] if at_start is not None else [])
-            )
-            years[str(year)] = reached and str(year) not in incidents
-        return {"threshold": threshold, "years": years, "rules_version": rules.version}
+        """以奖代补 by calendar year, up to this year (models/program_types/mental_health.py)."""
+        return subsidy_eligibility(doc, rules, self.today())
 
     async def retention_expired(self, today: dt.date) -> list[str]:
         """Subjects whose every program ended more than their jurisdiction's retention period

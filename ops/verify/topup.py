@@ -17,13 +17,12 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-# Python's own regular-expression parser (private, the same since 3.11): a pattern of the
-# document is sampled by walking what it parsed into.
-from re import _constants as sre  # type: ignore[attr-defined]
-from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 from urllib.parse import quote, quote_from_bytes, urlsplit
+
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
 
 # A logout ends the session it is sent under: a fresh throwaway session at most this often, so
 # a share of the logouts reach a live session without a login for each one (a staff login costs
@@ -38,6 +37,9 @@ REQUEST_TIMEOUT = 30.0
 VALID_SHARE = 0.15
 # The id form of the API (24 hexadecimal digits); answers are searched for them.
 _ID = re.compile(r"\b[0-9a-f]{24}\b")
+# Strings Hypothesis makes for each pattern of the document (about 0.2 s a pattern); a request
+# takes one of them at random.
+PATTERN_STRINGS = 64
 
 # --- the document -------------------------------------------------------------------------------
 
@@ -231,59 +233,49 @@ def _text(rng: random.Random, low: int = 0, high: int = 24) -> str:
     return "".join(rng.choice(alphabet) for _ in range(length))
 
 
-def sample_pattern(pattern: str, rng: random.Random) -> str:
-    """A string matching `pattern` (the simple patterns of this API's document: classes,
-    ranges, repeats, groups and alternatives); a random text when it cannot."""
-    try:
-        parsed = sre_parse.parse(pattern)
-        produced = "".join(_emit(parsed, rng))
-    except (ValueError, TypeError, KeyError, IndexError, re.error):
-        return _text(rng)
-    return produced if re.search(pattern, produced) else _text(rng)
+class PatternStrings:
+    """Strings matching the document's patterns in full, made by Hypothesis's `from_regex`:
+    a few dozen per pattern, made once from `seed` (the same seed, the same strings), from
+    which each request draws with its own random source."""
 
+    def __init__(self, seed: int, per_pattern: int = PATTERN_STRINGS):
+        self.seed = seed
+        self.per_pattern = per_pattern
+        self._made: dict[str, list[str]] = {}
 
-def _emit(items: Any, rng: random.Random) -> Iterator[str]:
-    for op, arg in items:
-        if op is sre.LITERAL:
-            yield chr(arg)
-        elif op is sre.ANY:
-            yield rng.choice(_PRINTABLE)
-        elif op is sre.IN:
-            yield _from_class(arg, rng)
-        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, getattr(sre, "POSSESSIVE_REPEAT", None)):
-            low, high, sub = arg
-            high = low + 8 if high == sre.MAXREPEAT else min(high, low + 8)
-            for _ in range(rng.randint(low, high)):
-                yield from _emit(sub, rng)
-        elif op is sre.SUBPATTERN:
-            yield from _emit(arg[-1], rng)
-        elif op is sre.BRANCH:
-            yield from _emit(rng.choice(arg[1]), rng)
-        elif op is sre.AT:
-            continue
-        else:
-            raise ValueError(f"not generated: {op}")
+    def sample(self, pattern: str, rng: random.Random) -> str:
+        """A string matching `pattern`; a random text when Hypothesis cannot make one."""
+        if pattern not in self._made:
+            self._made[pattern] = self._make(pattern)
+        made = self._made[pattern]
+        return rng.choice(made) if made else _text(rng)
 
+    def _make(self, pattern: str) -> list[str]:
+        try:
+            strategy = st.from_regex(pattern, fullmatch=True)
+        except (re.error, HypothesisException):
+            return []
+        made: list[str] = []
 
-def _from_class(items: Sequence[tuple[Any, Any]], rng: random.Random) -> str:
-    choices: list[str] = []
-    for op, arg in items:
-        if op is sre.NEGATE:
-            raise ValueError("a negated class")
-        if op is sre.LITERAL:
-            choices.append(chr(arg))
-        elif op is sre.RANGE:
-            low, high = arg
-            choices.extend(chr(c) for c in range(low, min(high, low + 200) + 1))
-        elif op is sre.CATEGORY:
-            choices.extend(
-                {
-                    sre.CATEGORY_DIGIT: string.digits,
-                    sre.CATEGORY_WORD: string.ascii_letters + string.digits + "_",
-                    sre.CATEGORY_SPACE: " ",
-                }.get(arg, "x")
-            )
-    return rng.choice(choices)
+        # Hypothesis draws values only inside a test it runs (`find` is built the same way):
+        # this one keeps what it is given. Generation only, no database, no shrinking.
+        @settings(
+            max_examples=self.per_pattern,
+            database=None,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @seed(random.Random(f"{self.seed}:{pattern}").getrandbits(64))
+        @given(strategy)
+        def keep(value: str) -> None:
+            made.append(value)
+
+        try:
+            keep()
+        except HypothesisException:
+            return []
+        return made
 
 
 def random_json(rng: random.Random, depth: int = 0) -> Any:
@@ -338,6 +330,7 @@ class Generator:
         self.components: Mapping[str, Any] = document.get("components", {}).get("schemas", {})
         self.ids = list(ids)
         self.seed = seed
+        self.patterns = PatternStrings(seed)
 
     # --- valid-shaped values from the schema ---------------------------------------------
 
@@ -404,7 +397,7 @@ class Generator:
 
     def _string(self, schema: Mapping[str, Any], rng: random.Random, name: str) -> str:
         if "pattern" in schema:
-            return sample_pattern(schema["pattern"], rng)
+            return self.patterns.sample(schema["pattern"], rng)
         shape = schema.get("format")
         day = dt.date(2020, 1, 1) + dt.timedelta(days=rng.randrange(3650))
         if shape == "date":
