@@ -71,6 +71,14 @@ PUBLIC_OPERATIONS = frozenset(
         "POST /wechat/push",
     }
 )
+# Photos refuse by answering 404, whatever the reason (wrong role, wrong channel): a 403 would
+# confirm that the person, the check-in or the photo exists (handlers/photos.py, issue 24).
+CONCEALED_OPERATIONS = frozenset(
+    {
+        "GET /api/v1/subjects/{subject_id}/photo",
+        "GET /api/v1/checkins/{checkin_id}/photo",
+    }
+)
 # Schemathesis must reach the loopback stack directly, whatever proxy the shell names.
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -611,7 +619,8 @@ def _refusal_leaks(figures: PassFigures) -> dict[str, dict[int, int]]:
     for name, operation in figures.operations.items():
         if name in PUBLIC_OPERATIONS:
             continue
-        other = {s: n for s, n in operation.statuses.items() if s not in (401, 403, 405)}
+        refusals = (401, 403, 404, 405) if name in CONCEALED_OPERATIONS else (401, 403, 405)
+        other = {s: n for s, n in operation.statuses.items() if s not in refusals}
         if other:
             leaks[name] = other
     return leaks
