@@ -32,6 +32,7 @@ from models.program_types.base import as_date as _date
 from models.program_types.community_corrections import LEVELS, level_on
 from models.program_types.mental_health import subsidy_eligibility
 from models.rules import EffectiveRules, RulesService
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store, still_there
 from models.subjects import SubjectService
 from models.workdays import WorkdayCalendar
@@ -114,6 +115,7 @@ class ProgramService:
         alerts: AlertService,
         *,
         notices: DecisionNoticeService,
+        scope: ScopeService,
     ):
         self._programs = store.collection(PROGRAMS)
         self._notices = notices
@@ -121,6 +123,7 @@ class ProgramService:
         self._audit = audit
         self._codec = codec
         self._subjects = subjects
+        self._scope = scope
         self._rules = rules
         self._calendar = calendar
         self._alerts = alerts
@@ -163,7 +166,7 @@ class ProgramService:
         *,
         from_program: dict[str, Any] | None = None,
     ) -> ProgramView:
-        subject = await self._subjects.require(ctx, subject_id, "programs.create")
+        subject = await self._scope.require(ctx, subject_id, "programs.create")
         kind = ProgramType(data["type"])
         if ctx.identity.role == Role.HEALTH_WORKER and kind is not ProgramType.MENTAL_HEALTH:
             raise InvalidInput(
@@ -260,7 +263,7 @@ class ProgramService:
     # --- reads ----------------------------------------------------------------------------------
 
     async def list_for_subject(self, ctx: AuditContext, subject_id: str) -> list[ProgramView]:
-        subject = await self._subjects.require(ctx, subject_id, "programs.read")
+        subject = await self._scope.require(ctx, subject_id, "programs.read")
         views = [
             await self._view(ctx.identity, doc, subject)
             async for doc in self._programs.find({"subject_id": subject_id}).sort(
@@ -283,7 +286,7 @@ class ProgramService:
         doc = await self._programs.find_one({"_id": parse_id(program_id, "program")})
         if doc is None:
             raise NotFound("No such program.")
-        subject = await self._subjects.require(ctx, doc["subject_id"], action)
+        subject = await self._scope.require(ctx, doc["subject_id"], action)
         return doc, subject
 
     async def get(self, ctx: AuditContext, program_id: str) -> ProgramView:

@@ -168,10 +168,6 @@ class SubjectService:
 
     # --- scope (decided by models/scope.py) ----------------------------------------------
 
-    async def require(self, ctx: AuditContext, subject_id: str, action: str) -> dict[str, Any]:
-        """The case file's document when the caller may perform `action` on it; else 404."""
-        return await self._scope.require(ctx, subject_id, action)
-
     async def access(
         self, identity: Identity, subject_ids: Collection[str], action: str
     ) -> dict[str, FileAccess]:

@@ -506,6 +506,7 @@ def build_services(
         calendar=calendar,
         alerts=alerts_service,
         notices=notices,
+        scope=scope,
     )
     obligation_service = ObligationService(
         store=store,
@@ -708,6 +709,7 @@ def build_services(
         orgs=orgs,
         subjects=subjects_service,
         staff_lookup=staff.lookup,
+        scope=scope,
     )
     wechat_push_service.report_to(telemetry)
     services = Services(

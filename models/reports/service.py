@@ -36,6 +36,7 @@ from models.reports.figures import (
     summarise,
 )
 from models.reports.reading import MonthReader
+from models.scope import ScopeService
 from models.store import CollectionSpec, Store, still_there
 from models.subjects import SubjectService
 
@@ -91,6 +92,8 @@ class ReportService:
         orgs: OrgService,
         subjects: SubjectService,
         staff_lookup: Callable[[str], Awaitable[dict[str, Any] | None]],
+        *,
+        scope: ScopeService,
     ):
         self._staff_lookup = staff_lookup
         self._reports = store.collection(REPORTS)
@@ -100,6 +103,7 @@ class ReportService:
         self._audit = audit
         self._orgs = orgs
         self._subjects = subjects
+        self._scope = scope
 
     def _today(self) -> dt.date:
         return self._clock.now().astimezone(LOCAL_TZ).date()
@@ -108,7 +112,7 @@ class ReportService:
 
     async def subject_month(self, ctx: AuditContext, subject_id: str, month_raw: str) -> dict:
         """One person's month: the same row a report holds for them, computed now."""
-        await self._subjects.require(ctx, subject_id, "compliance.read")
+        await self._scope.require(ctx, subject_id, "compliance.read")
         month = parse_month(month_raw, self._clock.now())
         rows = await self._months.person_months({"subject_id": subject_id}, month, self._today())
         entry = rows.get(subject_id) or PersonMonth(subject_id)
