@@ -108,6 +108,12 @@ class NeedsOut(Out):
     three_nos: bool
 
 
+class NeedsAssessmentOut(NeedsOut):
+    assessed_at: dt.datetime | None
+    assessed_by: str | None
+    assessed_by_name: str | None
+
+
 class ReferralBody(Strict):
     subject_id: str = Field(min_length=1, max_length=64)
     needs: list[Need] = Field(min_length=1, max_length=6)
@@ -368,7 +374,17 @@ class WaitingListHandler(BaseHandler):
 
 
 class NeedsHandler(BaseHandler):
-    access = "assistance.manage"
+    access = {"PUT": "assistance.manage", "GET": "assistance.needs"}
+
+    @endpoint(
+        "The person's current (latest) needs assessment, who made it and when; 404 when none",
+        response=NeedsAssessmentOut,
+        errors=(404,),
+        tags=("assistance",),
+    )
+    async def get(self, subject_id: str) -> None:
+        result = await self.ctx.assistance.current_needs(self.audit_context, subject_id)
+        self.respond(NeedsAssessmentOut(**result))
 
     @endpoint(
         "Assess a person's needs; 三无 (no home, no job, no income) is derived",

@@ -365,6 +365,12 @@ DEFAULT_TABLE: dict[str, Rule] = {
         narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
         description="assess needs, refer, offer, record answers and outcomes",
     ),
+    # The needs assessed on a file: read by whoever may assess them or refer the person.
+    "assistance.needs": Rule(
+        _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER, Role.SOCIAL_WORKER),
+        narrower={Role.SOCIAL_WORKER: Scope.ASSIGNED},
+        description="read a person's current needs assessment",
+    ),
     "assistance.approve": Rule(
         _roles(Role.STATION_OFFICER, Role.COUNTY_OFFICER), description="approve a referral"
     ),
@@ -494,6 +500,7 @@ ACTION_KINDS: dict[str, ActionKind] = {
             "transfers.read",
             "checkins.read",
             "assistance.read",
+            "assistance.needs",
             "assistance.summary",
             "counseling.read",
             "reports.read",

@@ -60,6 +60,8 @@ LABELS = {
     "recommendation": "评估意见",
     "opinion": "调查评估意见书",
     "subject_id": "档案",
+    "prison": "送达通知的监狱(看守所)",
+    "received_on": "收到通知日期",
 }
 # Service refusals that carry a reason of their own (`type`), in the law's words.
 REASONS_ZH = {
@@ -87,8 +89,19 @@ STEP_DONE_ZH = {
     "assign": "已指派司法所。",
     "report": "评估意见已提交。",
     "close": "已办结。",
+    "suspend": "项目已中止。",
+    "resume": "项目已恢复执行。",
+    "notice": "刑满释放通知已登记,已开设安置帮教项目(待报到)。",
 }
 RISK_ZH = {str(n): f"{n} 级" for n in range(6)}
+# The statutory basis of a rule a page shows a flag for, in the officer's words; the number
+# itself is the jurisdiction's, read from the record that was judged by it.
+RULE_BASIS_ZH = {
+    "resettlement.release_notice_days": (
+        "司法部 1999 年关于刑满释放人员衔接工作的通知:监狱(看守所)应于释放前一个月"
+        "将释放通知送达安置帮教部门"
+    ),
+}
 # Why a program's state changed, when the service names it by a word rather than a sentence.
 HISTORY_ZH = {"opened": "开设项目", "intake": "报到", **TERMINATION_ZH}
 TEAM_ROWS = 5
@@ -153,6 +166,7 @@ class CaseFilePage(CaseworkPage):
             program_types=PROGRAM_LABELS,
             risks=RISK_ZH,
             history_reason=history_reason,
+            rule_basis=RULE_BASIS_ZH,
         )
         return namespace
 
@@ -277,13 +291,76 @@ class NewProgramPage(CaseFilePage):
         self._show(subject, kind, typed, errors, error)
 
 
+NOTICE_FIELDS = ("prison", "release_date", "received_on")
+# What a refused notice means: the service's date rules, beside the field each names, and a
+# conflict at the top of the form.
+NOTICE_RULES_ZH = {
+    "received_on": "不能晚于今天",
+    "release_date": "应不早于收到通知的日期,且在其后一年之内",
+}
+NOTICE_CONFLICTS_ZH = {"exists": "该人员已有未结束的安置帮教项目,无需再登记释放通知。"}
+
+
+class ReleaseNoticePage(CaseFilePage):
+    """A prison's 刑满释放通知 recorded on the file: it opens the 安置帮教 program (pending
+    intake from the release date); one received too close to release is flagged late."""
+
+    async def get(self, subject_id: str) -> None:
+        self.refuse_unless("programs.create")
+        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
+        self._show(subject, {"received_on": self.today()}, {}, None)
+
+    def _show(
+        self,
+        subject: dict[str, Any],
+        typed: dict[str, str],
+        errors: dict[str, str],
+        error: str | None,
+    ) -> None:
+        self.render(
+            "casefile_release_notice.html",
+            subject=subject,
+            typed=typed,
+            errors=errors,
+            error=error,
+        )
+
+    async def post(self, subject_id: str) -> None:
+        self.refuse_unless("programs.create")
+        typed = self.typed(*NOTICE_FIELDS)
+        errors = {k: LABELS[k] + ":必须填写" for k in NOTICE_FIELDS if not typed[k]}
+        error = "未保存:请按提示修改后重试。" if errors else None
+        if not errors:
+            body = {k: typed[k] for k in NOTICE_FIELDS}
+            answer = await self.api("POST", f"/api/v1/subjects/{subject_id}/release-notices", body)
+            if answer.ok:
+                self.redirect(f"/console/programs/{answer.body['id']}?done=notice")
+                return
+            errors, error = await self.refused(answer)
+            for item in (answer.body or {}).get("error", {}).get("details") or []:
+                field = item.get("field") if isinstance(item, dict) else None
+                if field in NOTICE_RULES_ZH and not item.get("type"):
+                    # A rule of the service's (not a malformed date): say which.
+                    errors[field] = LABELS[field] + ":" + NOTICE_RULES_ZH[field]
+            if answer.error_code in NOTICE_CONFLICTS_ZH:
+                error = NOTICE_CONFLICTS_ZH[answer.error_code]
+        else:
+            self.set_status(422)
+        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
+        self._show(subject, typed, errors, error)
+
+
 # Each step on a program: its API path, its fields, and whether it cannot be undone.
 PROGRAM_STEPS = {
     "intake": ("/intake", ("date",)),
     "level": ("/supervision-level", ("level", "from_date", "reason")),
     "risk": ("/risk", ("level", "on", "reason")),
     "terminate": ("/terminate", ("kind", "date", "certificate_number")),
+    "suspend": ("/transition", ("reason",)),
+    "resume": ("/transition", ("reason",)),
 }
+# 中止 and 恢复 are lifecycle moves: the status each asks the API for.
+TRANSITION_TO = {"suspend": "suspended", "resume": "active"}
 # 社区戒毒 ended with a 社区康复 decision (禁毒法 Art. 48): its fields on the terminate form.
 REHAB_FIELDS = ("community_rehab", "rehab_end")
 
@@ -332,6 +409,18 @@ class ProgramStep(ProgramPage):
             errors = {"confirm": "终止后不可撤销,请勾选确认后再提交"}
             await self._show(program_id, step, typed, errors, "未保存:请确认。")
             return
+        if step in TRANSITION_TO:
+            errors = {}
+            if len(typed["reason"]) < 2:
+                errors["reason"] = LABELS["reason"] + ":请填写(至少 2 个字)"
+            if step == "suspend" and typed["confirm"] != "1":
+                # Suspending stops the program's work until it is resumed: said, then ticked.
+                errors["confirm"] = "请勾选确认中止"
+            if errors:
+                self.set_status(422)
+                await self._show(program_id, step, typed, errors, "未保存:请按提示修改后重试。")
+                return
+            body = {"to": TRANSITION_TO[step], "reason": typed["reason"]}
         answer = await self.api("POST", f"/api/v1/programs/{program_id}{suffix}", body)
         if answer.ok:
             self.redirect(f"/console/programs/{program_id}?done={step}")
@@ -666,9 +755,11 @@ class InvestigationStep(InvestigationPage):
 
 routes = [
     (rf"/console/subjects/{_id('subject_id')}/programs/new", NewProgramPage),
+    (rf"/console/subjects/{_id('subject_id')}/release-notice", ReleaseNoticePage),
     (rf"/console/programs/{_id('program_id')}", ProgramPage),
     (
-        rf"/console/programs/{_id('program_id')}/(?P<step>intake|level|risk|terminate)",
+        rf"/console/programs/{_id('program_id')}"
+        r"/(?P<step>intake|level|risk|terminate|suspend|resume)",
         ProgramStep,
     ),
     (rf"/console/subjects/{_id('subject_id')}/assignments", AssignmentsPage),

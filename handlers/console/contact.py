@@ -747,10 +747,16 @@ class HelpPage(ContactWork):
         directory = await self.api("GET", "/api/v1/assistance/directory?open=1")
         referrals = await self.api("GET", f"/api/v1/assistance/referrals?subject_id={sid}")
         resources = directory.body["items"] if directory.ok else []
+        # The current assessment (none yet: 404), shown and used to fill the form in.
+        needs = None
+        if self.may("assistance.needs"):
+            assessed = await self.api("GET", f"/api/v1/subjects/{sid}/needs")
+            needs = assessed.body if assessed.ok else None
         return {
             "resources": resources,
             "by_id": {r["id"]: r for r in resources},
             "referrals": referrals.body["items"] if referrals.ok else [],
+            "needs": needs,
         }
 
     async def post(self, subject_id: str) -> None:
