@@ -6,8 +6,8 @@ import datetime as dt
 from typing import Any
 
 from handlers.base import BaseHandler, Out, endpoint, path_id
-from handlers.query import one_of, query, query_args, yes_no
-from models.alerts import Alert, AlertStatus
+from handlers.query import WholeNumber, one_of, page_size, query, query_args, yes_no
+from models.alerts import DEFAULT_PER_PAGE, MAX_PER_PAGE, Alert, AlertStatus
 
 
 class AlertOut(Out):
@@ -32,24 +32,50 @@ class AlertOut(Out):
 
 class AlertList(Out):
     items: list[AlertOut]
+    # Numbered pages: how many alerts the caller sees in all, and which page this is.
+    total: int
+    page: int
+    per_page: int
 
 
 class AlertsHandler(BaseHandler):
     access = "alerts.read"
 
     @endpoint(
-        "Alerts in the caller's scope (`?status=open&mine=1`)", response=AlertList, tags=("alerts",)
+        "Alerts in the caller's scope, the latest first, in numbered pages "
+        "(`?status=open&mine=1&page=2&limit=50`): `total` counts those the caller sees",
+        response=AlertList,
+        tags=("alerts",),
     )
     @query(
         one_of("status", AlertStatus, "Only alerts in this state"),
         yes_no("mine", "1: only alerts addressed to the caller"),
+        WholeNumber(
+            "page",
+            "A numbered page, 1 first (default 1)",
+            {"type": "integer", "minimum": 1, "maximum": 100_000, "default": 1},
+            default=1,
+        ),
+        page_size(DEFAULT_PER_PAGE, MAX_PER_PAGE),
     )
     async def get(self) -> None:
         args = query_args(self)
-        alerts = await self.ctx.alerts.list(
-            self.identity, self.ctx.subjects, status=args["status"], mine=args["mine"]
+        listed = await self.ctx.alerts.page(
+            self.identity,
+            self.ctx.subjects,
+            status=args["status"],
+            mine=args["mine"],
+            page=args["page"],
+            per_page=args["limit"],
         )
-        self.respond(AlertList(items=[AlertOut.of(a) for a in alerts]))
+        self.respond(
+            AlertList(
+                items=[AlertOut.of(a) for a in listed.items],
+                total=listed.total,
+                page=listed.page,
+                per_page=listed.per_page,
+            )
+        )
 
 
 class AlertAckHandler(BaseHandler):

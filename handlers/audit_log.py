@@ -7,7 +7,16 @@ import datetime as dt
 from typing import Any
 
 from handlers.base import BaseHandler, Out, endpoint
-from handlers.query import calendar_day, object_id, one_of, page_size, query, query_args, required
+from handlers.query import (
+    calendar_day,
+    matching,
+    object_id,
+    one_of,
+    page_size,
+    query,
+    query_args,
+    required,
+)
 from models.clock import LOCAL_TZ
 from models.errors import InvalidInput
 
@@ -76,4 +85,61 @@ class AuditEventsHandler(BaseHandler):
         self.respond(AuditEventList(items=[AuditEvent(**item) for item in items]))
 
 
-routes = [(r"/api/v1/audit/events", AuditEventsHandler)]
+class AuditAccount(Out):
+    id: str
+    name: str
+    username: str
+    role: str | None
+    org_id: str
+    disabled: bool
+
+
+class AuditAccountList(Out):
+    items: list[AuditAccount]
+
+
+class AuditAccountsHandler(BaseHandler):
+    access = "audit.read"
+
+    @endpoint(
+        "Accounts in the caller's scope whose name or username holds `q`, by name: the "
+        "audit administrator picks whose entries to read by name, not by id",
+        response=AuditAccountList,
+        errors=(422,),
+        tags=("audit",),
+    )
+    @query(
+        required(
+            matching(
+                "q",
+                "Part of a name or username: Chinese characters, letters, digits and · . _ - "
+                "only, 1 to 30",
+                r"^[\u3400-\u9fffA-Za-z0-9·._-]{1,30}$",
+            )
+        ),
+        page_size(20, 50),
+    )
+    async def get(self) -> None:
+        args = query_args(self)
+        found = await self.ctx.staff.find(self.identity, args["q"], args["limit"])
+        self.respond(
+            AuditAccountList(
+                items=[
+                    AuditAccount(
+                        id=v.id,
+                        name=v.name,
+                        username=v.username,
+                        role=v.role,
+                        org_id=v.org_id,
+                        disabled=v.disabled,
+                    )
+                    for v in found
+                ]
+            )
+        )
+
+
+routes = [
+    (r"/api/v1/audit/events", AuditEventsHandler),
+    (r"/api/v1/audit/accounts", AuditAccountsHandler),
+]

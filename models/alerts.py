@@ -40,6 +40,10 @@ ALERTS = CollectionSpec(
 )
 
 
+DEFAULT_PER_PAGE = 100
+MAX_PER_PAGE = 500
+
+
 class AlertStatus(enum.StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
@@ -105,6 +109,16 @@ class Alert:
             acknowledged_at=doc.get("acknowledged_at"),
             acknowledged_by=doc.get("acknowledged_by"),
         )
+
+
+@dataclass(frozen=True)
+class AlertPage:
+    """One numbered page of alerts, and how many the caller sees in all."""
+
+    items: list[Alert]
+    total: int
+    page: int
+    per_page: int
 
 
 class AlertService:
@@ -216,14 +230,7 @@ class AlertService:
         the file it concerns: none about a file of the caller's jurisdiction that its role
         does not reach (an unassigned person, for a social worker), and no health data (the
         risk level) unless the caller sees health data on that file."""
-        query: dict[str, Any] = {"org_path": identity.org_id}
-        if status:
-            query["status"] = status
-        if mine:
-            query["$or"] = [
-                {"to_user_id": identity.user_id},
-                {"to_user_id": None, "org_id": identity.org_id},
-            ]
+        query = self._query(identity, status, mine)
         cursor = self._alerts.find(query).sort("created_at", DESCENDING).limit(limit)
         docs = [doc async for doc in cursor]
         access = await files.access(
@@ -235,6 +242,54 @@ class AlertService:
             if alert is not None:
                 shown.append(alert)
         return await self._named(identity, files, shown)
+
+    async def page(
+        self,
+        identity: Identity,
+        files: CaseFiles,
+        *,
+        status: str | None,
+        mine: bool,
+        page: int = 1,
+        per_page: int = DEFAULT_PER_PAGE,
+    ) -> AlertPage:
+        """A numbered page of the alerts `list` would show, the latest first, with how many
+        there are in all. The count is of the alerts the caller sees: the ids and files of all
+        matching alerts are read (not the alerts), the files' access decided once, and only
+        the page's alerts fetched whole."""
+        query = self._query(identity, status, mine)
+        keys = [
+            doc
+            async for doc in self._alerts.find(query, {"_id": 1, "subject_id": 1}).sort(
+                [("created_at", DESCENDING), ("_id", DESCENDING)]
+            )
+        ]
+        access = await files.access(
+            identity, {d["subject_id"] for d in keys if d.get("subject_id")}, "subjects.read"
+        )
+        visible = [d["_id"] for d in keys if _listed(d.get("subject_id"), access)]
+        wanted = visible[(page - 1) * per_page : page * per_page]
+        docs = {d["_id"]: d async for d in self._alerts.find({"_id": {"$in": wanted}})}
+        shown = []
+        for oid in wanted:
+            doc = docs.get(oid)
+            alert = _as_seen(Alert.from_doc(doc), access) if doc is not None else None
+            if alert is not None:
+                shown.append(alert)
+        items = await self._named(identity, files, shown)
+        return AlertPage(items=items, total=len(visible), page=page, per_page=per_page)
+
+    @staticmethod
+    def _query(identity: Identity, status: str | None, mine: bool) -> dict[str, Any]:
+        query: dict[str, Any] = {"org_path": identity.org_id}
+        if status:
+            query["status"] = status
+        if mine:
+            query["$or"] = [
+                {"to_user_id": identity.user_id},
+                {"to_user_id": None, "org_id": identity.org_id},
+            ]
+        return query
 
     async def _named(
         self, identity: Identity, files: CaseFiles, alerts: builtins.list[Alert]
@@ -318,6 +373,14 @@ class AlertService:
             {"$group": {"_id": node_at(depth), "n": {"$sum": 1}}},
         ]
         return {g["_id"]: g["n"] async for g in await self._alerts.aggregate(pipeline)}
+
+
+def _listed(subject_id: str | None, access: Mapping[str, FileAccess]) -> bool:
+    """Whether an alert about `subject_id` (None: about no one) is listed at all."""
+    if subject_id is None:
+        return True
+    seen = access.get(subject_id)
+    return seen is not None and not (seen.within and not seen.opens)
 
 
 def _as_seen(alert: Alert, access: Mapping[str, FileAccess]) -> Alert | None:

@@ -556,16 +556,17 @@ class AuditService:
         )
         # Who acted, by name and account (`staff`: the staff service's `lookup`, an async
         # function from an id to the account or None; the audit log knows no accounts).
+        # A refused login names the account tried (its resource) when one matched the name.
         accounts: dict[str, dict[str, Any] | None] = {}
-        for who in {e.get("actor_id") for e in found if e.get("actor_id")}:
+        for who in {a for a in map(_account_of, found) if a}:
             accounts[who] = await staff(who) if staff is not None else None
         return [
             {
                 "id": e["_id"],
                 "at": e["at"],
                 "actor_id": e.get("actor_id"),
-                "actor_name": (accounts.get(e.get("actor_id") or "") or {}).get("name"),
-                "actor_username": (accounts.get(e.get("actor_id") or "") or {}).get("username"),
+                "actor_name": (accounts.get(_account_of(e) or "") or {}).get("name"),
+                "actor_username": (accounts.get(_account_of(e) or "") or {}).get("username"),
                 "role": e.get("role"),
                 "action": e["action"],
                 "resource": e.get("resource"),
@@ -577,6 +578,15 @@ class AuditService:
             }
             for e in found
         ]
+
+
+def _account_of(entry: dict[str, Any]) -> str | None:
+    """The staff account an entry is about: who acted, or the account a login tried."""
+    if entry.get("actor_id"):
+        return str(entry["actor_id"])
+    if entry.get("action") == "auth.login" and entry.get("resource") == "staff":
+        return str(entry["resource_id"]) if entry.get("resource_id") else None
+    return None
 
 
 # --- checkpoints and verification ------------------------------------------------------------

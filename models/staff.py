@@ -209,6 +209,20 @@ class StaffService:
         next_cursor = str(docs[limit - 1]["_id"]) if len(docs) > limit else None
         return [StaffView.from_doc(doc) for doc in docs[:limit]], next_cursor
 
+    async def find(self, identity: Identity, text: str, limit: int) -> builtins.list[StaffView]:
+        """Accounts in the caller's subtree whose name or username holds `text`, by name: the
+        audit administrator picks an account by what people call it, not by its id."""
+        pattern = re.escape(text.strip())
+        query: dict[str, Any] = {
+            "org_path": identity.org_id,
+            "$or": [
+                {"name": {"$regex": pattern}},
+                {"username": {"$regex": pattern, "$options": "i"}},
+            ],
+        }
+        cursor = self._staff.find(query).sort([("name", ASCENDING), ("_id", ASCENDING)])
+        return [StaffView.from_doc(doc) async for doc in cursor.limit(limit)]
+
     async def any_exists(self) -> bool:
         return await self._staff.find_one({}, {"_id": 1}) is not None
 

@@ -227,8 +227,31 @@ class AuditPage(Page):
         until = _day(self.get_query_argument("to", None)) or today
         since = _day(self.get_query_argument("from", None)) or until - dt.timedelta(days=6)
         actor = self.get_query_argument("actor_id", "")
+        if not re.fullmatch(r"[0-9a-f]{24}", actor):
+            actor = ""
+        typed = self.get_query_argument("account", "").strip()[:30]
+        # The account is chosen by name: one match is taken, several are offered to choose
+        # from (each a link carrying its id), none is said.
+        choices: list[dict[str, Any]] = []
+        account_error = None
+        if typed and not actor:
+            found = await self.api(
+                "GET", "/api/v1/audit/accounts?" + urllib.parse.urlencode({"q": typed})
+            )
+            if not found.ok:
+                account_error = found.message_zh()
+            elif len(found.body["items"]) == 1:
+                account = found.body["items"][0]
+                actor, typed = account["id"], _account_label(account)
+            elif found.body["items"]:
+                choices = [
+                    {"id": a["id"], "label": _account_label(a), "role": _role(a.get("role"))}
+                    for a in found.body["items"]
+                ]
+            else:
+                account_error = f"没有找到姓名或用户名含“{typed}”的账号。"
         query = {"kind": kind, "from": since.isoformat(), "to": until.isoformat()}
-        if re.fullmatch(r"[0-9a-f]{24}", actor):
+        if actor:
             query["actor_id"] = actor
         answer = await self.api("GET", "/api/v1/audit/events?" + urllib.parse.urlencode(query))
         rows = []
@@ -236,10 +259,14 @@ class AuditPage(Page):
             rows.append(
                 {
                     "at": local_time(e["at"]),
+                    # A refused login names the account tried when one has that username.
                     "who": e.get("actor_name") or "(未知账号)",
                     "username": e.get("actor_username") or "",
-                    "actor_id": e.get("actor_id") or "",
-                    "role": _role(e.get("role")),
+                    "actor_id": _account_id(e),
+                    # A refused login acted as no one: not the system, nobody signed in.
+                    "role": "未登录"
+                    if e["action"] == "auth.login" and not e.get("actor_id")
+                    else _role(e.get("role")),
                     "action": action_text(e["action"]),
                     "outcome": outcome_text(e.get("outcome")),
                     "ip": e.get("remote_ip") or "",
@@ -252,8 +279,29 @@ class AuditPage(Page):
             kind=kind,
             rows=rows,
             error=None if answer.ok else answer.message_zh(),
-            chosen={"from": since.isoformat(), "to": until.isoformat(), "actor_id": actor},
+            choices=choices,
+            account_error=account_error,
+            chosen={
+                "from": since.isoformat(),
+                "to": until.isoformat(),
+                "actor_id": actor,
+                "account": typed,
+            },
         )
+
+
+def _account_label(account: Mapping[str, Any]) -> str:
+    return f"{account['name']}({account['username']})"
+
+
+def _account_id(entry: Mapping[str, Any]) -> str:
+    """The account an entry is about, for the link to its entries: who acted, or the account
+    a refused login tried (named, so one that exists)."""
+    if entry.get("actor_id"):
+        return str(entry["actor_id"])
+    if entry.get("action") == "auth.login" and entry.get("actor_name"):
+        return str(entry.get("resource_id") or "")
+    return ""
 
 
 class AccessLogFind(Page):

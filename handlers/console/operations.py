@@ -154,20 +154,50 @@ def alert_row(alert: Mapping[str, Any], may_log: bool) -> dict[str, Any]:
     }
 
 
+ALERTS_PER_PAGE = 20
+
+
+def _page_number(raw: str | None) -> int:
+    """`?page=` as a page number: anything else is the first page."""
+    return int(raw) if raw and raw.isdigit() and 0 < int(raw) <= 100_000 else 1
+
+
 class AlertsPage(Page):
+    """Open alerts and those acknowledged, each list in numbered pages (`?page=` and
+    `?done=`) with how many there are in all."""
+
     async def get(self) -> None:
         await self._show(None)
 
     async def _show(self, error: str | None) -> None:
+        page = _page_number(self.get_query_argument("page", None))
+        done_page = _page_number(self.get_query_argument("done", None))
         opened, done = await asyncio.gather(
-            self.api_ok("GET", "/api/v1/alerts?status=open"),
-            self.api_ok("GET", "/api/v1/alerts?status=acknowledged"),
+            self.api_ok("GET", f"/api/v1/alerts?status=open&page={page}&limit={ALERTS_PER_PAGE}"),
+            self.api_ok(
+                "GET",
+                f"/api/v1/alerts?status=acknowledged&page={done_page}&limit={ALERTS_PER_PAGE}",
+            ),
         )
         may_log = self.may("subjects.access_log")
+
+        def pages(listed: Mapping[str, Any]) -> int:
+            return max(1, -(-int(listed["total"]) // int(listed["per_page"])))
+
+        def link(**chosen: int) -> str:
+            here = {"page": page, "done": done_page, **chosen}
+            kept = {k: str(v) for k, v in here.items() if v != 1}
+            return "/console/alerts" + ("?" + urllib.parse.urlencode(kept) if kept else "")
+
         self.render(
             "alerts.html",
             alerts=[alert_row(a, may_log) for a in opened["items"]],
-            done=[alert_row(a, may_log) for a in done["items"][:30]],
+            done=[alert_row(a, may_log) for a in done["items"]],
+            opened=opened,
+            acknowledged=done,
+            open_pages=pages(opened),
+            done_pages=pages(done),
+            link=link,
             can_ack=self.may("alerts.ack"),
             error=error,
         )

@@ -394,14 +394,14 @@ class CaseloadPage(Page):
             )
             return
         caseload = await self.api("GET", "/api/v1/caseload")
-        alerts = await self.api("GET", "/api/v1/alerts?status=open")
+        alerts = await self.api("GET", "/api/v1/alerts?status=open&limit=1")
         # The caseload looks at the first MAX_SUBJECTS files in scope: say so when there are more.
         files = await self.api("GET", "/api/v1/subjects?page=1&limit=1&status=active")
         self.render(
             "caseload.html",
             items=caseload.body["items"] if caseload.ok else [],
             caseload_error=None if caseload.ok else caseload.message_zh(),
-            open_alerts=len(alerts.body["items"]) if alerts.ok else None,
+            open_alerts=alerts.body["total"] if alerts.ok else None,
             cut_at=MAX_SUBJECTS if files.ok and files.body["total"] > MAX_SUBJECTS else None,
             files_total=files.body["total"] if files.ok else None,
             no_caseload=False,

@@ -20,6 +20,9 @@ from ops.bench.ceilings import CeilingOptions, run_ceilings
 from ops.bench.checkins import DEFAULT_SUBJECTS as CHECKIN_DEFAULT
 from ops.bench.checkins import MAX_SUBJECTS as CHECKIN_MAX
 from ops.bench.checkins import MIN_SUBJECTS as CHECKIN_MIN
+from ops.bench.dashboard import DEFAULT_PEOPLE as DASHBOARD_DEFAULT
+from ops.bench.dashboard import MIN_PEOPLE as DASHBOARD_MIN
+from ops.bench.dashboard import dashboard_table, run_dashboard
 from ops.bench.hotpath import DEFAULT_PEOPLE as HOTPATH_DEFAULT
 from ops.bench.hotpath import MAX_PEOPLE as HOTPATH_MAX
 from ops.bench.hotpath import MIN_PEOPLE as HOTPATH_MIN
@@ -99,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="case files in one county for the case-list benchmark (pages, filters and exact "
         f"searches, 20 per page; at least {CASELIST_MIN:,}); 0 skips it",
     )
+    parser.add_argument(
+        "--dashboard-people",
+        type=int,
+        default=DASHBOARD_DEFAULT,
+        metavar="N",
+        help="people in one county for the dashboard benchmark (station, county and city "
+        f"dashboards through the API, a year of check-ins; at least {DASHBOARD_MIN:,}; the "
+        "issue's 5,000 seed in about 30 minutes); 0 skips it",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the JSON goes")
     return parser
 
@@ -136,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--hotpath-people must be 0 or between {HOTPATH_MIN} and {HOTPATH_MAX}")
     if args.caselist_subjects and args.caselist_subjects < CASELIST_MIN:
         parser.error(f"--caselist-subjects must be 0 or at least {CASELIST_MIN:,}")
+    if args.dashboard_people and args.dashboard_people < DASHBOARD_MIN:
+        parser.error(f"--dashboard-people must be 0 or at least {DASHBOARD_MIN:,}")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     options = CeilingOptions(
         seconds=args.seconds,
@@ -164,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     reports: dict[str, Any] = {}
     hotpath: dict[str, Any] = {}
     caselist: dict[str, Any] = {}
+    dashboard: dict[str, Any] = {}
     try:
         ceilings = run_ceilings(options)
         if args.hotpath_people:
@@ -172,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             reports = measure_reports(report_subjects)
         if args.caselist_subjects:
             caselist = run_caselist(args.caselist_subjects)
+        if args.dashboard_people:
+            dashboard = run_dashboard(args.dashboard_people)
     except BenchError as exc:
         print(f"bench: failed: {exc}", file=sys.stderr)
         return 1
@@ -194,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + caselist_table(caselist))
     # Beside the others' figures (ops.bench.caselist runs on a database of its own).
     content["caselist"] = caselist
+    if dashboard:
+        print("\n" + dashboard_table(dashboard))
+    # Beside the others' figures (ops.bench.dashboard runs on a database of its own).
+    content["dashboard"] = dashboard
     write_json(args.output, content)
     print(f"\nbench: wrote {args.output} in {time.monotonic() - started:.1f} s")
     return 0

@@ -444,6 +444,13 @@ def on_subject_body(path: str, body: Callable[[str], Any]) -> Builder:
     return build
 
 
+async def assessed_needs(env: Env, in_scope: bool) -> Request:
+    """A file whose needs were assessed (none assessed answers 404 even in scope)."""
+    sid = await target_subject(env, in_scope)
+    await env.make_staff.services.assistance.assess_needs(SYSTEM, sid, {"housing": True})
+    return Request(f"/api/v1/subjects/{sid}/needs")
+
+
 async def new_subject(env: Env, in_scope: bool) -> Request:
     return Request("/api/v1/subjects", subject_body(subject_home(env, in_scope).id))
 
@@ -1305,6 +1312,7 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
     ("/api/v1/staff/(?P<staff_id>[^/]+)/handover", "POST"): (hand_over, 200, 404),
     ("/api/v1/alerts", "GET"): (plain("/api/v1/alerts"), 200, None),
     ("/api/v1/audit/events", "GET"): (plain("/api/v1/audit/events?kind=refusal"), 200, None),
+    ("/api/v1/audit/accounts", "GET"): (plain("/api/v1/audit/accounts?q=a"), 200, None),
     ("/api/v1/alerts/(?P<alert_id>[^/]+)/ack", "POST"): (one_alert, 200, 404),
     ("/api/v1/checkins/review-queue", "GET"): (plain("/api/v1/checkins/review-queue"), 200, None),
     ("/api/v1/checkins/(?P<checkin_id>[^/]+)/review", "POST"): (flagged_checkin, 200, 404),
@@ -1376,6 +1384,7 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
         200,
         404,
     ),
+    ("/api/v1/subjects/(?P<subject_id>[^/]+)/needs", "GET"): (assessed_needs, 200, 404),
     ("/api/v1/assistance/referrals", "POST"): (
         on_subject_body(
             "/api/v1/assistance/referrals", lambda sid: {"subject_id": sid, "needs": ["housing"]}
