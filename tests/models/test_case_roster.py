@@ -3,6 +3,7 @@ read from them equals the list asked of the case files, and a rebuild never undo
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 from typing import Any
@@ -11,7 +12,14 @@ import pytest
 from bson import ObjectId
 
 from models.audit import AuditContext
-from models.case_roster import COMPLETE_ID, LIST_PROJECTION, CaseRoster, entry_fields
+from models.case_roster import (
+    COMPLETE_ID,
+    LIST_PROJECTION,
+    CaseRoster,
+    entry_fields,
+    pack,
+    unpack,
+)
 from models.identity_numbers import IdType
 from models.policy import Role
 from models.subjects import CASE_LIST_SORTS, CaseListQuery, SubjectInput
@@ -41,7 +49,7 @@ async def rosters(store: Any) -> dict[str, dict[str, Any]]:
     """What the rosters say of each file: its unit and listed fields."""
     found: dict[str, dict[str, Any]] = {}
     async for roster in store.database["case_rosters"].find({"_id": {"$ne": COMPLETE_ID}}):
-        for sid, entry in roster["entries"].items():
+        for sid, entry in unpack(roster).items():
             assert sid not in found, f"{sid} is in two rosters"
             found[sid] = {"unit": roster["_id"], "path": roster["org_path"], **entry_fields(entry)}
     return found
@@ -221,12 +229,17 @@ async def test_a_file_lost_from_its_roster_is_put_back_by_the_nightly_sweep(
     ctx = await county_context(make_staff, tree)
     await services.subjects.case_list(ctx, CaseListQuery(), services.staff.lookup)
     # A crash between the file's write and its roster's write; the roster changed since.
+    rosters_collection = store.database["case_rosters"]
+    roster = await rosters_collection.find_one({"_id": ObjectId(tree.station.id)})
+    entries = unpack(roster)
+    del entries[view.id]
     version = ObjectId()
-    await store.database["case_rosters"].update_many(
-        {"entries": {"$exists": True}},
-        {"$unset": {f"entries.{view.id}": ""}, "$set": {"version": version}},
+    await rosters_collection.update_one(
+        {"_id": roster["_id"]}, {"$set": {**pack(entries), "version": version}}
     )
-    await store.database["case_roster_versions"].update_many({}, {"$set": {"version": version}})
+    await store.database["case_roster_versions"].update_one(
+        {"_id": roster["_id"]}, {"$set": {"version": version}}
+    )
     assert (
         await services.subjects.case_list(ctx, CaseListQuery(), services.staff.lookup)
     ).total == 0
@@ -234,3 +247,14 @@ async def test_a_file_lost_from_its_roster_is_put_back_by_the_nightly_sweep(
     assert report["files"] == 1
     listed = await services.subjects.case_list(ctx, CaseListQuery(), services.staff.lookup)
     assert [item.id for item in listed.items] == [view.id]
+
+
+async def test_files_opened_at_once_at_one_station_are_all_listed(services, store, tree):
+    """A roster is one value rewritten on each change: writers at one station take turns
+    (the version decides), and none of them loses another's file."""
+    created = await asyncio.gather(
+        *(services.subjects.create(SYSTEM, person(tree.station.id, f"同时{i}")) for i in range(8))
+    )
+    kept = await rosters(store)
+    assert {view.id for view in created} <= set(kept)
+    assert kept == await rebuilt(store)
