@@ -80,7 +80,7 @@ screenshots: $(STAMP) browser fonts poppler
 		tests/handlers/test_console_contact.py tests/handlers/test_console_casefile.py \
 		tests/handlers/test_console_dashboard.py tests/handlers/test_console_oversight.py \
 		tests/handlers/test_console_casefile_gaps.py tests/handlers/test_alerts_paging.py \
-		tests/handlers/test_console_audit_accounts.py \
+		tests/handlers/test_console_audit_accounts.py tests/handlers/test_audit_file_finder.py \
 		-k "screenshots or told_at_the_console or nothing_was_recorded or finds_people_opens \
 		or review_shows_photo or file_lists_check_ins or records_a_talk or files_an_admonishment \
 		or waits_its_turn or records_the_return or opens_a_program_records or transfer_is_accepted \
@@ -88,7 +88,8 @@ screenshots: $(STAMP) browser fonts poppler
 		or county_overview or queues_show or alerts_name or assistance_board \
 		or audit_administrator_sees or access_log_is_filtered or documents_to_print \
 		or suspends_a_program or late_release_notice or drug_test_result \
-		or needs_assessment_is_shown or pages_open_and_acknowledged or picks_the_account"
+		or needs_assessment_is_shown or pages_open_and_acknowledged or picks_the_account \
+		or finds_the_file_by_name"
 
 bench: $(STAMP)
 	$(BIN)/python -m ops.bench

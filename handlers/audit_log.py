@@ -139,7 +139,48 @@ class AuditAccountsHandler(BaseHandler):
         )
 
 
+class AccessLogFile(Out):
+    id: str
+    # Where the file is kept and when it was opened: enough to tell two files of one name
+    # apart without reading what either says.
+    station: str
+    opened_on: dt.date
+    # What the typed text matched: name, id_number or phone.
+    matched: str
+
+
+class AccessLogFileList(Out):
+    items: list[AccessLogFile]
+
+
+class AccessLogFilesHandler(BaseHandler):
+    access = "subjects.access_log"
+
+    @endpoint(
+        "Files in the caller's scope whose name, ID number or phone is exactly `q`, for choosing "
+        "whose access log to read: each by station and opening day, never its contents",
+        response=AccessLogFileList,
+        errors=(422,),
+        tags=("audit",),
+    )
+    @query(
+        required(
+            matching(
+                "q",
+                "An exact name, ID number or phone (matched through the blind indexes): Chinese "
+                "characters, letters, digits, spaces and · . + - ( ) only",
+                r"^[\u3400-\u9fffA-Za-z0-9·. +()-]{1,50}$",
+            )
+        ),
+    )
+    async def get(self) -> None:
+        args = query_args(self)
+        found = await self.ctx.subjects.files_for_access_log(self.audit_context, args["q"])
+        self.respond(AccessLogFileList(items=[AccessLogFile(**f) for f in found]))
+
+
 routes = [
     (r"/api/v1/audit/events", AuditEventsHandler),
+    (r"/api/v1/audit/files", AccessLogFilesHandler),
     (r"/api/v1/audit/accounts", AuditAccountsHandler),
 ]

@@ -1043,6 +1043,45 @@ class SubjectService:
         except (Shredded, IntegrityError):
             return None  # erased with the person, or logged by the codec
 
+    async def files_for_access_log(
+        self, ctx: AuditContext, typed: str, limit: int = 20
+    ) -> builtins.list[dict[str, Any]]:
+        """The files in the caller's subtree whose name, ID number or phone is exactly `typed`
+        (through the blind indexes), for choosing whose access log to read: each answers its
+        id, station and opening day, never what the file says (the audit administrator reads
+        no case data). The search is audited by the blind-index values, not by what was typed."""
+        searched = {
+            "name": await self._codec.blind_index("name", normalise_name(typed)),
+            "id_number": await self._codec.blind_index("id_number", normalise_id_number(typed)),
+        }
+        digits = normalise_phone(typed)
+        if digits:
+            searched["phone"] = await self._codec.blind_index("phone", digits)
+        found: dict[ObjectId, dict[str, Any]] = {}
+        for kind, value in searched.items():
+            async for doc in self._subjects.find(
+                {f"bi.{kind}": value}, {"org_id": 1, "org_path": 1, "created_at": 1}
+            ).limit(MAX_BLIND_MATCHES):
+                if ctx.identity.reaches(doc["org_path"]):
+                    found.setdefault(doc["_id"], {**doc, "matched": kind})
+        files = sorted(found.values(), key=lambda d: d["created_at"])[:limit]
+        names = await self._orgs.names(str(d["org_id"]) for d in files)
+        await self._audit.record(
+            ctx,
+            "subjects.access_log_lookup",
+            resource="subject",
+            details={"bi": searched, "found": len(found)},
+        )
+        return [
+            {
+                "id": str(d["_id"]),
+                "station": names.get(str(d["org_id"])) or "",
+                "opened_on": d["created_at"].astimezone(LOCAL_TZ).date(),
+                "matched": d["matched"],
+            }
+            for d in files
+        ]
+
     async def access_log(
         self,
         ctx: AuditContext,

@@ -28,6 +28,7 @@ ACTION_ZH = {
     "subjects.photo.read": "查看照片",
     "subjects.break_glass": "紧急查阅",
     "subjects.access_log": "查看访问记录",
+    "subjects.access_log_lookup": "查找档案(访问记录)",
     "subjects.move": "变更管辖",
     "subjects.shred": "销毁档案",
     "subjects.rotate_key": "更换密钥",
@@ -304,15 +305,35 @@ def _account_id(entry: Mapping[str, Any]) -> str:
     return ""
 
 
+MATCHED_ZH = {"name": "姓名", "id_number": "身份证号", "phone": "手机号"}
+
+
 class AccessLogFind(Page):
-    """The audit page's "a file's access log" box: the file's id, then its log."""
+    """The audit page's "a file's access log" box: the person's exact name, ID number or phone
+    finds the file (one is opened at once, several are offered by station and opening day);
+    nobody types an id."""
 
     async def get(self) -> None:
-        subject_id = self.get_query_argument("subject_id", "").strip()
-        if not re.fullmatch(r"[0-9a-f]{24}", subject_id):
+        typed = self.get_query_argument("q", "").strip()[:50]
+        if not typed:
             self.redirect("/console/audit")
             return
-        self.redirect(f"/console/subjects/{subject_id}/access-log")
+        found = await self.api("GET", "/api/v1/audit/files?" + urllib.parse.urlencode({"q": typed}))
+        files = found.body["items"] if found.ok else []
+        if len(files) == 1:
+            self.redirect(f"/console/subjects/{files[0]['id']}/access-log")
+            return
+        error = None
+        if not found.ok:
+            error = found.message_zh()
+        elif not files:
+            error = f"您的辖区内没有姓名、身份证号或手机号为“{typed}”的档案。"
+        self.render(
+            "access_log_find.html",
+            typed=typed,
+            error=error,
+            files=[{**f, "matched": MATCHED_ZH.get(f["matched"], "")} for f in files],
+        )
 
 
 routes = [

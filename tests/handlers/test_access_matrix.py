@@ -1313,6 +1313,7 @@ CASES: dict[tuple[str, str], tuple[Builder, Status, Status | None]] = {
     ("/api/v1/alerts", "GET"): (plain("/api/v1/alerts"), 200, None),
     ("/api/v1/audit/events", "GET"): (plain("/api/v1/audit/events?kind=refusal"), 200, None),
     ("/api/v1/audit/accounts", "GET"): (plain("/api/v1/audit/accounts?q=a"), 200, None),
+    ("/api/v1/audit/files", "GET"): (plain("/api/v1/audit/files?q=张伟"), 200, None),
     ("/api/v1/alerts/(?P<alert_id>[^/]+)/ack", "POST"): (one_alert, 200, 404),
     ("/api/v1/checkins/review-queue", "GET"): (plain("/api/v1/checkins/review-queue"), 200, None),
     ("/api/v1/checkins/(?P<checkin_id>[^/]+)/review", "POST"): (flagged_checkin, 200, 404),
