@@ -23,7 +23,7 @@ from pymongo import monitoring
 
 from ops.bench.casework import BATCH, _data_keys, _local, person_values
 from ops.bench.child import run_in_child
-from ops.bench.measure import BenchError, RoundTrips
+from ops.bench.measure import BenchError, RoundTrips, embedded_database
 
 DEFAULT_SUBJECTS = 10_000
 MIN_SUBJECTS = 1_000
@@ -322,18 +322,8 @@ def caselist_table(figures: dict[str, Any]) -> str:
 
 def run_caselist(subjects: int = DEFAULT_SUBJECTS) -> dict[str, Any]:
     """`measure_caselist` on an embedded database of its own, started and removed here."""
-    from secantus import SecantusDBServer
-
-    with tempfile.TemporaryDirectory(prefix="anbang-bench-") as temp:
-        database = SecantusDBServer(
-            host="127.0.0.1", port=0, storage_path=temp, enable_test_commands=False
-        )
-        database.start()
-        try:
-            host, port = database.address
-            return measure_caselist(f"mongodb://{host}:{port}/?retryWrites=false", subjects)
-        finally:
-            database.stop()
+    with embedded_database() as uri:
+        return measure_caselist(uri, subjects)
 
 
 def main(argv: list[str]) -> int:

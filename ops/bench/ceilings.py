@@ -17,7 +17,7 @@ from ops.bench.checkins import DEFAULT_SUBJECTS as CHECKIN_DEFAULT
 from ops.bench.checkins import CheckinSpec, checkin_ratios, measure_checkins
 from ops.bench.dbinsert import InsertSpec, measure_inserts
 from ops.bench.loadgen import LoadSpec, drive
-from ops.bench.measure import BenchError, Run
+from ops.bench.measure import BenchError, Run, embedded_database
 from ops.bench.sweeps import DEFAULT_SUBJECTS, measure_sweeps
 
 
@@ -117,55 +117,38 @@ async def _http_runs(database_uri: str, work_dir: Path, options: CeilingOptions)
 
 def run_ceilings(options: CeilingOptions) -> Ceilings:
     """Start the embedded database in this process, measure, and remove everything it made."""
-    # Imported here: nothing outside the test fixtures and these tools may depend on SecantusDB.
-    from secantus import SecantusDBServer
-
     ceilings = Ceilings()
-    with tempfile.TemporaryDirectory(prefix="anbang-bench-") as temp:
+    with tempfile.TemporaryDirectory(prefix="anbang-bench-") as temp, embedded_database() as uri:
         work_dir = Path(temp)
-        (work_dir / "db").mkdir()
-        database = SecantusDBServer(
-            host="127.0.0.1",
-            port=0,
-            storage_path=str(work_dir / "db"),
-            enable_test_commands=False,
+        ceilings.runs.update(asyncio.run(_http_runs(uri, work_dir, options)))
+        sequential, concurrent = measure_inserts(
+            InsertSpec(
+                database_uri=uri,
+                db_name="bench_inserts",
+                seconds=options.seconds,
+                tasks=options.tasks,
+                max_inserts=options.max_operations,
+                warmup_seconds=min(options.warmup_seconds, 0.5),
+                database_pid=os.getpid(),
+            )
         )
-        database.start()
-        try:
-            host, port = database.address
-            # The embedded database is a single node without retryable-write support.
-            uri = f"mongodb://{host}:{port}/?retryWrites=false"
-            ceilings.runs.update(asyncio.run(_http_runs(uri, work_dir, options)))
-            sequential, concurrent = measure_inserts(
-                InsertSpec(
+        ceilings.runs["insert_one_sequential"] = _check(sequential)
+        ceilings.runs["insert_one_concurrent"] = _check(concurrent)
+        if options.checkin_subjects:
+            checkins = measure_checkins(
+                CheckinSpec(
                     database_uri=uri,
-                    db_name="bench_inserts",
-                    seconds=options.seconds,
-                    tasks=options.tasks,
-                    max_inserts=options.max_operations,
-                    warmup_seconds=min(options.warmup_seconds, 0.5),
+                    subjects=options.checkin_subjects,
+                    connections=options.checkin_connections,
                     database_pid=os.getpid(),
                 )
             )
-            ceilings.runs["insert_one_sequential"] = _check(sequential)
-            ceilings.runs["insert_one_concurrent"] = _check(concurrent)
-            if options.checkin_subjects:
-                checkins = measure_checkins(
-                    CheckinSpec(
-                        database_uri=uri,
-                        subjects=options.checkin_subjects,
-                        connections=options.checkin_connections,
-                        database_pid=os.getpid(),
-                    )
-                )
-                # Answers other than 201 are counted and reported, not a failure of the run.
-                ceilings.runs["checkin_keep_alive"] = checkins.pop("run")
-                ceilings.checkins = checkins
-            ceilings.casefile = measure_casefile(uri)
-            if options.sweep_subjects:
-                ceilings.sweeps = measure_sweeps(uri, options.sweep_subjects, os.getpid())
-            if options.casework_subjects:
-                ceilings.casework = measure_casework(uri, options.casework_subjects)
-        finally:
-            database.stop()
+            # Answers other than 201 are counted and reported, not a failure of the run.
+            ceilings.runs["checkin_keep_alive"] = checkins.pop("run")
+            ceilings.checkins = checkins
+        ceilings.casefile = measure_casefile(uri)
+        if options.sweep_subjects:
+            ceilings.sweeps = measure_sweeps(uri, options.sweep_subjects, os.getpid())
+        if options.casework_subjects:
+            ceilings.casework = measure_casework(uri, options.casework_subjects)
     return ceilings

@@ -52,7 +52,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from ops.bench.apiserver import running_api
 from ops.bench.child import run_in_child
-from ops.bench.measure import BenchError
+from ops.bench.measure import BenchError, embedded_database
 
 DEFAULT_PEOPLE = 5_000
 MIN_PEOPLE = 100
@@ -710,18 +710,8 @@ def dashboard_table(figures: dict[str, Any]) -> str:
 
 def run_dashboard(people: int = DEFAULT_PEOPLE) -> dict[str, Any]:
     """`measure_dashboard` on an embedded database of its own, started and removed here."""
-    from secantus import SecantusDBServer
-
-    with tempfile.TemporaryDirectory(prefix="anbang-bench-") as temp:
-        database = SecantusDBServer(
-            host="127.0.0.1", port=0, storage_path=temp, enable_test_commands=False
-        )
-        database.start()
-        try:
-            host, port = database.address
-            return measure_dashboard(f"mongodb://{host}:{port}/?retryWrites=false", people)
-        finally:
-            database.stop()
+    with embedded_database() as uri:
+        return measure_dashboard(uri, people)
 
 
 def main(argv: list[str]) -> int:

@@ -54,11 +54,10 @@ from ops.bench.checkins import (
 )
 from ops.bench.child import run_in_child
 from ops.bench.loadgen import connect
-from ops.bench.measure import BenchError, CpuMeter, RoundTrips
+from ops.bench.measure import BenchError, CpuMeter, RoundTrips, embedded_database
 from ops.verify.load import photo
 from server.app import Services, build_services, collection_specs, open_vault
 from server.config import Config
-from server.embedded_tuning import journal_bulk_writes, plan_id_filters_by_id
 from server.wechat_standin import make_standin_app
 
 DEFAULT_PEOPLE = 100
@@ -270,37 +269,17 @@ def measure_hotpath(
     `oplog=False` starts it as a standalone server, without the replica set's oplog (issue 26
     asks whether that changes the cost; the application itself needs the replica set for its
     transactions, so it is a measurement, not a setting)."""
-    # Imported here: nothing outside the test fixtures and these tools may depend on SecantusDB.
-    from secantus import SecantusDBServer
-
-    # As `python -m server db` runs it (server/embedded_db.py).
-    plan_id_filters_by_id()
-    journal_bulk_writes()
     if not MIN_PEOPLE <= people <= MAX_PEOPLE:
         raise BenchError(f"hot-path people must be between {MIN_PEOPLE} and {MAX_PEOPLE}")
-    with tempfile.TemporaryDirectory(prefix="anbang-bench-hotpath-db-") as temp:
-        database = SecantusDBServer(
-            host="127.0.0.1",
-            port=0,
-            storage_path=temp,
-            enable_test_commands=False,
-            **({} if oplog else {"replica_set_name": None}),
+    with embedded_database(**({} if oplog else {"replica_set_name": None})) as uri:
+        spec = HotPathSpec(uri, people, connections, os.getpid())
+        return run_in_child(
+            _measure,
+            spec,
+            name="bench-hotpath",
+            what="the hot-path benchmark",
+            limit=300 + 2.0 * people,
         )
-        database.start()
-        try:
-            host, port = database.address
-            # The embedded database is a single node without retryable-write support.
-            uri = f"mongodb://{host}:{port}/?retryWrites=false"
-            spec = HotPathSpec(uri, people, connections, os.getpid())
-            return run_in_child(
-                _measure,
-                spec,
-                name="bench-hotpath",
-                what="the hot-path benchmark",
-                limit=300 + 2.0 * people,
-            )
-        finally:
-            database.stop()
 
 
 def hotpath_table(figures: dict[str, Any]) -> str:

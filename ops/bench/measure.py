@@ -3,11 +3,13 @@ the database commands a piece of work sends."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,6 +20,31 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 class BenchError(Exception):
     """A benchmark could not produce trustworthy figures; the message says why."""
+
+
+@contextlib.contextmanager
+def embedded_database(**options: Any) -> Iterator[str]:
+    """An embedded database of the benchmark's own, in this process, as `make run` runs it (its
+    corrections applied): yields its URI, then stops it and removes its files. `options` go to
+    the server (`replica_set_name=None`: a standalone one, without an oplog)."""
+    # Imported here: nothing outside the test fixtures and these tools may depend on SecantusDB.
+    from secantus import SecantusDBServer
+
+    from server.embedded_tuning import journal_bulk_writes, plan_id_filters_by_id
+
+    plan_id_filters_by_id()
+    journal_bulk_writes()
+    with tempfile.TemporaryDirectory(prefix="anbang-bench-db-") as temp:
+        database = SecantusDBServer(
+            host="127.0.0.1", port=0, storage_path=temp, enable_test_commands=False, **options
+        )
+        database.start()
+        try:
+            host, port = database.address
+            # The embedded database is a single node without retryable-write support.
+            yield f"mongodb://{host}:{port}/?retryWrites=false"
+        finally:
+            database.stop()
 
 
 def process_cpu_seconds(pid: int) -> float | None:

@@ -65,7 +65,7 @@ from bson import Binary, ObjectId
 from pymongo import monitoring
 
 from ops.bench.child import run_in_child
-from ops.bench.measure import BenchError, CpuMeter, RoundTrips
+from ops.bench.measure import BenchError, CpuMeter, RoundTrips, embedded_database
 from ops.bench.sweeps import parse_sizes as _parse_any_sizes
 
 DEFAULT_SIZES = (2_000, 10_000)
@@ -819,33 +819,20 @@ def measure_reports(sizes: tuple[int, ...] = DEFAULT_SIZES) -> dict[str, Any]:
     """Each size in a database of its own: an embedded database started for it, seeded and
     measured from a child process, then stopped and removed (dropping a database of 50,000
     subjects would take minutes). The figures by size, and their ratios."""
-    # Imported here: nothing outside the test fixtures and these tools may depend on SecantusDB.
-    from secantus import SecantusDBServer
-
     sizes = tuple(sorted(set(sizes)))
     if not sizes or any(not MIN_SUBJECTS <= size <= MAX_SUBJECTS for size in sizes):
         raise BenchError(f"report sizes must be between {MIN_SUBJECTS:,} and {MAX_SUBJECTS:,}")
     value: dict[str, Any] = {}
     for n in sizes:
-        with tempfile.TemporaryDirectory(prefix="anbang-bench-reports-db-") as temp:
-            database = SecantusDBServer(
-                host="127.0.0.1", port=0, storage_path=temp, enable_test_commands=False
+        with embedded_database() as uri:
+            spec = ReportSpec(database_uri=uri, subjects=n, database_pid=os.getpid())
+            size = run_in_child(
+                _measure,
+                spec,
+                name="bench-reports",
+                what=f"the report benchmark at {n:,} subjects",
+                limit=time_limit(n),
             )
-            database.start()
-            try:
-                host, port = database.address
-                # The embedded database is a single node without retryable-write support.
-                uri = f"mongodb://{host}:{port}/?retryWrites=false"
-                spec = ReportSpec(database_uri=uri, subjects=n, database_pid=os.getpid())
-                size = run_in_child(
-                    _measure,
-                    spec,
-                    name="bench-reports",
-                    what=f"the report benchmark at {n:,} subjects",
-                    limit=time_limit(n),
-                )
-            finally:
-                database.stop()
         value[str(n)] = size
         # A long run says how far it got, and what it found so far.
         print(
