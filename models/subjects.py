@@ -1402,25 +1402,7 @@ class SubjectService:
                 found = self._subjects.find({f"bi.{kind}": value}, {"_id": 1})
                 candidates += [d["_id"] async for d in found.limit(MAX_BLIND_MATCHES)]
             clauses.insert(0, {"_id": {"$in": sorted(set(candidates))}})
-        if query.population:
-            clauses.append({"populations": query.population})
-        if query.status:
-            clauses.append({"status": query.status})
-        if query.station:
-            clauses.append({"org_path": query.station})
-        if query.worker:
-            clauses.append(
-                {
-                    "$or": [
-                        {"assignments.social_worker_ids": query.worker},
-                        {"assignments.grid_worker_ids": query.worker},
-                    ]
-                }
-            )
-        if "juvenile" in query.flags:
-            clauses.append({"juvenile": True})
-        if "unassigned" in query.flags:
-            clauses.append({"assignments.social_worker_ids.0": {"$exists": False}})
+        clauses += case_list_conditions(query)
         within = ctx.identity.org_id if not ctx.identity.unscoped else None
         linked = await self._linked_ids(query, within)
         # A search's few candidates come from the blind indexes, and the `referred` scope lies
@@ -1611,6 +1593,32 @@ def _conjunction(clauses: list[dict[str, Any]]) -> dict[str, Any]:
             return {"$and": clauses}
         merged.update(clause)
     return merged
+
+
+def case_list_conditions(query: CaseListQuery) -> builtins.list[dict[str, Any]]:
+    """The case list's filters as conditions on the case files (the search and the scope
+    apart); `_page_from_roster` asks the same of the rosters in memory."""
+    conditions: builtins.list[dict[str, Any]] = []
+    if query.population:
+        conditions.append({"populations": query.population})
+    if query.status:
+        conditions.append({"status": query.status})
+    if query.station:
+        conditions.append({"org_path": query.station})
+    if query.worker:
+        conditions.append(
+            {
+                "$or": [
+                    {"assignments.social_worker_ids": query.worker},
+                    {"assignments.grid_worker_ids": query.worker},
+                ]
+            }
+        )
+    if "juvenile" in query.flags:
+        conditions.append({"juvenile": True})
+    if "unassigned" in query.flags:
+        conditions.append({"assignments.social_worker_ids.0": {"$exists": False}})
+    return conditions
 
 
 def _runs(order: builtins.list[tuple[str, int]]) -> builtins.list[tuple[tuple[str, ...], bool]]:

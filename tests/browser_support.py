@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -53,6 +54,15 @@ async def page(browser: Browser, api) -> AsyncIterator[Page]:
     opened = await context.new_page()
     yield opened
     await context.close()
+
+
+@pytest.fixture
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where a console test saves its screenshots: var/screenshots/ under `make screenshots`
+    (ANBANG_SCREENSHOTS), else the test's own temporary folder."""
+    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 async def login(page: Page, account, next_path: str = "/console/") -> None:

@@ -5,9 +5,7 @@ says how many there are and pages the open and the acknowledged lists each on it
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -17,13 +15,6 @@ from tests.browser_support import login
 from tests.subject_factories import subject_body
 
 OPEN_ASSIGNED, OPEN_OTHER, ACKNOWLEDGED = 27, 18, 23
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 @pytest.fixture
@@ -117,14 +108,16 @@ async def test_the_alerts_come_in_pages_counted_as_the_caller_sees_them(fetch, m
     assert bad.status == 422
 
 
-async def test_the_console_pages_open_and_acknowledged_alerts_apart(page, fetch, many, shots):
+async def test_the_console_pages_open_and_acknowledged_alerts_apart(
+    page, fetch, many, screenshot_dir
+):
     officer, _, _, _ = many
     await login(page, officer, "/console/alerts")
     assert "共 45 条,第 1 / 3 页" in await page.inner_text("#alerts-count")
     assert "共 23 条,第 1 / 2 页" in await page.inner_text("#done-count")
     assert await page.locator("#alerts tbody tr").count() == 20
     first_page = await page.locator("#alerts tbody tr").first.get_attribute("id")
-    await page.screenshot(path=shots / "alerts-paged.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "alerts-paged.png", full_page=True)
 
     await page.click("#alerts-pager a[rel=next]")
     await page.wait_for_url(re.compile(r".*/console/alerts\?page=2$"))

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -17,13 +15,6 @@ from models.policy import Role
 from tests.browser_support import login
 from tests.mp_support import local
 from tests.subject_factories import subject_body
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 @pytest.fixture
@@ -94,7 +85,7 @@ async def test_files_are_found_by_exact_name_id_number_or_phone_within_scope(
     assert refused.status == 403
 
 
-async def test_the_audit_page_finds_the_file_by_name_not_by_id(page, fetch, files, shots):
+async def test_the_audit_page_finds_the_file_by_name_not_by_id(page, fetch, files, screenshot_dir):
     auditor, opened = files
     await login(page, auditor, "/console/audit")
     # One match (the phone) opens the file's access log at once.
@@ -117,7 +108,7 @@ async def test_the_audit_page_finds_the_file_by_name_not_by_id(page, fetch, file
     text = await page.inner_text("#file-choices")
     assert "五马司法所" in text and "2026-11-02" in text and "南汇司法所" in text
     assert opened["station"]["id"] not in await page.inner_text("main")
-    await page.screenshot(path=shots / "audit-file-choices.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "audit-file-choices.png", full_page=True)
     await page.click("#file-choices a.choice:has-text('南汇司法所')")
     await page.wait_for_url(
         re.compile(rf".*/console/subjects/{opened['station2']['id']}/access-log")

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 from pathlib import Path
 
-import pytest
 from openpyxl import load_workbook
 from playwright.async_api import Page
 from tornado.httpclient import AsyncHTTPClient
@@ -239,13 +237,6 @@ async def test_headers_cookie_and_forms_are_locked_down(api, supervised):
         assert signed_in.headers["Location"] == "/console/"
     finally:
         client.close()
-
-
-@pytest.fixture
-def screenshot_dir(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 def png_sizes(target: Path) -> dict[str, int]:

@@ -5,9 +5,7 @@ that exists names the account; only a name that matches no account reads 未知�
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -16,13 +14,6 @@ from server.app import SYSTEM
 from tests.browser_support import login
 from tests.conftest import Account
 from tests.mp_support import local
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 @pytest.fixture
@@ -99,7 +90,7 @@ async def test_accounts_are_found_by_part_of_a_name_or_username(fetch, desk, mak
     assert refused.status == 403
 
 
-async def test_the_audit_page_picks_the_account_by_name(page, fetch, desk, shots):
+async def test_the_audit_page_picks_the_account_by_name(page, fetch, desk, screenshot_dir):
     auditor, officers = desk
     await login(page, auditor, "/console/audit")
     text = await page.inner_text("#audit-events")
@@ -119,7 +110,7 @@ async def test_the_audit_page_picks_the_account_by_name(page, fetch, desk, shots
     choices = page.locator("#account-choices a.choice")
     assert await choices.count() == 2
     assert officers["陈静"].id not in await page.inner_text("main")
-    await page.screenshot(path=shots / "audit-account-choices.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "audit-account-choices.png", full_page=True)
     await page.click("#account-choices a.choice:has-text('陈静')")
     await page.wait_for_url(re.compile(rf".*actor_id={officers['陈静'].id}.*"))
     assert await page.input_value("#account") == f"陈静({officers['陈静'].username})"
@@ -129,7 +120,7 @@ async def test_the_audit_page_picks_the_account_by_name(page, fetch, desk, shots
     rows = page.locator("#audit-events tbody tr")
     assert await rows.count() == len(api.json["items"]) == 1
     assert "陈静" in await rows.first.inner_text()
-    await page.screenshot(path=shots / "audit-account-chosen.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "audit-account-chosen.png", full_page=True)
 
     # One match is taken at once; none is said.
     await page.click("#account-clear")

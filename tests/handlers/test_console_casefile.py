@@ -7,9 +7,6 @@ the field in Chinese and store nothing; every role on every page gets the page o
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from playwright.async_api import Browser, Page
 from tornado.httpclient import AsyncHTTPClient
@@ -18,13 +15,6 @@ from models.policy import Role
 from tests.browser_support import login
 from tests.mp_support import local
 from tests.subject_factories import subject_body
-
-
-@pytest.fixture
-def screenshot_dir(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 @pytest.fixture

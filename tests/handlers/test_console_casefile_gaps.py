@@ -6,9 +6,6 @@ made it and when, and fills the form in. Bad forms name the field in Chinese, st
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from playwright.async_api import Page
 
@@ -24,13 +21,6 @@ CORRECTIONS = {
     "sentence_type": "probation",
 }
 DETOX = {"type": "drug_rehab", "start_date": "2026-11-02", "mode": "community_detox"}
-
-
-@pytest.fixture
-def screenshot_dir(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ shown as a QR code that the mini-program then binds with, and every role x page 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -147,13 +145,6 @@ async def test_the_list_filters_by_worker_program_state_and_flags(fetch, casewor
 
 
 # --- in the browser ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def screenshot_dir(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 async def search(page: Page, text: str) -> list[str]:

@@ -6,9 +6,6 @@ county's list and waits its turn. Field errors are Chinese and nothing is half-s
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from playwright.async_api import Page
 from tornado.httpclient import AsyncHTTPClient
@@ -34,13 +31,6 @@ RESETTLEMENT = {
     "release_date": "2026-03-02",
     "key_person": True,
 }
-
-
-@pytest.fixture
-def screenshot_dir(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 @pytest.fixture

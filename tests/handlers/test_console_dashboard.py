@@ -5,21 +5,10 @@ agency head's queue under the person's name. `make screenshots` keeps the pages 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import pytest
 from playwright.async_api import Page
 
 from models.policy import Role
 from tests.browser_support import login
-
-
-@pytest.fixture
-def screenshot_dir(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 async def tile(page: Page, figure_id: str) -> int:

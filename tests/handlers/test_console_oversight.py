@@ -5,9 +5,6 @@ beside it. `make screenshots` keeps the pages it visits."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from playwright.async_api import Page
 
@@ -16,13 +13,6 @@ from server.config import Config, ConfigError
 from tests.browser_support import login
 from tests.handlers.test_assistance import Desk
 from tests.mp_support import STATION_CENTRE, local
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 async def logout(page: Page) -> None:
@@ -39,7 +29,7 @@ def no_codes(text: str, *codes: str) -> None:
 
 
 async def test_alerts_name_the_person_say_what_is_due_and_keep_who_acknowledged(
-    page, supervised, services, fetch, tree, shots
+    page, supervised, services, fetch, tree, screenshot_dir
 ):
     subject = (
         await fetch(
@@ -74,7 +64,7 @@ async def test_alerts_name_the_person_say_what_is_due_and_keep_who_acknowledged(
     # Only the police acknowledge it: no button for the station.
     assert await page.locator(f"#alert-{police_only} button").count() == 0
     no_codes(await page.inner_text("main"), "intake_overdue", "serious_breach", "police", "p1")
-    await page.screenshot(path=shots / "alerts.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "alerts.png", full_page=True)
 
     # The way to act opens the file.
     await page.click(f"#alert-{overdue} a.act")
@@ -92,7 +82,7 @@ async def test_alerts_name_the_person_say_what_is_due_and_keep_who_acknowledged(
     )
     [item] = acknowledged.json["items"]
     assert item["acknowledged_by_name"] == me["name"] and item["acknowledged_at"]
-    await page.screenshot(path=shots / "alerts-acknowledged.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "alerts-acknowledged.png", full_page=True)
 
 
 # --- assistance -------------------------------------------------------------------------------
@@ -105,7 +95,7 @@ async def desk(fetch, make_staff, tree, clock) -> Desk:
 
 
 async def test_the_assistance_board_shows_occupancy_and_the_waiting_list_and_acts(
-    page, desk, clock, shots
+    page, desk, clock, screenshot_dir
 ):
     home = await desk.facility(capacity=1)
     first, second, third = [await desk.person() for _ in range(3)]
@@ -156,7 +146,7 @@ async def test_the_assistance_board_shows_occupancy_and_the_waiting_list_and_act
     stay = page.locator(f"#stay-{placed.json['id'].replace(':', '-')}")
     assert "2027-01-31" in await stay.inner_text()
     no_codes(await page.inner_text("main"), "sunshine_home", "requested", "accepted", "housing")
-    await page.screenshot(path=shots / "assistance.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "assistance.png", full_page=True)
 
     # Approve, then offer the home (full: the offer still stands, the place comes in turn).
     await page.click(f"#referral-{asked_ref} form.step button:has-text('同意转介')")
@@ -210,7 +200,7 @@ async def test_a_coordinator_sees_their_facility_without_the_countys_month(page,
 
 
 async def test_the_audit_administrator_sees_logins_refusals_and_changes(
-    page, supervised, fetch, make_staff, tree, shots
+    page, supervised, fetch, make_staff, tree, screenshot_dir
 ):
     auditor = await make_staff(Role.AUDIT_ADMIN, tree.city)
     admin = await make_staff(Role.SYS_ADMIN, tree.city)
@@ -260,7 +250,7 @@ async def test_the_audit_administrator_sees_logins_refusals_and_changes(
     text = await page.inner_text("#audit-events")
     assert "登录" in text and "被拒绝" in text
     no_codes(text, "auth.login", "refused:")
-    await page.screenshot(path=shots / "audit-logins.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "audit-logins.png", full_page=True)
     await page.click("#audit-kinds a:has-text('管理操作')")
     await page.wait_for_url("**/console/audit?kind=admin*")
     admin_text = await page.inner_text("#audit-events")
@@ -269,11 +259,11 @@ async def test_the_audit_administrator_sees_logins_refusals_and_changes(
     await page.click("#audit-kinds a:has-text('拒绝记录')")
     await page.wait_for_url("**/console/audit?kind=refusal*")
     assert "审计查询" in await page.inner_text("#audit-events")
-    await page.screenshot(path=shots / "audit-refusals.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "audit-refusals.png", full_page=True)
 
 
 async def test_a_files_access_log_is_filtered_for_those_allowed(
-    page, supervised, fetch, make_staff, tree, shots
+    page, supervised, fetch, make_staff, tree, screenshot_dir
 ):
     # The station reads the file and its notes; the county opens its access log.
     officer = await supervised.officer_token()
@@ -294,7 +284,7 @@ async def test_a_files_access_log_is_filtered_for_those_allowed(
     # Who acted, by name (the API answers it beside the id), never an id's tail.
     member = await make_staff.services.staff.lookup(supervised.officer.id)
     assert member["name"] in text and supervised.officer.id[-6:] not in text
-    await page.screenshot(path=shots / "access-log.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "access-log.png", full_page=True)
     # Only the station's entries, only reads.
     await page.select_option("#log-filters select[name=role]", "station_officer")
     await page.select_option("#log-filters select[name=kind]", "read")
@@ -312,7 +302,7 @@ async def test_a_files_access_log_is_filtered_for_those_allowed(
 
 
 async def test_decided_leave_and_sanctions_show_their_documents_to_print(
-    page, supervised, fetch, shots
+    page, supervised, fetch, screenshot_dir
 ):
     county = await supervised.county_token()
     officer = await supervised.officer_token()
@@ -364,13 +354,13 @@ async def test_decided_leave_and_sanctions_show_their_documents_to_print(
     pdf = await page.request.get(href)
     assert pdf.status == 200 and pdf.headers["content-type"] == "application/pdf"
     assert (await pdf.body()).startswith(b"%PDF")
-    await page.screenshot(path=shots / "leave-documents.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "leave-documents.png", full_page=True)
 
     await page.goto("/console/sanctions")
     row = page.locator(f"#decided-{sid}")
     text = await row.inner_text()
     assert "警告" in text and made[sid]["number"] in text and "打印" in text
-    await page.screenshot(path=shots / "sanctions-documents.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "sanctions-documents.png", full_page=True)
 
 
 # --- map tiles (ANBANG_MAP_TILES) ---------------------------------------------------------------

@@ -6,10 +6,6 @@ history shows times and results in Chinese."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import pytest
 from playwright.async_api import Page
 
 from models.policy import Role
@@ -19,14 +15,6 @@ from tests.mp_support import STATION_CENTRE, local
 
 PHOTO = png(120, 160)
 FILE_PHOTO = png(90, 120)
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    """`make screenshots` keeps these in var/screenshots/ (ANBANG_SCREENSHOTS)."""
-    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 async def flagged_with_photo(supervised, clock, fetch) -> str:
@@ -70,7 +58,7 @@ async def image_loaded(page: Page, selector: str) -> bool:
 
 
 async def test_review_shows_photo_map_and_flags_then_lists_the_decision_by_name(
-    page, supervised, clock, fetch, shots
+    page, supervised, clock, fetch, screenshot_dir
 ):
     checkin_id = await flagged_with_photo(supervised, clock, fetch)
     photos: dict[str, dict[str, str]] = {}
@@ -108,7 +96,7 @@ async def test_review_shows_photo_map_and_flags_then_lists_the_decision_by_name(
     assert await page.locator(f"{row} path.map-recent").count() == 1
     assert await page.locator(f"{row} .leaflet-control-scale-line").count() == 1
     assert await page.locator(f"{row} .leaflet-tile").count() == 0
-    await page.screenshot(path=shots / "checkin-review.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "checkin-review.png", full_page=True)
 
     await page.fill(f"{row} textarea", "电话核实：当日赴温州市区医院复诊，已补假")
     await page.click(f"{row} button[name=accept][value='1']")
@@ -117,7 +105,7 @@ async def test_review_shows_photo_map_and_flags_then_lists_the_decision_by_name(
     me = await fetch("/api/v1/me", token=await supervised.officer_token())
     decided = await page.inner_text(f"#decided-{checkin_id}")
     assert me.json["name"] in decided and "已认可" in decided and "电话核实" in decided
-    await page.screenshot(path=shots / "checkin-decided.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "checkin-decided.png", full_page=True)
 
     # The API stored the review as the page said.
     token = await supervised.officer_token()
@@ -162,7 +150,7 @@ async def test_the_console_photo_route_relays_uncached_and_refuses_with_404(
 
 
 async def test_the_file_lists_check_ins_with_times_and_results_in_chinese(
-    page, supervised, clock, fetch, shots
+    page, supervised, clock, fetch, screenshot_dir
 ):
     checkin_id = await flagged_with_photo(supervised, clock, fetch)
     await login(page, supervised.officer, f"/console/subjects/{supervised.subject_id}")
@@ -183,7 +171,7 @@ async def test_the_file_lists_check_ins_with_times_and_results_in_chinese(
     await page.click("#history-all")
     await page.wait_for_url(f"**/console/subjects/{supervised.subject_id}/checkins")
     assert await page.locator("#checkin-history tbody tr").count() == 2
-    await page.screenshot(path=shots / "checkin-history.png", full_page=True)
+    await page.screenshot(path=screenshot_dir / "checkin-history.png", full_page=True)
 
     # A page at a time, newest first, through the API the page reads.
     token = await supervised.officer_token()
@@ -196,7 +184,7 @@ async def test_the_file_lists_check_ins_with_times_and_results_in_chinese(
 
 
 async def test_county_officer_rejects_and_city_officer_only_looks(
-    page, browser, api, supervised, clock, fetch, make_staff, tree, shots
+    page, browser, api, supervised, clock, fetch, make_staff, tree, screenshot_dir
 ):
     checkin_id = await flagged_with_photo(supervised, clock, fetch)
     row = f"#checkin-{checkin_id}"

@@ -5,11 +5,7 @@ a page image through poppler's `pdftoppm` (kept by `make screenshots`)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-from pathlib import Path
-
-import pytest
 
 from models.audit import AuditContext
 from models.sanctions import SanctionKind
@@ -19,13 +15,6 @@ from tests.browser_support import login
 
 def run(*args: str) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True, timeout=60).stdout
-
-
-@pytest.fixture
-def screenshot_dir(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("ANBANG_SCREENSHOTS") or tmp_path)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 async def test_screenshots_of_a_document_made_at_the_console_and_its_pdf(

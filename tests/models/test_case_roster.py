@@ -22,7 +22,7 @@ from models.case_roster import (
 )
 from models.identity_numbers import IdType
 from models.policy import Role
-from models.subjects import CASE_LIST_SORTS, CaseListQuery, SubjectInput
+from models.subjects import CASE_LIST_SORTS, CaseListQuery, SubjectInput, case_list_conditions
 from server.app import SYSTEM
 from tests.subject_factories import resident_id
 
@@ -157,27 +157,7 @@ async def test_the_list_from_the_rosters_is_the_list_from_the_files(
 
 
 def _filter_for(ctx: AuditContext, query: CaseListQuery) -> dict[str, Any]:
-    clauses: list[dict[str, Any]] = [{"org_path": ctx.identity.org_id}]
-    if query.population:
-        clauses.append({"populations": query.population})
-    if query.status:
-        clauses.append({"status": query.status})
-    if query.station:
-        clauses.append({"org_path": query.station})
-    if query.worker:
-        clauses.append(
-            {
-                "$or": [
-                    {"assignments.social_worker_ids": query.worker},
-                    {"assignments.grid_worker_ids": query.worker},
-                ]
-            }
-        )
-    if "juvenile" in query.flags:
-        clauses.append({"juvenile": True})
-    if "unassigned" in query.flags:
-        clauses.append({"assignments.social_worker_ids.0": {"$exists": False}})
-    return {"$and": clauses}
+    return {"$and": [{"org_path": ctx.identity.org_id}, *case_list_conditions(query)]}
 
 
 async def test_a_database_from_before_the_rosters_is_listed_whole(
