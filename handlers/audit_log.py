@@ -9,6 +9,7 @@ from typing import Any
 from handlers.base import BaseHandler, Out, endpoint
 from handlers.query import (
     calendar_day,
+    exact_person,
     matching,
     object_id,
     one_of,
@@ -163,16 +164,7 @@ class AccessLogFilesHandler(BaseHandler):
         errors=(422,),
         tags=("audit",),
     )
-    @query(
-        required(
-            matching(
-                "q",
-                "An exact name, ID number or phone (matched through the blind indexes): Chinese "
-                "characters, letters, digits, spaces and · . + - ( ) only",
-                r"^[\u3400-\u9fffA-Za-z0-9·. +()-]{1,50}$",
-            )
-        ),
-    )
+    @query(required(exact_person()))
     async def get(self) -> None:
         args = query_args(self)
         found = await self.ctx.subjects.files_for_access_log(self.audit_context, args["q"])

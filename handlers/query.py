@@ -140,6 +140,17 @@ def matching(name: str, description: str, pattern: str) -> Text:
     return Text(name, description, {"type": "string", "pattern": pattern})
 
 
+def exact_person(name: str = "q") -> Text:
+    """A person's exact name, ID number or phone, as a search through the blind indexes reads
+    it (the case list, the audit page's file finder)."""
+    return matching(
+        name,
+        "An exact name, ID number or phone (matched through the blind indexes): Chinese "
+        "characters, letters, digits, spaces and · . + - ( ) only",
+        r"^[\u3400-\u9fffA-Za-z0-9·. +()-]{1,50}$",
+    )
+
+
 def object_id(name: str, description: str) -> Text:
     """An id the server issued (24 hexadecimal digits)."""
     return Text(name, description, {"type": "string", "pattern": ID_PATTERN})

@@ -10,7 +10,7 @@ from tornado.ioloop import IOLoop
 
 from handlers.base import BaseHandler, Out, RequestError, Strict, csv_media, endpoint, path_id
 from handlers.photos import PhotoStreamHandler
-from handlers.query import matching, object_id, one_of, page_size, query, query_args
+from handlers.query import exact_person, matching, object_id, one_of, page_size, query, query_args
 from models.attachments import AttachmentWriter
 from models.identity_numbers import IdType
 from models.programs import ProgramStatus, ProgramType
@@ -210,12 +210,7 @@ class SubjectsHandler(BaseHandler):
             "chosen by any parameter below",
             r"^[1-9][0-9]{0,5}$",
         ),
-        matching(
-            "q",
-            "An exact name, ID number or phone (matched through the blind indexes): Chinese "
-            "characters, letters, digits, spaces and · . + - ( ) only",
-            r"^[\u3400-\u9fffA-Za-z0-9·. +()-]{1,50}$",
-        ),
+        exact_person(),
         one_of("program_status", ProgramStatus, "Only subjects with a program in this state"),
         object_id("station", "Only case files under this node"),
         matching("worker", "Only case files assigned to this worker", r"^[A-Za-z0-9_:-]{1,64}$"),
