@@ -420,7 +420,7 @@ class SubjectImportHandler(BaseHandler):
     )
     async def post(self) -> None:
         text = self.csv_text()
-        ids = await self.ctx.subjects.import_csv(self.audit_context, text)
+        ids = await self.ctx.subject_import.import_csv(self.audit_context, text)
         self.respond(ImportOut(imported=len(ids), ids=ids), status=201)
 
 

@@ -41,6 +41,7 @@ from models.scope import ScopeService
 from models.sessions import SessionService
 from models.staff import StaffService
 from models.store import CollectionSpec
+from models.subject_import import SubjectImportService
 from models.subjects import SubjectService
 from models.transfers import TransferService
 from models.uploads import UploadService
@@ -73,6 +74,7 @@ class Services:
     vault: KeyVault
     alerts: AlertService
     subjects: SubjectService
+    subject_import: SubjectImportService
     scope: ScopeService
     policy: Policy
     rules: RulesService

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import builtins  # `list` in a service class names its method; `builtins.list` the type
-import csv
 import datetime as dt
-import io
 import operator
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -63,19 +61,8 @@ NOTES = CollectionSpec(
 )
 SEALED_FIELDS = ("name", "id_number", "phone", "gender", "birth_date", "address")
 SUBJECT_ORG_KINDS = frozenset({OrgKind.STATION, OrgKind.COMMUNITY, OrgKind.GRID})
-MAX_IMPORT_ROWS = 5000
 # The most candidates one blind-index value may bring back (a very common name).
 MAX_BLIND_MATCHES = 2000
-IMPORT_COLUMNS = (
-    "name",
-    "id_type",
-    "id_number",
-    "phone",
-    "gender",
-    "birth_date",
-    "address",
-    "org_code",
-)
 # 民法典 Art. 17, for the guardian rule of the mini-program (models/mp_accounts.py); the case
 # file's juvenile rules read `juvenile.adult_age` from the rules data instead.
 ADULT_AGE = 18
@@ -1250,106 +1237,25 @@ class SubjectService:
 
     # --- bulk import -----------------------------------------------------------------------
 
-    async def import_csv(self, ctx: AuditContext, text: str) -> builtins.list[str]:
-        """Create every case file in a CSV file, or none; bad rows are reported by line."""
-        text = text.removeprefix("\ufeff")
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in IMPORT_COLUMNS if c not in header]
-        if missing:
-            raise InvalidInput(
-                "The header row must name " + ", ".join(IMPORT_COLUMNS) + ".",
-                details=[{"line": 1, "field": c, "message": "missing column"} for c in missing],
-                code="bad_rows",
-            )
-        reader.fieldnames = header
-        problems: list[dict[str, Any]] = []
-        prepared: list[tuple[int, dict[str, Any]]] = []
-        seen: dict[str, int] = {}
-        orgs_by_code: dict[str, str | None] = {}
-        for row in reader:
-            line = reader.line_num
-            if len(prepared) + len(problems) >= MAX_IMPORT_ROWS:
-                raise InvalidInput(
-                    f"A file may hold at most {MAX_IMPORT_ROWS} case files.", code="too_many_rows"
-                )
-            if None in row:
-                problems.append(
-                    {"line": line, "field": "(row)", "message": "more fields than the header"}
-                )
-                continue
-            if not any((v or "").strip() for v in row.values()):
-                continue
-            code = (row["org_code"] or "").strip()
-            if code not in orgs_by_code:
-                org = await self._orgs.by_code(code)
-                orgs_by_code[code] = org.id if org else None
-            if orgs_by_code[code] is None:
-                problems.append(
-                    {"line": line, "field": "org_code", "message": "no such organisation"}
-                )
-                continue
-            try:
-                data = SubjectInput(
-                    name=row["name"] or "",
-                    id_type=IdType((row["id_type"] or "resident").strip()),
-                    id_number=row["id_number"] or "",
-                    phone=row["phone"] or "",
-                    gender=(row["gender"] or "").strip(),
-                    birth_date=dt.date.fromisoformat((row["birth_date"] or "").strip()),
-                    address=row["address"] or "",
-                    org_id=orgs_by_code[code] or "",
-                )
-            except ValueError as exc:
-                field_name = "id_type" if "IdType" in str(exc) else "birth_date"
-                problems.append({"line": line, "field": field_name, "message": "invalid value"})
-                continue
-            try:
-                values = await self._validated(ctx, data)
-            except (InvalidInput, NotFound) as exc:
-                detail = (exc.details or [{"field": "org_code"}])[0]
-                problems.append(
-                    {
-                        "line": line,
-                        "field": detail.get("field", "(row)"),
-                        "message": detail.get("message", exc.message),
-                    }
-                )
-                continue
-            if values["id_number"] in seen:
-                problems.append(
-                    {
-                        "line": line,
-                        "field": "id_number",
-                        "message": f"repeats line {seen[values['id_number']]}",
-                    }
-                )
-                continue
-            seen[values["id_number"]] = line
-            prepared.append((line, values))
-        indexed = []
-        for line, values in prepared:
-            indexes = await self._blind_indexes(values)
-            if await self._subjects.find_one({"bi.id_number": indexes["id_number"]}, {"_id": 1}):
-                problems.append(
-                    {
-                        "line": line,
-                        "field": "id_number",
-                        "message": "a case file for this person exists",
-                    }
-                )
-            indexed.append((values, indexes))
-        if problems:
-            raise InvalidInput(
-                f"The file has {len(problems)} bad row(s); nothing was imported.",
-                details=sorted(problems, key=lambda p: p["line"]),
-                code="bad_rows",
-            )
-        if not indexed:
-            raise InvalidInput("The file holds no case files.", code="bad_rows")
+    async def validated(self, ctx: AuditContext, data: SubjectInput) -> dict[str, Any]:
+        """A case file's values as `create` would store them, or InvalidInput/NotFound naming
+        the field (for the CSV import, which checks every row before it stores any)."""
+        return await self._validated(ctx, data)
+
+    async def indexed(self, values: dict[str, Any]) -> tuple[dict[str, str], bool]:
+        """A case file's blind indexes, and whether a file with its ID number exists."""
+        indexes = await self._blind_indexes(values)
+        found = await self._subjects.find_one({"bi.id_number": indexes["id_number"]}, {"_id": 1})
+        return indexes, found is not None
+
+    async def create_many(
+        self, ctx: AuditContext, prepared: builtins.list[tuple[dict[str, Any], dict[str, str]]]
+    ) -> builtins.list[str]:
+        """Store checked case files (values and blind indexes) all at once, or none: one audited
+        change in one transaction; a person registered meanwhile refuses the whole set."""
         docs = [
             await self._new_document(ctx, ObjectId(), values, indexes)
-            for values, indexes in indexed
+            for values, indexes in prepared
         ]
         async with (
             self._audit.change(

@@ -106,6 +106,7 @@ from models.scope import ScopeService
 from models.sessions import SessionService
 from models.staff import StaffService
 from models.store import CollectionSpec, DatabaseSettings, Store
+from models.subject_import import SubjectImportService
 from models.subjects import SubjectService
 from models.telemetry import NullTelemetry, Telemetry
 from models.throttle import ThrottleService
@@ -764,6 +765,7 @@ def build_services(
         vault=vault,
         alerts=alerts_service,
         subjects=subjects_service,
+        subject_import=SubjectImportService(subjects=subjects_service, orgs=orgs),
         scope=scope,
         policy=policy,
     )

@@ -98,7 +98,7 @@ async def test_every_writer_keeps_the_rosters_equal_to_a_rebuild(
         f"1975-05-{i + 1:02d},测试路 2 号,{tree.station2.code}"
         for i in range(3)
     )
-    await subjects.import_csv(SYSTEM, csv_text)
+    await services.subject_import.import_csv(SYSTEM, csv_text)
     steps.append(("import", None))
     await subjects.shred(SYSTEM, first.id)
     steps.append(("shred", first))
