@@ -19,7 +19,6 @@ from models.audit import AuditContext, AuditService
 from models.case_roster import LIST_PROJECTION, SORTABLE, CaseRoster
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec, IntegrityError, Shredded
-from models.crypto import CryptoError, Sealed
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.identity import Identity
 from models.identity_numbers import (
@@ -35,6 +34,7 @@ from models.keys import KeyVault
 from models.orgs import OrgKind, OrgService
 from models.periods import add_years
 from models.policy import IDENTITY_FIELDS, Policy, Role, visible_fields
+from models.resealing import Resealer
 from models.rules import RulesService
 from models.scope import FILES, ScopeService, SubjectStatus, assigned_ids, matches
 from models.store import CollectionSpec, Store, still_there
@@ -136,6 +136,7 @@ class SubjectService:
         *,
         roster: CaseRoster,
         scope: ScopeService,
+        resealer: Resealer,
     ):
         self._rules = rules
         self._roster = roster
@@ -151,7 +152,9 @@ class SubjectService:
         self._alerts = alerts
         self._policy = policy
         self._attachments = attachments
-        self._sealed_elsewhere: list[tuple[str, str | None]] = []
+        # The case file's notes are sealed with the person's key too, in a collection of their own.
+        self._resealer = resealer
+        resealer.add_locations(((NOTES.name, None),))
 
     # --- scope (decided by models/scope.py) ----------------------------------------------
 
@@ -1136,52 +1139,8 @@ class SubjectService:
         await self._list_again([oid])
 
     def add_sealed_locations(self, locations: Iterable[tuple[str, str | None]]) -> None:
-        """Where other services keep fields sealed with a subject's key: (collection, the
-        sub-document holding them or None for top-level fields). Rotation rewrites them all."""
-        self._sealed_elsewhere.extend(locations)
-
-    async def _reseal(
-        self, collection: str, container: str | None, subject_id: str, new_key_id: str
-    ) -> None:
-        documents = self._store.collection(collection)
-        async for doc in documents.find({"subject_id": subject_id}):
-            document_id = str(doc["_id"])
-            fields = (doc.get(container) or {}) if container else doc
-            changes = {}
-            for name, value in fields.items():
-                if not isinstance(value, bytes) or not value.startswith(b"\x01"):
-                    continue
-                try:
-                    sealed = Sealed.from_bytes(bytes(value))
-                except CryptoError:
-                    continue
-                if not sealed.key_id.startswith(f"dek:{subject_id}") or (
-                    sealed.key_id == new_key_id
-                ):
-                    continue
-                plain = await self._codec.open(collection, document_id, name, value)
-                path = f"{container}.{name}" if container else name
-                changes[path] = await self._codec.seal(
-                    subject_id, new_key_id, collection, document_id, name, plain
-                )
-            if changes:
-                await documents.update_one({"_id": doc["_id"]}, {"$set": changes})
-
-    async def _reencrypt_attachment(
-        self, subject_id: str, attachment_id: str, new_key_id: str
-    ) -> str:
-        """A copy under the new key, streamed record by record; the old file is deleted."""
-        info = await self._attachments.info(attachment_id)
-        if info is None:
-            return attachment_id
-        writer = self._attachments.writer(
-            subject_id, new_key_id, info.content_type, max(info.size, 1) * 2
-        )
-        async for chunk in self._attachments.read(attachment_id):
-            await writer.write(chunk)
-        copy = await writer.finish()
-        await self._attachments.delete(attachment_id)
-        return copy.id
+        """Where other services keep fields sealed with a subject's key (see `Resealer`)."""
+        self._resealer.add_locations(locations)
 
     async def rotate_data_key(self, ctx: AuditContext, subject_id: str) -> str:
         """Re-encrypt everything sealed with one subject's data key (case file, team, notes,
@@ -1219,11 +1178,9 @@ class SubjectService:
                 update["assignments.team"] = await self._codec.seal(
                     subject_id, new_key.key_id, "subjects", subject_id, "team", team_plain
                 )
-            own = (("subject_notes", None),)
-            for collection, container in (*own, *self._sealed_elsewhere):
-                await self._reseal(collection, container, subject_id, new_key.key_id)
+            await self._resealer.reseal(subject_id, new_key.key_id)
             if doc.get("photo_id"):
-                update["photo_id"] = await self._reencrypt_attachment(
+                update["photo_id"] = await self._resealer.reencrypt_attachment(
                     subject_id, doc["photo_id"], new_key.key_id
                 )
             await self._subjects.update_one({"_id": oid}, {"$set": update})

@@ -100,6 +100,7 @@ from models.programs import ProgramService
 from models.psychiatric_referrals import PsychiatricReferralService
 from models.registry import Services, declared_collections, sealed_holders
 from models.reports import ReportService
+from models.resealing import Resealer
 from models.rules import RuleBook, RulesService
 from models.sanctions import SanctionService
 from models.scope import ScopeService
@@ -443,7 +444,8 @@ def build_services(
         policy=policy,
         attachments=attachments,
         rules=rules,
-        roster=CaseRoster(store),
+        roster=CaseRoster(store=store),
+        resealer=Resealer(store=store, codec=codec, attachments=attachments),
         scope=scope,
     )
     calendar = WorkdayCalendar.load()
