@@ -122,7 +122,7 @@ class AuditAccountsHandler(BaseHandler):
     )
     async def get(self) -> None:
         args = query_args(self)
-        found = await self.ctx.staff.find(self.identity, args["q"], args["limit"])
+        found = await self.ctx.staff.accounts_matching(self.identity, args["q"], args["limit"])
         self.respond(
             AuditAccountList(
                 items=[

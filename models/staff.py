@@ -209,7 +209,9 @@ class StaffService:
         next_cursor = str(docs[limit - 1]["_id"]) if len(docs) > limit else None
         return [StaffView.from_doc(doc) for doc in docs[:limit]], next_cursor
 
-    async def find(self, identity: Identity, text: str, limit: int) -> builtins.list[StaffView]:
+    async def accounts_matching(
+        self, identity: Identity, text: str, limit: int
+    ) -> builtins.list[StaffView]:
         """Accounts in the caller's subtree whose name or username holds `text`, by name: the
         audit administrator picks an account by what people call it, not by its id."""
         pattern = re.escape(text.strip())
