@@ -9,11 +9,7 @@ from typing import Any
 
 from handlers.console.base import ApiAnswer, ApiRefused
 from handlers.console.casework import CaseworkPage, _id
-from handlers.console.pages import (
-    DRUG_MODE_ZH,
-    SENTENCE_ZH,
-    TERMINATION_ZH,
-)
+from handlers.console.pages import DRUG_MODE_ZH, SENTENCE_ZH, TERMINATION_ZH, Errors
 from handlers.messages import validation_message
 from models.clock import LOCAL_TZ
 from models.reports import LEVEL_LABELS, PROGRAM_LABELS
@@ -105,6 +101,7 @@ RULE_BASIS_ZH = {
 # Why a program's state changed, when the service names it by a word rather than a sentence.
 HISTORY_ZH = {"opened": "开设项目", "intake": "报到", **TERMINATION_ZH}
 TEAM_ROWS = 5
+UNSAVED_ZH = "未保存:请按提示修改后重试。"
 
 
 def refusal_errors(answer: ApiAnswer) -> dict[str, str]:
@@ -132,7 +129,7 @@ def refusal_errors(answer: ApiAnswer) -> dict[str, str]:
 def page_error(answer: ApiAnswer, errors: dict[str, str]) -> str | None:
     """The message at the top of a refused form: none when the fields say it all."""
     if errors:
-        return "未保存:请按提示修改后重试。"
+        return UNSAVED_ZH
     message = CODES_ZH.get(answer.error_code or "")
     if message is None:
         said = (answer.body or {}).get("error", {}).get("message_zh")
@@ -179,14 +176,17 @@ class CaseFilePage(CaseworkPage):
     def typed(self, *names: str) -> dict[str, str]:
         return {name: self.get_body_argument(name, "").strip() for name in names}
 
-    async def refused(self, answer: ApiAnswer) -> tuple[dict[str, str], str | None]:
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
         """A refusal the page shows beside the form; one that is not about the form (scope,
         policy, an expired session) becomes the error page."""
         if answer.status in (401, 403, 404, 410) and answer.error_code != "not_your_step":
             raise ApiRefused(answer)
-        self.set_status(answer.status)
         errors = refusal_errors(answer)
         return errors, page_error(answer, errors)
+
+    async def subject(self, subject_id: str) -> dict[str, Any]:
+        """The case file a form is opened from."""
+        return {"subject": await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")}
 
 
 # --- programs -------------------------------------------------------------------------------
@@ -244,30 +244,32 @@ def program_body(kind: str, typed: dict[str, str]) -> dict[str, Any]:
 
 
 class NewProgramPage(CaseFilePage):
+    template = "casefile_program_new.html"
+
     async def get(self, subject_id: str) -> None:
         self.refuse_unless("programs.create")
-        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
         asked = self.get_query_argument("type", "")
-        kind = asked if asked in PROGRAM_FIELDS else None
-        self._show(subject, kind, {"start_date": self.today()}, {}, None)
+        kind = asked if asked in PROGRAM_FIELDS else ""
+        await self.show({"type": kind, "start_date": self.today()})
 
-    def _show(
-        self,
-        subject: dict[str, Any],
-        kind: str | None,
-        typed: dict[str, str],
-        errors: dict[str, str],
-        error: str | None,
+    async def load(self, subject_id: str) -> dict[str, Any]:
+        return await self.subject(subject_id)
+
+    def render_form(
+        self, context: dict[str, Any], typed: dict[str, Any], errors: Errors, error: str | None
     ) -> None:
-        self.render(
-            "casefile_program_new.html",
-            subject=subject,
-            kind=kind,
-            fields=PROGRAM_FIELDS.get(kind or "", ()),
-            typed=typed,
-            errors=errors,
-            error=error,
-        )
+        # The type chosen first decides the form's fields (none chosen: the choice of types).
+        kind = typed.get("type") or None
+        fields = PROGRAM_FIELDS.get(kind or "", ())
+        super().render_form({**context, "kind": kind, "fields": fields}, typed, errors, error)
+
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
+        errors, error = super().refusal(answer, typed)
+        if "guardian" in errors:
+            for part in ("name", "phone", "relation"):
+                if not typed.get(f"guardian_{part}"):
+                    errors.setdefault(f"guardian_{part}", LABELS[f"guardian_{part}"] + ":必须填写")
+        return errors, error
 
     async def post(self, subject_id: str) -> None:
         self.refuse_unless("programs.create")
@@ -275,20 +277,14 @@ class NewProgramPage(CaseFilePage):
         if kind not in PROGRAM_FIELDS:
             self.redirect(f"/console/subjects/{subject_id}/programs/new")
             return
-        typed = self.typed(*PROGRAM_FIELDS[kind])
-        answer = await self.api(
-            "POST", f"/api/v1/subjects/{subject_id}/programs", program_body(kind, typed)
+        typed = self.typed("type", *PROGRAM_FIELDS[kind])
+        await self.submit(
+            "POST",
+            f"/api/v1/subjects/{subject_id}/programs",
+            program_body(kind, typed),
+            typed,
+            lambda program: f"/console/programs/{program['id']}?done=opened",
         )
-        if answer.ok:
-            self.redirect(f"/console/programs/{answer.body['id']}?done=opened")
-            return
-        errors, error = await self.refused(answer)
-        if "guardian" in errors:
-            for part in ("name", "phone", "relation"):
-                if not typed.get(f"guardian_{part}"):
-                    errors.setdefault(f"guardian_{part}", LABELS[f"guardian_{part}"] + ":必须填写")
-        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-        self._show(subject, kind, typed, errors, error)
 
 
 NOTICE_FIELDS = ("prison", "release_date", "received_on")
@@ -305,49 +301,38 @@ class ReleaseNoticePage(CaseFilePage):
     """A prison's 刑满释放通知 recorded on the file: it opens the 安置帮教 program (pending
     intake from the release date); one received too close to release is flagged late."""
 
+    template = "casefile_release_notice.html"
+
     async def get(self, subject_id: str) -> None:
         self.refuse_unless("programs.create")
-        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-        self._show(subject, {"received_on": self.today()}, {}, None)
+        await self.show({"received_on": self.today()})
 
-    def _show(
-        self,
-        subject: dict[str, Any],
-        typed: dict[str, str],
-        errors: dict[str, str],
-        error: str | None,
-    ) -> None:
-        self.render(
-            "casefile_release_notice.html",
-            subject=subject,
-            typed=typed,
-            errors=errors,
-            error=error,
-        )
+    async def load(self, subject_id: str) -> dict[str, Any]:
+        return await self.subject(subject_id)
+
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
+        errors, error = super().refusal(answer, typed)
+        for item in (answer.body or {}).get("error", {}).get("details") or []:
+            field = item.get("field") if isinstance(item, dict) else None
+            if field in NOTICE_RULES_ZH and not item.get("type"):
+                # A rule of the service's (not a malformed date): say which.
+                errors[field] = LABELS[field] + ":" + NOTICE_RULES_ZH[field]
+        return errors, NOTICE_CONFLICTS_ZH.get(answer.error_code or "", error)
 
     async def post(self, subject_id: str) -> None:
         self.refuse_unless("programs.create")
         typed = self.typed(*NOTICE_FIELDS)
         errors = {k: LABELS[k] + ":必须填写" for k in NOTICE_FIELDS if not typed[k]}
-        error = "未保存:请按提示修改后重试。" if errors else None
-        if not errors:
-            body = {k: typed[k] for k in NOTICE_FIELDS}
-            answer = await self.api("POST", f"/api/v1/subjects/{subject_id}/release-notices", body)
-            if answer.ok:
-                self.redirect(f"/console/programs/{answer.body['id']}?done=notice")
-                return
-            errors, error = await self.refused(answer)
-            for item in (answer.body or {}).get("error", {}).get("details") or []:
-                field = item.get("field") if isinstance(item, dict) else None
-                if field in NOTICE_RULES_ZH and not item.get("type"):
-                    # A rule of the service's (not a malformed date): say which.
-                    errors[field] = LABELS[field] + ":" + NOTICE_RULES_ZH[field]
-            if answer.error_code in NOTICE_CONFLICTS_ZH:
-                error = NOTICE_CONFLICTS_ZH[answer.error_code]
-        else:
-            self.set_status(422)
-        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-        self._show(subject, typed, errors, error)
+        if errors:
+            await self.show(typed, errors, UNSAVED_ZH, status=422)
+            return
+        await self.submit(
+            "POST",
+            f"/api/v1/subjects/{subject_id}/release-notices",
+            {k: typed[k] for k in NOTICE_FIELDS},
+            typed,
+            lambda program: f"/console/programs/{program['id']}?done=notice",
+        )
 
 
 # Each step on a program: its API path, its fields, and whether it cannot be undone.
@@ -366,31 +351,23 @@ REHAB_FIELDS = ("community_rehab", "rehab_end")
 
 
 class ProgramPage(CaseFilePage):
+    template = "casefile_program.html"
+
     async def get(self, program_id: str) -> None:
         self.refuse_unless("programs.read")
-        await self._show(program_id, None, {}, {}, None)
+        await self.show()
 
-    async def _show(
-        self,
-        program_id: str,
-        step: str | None,
-        typed: dict[str, str],
-        errors: dict[str, str],
-        error: str | None,
-    ) -> None:
+    async def load(self, program_id: str, step: str | None = None) -> dict[str, Any]:
+        """The program with the form of `step` open (none: the page as opened)."""
         program = await self.api_ok("GET", f"/api/v1/programs/{program_id}")
         subject = await self.api_ok("GET", f"/api/v1/subjects/{program['subject_id']}")
-        self.render(
-            "casefile_program.html",
-            program=program,
-            subject=subject,
-            step=step,
-            typed=typed,
-            errors=errors,
-            error=error,
-            done=None if step else self.done(),
-            today=self.today(),
-        )
+        return {
+            "program": program,
+            "subject": subject,
+            "step": step,
+            "done": None if step else self.done(),
+            "today": self.today(),
+        }
 
 
 class ProgramStep(ProgramPage):
@@ -405,9 +382,8 @@ class ProgramStep(ProgramPage):
             body["community_rehab"] = {"end_date": typed["rehab_end"]} if typed["rehab_end"] else {}
         if step == "terminate" and typed["confirm"] != "1":
             # Ending a program cannot be undone: the officer ticks that they mean it.
-            self.set_status(422)
             errors = {"confirm": "终止后不可撤销,请勾选确认后再提交"}
-            await self._show(program_id, step, typed, errors, "未保存:请确认。")
+            await self.show(typed, errors, "未保存:请确认。", status=422)
             return
         if step in TRANSITION_TO:
             errors = {}
@@ -417,37 +393,50 @@ class ProgramStep(ProgramPage):
                 # Suspending stops the program's work until it is resumed: said, then ticked.
                 errors["confirm"] = "请勾选确认中止"
             if errors:
-                self.set_status(422)
-                await self._show(program_id, step, typed, errors, "未保存:请按提示修改后重试。")
+                await self.show(typed, errors, UNSAVED_ZH, status=422)
                 return
             body = {"to": TRANSITION_TO[step], "reason": typed["reason"]}
-        answer = await self.api("POST", f"/api/v1/programs/{program_id}{suffix}", body)
-        if answer.ok:
-            self.redirect(f"/console/programs/{program_id}?done={step}")
-            return
-        errors, error = await self.refused(answer)
-        await self._show(program_id, step, typed, errors, error)
+        await self.submit(
+            "POST",
+            f"/api/v1/programs/{program_id}{suffix}",
+            body,
+            typed,
+            f"/console/programs/{program_id}?done={step}",
+        )
 
 
 # --- assignments ----------------------------------------------------------------------------
 
 
 class AssignmentsPage(CaseFilePage):
+    """The workers and the 矫正小组 of a case file: what is typed is the social and grid workers
+    ticked (`social`, `grid`) and the team's rows (`team`)."""
+
+    template = "casefile_assignments.html"
+
     async def get(self, subject_id: str) -> None:
         self.refuse_unless("subjects.assign")
-        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-        current = subject.get("assignments") or {}
+        context = await self.load(subject_id)
+        current = context["subject"].get("assignments") or {}
         team = [
             {k: str(v or "") for k, v in member.items()} for member in current.get("team") or []
         ]
-        await self._show(
-            subject,
-            set(current.get("social_worker_ids") or []),
-            set(current.get("grid_worker_ids") or []),
-            team,
-            {},
-            None,
-        )
+        chosen = {
+            "social": set(current.get("social_worker_ids") or []),
+            "grid": set(current.get("grid_worker_ids") or []),
+            "team": team,
+        }
+        await self.show(chosen, context=context)
+
+    async def load(self, subject_id: str) -> dict[str, Any]:
+        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
+        workers = await self.workers() if self.may("staff.read") else []
+        return {
+            "subject": subject,
+            "social_workers": [w for w in workers if w["role"] == "social_worker"],
+            "grid_workers": [w for w in workers if w["role"] == "grid_worker"],
+            "done": self.done(),
+        }
 
     async def workers(self) -> list[dict[str, Any]]:
         """Social and grid workers in the caller's scope, by name (every page of the list)."""
@@ -468,28 +457,20 @@ class AssignmentsPage(CaseFilePage):
                 break
         return sorted(found, key=lambda s: s["name"])
 
-    async def _show(
-        self,
-        subject: dict[str, Any],
-        social: set[str],
-        grid: set[str],
-        team: list[dict[str, str]],
-        errors: dict[str, str],
-        error: str | None,
+    def render_form(
+        self, context: dict[str, Any], typed: dict[str, Any], errors: Errors, error: str | None
     ) -> None:
-        workers = await self.workers() if self.may("staff.read") else []
+        # The team's rows as typed, and empty ones to add members in.
+        team = typed["team"]
         rows = team + [{} for _ in range(max(TEAM_ROWS - len(team), 1))]
         self.render(
-            "casefile_assignments.html",
-            subject=subject,
-            social_workers=[w for w in workers if w["role"] == "social_worker"],
-            grid_workers=[w for w in workers if w["role"] == "grid_worker"],
-            social=social,
-            grid=grid,
+            self.template,
+            **context,
+            social=typed["social"],
+            grid=typed["grid"],
             team=rows,
             errors=errors,
             error=error,
-            done=self.done(),
         )
 
     async def post(self, subject_id: str) -> None:
@@ -507,48 +488,36 @@ class AssignmentsPage(CaseFilePage):
             if not row.get("name") or not row.get("relation"):
                 errors["team"] = "矫正小组成员请填写姓名和与本人关系"
             team.append(row)
-        if not errors:
-            answer = await self.api(
-                "PUT",
-                f"/api/v1/subjects/{subject_id}/assignments",
-                {"social_worker_ids": social, "grid_worker_ids": grid, "team": team},
-            )
-            if answer.ok:
-                self.redirect(f"/console/subjects/{subject_id}/assignments?done=assigned")
-                return
-            errors, error = await self.refused(answer)
-        else:
-            self.set_status(422)
-            error = "未保存:请按提示修改后重试。"
-        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-        await self._show(subject, set(social), set(grid), team, errors, error)
+        chosen = {"social": set(social), "grid": set(grid), "team": team}
+        if errors:
+            await self.show(chosen, errors, UNSAVED_ZH, status=422)
+            return
+        await self.submit(
+            "PUT",
+            f"/api/v1/subjects/{subject_id}/assignments",
+            {"social_worker_ids": social, "grid_worker_ids": grid, "team": team},
+            chosen,
+            f"/console/subjects/{subject_id}/assignments?done=assigned",
+        )
 
 
 # --- transfers ------------------------------------------------------------------------------
 
 
 class NewTransferPage(CaseFilePage):
+    template = "casefile_transfer_new.html"
+
     async def get(self, subject_id: str) -> None:
         self.refuse_unless("transfers.manage")
-        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-        await self._show(subject, {}, {}, None)
+        await self.show()
 
-    async def _show(
-        self,
-        subject: dict[str, Any],
-        typed: dict[str, str],
-        errors: dict[str, str],
-        error: str | None,
-    ) -> None:
+    async def load(self, subject_id: str) -> dict[str, Any]:
+        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
         stations = await self.api_ok("GET", "/api/v1/transfer-destinations")
-        self.render(
-            "casefile_transfer_new.html",
-            subject=subject,
-            stations=[s for s in stations["items"] if s["id"] != subject["org_id"]],
-            typed=typed,
-            errors=errors,
-            error=error,
-        )
+        return {
+            "subject": subject,
+            "stations": [s for s in stations["items"] if s["id"] != subject["org_id"]],
+        }
 
     async def post(self, subject_id: str) -> None:
         self.refuse_unless("transfers.manage")
@@ -556,37 +525,32 @@ class NewTransferPage(CaseFilePage):
         errors = {k: LABELS[k] + ":必须填写" for k, v in typed.items() if not v}
         if "to_org_id" in errors:
             errors["to_org_id"] = "请选择变更后的司法所"
-        error = "未提交:请按提示填写。" if errors else None
-        if not errors:
-            answer = await self.api("POST", f"/api/v1/subjects/{subject_id}/transfers", typed)
-            if answer.ok:
-                self.redirect(f"/console/transfers/{answer.body['id']}?done=requested")
-                return
-            errors, error = await self.refused(answer)
-        else:
-            self.set_status(422)
-        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-        await self._show(subject, typed, errors, error)
+        if errors:
+            await self.show(typed, errors, "未提交:请按提示填写。", status=422)
+            return
+        await self.submit(
+            "POST",
+            f"/api/v1/subjects/{subject_id}/transfers",
+            typed,
+            typed,
+            lambda transfer: f"/console/transfers/{transfer['id']}?done=requested",
+        )
 
 
 class TransferPage(CaseFilePage):
+    template = "casefile_transfer.html"
+
     async def get(self, transfer_id: str) -> None:
         self.refuse_unless("transfers.read")
-        await self._show(transfer_id, None, {}, {}, None)
+        await self.show()
 
     async def side_of(self, org_id: str) -> str | None:
         """The station's name when it is in the caller's scope (the caller acts for it)."""
         answer = await self.api("GET", f"/api/v1/orgs/{org_id}")
         return answer.body["name"] if answer.ok else None
 
-    async def _show(
-        self,
-        transfer_id: str,
-        step: str | None,
-        typed: dict[str, str],
-        errors: dict[str, str],
-        error: str | None,
-    ) -> None:
+    async def load(self, transfer_id: str, step: str | None = None) -> dict[str, Any]:
+        """The transfer with the form of `step` open (none: the page as opened)."""
         transfer = await self.api_ok("GET", f"/api/v1/transfers/{transfer_id}")
         sending = await self.side_of(transfer["from_org_id"])
         receiving = await self.side_of(transfer["to_org_id"])
@@ -601,22 +565,18 @@ class TransferPage(CaseFilePage):
             queue = await self.api("GET", "/api/v1/transfers?status=requested")
             items = queue.body["items"] if queue.ok else []
             name = next((i["subject_name"] for i in items if i["id"] == transfer_id), None)
-        self.render(
-            "casefile_transfer.html",
-            transfer=transfer,
-            subject=subject.body if subject.ok else None,
-            person=name,
-            from_name=sending or names.get(transfer["from_org_id"], "外单位"),
-            to_name=receiving or names.get(transfer["to_org_id"], "外单位"),
-            sending=sending is not None,
-            receiving=receiving is not None,
-            step=step,
-            typed=typed,
-            errors=errors,
-            error=error,
-            done=None if step else self.done(),
-            today=self.today(),
-        )
+        return {
+            "transfer": transfer,
+            "subject": subject.body if subject.ok else None,
+            "person": name,
+            "from_name": sending or names.get(transfer["from_org_id"], "外单位"),
+            "to_name": receiving or names.get(transfer["to_org_id"], "外单位"),
+            "sending": sending is not None,
+            "receiving": receiving is not None,
+            "step": step,
+            "done": None if step else self.done(),
+            "today": self.today(),
+        }
 
 
 class TransferStep(TransferPage):
@@ -627,19 +587,19 @@ class TransferStep(TransferPage):
             accept = typed["accept"] == "1"
             if not accept and typed["confirm"] != "1":
                 # Refusing ends the transfer: the officer ticks that they mean it.
-                self.set_status(422)
                 errors = {"confirm": "不同意接收后该申请即告结束,请勾选确认后再提交"}
-                await self._show(transfer_id, step, typed, errors, "未提交:请确认。")
+                await self.show(typed, errors, "未提交:请确认。", status=422)
                 return
             body: dict[str, Any] = {"accept": accept, "comment": typed["comment"]}
         else:
             body = {"date": typed["date"]} if typed["date"] else {}
-        answer = await self.api("POST", f"/api/v1/transfers/{transfer_id}/{step}", body)
-        if answer.ok:
-            self.redirect(f"/console/transfers/{transfer_id}?done={step}")
-            return
-        errors, error = await self.refused(answer)
-        await self._show(transfer_id, step, typed, errors, error)
+        await self.submit(
+            "POST",
+            f"/api/v1/transfers/{transfer_id}/{step}",
+            body,
+            typed,
+            f"/console/transfers/{transfer_id}?done={step}",
+        )
 
 
 # --- 调查评估 -----------------------------------------------------------------------------------
@@ -665,16 +625,14 @@ class InvestigationsPage(CaseFilePage):
 
 
 class NewInvestigationPage(CaseFilePage):
+    template = "casefile_investigation_new.html"
+
     async def get(self, subject_id: str) -> None:
         self.refuse_unless("investigations.manage")
-        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-        self.render(
-            "casefile_investigation_new.html",
-            subject=subject,
-            typed={"requested_on": self.today()},
-            errors={},
-            error=None,
-        )
+        await self.show({"requested_on": self.today()})
+
+    async def load(self, subject_id: str) -> dict[str, Any]:
+        return await self.subject(subject_id)
 
     async def post(self, subject_id: str) -> None:
         self.refuse_unless("investigations.manage")
@@ -684,34 +642,24 @@ class NewInvestigationPage(CaseFilePage):
             "expedited": typed["expedited"] == "1",
             **{k: typed[k] for k in ("court", "requested_on") if typed[k]},
         }
-        answer = await self.api("POST", "/api/v1/investigations", body)
-        if answer.ok:
-            self.redirect(f"/console/investigations/{answer.body['id']}?done=created")
-            return
-        errors, error = await self.refused(answer)
-        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-        self.render(
-            "casefile_investigation_new.html",
-            subject=subject,
-            typed=typed,
-            errors=errors,
-            error=error,
+        await self.submit(
+            "POST",
+            "/api/v1/investigations",
+            body,
+            typed,
+            lambda investigation: f"/console/investigations/{investigation['id']}?done=created",
         )
 
 
 class InvestigationPage(CaseFilePage):
+    template = "casefile_investigation.html"
+
     async def get(self, investigation_id: str) -> None:
         self.refuse_unless("investigations.read")
-        await self._show(investigation_id, None, {}, {}, None)
+        await self.show()
 
-    async def _show(
-        self,
-        investigation_id: str,
-        step: str | None,
-        typed: dict[str, str],
-        errors: dict[str, str],
-        error: str | None,
-    ) -> None:
+    async def load(self, investigation_id: str, step: str | None = None) -> dict[str, Any]:
+        """The investigation with the form of `step` open (none: the page as opened)."""
         found = await self.api_ok("GET", f"/api/v1/investigations/{investigation_id}")
         subject = await self.api("GET", f"/api/v1/subjects/{found['subject_id']}")
         # The county assigns to one of its own stations; a station sees only its own node.
@@ -719,19 +667,15 @@ class InvestigationPage(CaseFilePage):
         stations = [
             o for o in orgs if o["kind"] == "station" and o["parent_id"] == found["county_id"]
         ]
-        self.render(
-            "casefile_investigation.html",
-            found=found,
-            subject=subject.body if subject.ok else None,
-            stations=stations,
-            station_name=next((o["name"] for o in orgs if o["id"] == found["station_id"]), None),
-            step=step,
-            typed=typed,
-            errors=errors,
-            error=error,
-            done=None if step else self.done(),
-            today=self.today(),
-        )
+        return {
+            "found": found,
+            "subject": subject.body if subject.ok else None,
+            "stations": stations,
+            "station_name": next((o["name"] for o in orgs if o["id"] == found["station_id"]), None),
+            "step": step,
+            "done": None if step else self.done(),
+            "today": self.today(),
+        }
 
 
 class InvestigationStep(InvestigationPage):
@@ -745,12 +689,13 @@ class InvestigationStep(InvestigationPage):
             body = {k: typed[k] for k in ("recommendation", "opinion", "on") if typed[k]}
         else:
             body = {"withdrawn": typed["withdrawn"] == "1"}
-        answer = await self.api("POST", f"/api/v1/investigations/{investigation_id}/{step}", body)
-        if answer.ok:
-            self.redirect(f"/console/investigations/{investigation_id}?done={step}")
-            return
-        errors, error = await self.refused(answer)
-        await self._show(investigation_id, step, typed, errors, error)
+        await self.submit(
+            "POST",
+            f"/api/v1/investigations/{investigation_id}/{step}",
+            body,
+            typed,
+            f"/console/investigations/{investigation_id}?done={step}",
+        )
 
 
 routes = [

@@ -12,7 +12,7 @@ import segno
 from tornado.escape import xhtml_escape
 
 from handlers.console.base import ApiAnswer, ApiRefused
-from handlers.console.pages import PROGRAM_STATUS_ZH, Page
+from handlers.console.pages import PROGRAM_STATUS_ZH, Errors, FormPage
 from models.clock import LOCAL_TZ
 from models.reports import PROGRAM_LABELS
 
@@ -75,7 +75,7 @@ def _field_errors(answer: ApiAnswer) -> dict[str, str]:
     return errors
 
 
-class CaseworkPage(Page):
+class CaseworkPage(FormPage):
     def get_template_namespace(self) -> dict[str, Any]:
         namespace = super().get_template_namespace()
         namespace.update(
@@ -227,34 +227,41 @@ def _query_fields(answer: ApiAnswer) -> list[str]:
 # --- a case file opened and edited --------------------------------------------------------------
 
 
-class NewCaseFilePage(CaseworkPage):
+class SubjectForm(CaseworkPage):
+    """A case file's own form, new or edited: a refused field is named by its label and hint."""
+
+    template = "subject_form.html"
+
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
+        errors = _field_errors(answer)
+        return errors, None if errors else answer.message_zh()
+
+
+class NewCaseFilePage(SubjectForm):
     async def get(self) -> None:
         self.refuse_unless("subjects.create")
-        typed = {"id_type": "resident", "org_id": self.me["org_id"]}
-        await self._show(typed, {}, None)
+        await self.show({"id_type": "resident", "org_id": self.me["org_id"]})
 
-    async def _show(
-        self,
-        typed: dict[str, str],
-        errors: dict[str, str],
-        error: str | None,
-        existing: str | None = None,
-    ) -> None:
-        self.render(
-            "subject_form.html",
-            heading="新建档案",
-            action="/console/subjects/new",
-            subject=None,
-            typed=typed,
-            errors=errors,
-            error=error,
-            existing=existing,
-            orgs=await self.file_orgs(),
-            conflict=None,
-            saved=None,
-            was={},
-            version=None,
-        )
+    async def load(self) -> dict[str, Any]:
+        return {
+            "heading": "新建档案",
+            "action": "/console/subjects/new",
+            "subject": None,
+            "existing": None,
+            "orgs": await self.file_orgs(),
+            "conflict": None,
+            "saved": None,
+            "was": {},
+            "version": None,
+        }
+
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
+        if answer.error_code == "exists":
+            return {"id_number": "该证件号码已建档"}, "该人员已有档案。"
+        if answer.error_code == "exists_elsewhere":
+            error = "该人员已在其他辖区建档，已通知其所属县(区)司法局。"
+            return {"id_number": "该证件号码已在其他辖区建档"}, error
+        return super().refusal(answer, typed)
 
     async def post(self) -> None:
         self.refuse_unless("subjects.create")
@@ -262,65 +269,41 @@ class NewCaseFilePage(CaseworkPage):
         body: dict[str, Any] = {k: v for k, v in typed.items() if v}
         errors = {f: FIELD_LABELS[f] + "必须填写" for f in EDITABLE if not typed.get(f)}
         if errors:
-            self.set_status(422)
-            await self._show(typed, errors, None)
+            await self.show(typed, errors, status=422)
             return
         answer = await self.api("POST", "/api/v1/subjects", body)
         if answer.ok:
             self.redirect(f"/console/subjects/{answer.body['id']}/edit?saved=created")
             return
-        self.set_status(answer.status)
-        errors = _field_errors(answer)
-        error = None
+        errors, error = self.refusal(answer, typed)
+        # The file the number already has, linked from the form.
+        existing = None
         if answer.error_code == "exists":
-            error = "该人员已有档案。"
             existing = (answer.body["error"].get("details") or {}).get("id")
-            errors = {"id_number": "该证件号码已建档"}
-            await self._show(typed, errors, error, existing)
-            return
-        if answer.error_code == "exists_elsewhere":
-            error = "该人员已在其他辖区建档，已通知其所属县(区)司法局。"
-            errors = {"id_number": "该证件号码已在其他辖区建档"}
-        elif not errors:
-            error = answer.message_zh()
-        await self._show(typed, errors, error)
+        await self.show(typed, errors, error, status=answer.status, existing=existing)
 
 
-class EditCaseFilePage(CaseworkPage):
+class EditCaseFilePage(SubjectForm):
     async def get(self, subject_id: str) -> None:
         self.refuse_unless("subjects.update")
-        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-        saved = {"created": "档案已建立。", "saved": "已保存。"}.get(
-            self.get_query_argument("saved", "")
-        )
-        await self._show(subject, _values(subject), {}, None, None, saved)
+        context = await self.load(subject_id)
+        saved = SAVED_ZH.get(self.get_query_argument("saved", ""))
+        await self.show(_values(context["subject"]), context=context, saved=saved)
 
-    async def _show(
-        self,
-        subject: dict[str, Any],
-        typed: dict[str, str],
-        errors: dict[str, str],
-        error: str | None,
-        conflict: dict[str, str] | None,
-        saved: str | None,
-        was: dict[str, str] | None = None,
-        version: int | None = None,
-    ) -> None:
-        self.render(
-            "subject_form.html",
-            heading="编辑档案",
-            action=f"/console/subjects/{subject['id']}/edit",
-            subject=subject,
-            typed=typed,
-            errors=errors,
-            error=error,
-            existing=None,
-            orgs=await self.file_orgs(),
-            conflict=conflict,
-            saved=saved,
-            was=_values(subject) if was is None else was,
-            version=subject["version"] if version is None else version,
-        )
+    async def load(self, subject_id: str) -> dict[str, Any]:
+        subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
+        return {
+            "heading": "编辑档案",
+            "action": f"/console/subjects/{subject['id']}/edit",
+            "subject": subject,
+            "existing": None,
+            "orgs": await self.file_orgs(),
+            "conflict": None,
+            "saved": None,
+            # The values and the version the form was read at (a save sends only what changed).
+            "was": _values(subject),
+            "version": subject["version"],
+        }
 
     async def post(self, subject_id: str) -> None:
         self.refuse_unless("subjects.update")
@@ -333,9 +316,7 @@ class EditCaseFilePage(CaseworkPage):
         changes = {k: v for k, v in typed.items() if k in shown and v != shown[k]}
         errors = {f: FIELD_LABELS[f] + "必须填写" for f, v in changes.items() if not v}
         if errors:
-            subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-            self.set_status(422)
-            await self._show(subject, typed, errors, None, None, None, shown, version)
+            await self.show(typed, errors, status=422, was=shown, version=version)
             return
         answer = await self.api(
             "PATCH",
@@ -347,23 +328,25 @@ class EditCaseFilePage(CaseworkPage):
             return
         if answer.status in (401, 403, 404, 410):
             raise ApiRefused(answer)
-        fresh = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-        self.set_status(answer.status)
+        fresh = await self.load(subject_id)
         if answer.status == 409 and answer.error_code == "stale_version":
             # Someone saved first: their values are shown beside what this officer typed, and
             # the form now carries the fresh version, so saving again is a deliberate choice.
             # What this officer changed stays typed; the rest shows the fresh values, so saving
             # again changes only what they meant to.
-            latest = _values(fresh)
+            latest = _values(fresh["subject"])
             kept = {k: (v if k in changes else latest[k]) for k, v in typed.items()}
-            await self._show(fresh, kept, {}, CONFLICT_ZH, latest, None)
+            await self.show(
+                kept, {}, CONFLICT_ZH, status=answer.status, context=fresh, conflict=latest
+            )
             return
-        errors = _field_errors(answer)
-        error = None if errors else answer.message_zh()
+        errors, error = self.refusal(answer, typed)
         if answer.error_code == "exists":
             errors = {"id_number": "该证件号码已属于另一份档案"}
         # Not saved: the form keeps the version and the values it was read at.
-        await self._show(fresh, typed, errors, error, None, None, shown, version)
+        await self.show(
+            typed, errors, error, status=answer.status, context=fresh, was=shown, version=version
+        )
 
 
 def _values(subject: dict[str, Any]) -> dict[str, str]:

@@ -10,7 +10,7 @@ import urllib.parse
 from typing import Any
 
 from handlers.console.base import ApiAnswer, ApiRefused
-from handlers.console.pages import Page, local_time
+from handlers.console.pages import FormPage, local_time
 from models.clock import LOCAL_TZ
 
 VISIT_KINDS_ZH = {"visit": "走访", "talk": "谈话", "followup": "随访"}
@@ -129,12 +129,11 @@ def _refused_fields(answer: ApiAnswer) -> list[str]:
     return [str(d.get("field", "")).split(".", 1)[0] for d in _details(answer)]
 
 
-class ContactWork(Page):
+class ContactWork(FormPage):
     """A page of work on one case file: its forms, a word when one saved, and the errors of the
-    one that did not, beside its fields (keys `form.field`)."""
+    one that did not (`form`), beside its fields (keys `form.field`)."""
 
     page_action: tuple[str, ...] = ()
-    template = ""
 
     def refuse_unless_any(self, *actions: str) -> None:
         if not any(self.may(a) for a in actions):
@@ -168,57 +167,25 @@ class ContactWork(Page):
 
     async def get(self, subject_id: str) -> None:
         self.refuse_unless_any(*self.page_action)
-        saved = SAVED_ZH.get(self.get_query_argument("saved", ""))
-        await self.show(subject_id, form="", typed={}, errors={}, error=None, saved=saved)
+        await self.show(saved=SAVED_ZH.get(self.get_query_argument("saved", "")))
 
-    async def show(
-        self,
-        subject_id: str,
-        *,
-        form: str,
-        typed: dict[str, str],
-        errors: dict[str, str],
-        error: str | None,
-        saved: str | None = None,
-    ) -> None:
+    async def load(self, subject_id: str) -> dict[str, Any]:
         subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
-        extra = await self.gather(subject)
-        self.render(
-            self.template,
-            subject=subject,
-            form=form,
-            typed=typed,
-            errors=errors,
-            error=error,
-            saved=saved,
-            **extra,
-        )
+        # No form came back and none saved, unless the showing says which.
+        return {"subject": subject, "form": "", "saved": None, **await self.gather(subject)}
 
     async def gather(self, subject: dict[str, Any]) -> dict[str, Any]:
+        """What this page lists beside its forms."""
         return {}
 
     def arg(self, name: str) -> str:
         return self.get_body_argument(name, "").strip()
-
-    async def refused(
-        self,
-        subject_id: str,
-        form: str,
-        typed: dict[str, str],
-        errors: dict[str, str],
-        error: str | None = None,
-        status: int = 422,
-    ) -> None:
-        """The form again, as typed, with what is wrong beside the fields (nothing saved)."""
-        self.set_status(status)
-        await self.show(subject_id, form=form, typed=typed, errors=errors, error=error)
 
     def done(self, subject_id: str, page: str, word: str, anchor: str = "") -> None:
         self.redirect(f"/console/subjects/{subject_id}/{page}?saved={word}{anchor}")
 
     async def answer_refused(
         self,
-        subject_id: str,
         form: str,
         typed: dict[str, str],
         answer: ApiAnswer,
@@ -229,7 +196,7 @@ class ContactWork(Page):
         known conflict its own sentence beside the field it concerns."""
         if answer.status in (401, 403, 404) and answer.error_code not in (conflicts or {}):
             if answer.status == 403 and labels:
-                await self.refused(subject_id, form, typed, {}, answer.message_zh(), 403)
+                await self.show(typed, {}, answer.message_zh(), status=403, form=form)
                 return
             raise ApiRefused(answer)
         errors: dict[str, str] = {}
@@ -242,7 +209,7 @@ class ContactWork(Page):
                 errors[f"{form}.{field}"] = labels[field]
         message = (answer.body or {}).get("error", {}).get("message_zh")
         error = None if errors else (message or answer.message_zh())
-        await self.refused(subject_id, form, typed, errors, error, max(answer.status, 400))
+        await self.show(typed, errors, error, status=max(answer.status, 400), form=form)
 
 
 # --- contact work: visits, talks, excuses, results, hours --------------------------------------
@@ -305,7 +272,7 @@ class ContactPage(ContactWork):
         if at is not None and at > self.ctx.clock.now() + dt.timedelta(minutes=5):
             errors["visit.at"] = "时间不能晚于现在"
         if errors:
-            await self.refused(subject_id, "visit", typed, errors)
+            await self.show(typed, errors, status=422, form="visit")
             return
         assert at is not None
         body = {
@@ -319,7 +286,6 @@ class ContactPage(ContactWork):
             self.done(subject_id, "contact", "visit")
             return
         await self.answer_refused(
-            subject_id,
             "visit",
             typed,
             answer,
@@ -378,14 +344,13 @@ class ContactPage(ContactWork):
                 "confirmed_by": "确认人不超过 100 个字",
             }
         if errors:
-            await self.refused(subject_id, form, typed, errors)
+            await self.show(typed, errors, status=422, form=form)
             return
         answer = await self.api("POST", f"/api/v1/obligations/{occurrence}/{form}", body)
         if answer.ok:
             self.done(subject_id, "contact", form)
             return
         await self.answer_refused(
-            subject_id,
             form,
             typed,
             answer,
@@ -451,7 +416,6 @@ class CounselingPage(ContactWork):
                 self.done(subject_id, "counseling", "cancel")
                 return
             await self.answer_refused(
-                subject_id,
                 "cancel",
                 {},
                 answer,
@@ -472,7 +436,7 @@ class CounselingPage(ContactWork):
             errors["book.room"] = "咨询室名称不超过 50 个字"
         minutes = typed["minutes"] if typed["minutes"] in LENGTHS_ZH else "60"
         if errors or start is None:
-            await self.refused(subject_id, "book", typed, errors)
+            await self.show(typed, errors, status=422, form="book")
             return
         body: dict[str, Any] = {
             "counselor_id": counselor,
@@ -489,7 +453,6 @@ class CounselingPage(ContactWork):
             )
             return
         await self.answer_refused(
-            subject_id,
             "book",
             typed,
             answer,
@@ -562,7 +525,7 @@ class DecisionsPage(ContactWork):
         if not typed["reason"]:
             errors["sanction.reason"] = "请填写事实和理由"
         if errors:
-            await self.refused(subject_id, "sanction", typed, errors)
+            await self.show(typed, errors, status=422, form="sanction")
             return
         body = {"kind": typed["kind"], "reason": typed["reason"]}
         if typed["detachment_id"]:
@@ -572,7 +535,6 @@ class DecisionsPage(ContactWork):
             self.done(subject_id, "decisions", "sanction")
             return
         await self.answer_refused(
-            subject_id,
             "sanction",
             typed,
             answer,
@@ -597,7 +559,7 @@ class DecisionsPage(ContactWork):
         if not typed["reason"]:
             errors["elocation.reason"] = "请填写理由"
         if errors:
-            await self.refused(subject_id, "elocation", typed, errors)
+            await self.show(typed, errors, status=422, form="elocation")
             return
         body: dict[str, Any] = {
             k: typed[k] for k in ("ground", "start_date", "end_date", "reason") if typed[k]
@@ -611,7 +573,6 @@ class DecisionsPage(ContactWork):
             self.done(subject_id, "decisions", "elocation")
             return
         await self.answer_refused(
-            subject_id,
             "elocation",
             typed,
             answer,
@@ -642,7 +603,7 @@ class DecisionsPage(ContactWork):
         if not typed["renew_reason"]:
             errors["renewal.reason"] = "请填写理由"
         if errors:
-            await self.refused(subject_id, "renewal", typed, errors)
+            await self.show(typed, errors, status=422, form="renewal")
             return
         answer = await self.api(
             "POST",
@@ -653,12 +614,11 @@ class DecisionsPage(ContactWork):
             self.done(subject_id, "decisions", "renewal")
             return
         if answer.status == 404:
-            await self.refused(
-                subject_id, "renewal", typed, {"renewal.order_id": "请从列表中选择电子定位"}
+            await self.show(
+                typed, {"renewal.order_id": "请从列表中选择电子定位"}, status=422, form="renewal"
             )
             return
         await self.answer_refused(
-            subject_id,
             "renewal",
             typed,
             answer,
@@ -682,7 +642,7 @@ class DecisionsPage(ContactWork):
             if not typed[name]:
                 errors[f"leave.{name}"] = f"请填写{label}"
         if errors:
-            await self.refused(subject_id, "leave", typed, errors)
+            await self.show(typed, errors, status=422, form="leave")
             return
         body = {
             "start_date": typed["start_date"],
@@ -703,7 +663,6 @@ class DecisionsPage(ContactWork):
         if "reason" in _refused_fields(answer):
             fields["leave_reason"] = fields.pop("reason")
         await self.answer_refused(
-            subject_id,
             "leave",
             typed,
             answer,
@@ -717,7 +676,7 @@ class DecisionsPage(ContactWork):
         self.refuse_unless_any("leave.return")
         typed = {k: self.arg(k) for k in ("leave_id", "date")}
         if not typed["date"]:
-            await self.refused(subject_id, "return", typed, {"return.date": "请填写销假日期"})
+            await self.show(typed, {"return.date": "请填写销假日期"}, status=422, form="return")
             return
         answer = await self.api(
             "POST", f"/api/v1/leave-requests/{typed['leave_id']}/return", {"date": typed["date"]}
@@ -726,7 +685,6 @@ class DecisionsPage(ContactWork):
             self.done(subject_id, "decisions", "return")
             return
         await self.answer_refused(
-            subject_id,
             "return",
             typed,
             answer,
@@ -784,7 +742,7 @@ class HelpPage(ContactWork):
                 + ("&three_nos=1" if answer.body.get("three_nos") else "")
             )
             return
-        await self.answer_refused(subject_id, "needs", {}, answer, {})
+        await self.answer_refused("needs", {}, answer, {})
 
     async def _refer(self, subject_id: str) -> None:
         self.refuse_unless_any("assistance.manage")
@@ -799,7 +757,7 @@ class HelpPage(ContactWork):
         if len(typed["note"]) > 2000:
             errors["refer.note"] = "说明不超过 2000 个字"
         if errors:
-            await self.refused(subject_id, "refer", typed, errors)
+            await self.show(typed, errors, status=422, form="refer")
             return
         body = {
             "subject_id": subject_id,
@@ -814,12 +772,11 @@ class HelpPage(ContactWork):
         if answer.status == 404 and "resource" in (answer.body or {}).get("error", {}).get(
             "message", ""
         ):
-            await self.refused(
-                subject_id, "refer", typed, {"refer.resource_id": "请从列表中选择帮扶资源"}
+            await self.show(
+                typed, {"refer.resource_id": "请从列表中选择帮扶资源"}, status=422, form="refer"
             )
             return
         await self.answer_refused(
-            subject_id,
             "refer",
             typed,
             answer,
@@ -839,7 +796,6 @@ class HelpPage(ContactWork):
             self.done(subject_id, "help", "step")
             return
         await self.answer_refused(
-            subject_id,
             "step",
             {"referral_id": referral_id},
             answer,
@@ -865,16 +821,14 @@ class HelpPage(ContactWork):
             position = ((answer.body or {}).get("error", {}).get("details") or {}).get(
                 "waiting_position"
             )
-            await self.refused(
-                subject_id,
-                "place",
+            await self.show(
                 {"referral_id": referral_id},
                 {"place.resource_id": f"名额已满，已排队候补(第 {position} 位)"},
                 status=409,
+                form="place",
             )
             return
         await self.answer_refused(
-            subject_id,
             "place",
             {"referral_id": referral_id},
             answer,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handlers.console.base import ApiRefused
-from handlers.console.pages import Page
+from handlers.console.base import ApiAnswer, ApiRefused
+from handlers.console.pages import Errors, FormPage, Page
 
 # Which document each decided praise or sanction is served as.
 SANCTION_DOCUMENT: Mapping[str, str] = {
@@ -69,11 +69,13 @@ MADE_ZH = {
 }
 
 
-class DocumentsPage(Page):
-    async def get(self, subject_id: str) -> None:
-        await self._show(subject_id, message=None)
+class DocumentsPage(FormPage):
+    template = "documents.html"
 
-    async def _show(self, subject_id: str, message: str | None) -> None:
+    async def get(self, subject_id: str) -> None:
+        await self.show()
+
+    async def load(self, subject_id: str) -> dict[str, Any]:
         subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
         documents = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}/documents")
         made = {(d["kind"], d["record_id"]) for d in documents["items"] if d["status"] == "issued"}
@@ -115,26 +117,32 @@ class DocumentsPage(Page):
                             "made": ("leave_approval", r["id"]) in made,
                         }
                     )
-        self.render(
-            "documents.html",
-            subject=subject,
-            documents=documents["items"],
-            candidates=candidates,
-            status_zh=STATUS_ZH,
-            message=message,
-        )
+        return {
+            "subject": subject,
+            "documents": documents["items"],
+            "candidates": candidates,
+            "status_zh": STATUS_ZH,
+        }
 
-    async def post(self, subject_id: str) -> None:
-        kind = self.get_body_argument("kind", "")
-        record_id = self.get_body_argument("record_id", "")
-        answer = await self.api("POST", "/api/v1/documents", {"kind": kind, "record_id": record_id})
-        if answer.ok:
-            self.redirect(f"/console/subjects/{subject_id}/documents")
-            return
+    def render_form(
+        self, context: dict[str, Any], typed: dict[str, Any], errors: Errors, error: str | None
+    ) -> None:
+        # The page's one line about the document asked for is `message` in its template.
+        self.render(self.template, **context, message=error)
+
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
         if answer.status in (401, 403, 404):
             raise ApiRefused(answer)
-        self.set_status(answer.status)
-        await self._show(subject_id, MADE_ZH.get(answer.error_code or "", answer.message_zh()))
+        return {}, MADE_ZH.get(answer.error_code or "", answer.message_zh())
+
+    async def post(self, subject_id: str) -> None:
+        body = {
+            "kind": self.get_body_argument("kind", ""),
+            "record_id": self.get_body_argument("record_id", ""),
+        }
+        await self.submit(
+            "POST", "/api/v1/documents", body, {}, f"/console/subjects/{subject_id}/documents"
+        )
 
 
 class DocumentPdfPage(Page):

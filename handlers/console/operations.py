@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from handlers.console.base import ApiAnswer
-from handlers.console.pages import KIND_ZH, PROGRAM_LABELS, Page, _id, local_time
+from handlers.console.pages import KIND_ZH, PROGRAM_LABELS, Errors, FormPage, _id, local_time
 from models.clock import LOCAL_TZ
 
 # --- alerts -----------------------------------------------------------------------------------
@@ -162,14 +162,17 @@ def _page_number(raw: str | None) -> int:
     return int(raw) if raw and raw.isdigit() and 0 < int(raw) <= 100_000 else 1
 
 
-class AlertsPage(Page):
+class AlertsPage(FormPage):
     """Open alerts and those acknowledged, each list in numbered pages (`?page=` and
     `?done=`) with how many there are in all."""
 
-    async def get(self) -> None:
-        await self._show(None)
+    template = "alerts.html"
 
-    async def _show(self, error: str | None) -> None:
+    async def get(self) -> None:
+        await self.show()
+
+    async def load(self, **_: str) -> dict[str, Any]:
+        # The same lists whichever alert's acknowledgement came back refused.
         page = _page_number(self.get_query_argument("page", None))
         done_page = _page_number(self.get_query_argument("done", None))
         opened, done = await asyncio.gather(
@@ -189,28 +192,24 @@ class AlertsPage(Page):
             kept = {k: str(v) for k, v in here.items() if v != 1}
             return "/console/alerts" + ("?" + urllib.parse.urlencode(kept) if kept else "")
 
-        self.render(
-            "alerts.html",
-            alerts=[alert_row(a, may_log) for a in opened["items"]],
-            done=[alert_row(a, may_log) for a in done["items"]],
-            opened=opened,
-            acknowledged=done,
-            open_pages=pages(opened),
-            done_pages=pages(done),
-            link=link,
-            can_ack=self.may("alerts.ack"),
-            error=error,
-        )
+        return {
+            "alerts": [alert_row(a, may_log) for a in opened["items"]],
+            "done": [alert_row(a, may_log) for a in done["items"]],
+            "opened": opened,
+            "acknowledged": done,
+            "open_pages": pages(opened),
+            "done_pages": pages(done),
+            "link": link,
+            "can_ack": self.may("alerts.ack"),
+        }
+
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
+        return {}, _said(answer)
 
 
 class AlertAck(AlertsPage):
     async def post(self, alert_id: str) -> None:
-        answer = await self.api("POST", f"/api/v1/alerts/{alert_id}/ack")
-        if answer.ok:
-            self.redirect("/console/alerts")
-            return
-        self.set_status(answer.status)
-        await self._show(_said(answer))
+        await self.submit("POST", f"/api/v1/alerts/{alert_id}/ack", None, {}, "/console/alerts")
 
 
 # Refusals these pages meet beyond the console's common ones (handlers/console/base.py).
@@ -279,14 +278,17 @@ def _this_month(now: dt.datetime) -> str:
     return f"{now.astimezone(LOCAL_TZ):%Y-%m}"
 
 
-class AssistancePage(Page):
+class AssistancePage(FormPage):
     """Every resource the caller reaches with its occupancy and waiting list (names in order),
     the referrals in progress with the step each waits for, and the stays ending soon."""
 
-    async def get(self) -> None:
-        await self._show(None, None)
+    template = "assistance.html"
 
-    async def _show(self, error: str | None, done: str | None) -> None:
+    async def get(self) -> None:
+        await self.show()
+
+    async def load(self, **_: str) -> dict[str, Any]:
+        # The same board whichever step came back refused.
         month = self.get_query_argument("month", "") or _this_month(self.ctx.clock.now())
         summary: ApiAnswer | None = None
         if self.may("assistance.summary"):
@@ -332,17 +334,23 @@ class AssistancePage(Page):
             stays = ending.body["items"] if ending.ok else []
         resource_names = {r["id"]: r["name"] for r in resources}
         open_items = [r for r in items if r["status"] in OPEN_REFERRALS]
-        self.render(
-            "assistance.html",
-            month=month,
-            summary=summary.body if summary and summary.ok else None,
-            resources=resources,
-            referrals=[_referral_row(r, resource_names, self.may) for r in open_items],
-            stays=stays,
-            needs_zh=NEED_ZH,
-            error=error,
-            done=done,
-        )
+        return {
+            "month": month,
+            "summary": summary.body if summary and summary.ok else None,
+            "resources": resources,
+            "referrals": [_referral_row(r, resource_names, self.may) for r in open_items],
+            "stays": stays,
+            "needs_zh": NEED_ZH,
+            "done": None,
+        }
+
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
+        """A refusal as the one line above the board."""
+        if answer.error_code == "full":
+            details = (answer.body or {}).get("error", {}).get("details") or {}
+            position = details.get("waiting_position")
+            return {}, f"暂无空位，已列入等候名单第 {position} 位。"
+        return {}, "请检查填写的日期和内容。" if answer.field_errors() else _said(answer)
 
 
 def _referral_row(
@@ -380,7 +388,7 @@ class AssistanceAction(AssistancePage):
             if arg("reason", "").strip():
                 body["reason"] = arg("reason").strip()
             elif to in NEEDS_REASON:
-                await self._refuse(422, "请填写原因。")
+                await self.show(error="请填写原因。", status=422)
                 return
             if arg("resource_id", ""):
                 body["resource_id"] = arg("resource_id")
@@ -390,35 +398,20 @@ class AssistanceAction(AssistancePage):
             path = "/api/v1/assistance/placements"
         elif what == "checkout":
             if not arg("reason", "").strip():
-                await self._refuse(422, "请填写离开原因。")
+                await self.show(error="请填写离开原因。", status=422)
                 return
             body = {"reason": arg("reason").strip()}
             path = f"/api/v1/assistance/placements/{target}/checkout"
         elif what == "extension":
             if not arg("reason", "").strip() or not arg("until", ""):
-                await self._refuse(422, "请填写延长至的日期和理由。")
+                await self.show(error="请填写延长至的日期和理由。", status=422)
                 return
             body = {"until": arg("until"), "reason": arg("reason").strip()}
             path = f"/api/v1/assistance/placements/{target}/extension"
         else:
             self.send_error(404)
             return
-        answer = await self.api("POST", path, body)
-        if answer.ok:
-            self.redirect("/console/assistance")
-            return
-        if answer.error_code == "full":
-            details = (answer.body or {}).get("error", {}).get("details") or {}
-            position = details.get("waiting_position")
-            await self._refuse(409, f"暂无空位，已列入等候名单第 {position} 位。")
-            return
-        errors = answer.field_errors()
-        message = "请检查填写的日期和内容。" if errors else _said(answer)
-        await self._refuse(answer.status, message)
-
-    async def _refuse(self, status: int, message: str) -> None:
-        self.set_status(status)
-        await self._show(message, None)
+        await self.submit("POST", path, body, {}, "/console/assistance")
 
 
 routes = [

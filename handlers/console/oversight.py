@@ -6,25 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import tornado.web
 from tornado.concurrent import Future
 
 from handlers.console.base import SessionExpired
 from handlers.console.inprocess import LocalExchange
-from handlers.console.pages import Page, _id
+from handlers.console.pages import DecisionForms, Page, _id
 
 # The queue shows this many items with their maps; the rest wait for the next visit.
 QUEUE_SHOWN = 20
 HISTORY_PAGE = 20
 
 
-class ReviewPage(Page):
-    async def get(self) -> None:
-        await self._show({}, {})
+class ReviewPage(DecisionForms):
+    template = "review.html"
 
-    async def _show(self, typed: dict[str, str], errors: dict[str, dict[str, str]]) -> None:
+    async def get(self) -> None:
+        await self.show()
+
+    async def load(self, **_: str) -> dict[str, Any]:
+        # The same queue whichever check-in's form came back (the review's address names it).
         queue = await self.api_ok("GET", f"/api/v1/checkins/review-queue?limit={QUEUE_SHOWN}")
         # Each item's detail and today's decisions, asked for at once (database waits overlap).
         answers = await asyncio.gather(
@@ -33,35 +36,22 @@ class ReviewPage(Page):
         )
         decided = answers[-1]
         details = {a.body["id"]: a.body for a in answers[:-1] if a.ok}
-        self.render(
-            "review.html",
-            items=queue["items"],
-            details=details,
-            decided=decided.body["items"] if decided.ok else None,
-            typed=typed,
-            errors=errors,
-        )
+        return {
+            "items": queue["items"],
+            "details": details,
+            "decided": decided.body["items"] if decided.ok else None,
+        }
 
 
 class ReviewDecision(ReviewPage):
     async def post(self, checkin_id: str) -> None:
-        comment = self.get_body_argument("comment", "")
-        accept = self.get_body_argument("accept", "") == "1"
-        if not comment.strip():
-            self.set_status(422)
-            await self._show({checkin_id: comment}, {checkin_id: {"comment": "请填写审核理由"}})
-            return
-        answer = await self.api(
-            "POST",
+        await self.decide(
+            checkin_id,
             f"/api/v1/checkins/{checkin_id}/review",
-            {"accept": accept, "comment": comment},
+            verb="accept",
+            back="/console/checkins",
+            missing="请填写审核理由",
         )
-        if answer.ok:
-            self.redirect("/console/checkins")
-            return
-        self.set_status(answer.status)
-        errors = answer.field_errors() or {"comment": answer.message_zh()}
-        await self._show({checkin_id: comment}, {checkin_id: errors})
 
 
 class HistoryPage(Page):

@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -241,6 +242,74 @@ def _takes(method: Any, args: list[Any], kwargs: dict[str, Any]) -> bool:
     return True
 
 
+# A form's words beside its fields, by field name (or by record, then field, on a page with one
+# form per record).
+Errors = dict[str, Any]
+
+
+class FormPage(Page):
+    """A page with a form, declared once: its `template`, what it shows beside the form
+    (`load`) and what an API refusal says beside the form's fields (`refusal`). `show` renders
+    it; `submit` calls the API and redirects on success, or shows the form again as typed with
+    the refusal beside its fields, under the API's status."""
+
+    template = ""
+
+    async def load(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """What the template shows besides the form, read through the API for the route's own
+        path arguments; read afresh each time, so a form that comes back shows the record as
+        it is now."""
+        return {}
+
+    def render_form(
+        self, context: dict[str, Any], typed: dict[str, Any], errors: Errors, error: str | None
+    ) -> None:
+        """The template with what was typed, the words beside each field and the one above the
+        form (a page whose template names them otherwise says so here)."""
+        self.render(self.template, **context, typed=typed, errors=errors, error=error)
+
+    async def show(
+        self,
+        typed: dict[str, Any] | None = None,
+        errors: Errors | None = None,
+        error: str | None = None,
+        *,
+        status: int | None = None,
+        context: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> None:
+        """The page with its form (`status` 422 for one refused before the API was asked);
+        `context` when the page has just loaded it, `extra` for what one showing adds."""
+        if status is not None:
+            self.set_status(status)
+        if context is None:
+            context = await self.load(*self.path_args, **self.path_kwargs)
+        self.render_form({**context, **extra}, typed or {}, errors or {}, error)
+
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
+        """A refusal as (words beside the fields, words above the form): the fields the API
+        names, else its message."""
+        errors = answer.field_errors()
+        return errors, None if errors else answer.message_zh()
+
+    async def submit(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        typed: dict[str, Any],
+        done: str | Callable[[Any], str],
+    ) -> None:
+        """Ask the API; on success go to `done` (or where it says for the answer's body),
+        otherwise show the form again as typed, with the refusal, under the API's status."""
+        answer = await self.api(method, path, body)
+        if answer.ok:
+            self.redirect(done if isinstance(done, str) else done(answer.body))
+            return
+        errors, error = self.refusal(answer, typed)
+        await self.show(typed, errors, error, status=answer.status)
+
+
 # --- signing in -------------------------------------------------------------------------------
 
 
@@ -310,7 +379,7 @@ class LogoutPage(ConsoleHandler):
         self.redirect("/console/login")
 
 
-class RestrictedPage(Page):
+class RestrictedPage(FormPage):
     """A page a restricted session may open (it is where the restriction is lifted)."""
 
     async def prepare(self) -> None:
@@ -349,24 +418,18 @@ class TotpPage(RestrictedPage):
 
 
 class PasswordPage(RestrictedPage):
+    template = "password.html"
+
     async def get(self) -> None:
-        self.render("password.html", errors={}, error=None)
+        await self.show()
 
     async def post(self) -> None:
-        answer = await self.api(
-            "POST",
-            "/api/v1/me/password",
-            {
-                "current_password": self.get_body_argument("current_password", ""),
-                "new_password": self.get_body_argument("new_password", ""),
-            },
-        )
-        if answer.ok:
-            self.redirect("/console/")
-            return
-        self.set_status(answer.status)
-        errors = answer.field_errors()
-        self.render("password.html", errors=errors, error=None if errors else answer.message_zh())
+        body = {
+            "current_password": self.get_body_argument("current_password", ""),
+            "new_password": self.get_body_argument("new_password", ""),
+        }
+        # Passwords are never typed back into the form.
+        await self.submit("POST", "/api/v1/me/password", body, {}, "/console/")
 
 
 class NoticesSeen(Page):
@@ -408,11 +471,13 @@ class CaseloadPage(Page):
         )
 
 
-class SubjectPage(Page):
-    async def get(self, subject_id: str) -> None:
-        await self._show(subject_id, note="", errors={})
+class SubjectPage(FormPage):
+    template = "subject.html"
 
-    async def _show(self, subject_id: str, note: str, errors: dict[str, str]) -> None:
+    async def get(self, subject_id: str) -> None:
+        await self.show()
+
+    async def load(self, subject_id: str) -> dict[str, Any]:
         subject = await self.api_ok("GET", f"/api/v1/subjects/{subject_id}")
         programs = await self.api("GET", f"/api/v1/subjects/{subject_id}/programs")
         today = self.ctx.clock.now().astimezone(LOCAL_TZ).date()
@@ -429,32 +494,39 @@ class SubjectPage(Page):
         history = await self.api("GET", f"/api/v1/subjects/{subject_id}/checkins?limit=10")
         transfers = await self.api("GET", f"/api/v1/subjects/{subject_id}/transfers")
         items = obligations.body["items"] if obligations.ok else []
-        self.render(
-            "subject.html",
-            subject=subject,
-            programs=programs.body["items"] if programs.ok else [],
-            checkins=[o for o in items if o["kind"] == "remote_checkin"],
-            others=[o for o in items if o["kind"] != "remote_checkin"],
-            notes=notes.body["items"] if notes.ok else None,
-            visits=visits.body["items"] if visits.ok else None,
-            history=history.body["items"] if history.ok else None,
-            history_next=history.body["next_cursor"] if history.ok else None,
-            transfers=transfers.body["items"] if transfers.ok else None,
-            note=note,
-            errors=errors,
-        )
+        return {
+            "subject": subject,
+            "programs": programs.body["items"] if programs.ok else [],
+            "checkins": [o for o in items if o["kind"] == "remote_checkin"],
+            "others": [o for o in items if o["kind"] != "remote_checkin"],
+            "notes": notes.body["items"] if notes.ok else None,
+            "visits": visits.body["items"] if visits.ok else None,
+            "history": history.body["items"] if history.ok else None,
+            "history_next": history.body["next_cursor"] if history.ok else None,
+            "transfers": transfers.body["items"] if transfers.ok else None,
+        }
+
+    def render_form(
+        self, context: dict[str, Any], typed: dict[str, Any], errors: Errors, error: str | None
+    ) -> None:
+        # The note's box is the page's one field (`note` in its template), with no line above.
+        self.render(self.template, **context, note=typed.get("text", ""), errors=errors)
+
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
+        errors = answer.field_errors() or {"text": answer.message_zh()}
+        if "text" in errors and not typed["text"].strip():
+            errors["text"] = "请填写记录内容"
+        return errors, None
 
     async def post(self, subject_id: str) -> None:
-        text = self.get_body_argument("text", "")
-        answer = await self.api("POST", f"/api/v1/subjects/{subject_id}/notes", {"text": text})
-        if answer.ok:
-            self.redirect(f"/console/subjects/{subject_id}")
-            return
-        errors = answer.field_errors() or {"text": answer.message_zh()}
-        if "text" in errors and not text.strip():
-            errors["text"] = "请填写记录内容"
-        self.set_status(answer.status)
-        await self._show(subject_id, note=text, errors=errors)
+        typed = {"text": self.get_body_argument("text", "")}
+        await self.submit(
+            "POST",
+            f"/api/v1/subjects/{subject_id}/notes",
+            typed,
+            typed,
+            f"/console/subjects/{subject_id}",
+        )
 
 
 # Decided records shown under the pending ones, each with the documents made from it.
@@ -466,7 +538,29 @@ def _decided_at(record: dict[str, Any]) -> str:
     return str(record.get("decided_at") or (steps[-1].get("at") if steps else "") or "")
 
 
-class DecisionsPage(Page):
+class DecisionForms(FormPage):
+    """A list of records, each with its own decision form (yes or no, and a comment): what was
+    typed and what is wrong are keyed by the record."""
+
+    async def decide(
+        self, record_id: str, path: str, *, verb: str, back: str, missing: str
+    ) -> None:
+        """The decision (`verb`: yes or no) and its comment to the API's `path`, then `back` to
+        the list; a comment left empty is `missing`."""
+        comment = self.get_body_argument("comment", "")
+        typed = {record_id: comment}
+        if not comment.strip():
+            await self.show(typed, {record_id: {"comment": missing}}, status=422)
+            return
+        body = {verb: self.get_body_argument(verb, "") == "1", "comment": comment}
+        await self.submit("POST", path, body, typed, back)
+
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
+        (record_id,) = typed
+        return {record_id: answer.field_errors() or {"comment": answer.message_zh()}}, None
+
+
+class DecisionsPage(DecisionForms):
     """What the leave and sanction pages share: the latest decided records, each beside the
     documents (文书) made from it, with their PDFs to print (issue 27)."""
 
@@ -491,10 +585,13 @@ class DecisionsPage(Page):
 
 
 class LeavePage(DecisionsPage):
-    async def get(self) -> None:
-        await self._show({}, {})
+    template = "leave.html"
 
-    async def _show(self, typed: dict[str, str], errors: dict[str, dict[str, str]]) -> None:
+    async def get(self) -> None:
+        await self.show()
+
+    async def load(self, **_: str) -> dict[str, Any]:
+        # The same list whichever request's form came back (the decision's address names it).
         requests = await self.api_ok("GET", "/api/v1/leave-requests?status=pending")
         decided = await self.decided(
             [
@@ -502,34 +599,18 @@ class LeavePage(DecisionsPage):
                 for status in ("approved", "rejected")
             ]
         )
-        self.render(
-            "leave.html", requests=requests["items"], typed=typed, errors=errors, decided=decided
-        )
+        return {"requests": requests["items"], "decided": decided}
 
 
 class LeaveDecision(LeavePage):
     async def post(self, leave_id: str) -> None:
-        comment = self.get_body_argument("comment", "")
-        approve = self.get_body_argument("approve", "") == "1"
-        errors: dict[str, str] = {}
-        if not comment.strip():
-            errors["comment"] = "请填写审批意见"
-        else:
-            answer = await self.api(
-                "POST",
-                f"/api/v1/leave-requests/{leave_id}/decision",
-                {"approve": approve, "comment": comment},
-            )
-            if answer.ok:
-                self.redirect("/console/leave")
-                return
-            errors = answer.field_errors() or {"comment": answer.message_zh()}
-            self.set_status(answer.status)
-        if not errors:
-            return
-        if self.get_status() == 200:
-            self.set_status(422)
-        await self._show({leave_id: comment}, {leave_id: errors})
+        await self.decide(
+            leave_id,
+            f"/api/v1/leave-requests/{leave_id}/decision",
+            verb="approve",
+            back="/console/leave",
+            missing="请填写审批意见",
+        )
 
 
 SANCTION_ZH = {
@@ -543,10 +624,12 @@ SANCTION_ZH = {
 
 
 class SanctionsPage(DecisionsPage):
-    async def get(self) -> None:
-        await self._show({}, {})
+    template = "sanctions.html"
 
-    async def _show(self, typed: dict[str, str], errors: dict[str, dict[str, str]]) -> None:
+    async def get(self) -> None:
+        await self.show()
+
+    async def load(self, **_: str) -> dict[str, Any]:
         pending = await self.api_ok("GET", "/api/v1/sanctions?status=pending")
         decided = await self.decided(
             [
@@ -554,35 +637,18 @@ class SanctionsPage(DecisionsPage):
                 for status in ("approved", "rejected")
             ]
         )
-        self.render(
-            "sanctions.html",
-            items=pending["items"],
-            kinds=SANCTION_ZH,
-            typed=typed,
-            errors=errors,
-            decided=decided,
-        )
+        return {"items": pending["items"], "kinds": SANCTION_ZH, "decided": decided}
 
 
 class SanctionDecision(SanctionsPage):
     async def post(self, sanction_id: str) -> None:
-        comment = self.get_body_argument("comment", "")
-        approve = self.get_body_argument("approve", "") == "1"
-        if not comment.strip():
-            self.set_status(422)
-            await self._show({sanction_id: comment}, {sanction_id: {"comment": "请填写审批意见"}})
-            return
-        answer = await self.api(
-            "POST",
+        await self.decide(
+            sanction_id,
             f"/api/v1/sanctions/{sanction_id}/decision",
-            {"approve": approve, "comment": comment},
+            verb="approve",
+            back="/console/sanctions",
+            missing="请填写审批意见",
         )
-        if answer.ok:
-            self.redirect("/console/sanctions")
-            return
-        self.set_status(answer.status)
-        errors = answer.field_errors() or {"comment": answer.message_zh()}
-        await self._show({sanction_id: comment}, {sanction_id: errors})
 
 
 # --- monthly compliance -----------------------------------------------------------------------
@@ -593,48 +659,56 @@ def _last_month(now: dt.datetime) -> str:
     return f"{first - dt.timedelta(days=1):%Y-%m}"
 
 
-class ReportsPage(Page):
-    async def get(self) -> None:
-        await self._show(self.me["org_id"], _last_month(self.ctx.clock.now()), {}, None)
+class ReportsPage(FormPage):
+    template = "reports.html"
 
-    async def _show(
-        self, org_id: str, month: str, errors: dict[str, str], error: str | None
-    ) -> None:
+    async def get(self) -> None:
+        await self.show({"org_id": self.me["org_id"], "month": _last_month(self.ctx.clock.now())})
+
+    async def load(self) -> dict[str, Any]:
         orgs = await self.api("GET", "/api/v1/orgs")
         nodes = [
             o
             for o in (orgs.body.get("items", []) if orgs.ok else [])
             if o.get("kind") in ("station", "county", "city")
         ]
-        self.render(
-            "reports.html", orgs=nodes, org_id=org_id, month=month, errors=errors, error=error
-        )
+        return {"orgs": nodes}
 
-    async def post(self) -> None:
-        org_id = self.get_body_argument("org_id", "")
-        month = self.get_body_argument("month", "").strip()
-        answer = await self.api(
-            "POST", "/api/v1/reports/compliance", {"org_id": org_id, "month": month}
-        )
-        if answer.ok:
-            self.redirect(f"/console/reports/{answer.body['id']}")
-            return
+    def render_form(
+        self, context: dict[str, Any], typed: dict[str, Any], errors: Errors, error: str | None
+    ) -> None:
+        # The template names the form's two fields itself.
+        self.render(self.template, **context, **typed, errors=errors, error=error)
+
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
         errors = answer.field_errors()
         if answer.error_code == "month_not_ended":
             errors["month"] = answer.message_zh()
         elif "month" in errors:
             errors["month"] = "请按 YYYY-MM 填写月份"
-        self.set_status(answer.status)
-        await self._show(org_id, month, errors, None if errors else answer.message_zh())
+        return errors, None if errors else answer.message_zh()
+
+    async def post(self) -> None:
+        typed = {
+            "org_id": self.get_body_argument("org_id", ""),
+            "month": self.get_body_argument("month", "").strip(),
+        }
+        await self.submit(
+            "POST",
+            "/api/v1/reports/compliance",
+            typed,
+            typed,
+            lambda report: f"/console/reports/{report['id']}",
+        )
 
 
-class ReportPage(Page):
+class ReportPage(FormPage):
+    template = "report.html"
+
     async def get(self, report_id: str) -> None:
-        await self._show(report_id, comment="", errors={}, error=None)
+        await self.show()
 
-    async def _show(
-        self, report_id: str, comment: str, errors: dict[str, str], error: str | None
-    ) -> None:
+    async def load(self, report_id: str) -> dict[str, Any]:
         report = await self.api_ok("GET", f"/api/v1/reports/compliance/{report_id}")
         charts = {
             "programs": {
@@ -655,14 +729,18 @@ class ReportPage(Page):
         can_sign = self.my_level is not None and self.my_level == _REPORT_LEVEL.get(
             report["org_kind"]
         )
+        return {
+            "report": report,
+            "charts": json.dumps(charts, ensure_ascii=False),
+            "can_sign": can_sign,
+        }
+
+    def render_form(
+        self, context: dict[str, Any], typed: dict[str, Any], errors: Errors, error: str | None
+    ) -> None:
+        # The signing comment is the page's one field, `comment` in its template.
         self.render(
-            "report.html",
-            report=report,
-            charts=json.dumps(charts, ensure_ascii=False),
-            can_sign=can_sign,
-            comment=comment,
-            errors=errors,
-            error=error,
+            self.template, **context, comment=typed.get("comment", ""), errors=errors, error=error
         )
 
 
@@ -673,26 +751,25 @@ class ReportSign(ReportPage):
     async def post(self, report_id: str) -> None:
         comment = self.get_body_argument("comment", "")
         resign = self.get_body_argument("resign", "") == "1"
-        answer = await self.api(
+        await self.submit(
             "POST",
             f"/api/v1/reports/compliance/{report_id}/sign",
             {"comment": comment, "resign": resign},
+            {"comment": comment},
+            f"/console/reports/{report_id}",
         )
-        if answer.ok:
-            self.redirect(f"/console/reports/{report_id}")
-            return
-        self.set_status(answer.status)
+
+    def refusal(self, answer: ApiAnswer, typed: dict[str, Any]) -> tuple[Errors, str | None]:
         errors = answer.field_errors()
-        await self._show(report_id, comment, errors, None if errors else _refusal(answer))
-
-
-def _refusal(answer: ApiAnswer) -> str:
-    message = answer.message_zh()
-    details = (answer.body or {}).get("error", {}).get("details")
-    if answer.error_code == "units_unsigned" and isinstance(details, dict):
-        names = "、".join(u.get("name", "") for u in details.get("unsigned", []))
-        message += f"(未签署:{names})"
-    return message
+        if errors:
+            return errors, None
+        message = answer.message_zh()
+        details = (answer.body or {}).get("error", {}).get("details")
+        if answer.error_code == "units_unsigned" and isinstance(details, dict):
+            # Which units have yet to sign, by name.
+            names = "、".join(u.get("name", "") for u in details.get("unsigned", []))
+            message += f"(未签署:{names})"
+        return errors, message
 
 
 class DrillPage(Page):
