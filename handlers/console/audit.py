@@ -10,7 +10,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from handlers.console.pages import ROLE_ZH, Page, _id, local_time
+from handlers.console.base import path_id
+from handlers.console.pages import ROLE_ZH, Page, local_time
 from models.clock import LOCAL_TZ
 
 # What an entry's action means, as the reader says it; an action not listed reads by its
@@ -339,5 +340,5 @@ class AccessLogFind(Page):
 routes = [
     (r"/console/audit", AuditPage),
     (r"/console/audit/file", AccessLogFind),
-    (rf"/console/subjects/{_id('subject_id')}/access-log", AccessLogPage),
+    (rf"/console/subjects/{path_id('subject_id')}/access-log", AccessLogPage),
 ]

@@ -60,6 +60,23 @@ GENERIC_ZH = "操作未成功，请检查后重试。"
 FIELD_ZH = "此项填写不正确。"
 
 
+def path_id(name: str) -> str:
+    """A route's id argument: letters, digits, `_`, `:` and `-` only (ids go into API paths:
+    no dots, no slashes)."""
+    return f"(?P<{name}>[A-Za-z0-9_:-]{{1,100}})"
+
+
+# What each sanction is called on the console's pages.
+SANCTION_ZH = {
+    "praise": "表扬",
+    "admonish": "训诫",
+    "warn": "警告",
+    "public_security_penalty": "提请治安管理处罚",
+    "revoke_request": "提请撤销缓刑/假释",
+    "imprison_request": "提请收监执行",
+}
+
+
 @dataclass
 class ApiAnswer:
     status: int

@@ -7,8 +7,8 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-from handlers.console.base import ApiAnswer, ApiRefused
-from handlers.console.casework import CaseworkPage, _id
+from handlers.console.base import ApiAnswer, ApiRefused, path_id
+from handlers.console.casework import CaseworkPage
 from handlers.console.pages import DRUG_MODE_ZH, SENTENCE_ZH, TERMINATION_ZH, Errors
 from handlers.messages import validation_message
 from models.clock import LOCAL_TZ
@@ -699,23 +699,26 @@ class InvestigationStep(InvestigationPage):
 
 
 routes = [
-    (rf"/console/subjects/{_id('subject_id')}/programs/new", NewProgramPage),
-    (rf"/console/subjects/{_id('subject_id')}/release-notice", ReleaseNoticePage),
-    (rf"/console/programs/{_id('program_id')}", ProgramPage),
+    (rf"/console/subjects/{path_id('subject_id')}/programs/new", NewProgramPage),
+    (rf"/console/subjects/{path_id('subject_id')}/release-notice", ReleaseNoticePage),
+    (rf"/console/programs/{path_id('program_id')}", ProgramPage),
     (
-        rf"/console/programs/{_id('program_id')}"
+        rf"/console/programs/{path_id('program_id')}"
         r"/(?P<step>intake|level|risk|terminate|suspend|resume)",
         ProgramStep,
     ),
-    (rf"/console/subjects/{_id('subject_id')}/assignments", AssignmentsPage),
-    (rf"/console/subjects/{_id('subject_id')}/transfers/new", NewTransferPage),
-    (rf"/console/transfers/{_id('transfer_id')}", TransferPage),
-    (rf"/console/transfers/{_id('transfer_id')}/(?P<step>decision|handover|arrival)", TransferStep),
-    (r"/console/investigations", InvestigationsPage),
-    (rf"/console/subjects/{_id('subject_id')}/investigations/new", NewInvestigationPage),
-    (rf"/console/investigations/{_id('investigation_id')}", InvestigationPage),
+    (rf"/console/subjects/{path_id('subject_id')}/assignments", AssignmentsPage),
+    (rf"/console/subjects/{path_id('subject_id')}/transfers/new", NewTransferPage),
+    (rf"/console/transfers/{path_id('transfer_id')}", TransferPage),
     (
-        rf"/console/investigations/{_id('investigation_id')}/(?P<step>assign|report|close)",
+        rf"/console/transfers/{path_id('transfer_id')}/(?P<step>decision|handover|arrival)",
+        TransferStep,
+    ),
+    (r"/console/investigations", InvestigationsPage),
+    (rf"/console/subjects/{path_id('subject_id')}/investigations/new", NewInvestigationPage),
+    (rf"/console/investigations/{path_id('investigation_id')}", InvestigationPage),
+    (
+        rf"/console/investigations/{path_id('investigation_id')}/(?P<step>assign|report|close)",
         InvestigationStep,
     ),
 ]

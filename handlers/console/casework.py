@@ -11,7 +11,7 @@ from typing import Any
 import segno
 from tornado.escape import xhtml_escape
 
-from handlers.console.base import ApiAnswer, ApiRefused
+from handlers.console.base import ApiAnswer, ApiRefused, path_id
 from handlers.console.pages import PROGRAM_STATUS_ZH, Errors, FormPage
 from models.clock import LOCAL_TZ
 from models.reports import PROGRAM_LABELS
@@ -407,15 +407,10 @@ class BindingPage(CaseworkPage):
         )
 
 
-def _id(name: str) -> str:
-    # Ids go into API paths: letters, digits, `_`, `:` and `-` only (no dots, no slashes).
-    return f"(?P<{name}>[A-Za-z0-9_:-]{{1,100}})"
-
-
 # Ahead of the console's `/console/subjects/<id>`, which `new` would otherwise match.
 routes = [
     (r"/console/subjects", CaseListPage),
     (r"/console/subjects/new", NewCaseFilePage),
-    (rf"/console/subjects/{_id('subject_id')}/edit", EditCaseFilePage),
-    (rf"/console/subjects/{_id('subject_id')}/binding", BindingPage),
+    (rf"/console/subjects/{path_id('subject_id')}/edit", EditCaseFilePage),
+    (rf"/console/subjects/{path_id('subject_id')}/binding", BindingPage),
 ]

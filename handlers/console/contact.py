@@ -9,7 +9,7 @@ import datetime as dt
 import urllib.parse
 from typing import Any
 
-from handlers.console.base import ApiAnswer, ApiRefused
+from handlers.console.base import SANCTION_ZH, ApiAnswer, ApiRefused, path_id
 from handlers.console.pages import FormPage, local_time
 from models.clock import LOCAL_TZ
 
@@ -22,14 +22,6 @@ SESSION_STATUS_ZH = {
     "cancelled": "已取消",
 }
 LENGTHS_ZH = {"30": "30 分钟", "45": "45 分钟", "60": "1 小时", "90": "1.5 小时", "120": "2 小时"}
-SANCTION_KINDS_ZH = {
-    "praise": "表扬",
-    "admonish": "训诫",
-    "warn": "警告",
-    "public_security_penalty": "提请治安管理处罚",
-    "revoke_request": "提请撤销缓刑/假释",
-    "imprison_request": "提请收监执行",
-}
 GROUNDS_ZH = {
     "breach_of_prohibition": "违反人民法院禁止令",
     "left_without_approval": "无正当理由未经批准离开所居住的市、县",
@@ -146,7 +138,7 @@ class ContactWork(FormPage):
             outcomes=OUTCOME_ZH,
             session_statuses=SESSION_STATUS_ZH,
             lengths=LENGTHS_ZH,
-            sanction_kinds=SANCTION_KINDS_ZH,
+            sanction_kinds=SANCTION_ZH,
             grounds=GROUNDS_ZH,
             order_statuses=ORDER_STATUS_ZH,
             rule_text=lambda key, value: RULE_TEXT_ZH.get(key, "规则 {}").format(value),
@@ -520,7 +512,7 @@ class DecisionsPage(ContactWork):
         self.refuse_unless_any("sanctions.propose")
         typed = {k: self.arg(k) for k in ("kind", "reason", "detachment_id")}
         errors = {}
-        if typed["kind"] not in SANCTION_KINDS_ZH:
+        if typed["kind"] not in SANCTION_ZH:
             errors["sanction.kind"] = "请选择奖惩类型"
         if not typed["reason"]:
             errors["sanction.reason"] = "请填写事实和理由"
@@ -840,14 +832,9 @@ class HelpPage(ContactWork):
         )
 
 
-def _id(name: str) -> str:
-    # Ids go into API paths: letters, digits, `_`, `:` and `-` only (no dots, no slashes).
-    return f"(?P<{name}>[A-Za-z0-9_:-]{{1,100}})"
-
-
 routes = [
-    (rf"/console/subjects/{_id('subject_id')}/contact", ContactPage),
-    (rf"/console/subjects/{_id('subject_id')}/counseling", CounselingPage),
-    (rf"/console/subjects/{_id('subject_id')}/decisions", DecisionsPage),
-    (rf"/console/subjects/{_id('subject_id')}/help", HelpPage),
+    (rf"/console/subjects/{path_id('subject_id')}/contact", ContactPage),
+    (rf"/console/subjects/{path_id('subject_id')}/counseling", CounselingPage),
+    (rf"/console/subjects/{path_id('subject_id')}/decisions", DecisionsPage),
+    (rf"/console/subjects/{path_id('subject_id')}/help", HelpPage),
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handlers.console.base import ApiAnswer, ApiRefused
+from handlers.console.base import ApiAnswer, ApiRefused, path_id
 from handlers.console.pages import Errors, FormPage, Page
 
 # Which document each decided praise or sanction is served as.
@@ -157,12 +157,7 @@ class DocumentPdfPage(Page):
         self.finish(answer.raw)
 
 
-def _id(name: str) -> str:
-    # Ids go into API paths: letters, digits, `_`, `:` and `-` only (no dots, no slashes).
-    return f"(?P<{name}>[A-Za-z0-9_:-]{{1,100}})"
-
-
 routes = [
-    (rf"/console/subjects/{_id('subject_id')}/documents", DocumentsPage),
-    (rf"/console/documents/{_id('document_id')}/pdf", DocumentPdfPage),
+    (rf"/console/subjects/{path_id('subject_id')}/documents", DocumentsPage),
+    (rf"/console/documents/{path_id('document_id')}/pdf", DocumentPdfPage),
 ]

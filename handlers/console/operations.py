@@ -10,8 +10,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from handlers.console.base import ApiAnswer
-from handlers.console.pages import KIND_ZH, PROGRAM_LABELS, Errors, FormPage, _id, local_time
+from handlers.console.base import ApiAnswer, path_id
+from handlers.console.pages import KIND_ZH, PROGRAM_LABELS, Errors, FormPage, local_time
 from models.clock import LOCAL_TZ
 
 # --- alerts -----------------------------------------------------------------------------------
@@ -416,10 +416,10 @@ class AssistanceAction(AssistancePage):
 
 routes = [
     (r"/console/alerts", AlertsPage),
-    (rf"/console/alerts/{_id('alert_id')}/ack", AlertAck),
+    (rf"/console/alerts/{path_id('alert_id')}/ack", AlertAck),
     (r"/console/assistance", AssistancePage),
     (
-        rf"/console/assistance/(?P<what>transition|place|checkout|extension)/{_id('target')}",
+        rf"/console/assistance/(?P<what>transition|place|checkout|extension)/{path_id('target')}",
         AssistanceAction,
     ),
 ]

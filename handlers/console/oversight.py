@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 import tornado.web
 from tornado.concurrent import Future
 
-from handlers.console.base import SessionExpired
+from handlers.console.base import SessionExpired, path_id
 from handlers.console.inprocess import LocalExchange
-from handlers.console.pages import DecisionForms, Page, _id
+from handlers.console.pages import DecisionForms, Page
 
 # The queue shows this many items with their maps; the rest wait for the next visit.
 QUEUE_SHOWN = 20
@@ -126,8 +126,8 @@ class SubjectPhoto(PhotoRelay):
 
 routes = [
     (r"/console/checkins", ReviewPage),
-    (rf"/console/checkins/{_id('checkin_id')}/review", ReviewDecision),
-    (rf"/console/checkins/{_id('checkin_id')}/photo", CheckinPhoto),
-    (rf"/console/subjects/{_id('subject_id')}/photo", SubjectPhoto),
-    (rf"/console/subjects/{_id('subject_id')}/checkins", HistoryPage),
+    (rf"/console/checkins/{path_id('checkin_id')}/review", ReviewDecision),
+    (rf"/console/checkins/{path_id('checkin_id')}/photo", CheckinPhoto),
+    (rf"/console/subjects/{path_id('subject_id')}/photo", SubjectPhoto),
+    (rf"/console/subjects/{path_id('subject_id')}/checkins", HistoryPage),
 ]

@@ -19,11 +19,13 @@ from tornado.concurrent import Future
 
 from handlers.console.base import (
     CSP,
+    SANCTION_ZH,
     ApiAnswer,
     ApiRefused,
     ConsoleHandler,
     SessionExpired,
     SignedInHandler,
+    path_id,
 )
 from handlers.console.inprocess import LocalExchange
 from handlers.console.maps import distance_text, gap_text, map_json
@@ -613,16 +615,6 @@ class LeaveDecision(LeavePage):
         )
 
 
-SANCTION_ZH = {
-    "praise": "表扬",
-    "admonish": "训诫",
-    "warn": "警告",
-    "public_security_penalty": "提请治安管理处罚",
-    "revoke_request": "提请撤销缓刑/假释",
-    "imprison_request": "提请收监执行",
-}
-
-
 class SanctionsPage(DecisionsPage):
     template = "sanctions.html"
 
@@ -853,11 +845,6 @@ class Home(ConsoleHandler):
         self.redirect("/console/")
 
 
-def _id(name: str) -> str:
-    # Ids go into API paths: letters, digits, `_`, `:` and `-` only (no dots, no slashes).
-    return f"(?P<{name}>[A-Za-z0-9_:-]{{1,100}})"
-
-
 routes = [
     (r"/console", Home),
     (r"/console/", CaseloadPage),
@@ -866,15 +853,15 @@ routes = [
     (r"/console/totp", TotpPage),
     (r"/console/password", PasswordPage),
     (r"/console/notices/seen", NoticesSeen),
-    (rf"/console/subjects/{_id('subject_id')}", SubjectPage),
+    (rf"/console/subjects/{path_id('subject_id')}", SubjectPage),
     (r"/console/leave", LeavePage),
-    (rf"/console/leave/{_id('leave_id')}/decision", LeaveDecision),
+    (rf"/console/leave/{path_id('leave_id')}/decision", LeaveDecision),
     (r"/console/sanctions", SanctionsPage),
-    (rf"/console/sanctions/{_id('sanction_id')}/decision", SanctionDecision),
+    (rf"/console/sanctions/{path_id('sanction_id')}/decision", SanctionDecision),
     (r"/console/reports", ReportsPage),
-    (rf"/console/reports/{_id('report_id')}", ReportPage),
-    (rf"/console/reports/{_id('report_id')}/sign", ReportSign),
-    (rf"/console/reports/{_id('report_id')}/subjects", DrillPage),
-    (rf"/console/reports/{_id('report_id')}/download", ReportDownload),
+    (rf"/console/reports/{path_id('report_id')}", ReportPage),
+    (rf"/console/reports/{path_id('report_id')}/sign", ReportSign),
+    (rf"/console/reports/{path_id('report_id')}/subjects", DrillPage),
+    (rf"/console/reports/{path_id('report_id')}/download", ReportDownload),
     (r"/console/static/(?P<name>[A-Za-z0-9_.-]+)", StaticFile),
 ]
