@@ -14,9 +14,13 @@ from models.elocation import ElocationService
 from models.leave import LeaveService
 from models.notifications import NotificationService
 from models.obligations import ObligationService
+from models.orgs import OrgKind, OrgService
 from models.programs import ProgramService
 from models.subjects import SubjectService
 from models.wechat import WeChatTokenService, WeChatUnavailable
+
+# The dashboard charts 12 months: the current one and the eleven before it.
+HISTORY_MONTHS = 12
 
 
 class AuditCheckpointSweep:
@@ -217,6 +221,27 @@ class CaseRosterSweep:
 
     async def run(self, now: dt.datetime) -> dict[str, Any]:
         return await self._subjects.rebuild_case_roster()
+
+
+class WindowHistorySweep:
+    """Counts the last 13 months' check-in windows anew and puts right the kept counts of
+    settled days (models/window_history.py) that a crash between a window's write and its
+    day's forgetting left wrong; it also counts yesterday before the first dashboard."""
+
+    name = "window_history"
+    interval_seconds = 86400
+    description = "recount the dashboard's kept check-in counts of settled days"
+
+    def __init__(self, obligations: ObligationService, orgs: OrgService):
+        self._obligations = obligations
+        self._orgs = orgs
+
+    async def run(self, now: dt.datetime) -> dict[str, Any]:
+        today = now.astimezone(LOCAL_TZ).date()
+        months = today.year * 12 + today.month - HISTORY_MONTHS  # months since year 0, 0-based
+        since = dt.date(months // 12, months % 12 + 1, 1)
+        stations = [list(s.path) for s in await self._orgs.of_kind(OrgKind.STATION)]
+        return await self._obligations.recount_history(stations, since)
 
 
 class WeChatTokenSweep:

@@ -274,6 +274,7 @@ class CaseloadService:
                         "status": str(OccurrenceStatus.DONE),
                         "result": kind,
                         "result_at": now,
+                        "changed_at": now,
                         "result_by": ctx.identity.user_id,
                     }
                 },

@@ -496,6 +496,8 @@ class CheckinService:
             if existing is None:
                 raise exc.cause from None
             return await self._replay(ctx, existing, fingerprint)
+        if occurrence_status is not None:
+            await self._obligations.checkin_written(window)
         self._observer.checkin_recorded(answer.status, answer.flags)
         return answer
 

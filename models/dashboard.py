@@ -41,17 +41,6 @@ SIGNING_MAX_MONTHS = 24
 SUPERVISED = tuple(str(s) for s in SUPERVISED_STATUSES)
 
 
-def _utc(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=LOCAL_TZ).astimezone(dt.UTC)
-
-
-def _offset(now: dt.datetime) -> str:
-    """The local zone's offset as the database's date operators take it (`+08:00`)."""
-    minutes = int((now.astimezone(LOCAL_TZ).utcoffset() or dt.timedelta()).total_seconds() // 60)
-    sign = "+" if minutes >= 0 else "-"
-    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
 def _months(today: dt.date) -> list[Month]:
     """The current month and the eleven before it, oldest first."""
     first = today.replace(day=1)
@@ -184,39 +173,40 @@ class DashboardService:
         today = now.astimezone(LOCAL_TZ).date()
         depth = len(org.path)
         unit_kind = UNIT_KIND.get(org.kind)
-        units: dict[str, Org] = {}
-        if unit_kind is not None:
-            units = {n.id: n for n in await self._orgs.below(org.id) if n.kind == unit_kind}
+        tree = await self._orgs.below(org.id)
+        units = {n.id: n for n in tree if n.kind == unit_kind}
+        stations = [list(n.path) for n in tree if n.kind == OrgKind.STATION]
         months, weeks = _months(today), _weeks(today)
         since = min(months[0].first, weeks[0])
         ended_since = today - dt.timedelta(days=OUTCOME_DAYS)
         # All at once; two groups because `gather` keeps each result's type up to six of them.
         (
-            (programs, people, today_windows),
-            (checkins, alerts, leave, detached),
+            ((programs, people), (today_windows, checkins_today), history),
+            (alerts, leave, detached),
         ) = await asyncio.gather(
             asyncio.gather(
-                self._programs.count_by_unit(org.id, depth, today, ended_since),
-                self._programs.count_people(org.id, depth),
-                self._obligations.count_windows(
-                    org.id, depth, _utc(today), _utc(today + dt.timedelta(days=1))
-                ),
+                self._programs.figures_by_station(org.id, depth, stations, today, ended_since),
+                # Today's windows, and today's check-in windows closed by now for the charts.
+                self._obligations.windows_today(org.id, depth),
+                # Days before today from the counts kept of settled days (a year of daily
+                # windows read whole costs seconds); today's closed windows counted live.
+                self._obligations.checkin_history(org.id, stations, since),
             ),
             asyncio.gather(
-                self._obligations.count_windows(
-                    org.id,
-                    depth,
-                    _utc(since),
-                    now,
-                    kind="remote_checkin",
-                    by_day=True,
-                    utc_offset=_offset(now),
-                ),
                 self._alerts.count_open(org.id, depth),
                 self._leave.count_in_progress(org.id, depth, today),
                 self._sanctions.count_open_detachments(org.id, depth),
             ),
         )
+        checkins = checkins_today + [
+            {
+                "u": c.station[depth] if len(c.station) > depth else None,
+                "st": c.status,
+                "d": c.day.isoformat(),
+                "n": c.n,
+            }
+            for c in history
+        ]
         figures = self._figures(
             None, programs, people, today_windows, checkins, alerts, leave, detached, months, weeks
         )

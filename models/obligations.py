@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,12 +24,13 @@ from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.errors import Conflict, InvalidInput, NotFound
 from models.notifications import NotificationService, reminder_text
-from models.orgs import node_at
 from models.periods import add_months
 from models.programs import OPEN_STATUSES, ObligationRule, ProgramService
 from models.scope import ScopeService
 from models.store import CollectionSpec, Store, Write, still_there
 from models.subjects import SubjectService
+from models.window_history import DayCount, WindowHistory
+from models.windows_today import TodayWindows
 
 log = logging.getLogger("anbang.obligations")
 
@@ -44,6 +45,8 @@ OCCURRENCES = CollectionSpec(
         IndexModel([("org_path", ASCENDING), ("status", ASCENDING), ("window_end", ASCENDING)]),
         # Monthly reports: a subtree's windows by when they closed, whatever their status.
         IndexModel([("org_path", ASCENDING), ("window_end", ASCENDING)]),
+        # The dashboard's windows of today, brought up to date by what changed (windows_today).
+        IndexModel([("org_path", ASCENDING), ("changed_at", ASCENDING)]),
         IndexModel([("alert_pending", ASCENDING)], sparse=True),
     ),
 )
@@ -235,12 +238,15 @@ class ObligationService:
         reminder_lead: dt.timedelta = REMINDER_LEAD,
         *,
         scope: ScopeService,
+        history: WindowHistory,
     ):
         self._notifications = notifications
+        self._history = history
         self._codec = codec
         self.reminder_lead = reminder_lead
         self._occurrences = store.collection(OCCURRENCES)
         self._clock = clock
+        self._windows_today = TodayWindows(self._occurrences, clock)
         self._audit = audit
         self._programs = programs
         self._subjects = subjects
@@ -292,6 +298,7 @@ class ObligationService:
             "rule_keys": list(window.rule.rule_keys),
             "rules_version": window.rule.rules_version,
             "created_at": now,
+            "changed_at": now,
         }
 
     async def _insert_missing(self, docs: list[dict[str, Any]]) -> int:
@@ -310,13 +317,16 @@ class ObligationService:
             return 0
         try:
             result = await self._occurrences.insert_many(docs, ordered=False)
-            return len(result.inserted_ids)
+            inserted = len(result.inserted_ids)
         except BulkWriteError as exc:
             # Those already stored (same deterministic id) are skipped; anything else is real.
             others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
             if others:
                 raise
-            return int(exc.details.get("nInserted", 0))
+            inserted = int(exc.details.get("nInserted", 0))
+        # A case recorded late owes windows of past days from its recording on.
+        await self._history.touched(docs)
+        return inserted
 
     async def reschedule(self, program: dict[str, Any]) -> int:
         """After a change of level, risk or status: what lies ahead is planned again from the
@@ -361,13 +371,14 @@ class ObligationService:
             if new_end is None or new_end == doc["window_end"]:
                 continue
             if new_end > now:
-                change: dict[str, Any] = {"$set": {"window_end": new_end}}
+                change: dict[str, Any] = {"$set": {"window_end": new_end, "changed_at": now}}
             else:
                 change = {
                     "$set": {
                         "window_end": now,
                         "status": str(OccurrenceStatus.EXCUSED),
                         "excuse_reason": "replanned after a change of rules",
+                        "changed_at": now,
                     }
                 }
             await self._occurrences.update_one(
@@ -394,7 +405,8 @@ class ObligationService:
         between the two is caught up by the next run: the mark carries `alert_pending`."""
         missed = 0
 
-        async def mark(ids: list[str]) -> int:
+        async def mark(windows: list[dict[str, Any]]) -> int:
+            ids = [w["_id"] for w in windows]
             for source in self._evidence:
                 for oid, evidence in (await source(ids)).items():
                     await self.apply_checkin(
@@ -406,25 +418,27 @@ class ObligationService:
                     "$set": {
                         "status": str(OccurrenceStatus.MISSED),
                         "missed_at": now,
+                        "changed_at": now,
                         "alert_pending": True,
                     }
                 },
             )
+            await self._history.touched(windows)
             return result.modified_count
 
         # One cursor over the due windows, marked a batch at a time: re-running the query per
         # batch would cost in proportion to what is left each time (quadratic in the backlog).
-        ids: list[str] = []
+        due: list[dict[str, Any]] = []
         async for doc in self._occurrences.find(
             {"status": str(OccurrenceStatus.SCHEDULED), "window_end": {"$lte": now}},
-            {"_id": 1},
+            {"_id": 1, "kind": 1, "org_path": 1, "window_end": 1},
         ).batch_size(batch):
-            ids.append(doc["_id"])
-            if len(ids) >= batch:
-                missed += await mark(ids)
-                ids = []
-        if ids:
-            missed += await mark(ids)
+            due.append(doc)
+            if len(due) >= batch:
+                missed += await mark(due)
+                due = []
+        if due:
+            missed += await mark(due)
         alerted = 0
 
         async def alert(pending: list[dict[str, Any]]) -> None:
@@ -496,6 +510,7 @@ class ObligationService:
                     "rule_keys": [],
                     "rules_version": None,
                     "created_at": self._clock.now(),
+                    "changed_at": self._clock.now(),
                 }
             ]
         )
@@ -504,7 +519,7 @@ class ObligationService:
         status = OccurrenceStatus.DONE if done else OccurrenceStatus.MISSED
         await self._occurrences.update_one(
             {"_id": key, "status": str(OccurrenceStatus.SCHEDULED)},
-            {"$set": {"status": str(status)}},
+            {"$set": {"status": str(status), "changed_at": self._clock.now()}},
         )
 
     async def cancel_one_off(self, key: str) -> None:
@@ -514,6 +529,7 @@ class ObligationService:
                 "$set": {
                     "status": str(OccurrenceStatus.EXCUSED),
                     "excuse_reason": "session cancelled",
+                    "changed_at": self._clock.now(),
                 }
             },
         )
@@ -566,6 +582,7 @@ class ObligationService:
                     "status": str(status),
                     "checkin_id": checkin_id,
                     "result_at": self._clock.now(),
+                    "changed_at": self._clock.now(),
                 },
                 "$unset": {"alert_pending": ""},
             },
@@ -577,7 +594,18 @@ class ObligationService:
         """`checkin_write` on its own (a replay finishing what its first attempt began)."""
         write = self.checkin_write(occurrence_id_, checkin_id, status, needs_review)
         result = await self._occurrences.update_one(write.filter or {}, write.update or {})
-        return result.modified_count == 1
+        if result.modified_count != 1:
+            return False
+        window = await self._occurrences.find_one(
+            {"_id": occurrence_id_}, {"kind": 1, "org_path": 1, "window_end": 1}
+        )
+        await self._history.touched([window] if window else [])
+        return True
+
+    async def checkin_written(self, window: Mapping[str, Any]) -> None:
+        """After the check-in's own write to its window (`checkin_write`): a late check-in
+        changes a past day's count."""
+        await self._history.touched([window])
 
     async def settle_review(
         self, occurrence_id_: str, checkin_id: str, accepted: bool, arrived_at: dt.datetime
@@ -601,12 +629,19 @@ class ObligationService:
                 OccurrenceStatus.DONE if arrived_at < doc["window_end"] else OccurrenceStatus.LATE
             )
             change: dict[str, Any] = {
-                "$set": {"status": str(status), "checkin_id": checkin_id},
+                "$set": {
+                    "status": str(status),
+                    "checkin_id": checkin_id,
+                    "changed_at": self._clock.now(),
+                },
                 "$unset": {"alert_pending": ""},
             }
         else:
             status = OccurrenceStatus.SCHEDULED
-            change = {"$set": {"status": str(status)}, "$unset": {"checkin_id": ""}}
+            change = {
+                "$set": {"status": str(status), "changed_at": self._clock.now()},
+                "$unset": {"checkin_id": ""},
+            }
         updated = await self._occurrences.find_one_and_update(
             {"_id": occurrence_id_, "status": doc["status"]},
             change,
@@ -614,6 +649,7 @@ class ObligationService:
         )
         if updated is None:
             raise Conflict("The obligation changed meanwhile.", code="invalid_transition")
+        await self._history.touched([updated])
         return _visible_status(
             updated["status"], updated["window_start"], updated["window_end"], self._clock.now()
         )
@@ -656,6 +692,7 @@ class ObligationService:
                     "$set": {
                         "status": str(OccurrenceStatus.LATE if met_late else OccurrenceStatus.DONE),
                         "result_at": self._clock.now(),
+                        "changed_at": self._clock.now(),
                     },
                     "$unset": {"alert_pending": ""},
                 },
@@ -746,6 +783,7 @@ class ObligationService:
                 result="done",
                 result_at=now,
                 result_by=ctx.identity.user_id,
+                changed_at=now,
             )
             change["$unset"] = {"alert_pending": ""}
         async with self._audit.change(
@@ -835,6 +873,7 @@ class ObligationService:
                         "status": str(status),
                         "result": outcome,
                         "result_at": now,
+                        "changed_at": now,
                         "result_by": ctx.identity.user_id,
                     }
                 },
@@ -1083,6 +1122,7 @@ class ObligationService:
                         "excuse_reason": sealed,
                         "excused_by": ctx.identity.user_id,
                         "excused_at": self._clock.now(),
+                        "changed_at": self._clock.now(),
                     },
                     "$unset": {"alert_pending": ""},
                 },
@@ -1090,40 +1130,27 @@ class ObligationService:
             )
             if updated is None:
                 raise Conflict("The obligation changed meanwhile.", code="invalid_transition")
+        await self._history.touched([updated])
         return await self._view(updated, self._clock.now())
 
     # --- aggregates for the dashboard (models/dashboard.py) ------------------------------------
 
-    async def count_windows(
-        self,
-        org_id: str,
-        depth: int,
-        start: dt.datetime,
-        end: dt.datetime,
-        *,
-        kind: str | None = None,
-        by_day: bool = False,
-        utc_offset: str = "+08:00",
-    ) -> list[dict[str, Any]]:
-        """Windows under a node that close in (start, end], counted by unit (the path's node at
-        `depth`) and status, and with `by_day` by the local day they close on. One aggregation
-        over the subtree's window-end index, never a read per person."""
-        match: dict[str, Any] = {"org_path": org_id, "window_end": {"$gt": start, "$lte": end}}
-        if kind:
-            match["kind"] = kind
-        key: dict[str, Any] = {"u": node_at(depth), "st": "$status"}
-        if by_day:
-            # A window closing at midnight belongs to the day before (as a month's report
-            # counts it): the day is taken a millisecond earlier.
-            key["d"] = {
-                "$dateToString": {
-                    "format": "%Y-%m-%d",
-                    "date": {"$subtract": ["$window_end", 1]},
-                    "timezone": utc_offset,
-                }
-            }
-        pipeline = [{"$match": match}, {"$group": {"_id": key, "n": {"$sum": 1}}}]
-        return [
-            {**group["_id"], "n": group["n"]}
-            async for group in await self._occurrences.aggregate(pipeline)
-        ]
+    async def checkin_history(
+        self, org_id: str, stations: Iterable[list[str]], since: dt.date
+    ) -> list[DayCount]:
+        """The check-in windows under a node from `since` to yesterday, by station, day and
+        status, from the kept counts of settled days (models/window_history.py)."""
+        return await self._history.counts(org_id, stations, since)
+
+    async def recount_history(
+        self, stations: Iterable[list[str]], since: dt.date
+    ) -> dict[str, int]:
+        """The nightly check of the kept counts against the windows."""
+        return await self._history.recount(stations, since)
+
+    async def windows_today(
+        self, org_id: str, depth: int
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Today's windows under a node by unit and status, and today's check-in windows closed
+        by now (models/windows_today.py: exact, and cheap after the day's first read)."""
+        return await self._windows_today.counts(org_id, depth)

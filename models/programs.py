@@ -46,6 +46,11 @@ PROGRAMS = CollectionSpec(
         IndexModel([("org_path", ASCENDING), ("status", ASCENDING)]),
     ),
 )
+# A number per station, raised after every change to one of its programs: the dashboard keeps
+# each station's program figures in memory and counts them again only when it has moved (a
+# county's 5,000 programs counted whole cost 0.4 s a figure on the embedded database).
+GENERATIONS = CollectionSpec("program_generations", (IndexModel([("org_path", ASCENDING)]),))
+STATION_DEPTH = 3  # city, county, station: every case file is filed at a station or below
 
 # The lifecycle: a transition not listed here answers 409 with the current state.
 TRANSITIONS: dict[ProgramStatus, frozenset[ProgramStatus]] = {
@@ -97,7 +102,7 @@ def obligation_rules(doc: dict[str, Any], rules: EffectiveRules) -> list[Obligat
 
 
 class ProgramService:
-    collections = (PROGRAMS,)
+    collections = (PROGRAMS, GENERATIONS)
     # Where this service keeps fields sealed with a subject's data key (for key rotation).
     # `reasons`: the reasons people give (risk and level changes, transitions), one sealed
     # value each, cited by id from the entry that gave it.
@@ -128,6 +133,8 @@ class ProgramService:
         self._calendar = calendar
         self._alerts = alerts
         self._listeners: list[Callable[[dict[str, Any]], Awaitable[Any]]] = []
+        self._generations = store.collection(GENERATIONS)
+        self._station_figures: dict[str, _StationFigures] = {}
 
     def subscribe(self, listener: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:
         """Call `listener` with a program's document after every change that alters what it
@@ -135,6 +142,7 @@ class ProgramService:
         self._listeners.append(listener)
 
     async def _changed(self, doc: dict[str, Any]) -> None:
+        await self._moved_on([doc["org_path"]])
         for listener in self._listeners:
             await listener(doc)
 
@@ -603,6 +611,7 @@ class ProgramService:
         """执行地变更: the person's open programs follow the case file to its new station, and
         what lies ahead is replanned there (the listeners hear of each program)."""
         query = {"subject_id": subject_id, "status": {"$in": [str(s) for s in OPEN_STATUSES]}}
+        left = [doc["org_path"] async for doc in self._programs.find(query, {"org_path": 1})]
         async with self._audit.change(
             ctx,
             "programs.relocate",
@@ -622,6 +631,7 @@ class ProgramService:
                     "$inc": {"version": 1},
                 },
             )
+        await self._moved_on(left)
         async for doc in self._programs.find(query):
             await self._changed(doc)
         return result.modified_count
@@ -1068,6 +1078,61 @@ class ProgramService:
             {"$group": {"_id": "$u", "n": {"$sum": 1}}},
         ]
         return {g["_id"]: g["n"] async for g in await self._programs.aggregate(pipeline)}
+
+    # --- the dashboard's program figures, kept per station -------------------------------------
+
+    async def _moved_on(self, paths: list[list[str]]) -> None:
+        """Raise the generation of the stations these program paths lie in (after the change:
+        a dashboard that counted meanwhile holds the older number and counts again)."""
+        for station in {tuple(str(n) for n in path[:STATION_DEPTH]) for path in paths}:
+            await self._generations.update_one(
+                {"_id": "/".join(station)},
+                {"$inc": {"g": 1}, "$setOnInsert": {"org_path": list(station)}},
+                upsert=True,
+            )
+
+    async def figures_by_station(
+        self,
+        org_id: str,
+        depth: int,
+        stations: list[list[str]],
+        today: dt.date,
+        ended_since: dt.date,
+    ) -> tuple[list[dict[str, Any]], dict[Any, int]]:
+        """`count_by_unit` and `count_people` for a node (`stations`: the paths of its
+        stations), each station's counted anew only when one of its programs changed since
+        (its generation) or the day turned; the rest from this process's memory. A station's
+        figures are as current as its generation, raised after each change is written (a
+        process killed in between leaves them a change behind until the day turns)."""
+        generations = {
+            doc["_id"]: doc.get("g")
+            async for doc in self._generations.find({"org_path": org_id}, {"g": 1})
+        }
+        groups: list[dict[str, Any]] = []
+        people: dict[Any, int] = {}
+        for path in stations:
+            key = "/".join(path)
+            mark = (generations.get(key), today, ended_since)
+            kept = self._station_figures.get(key)
+            if kept is None or kept.mark != mark:
+                station = path[-1]
+                kept = _StationFigures(
+                    mark,
+                    await self.count_by_unit(station, STATION_DEPTH - 1, today, ended_since),
+                    sum((await self.count_people(station, STATION_DEPTH - 1)).values()),
+                )
+                self._station_figures[key] = kept
+            unit = path[depth] if depth < len(path) else None
+            groups.extend({**group, "u": unit} for group in kept.groups)
+            people[unit] = people.get(unit, 0) + kept.people
+        return groups, people
+
+
+@dataclass(frozen=True)
+class _StationFigures:
+    mark: tuple[Any, dt.date, dt.date]
+    groups: list[dict[str, Any]]
+    people: int
 
 
 def _jsonable(value: Any) -> Any:

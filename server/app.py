@@ -92,7 +92,7 @@ from models.leases import LeaseService
 from models.leave import LeaveService
 from models.mp_accounts import MpAccountService
 from models.notifications import DeliveryLog, LocalNotifier, NotificationService, NotifierPort
-from models.obligations import ObligationService
+from models.obligations import OCCURRENCES, ObligationService
 from models.orgs import OrgKind, OrgService
 from models.passwords import HashCost, PasswordHasher
 from models.policy import Policy
@@ -116,6 +116,7 @@ from models.uploads import UploadService
 from models.wechat import WeChatTokenService
 from models.wechat_push import WeChatPushService
 from models.wellbeing import Survey, WellbeingService
+from models.window_history import WindowHistory
 from models.workdays import WorkdayCalendar
 from server.config import Config
 from server.metrics import Metrics, request_logger
@@ -166,7 +167,9 @@ def all_routes() -> list[tuple[Any, ...]]:
 
 def collection_specs() -> list[CollectionSpec]:
     """Every collection the services declare, for index creation at start."""
-    return declared_collections(LeaseService, ThrottleService, AttachmentService, CaseRoster)
+    return declared_collections(
+        LeaseService, ThrottleService, AttachmentService, CaseRoster, WindowHistory
+    )
 
 
 class DatabaseNotReady(Exception):
@@ -521,6 +524,7 @@ def build_services(
         notifications=notifications,
         codec=codec,
         scope=scope,
+        history=WindowHistory(store=store, clock=clock, source=OCCURRENCES),
     )
     # A change to a program replans what lies ahead.
     program_service.subscribe(obligation_service.reschedule)

@@ -25,6 +25,7 @@ from jobs.sweeps import (
     RetentionSweep,
     StaysEndingSweep,
     WeChatTokenSweep,
+    WindowHistorySweep,
 )
 from models.audit import SIGNING_KEY_ID, AuditCheckpointer, AuditContext
 from models.clock import Clock, FixedClock, SystemClock
@@ -145,6 +146,12 @@ SWEEPS: tuple[SweepSpec, ...] = (
         CaseRosterSweep.interval_seconds,
         CaseRosterSweep.description,
         lambda ctx: CaseRosterSweep(ctx.services.subjects),
+    ),
+    SweepSpec(
+        WindowHistorySweep.name,
+        WindowHistorySweep.interval_seconds,
+        WindowHistorySweep.description,
+        lambda ctx: WindowHistorySweep(ctx.services.obligations, ctx.services.orgs),
     ),
     SweepSpec(
         StaysEndingSweep.name,
