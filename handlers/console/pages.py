@@ -562,7 +562,7 @@ class DecisionForms(FormPage):
         return {record_id: answer.field_errors() or {"comment": answer.message_zh()}}, None
 
 
-class DecisionsPage(DecisionForms):
+class DecidedRecordsPage(DecisionForms):
     """What the leave and sanction pages share: the latest decided records, each beside the
     documents (文书) made from it, with their PDFs to print (issue 27)."""
 
@@ -586,7 +586,7 @@ class DecisionsPage(DecisionForms):
         ]
 
 
-class LeavePage(DecisionsPage):
+class LeavePage(DecidedRecordsPage):
     template = "leave.html"
 
     async def get(self) -> None:
@@ -615,7 +615,7 @@ class LeaveDecision(LeavePage):
         )
 
 
-class SanctionsPage(DecisionsPage):
+class SanctionsPage(DecidedRecordsPage):
     template = "sanctions.html"
 
     async def get(self) -> None:
