@@ -593,13 +593,14 @@ class ObligationService:
     ) -> bool:
         """`checkin_write` on its own (a replay finishing what its first attempt began)."""
         write = self.checkin_write(occurrence_id_, checkin_id, status, needs_review)
-        result = await self._occurrences.update_one(write.filter or {}, write.update or {})
-        if result.modified_count != 1:
-            return False
-        window = await self._occurrences.find_one(
-            {"_id": occurrence_id_}, {"kind": 1, "org_path": 1, "window_end": 1}
+        window = await self._occurrences.find_one_and_update(
+            write.filter or {},
+            write.update or {},
+            projection={"kind": 1, "org_path": 1, "window_end": 1},
         )
-        await self._history.touched([window] if window else [])
+        if window is None:
+            return False
+        await self._history.touched([window])
         return True
 
     async def checkin_written(self, window: Mapping[str, Any]) -> None:
