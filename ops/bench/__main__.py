@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="people in one county for the dashboard benchmark (station, county and city "
         f"dashboards through the API, a year of check-ins; at least {DASHBOARD_MIN:,}; the "
-        "issue's 5,000 seed in about 30 minutes); 0 skips it",
+        "issue's 5,000 seed in about 15 minutes); 0 skips it",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the JSON goes")
     return parser
