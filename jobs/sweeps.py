@@ -10,6 +10,7 @@ from models.assistance import AssistanceService
 from models.audit import AuditCheckpointer, AuditContext
 from models.caseload import CaseloadService
 from models.clock import LOCAL_TZ
+from models.dashboard import chart_since
 from models.elocation import ElocationService
 from models.leave import LeaveService
 from models.notifications import NotificationService
@@ -18,9 +19,6 @@ from models.orgs import OrgKind, OrgService
 from models.programs import ProgramService
 from models.subjects import SubjectService
 from models.wechat import WeChatTokenService, WeChatUnavailable
-
-# The dashboard charts 12 months: the current one and the eleven before it.
-HISTORY_MONTHS = 12
 
 
 class AuditCheckpointSweep:
@@ -237,9 +235,7 @@ class WindowHistorySweep:
         self._orgs = orgs
 
     async def run(self, now: dt.datetime) -> dict[str, Any]:
-        today = now.astimezone(LOCAL_TZ).date()
-        months = today.year * 12 + today.month - HISTORY_MONTHS  # months since year 0, 0-based
-        since = dt.date(months // 12, months % 12 + 1, 1)
+        since = chart_since(now.astimezone(LOCAL_TZ).date())
         stations = [list(s.path) for s in await self._orgs.of_kind(OrgKind.STATION)]
         return await self._obligations.recount_history(stations, since)
 

@@ -10,6 +10,11 @@ from zoneinfo import ZoneInfo
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
 
+def local_midnight(day: dt.date) -> dt.datetime:
+    """The start of a local day, in UTC (as times are stored)."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=LOCAL_TZ).astimezone(dt.UTC)
+
+
 def stored_precision(at: dt.datetime) -> dt.datetime:
     """`at` cut to whole milliseconds, as a BSON date keeps it: a time both answered and stored
     is cut first, so an answer rebuilt from the record (a replay) says exactly the same."""

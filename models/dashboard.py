@@ -74,6 +74,11 @@ def _period(values: Counter[str]) -> dict[str, Any]:
     }
 
 
+def chart_since(today: dt.date) -> dt.date:
+    """The first day the check-in charts show: the oldest of their 12 months and 12 weeks."""
+    return min(_months(today)[0].first, _weeks(today)[0])
+
+
 class DashboardService:
     def __init__(
         self,
@@ -177,7 +182,7 @@ class DashboardService:
         units = {n.id: n for n in tree if n.kind == unit_kind}
         stations = [list(n.path) for n in tree if n.kind == OrgKind.STATION]
         months, weeks = _months(today), _weeks(today)
-        since = min(months[0].first, weeks[0])
+        since = chart_since(today)
         ended_since = today - dt.timedelta(days=OUTCOME_DAYS)
         # All at once; two groups because `gather` keeps each result's type up to six of them.
         (

@@ -20,7 +20,7 @@ from pymongo.errors import BulkWriteError
 
 from models.alerts import AlertService
 from models.audit import AuditContext, AuditService
-from models.clock import LOCAL_TZ, Clock
+from models.clock import LOCAL_TZ, Clock, local_midnight
 from models.codec import FieldCodec
 from models.errors import Conflict, InvalidInput, NotFound
 from models.notifications import NotificationService, reminder_text
@@ -112,10 +112,6 @@ class Window:
     rule: ObligationRule
 
 
-def _local_midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=LOCAL_TZ).astimezone(dt.UTC)
-
-
 def windows(rule: ObligationRule, until: dt.date, since: dt.date | None = None) -> Iterator[Window]:
     """The rule's windows that start before `until` (and end after `since`): each period of the
     cadence is one window, from local midnight to local midnight, clipped to the rule's period."""
@@ -137,7 +133,7 @@ def windows(rule: ObligationRule, until: dt.date, since: dt.date | None = None) 
         if since is not None and stop <= since:
             continue
         yield Window(
-            rule.kind, _local_midnight(begin), _local_midnight(stop), rule.hours_per_month, rule
+            rule.kind, local_midnight(begin), local_midnight(stop), rule.hours_per_month, rule
         )
 
 
@@ -663,7 +659,7 @@ class ObligationService:
         """Hours done elsewhere (a course of 阳光之家) count toward the person's `kind` window
         that holds `on`; the window is met once its required hours are reached. False when no
         such window is stored (the person owes no such hours then)."""
-        moment = _local_midnight(on) + dt.timedelta(hours=12)
+        moment = local_midnight(on) + dt.timedelta(hours=12)
         window = await self._occurrences.find_one(
             {
                 "subject_id": subject_id,
@@ -995,7 +991,7 @@ class ObligationService:
         else:
             await self._scope.require(ctx, subject_id, "obligations.read")
         now = self._clock.now()
-        range_start, range_end = _local_midnight(start), _local_midnight(end + dt.timedelta(days=1))
+        range_start, range_end = local_midnight(start), local_midnight(end + dt.timedelta(days=1))
         stored: dict[str, dict[str, Any]] = {}
         query: dict[str, Any] = {
             "subject_id": subject_id,

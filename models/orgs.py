@@ -48,6 +48,8 @@ class OrgKind(enum.StrEnum):
 
 # Each kind sits directly below the one before it.
 LEVELS = list(OrgKind)
+# A station's path is city, county, station: every case file (and its records) lies at or below.
+STATION_DEPTH = LEVELS.index(OrgKind.STATION) + 1
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from models.decision_notices import PROGRAM_TEXT, DecisionNoticeService, NoticeK
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.identity import Identity
 from models.ids import parse_id
-from models.orgs import node_at
+from models.orgs import STATION_DEPTH, node_at
 from models.periods import add_years
 from models.policy import HEALTH_FIELDS, Role, sees_health
 from models.program_types import PROGRAM_KINDS, Opening, TypeFields
@@ -50,7 +50,6 @@ PROGRAMS = CollectionSpec(
 # each station's program figures in memory and counts them again only when it has moved (a
 # county's 5,000 programs counted whole cost 0.4 s a figure on the embedded database).
 GENERATIONS = CollectionSpec("program_generations", (IndexModel([("org_path", ASCENDING)]),))
-STATION_DEPTH = 3  # city, county, station: every case file is filed at a station or below
 
 # The lifecycle: a transition not listed here answers 409 with the current state.
 TRANSITIONS: dict[ProgramStatus, frozenset[ProgramStatus]] = {

@@ -14,7 +14,8 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from models.clock import LOCAL_TZ, Clock
+from models.clock import LOCAL_TZ, Clock, local_midnight
+from models.orgs import STATION_DEPTH
 from models.store import CollectionSpec, Store
 
 # Counted from the windows themselves, a county's year of daily check-ins is read whole for
@@ -28,7 +29,6 @@ CHECKIN_KIND = "remote_checkin"
 # A day's counts are kept only once it has been over this long: a write that found its window
 # still in today just before midnight has landed by then (the database deadline is 10 s).
 SETTLE = dt.timedelta(minutes=10)
-STATION_DEPTH = 3  # city, county, station: every case file is filed at a station or below
 
 log = logging.getLogger("anbang.window_history")
 
@@ -40,12 +40,8 @@ def local_day(window_end: dt.datetime) -> dt.date:
     return (end.astimezone(LOCAL_TZ) - dt.timedelta(milliseconds=1)).date()
 
 
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=LOCAL_TZ).astimezone(dt.UTC)
-
-
 def _settled(day: dt.date, now: dt.datetime) -> bool:
-    return _midnight(day) + dt.timedelta(days=1) + SETTLE <= now
+    return local_midnight(day) + dt.timedelta(days=1) + SETTLE <= now
 
 
 def _station(org_path: Iterable[Any]) -> list[str]:
@@ -193,7 +189,7 @@ class WindowHistory:
     ) -> dict[dt.date, dict[str, int]]:
         """One station's windows of these days (a run of them, read at once) by day and
         status, each day present even when it had none."""
-        start, stop = _midnight(min(days)), _midnight(max(days) + _ONE_DAY)
+        start, stop = local_midnight(min(days)), local_midnight(max(days) + _ONE_DAY)
         counted: dict[dt.date, dict[str, int]] = {day: {} for day in days}
         # The kind is grouped on, not matched: asked to match it too, the embedded database
         # scans the whole collection instead of the (org_path, window_end) index.

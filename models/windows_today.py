@@ -11,7 +11,7 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from models.clock import LOCAL_TZ, Clock
+from models.clock import LOCAL_TZ, Clock, local_midnight
 
 # Counted whole, a county of 5,000 people's windows of today cost 0.9 s on the embedded
 # database. Every write to a window stamps `changed_at` (an index on org_path and changed_at
@@ -50,8 +50,7 @@ class TodayWindows:
         today's check-in windows closed by now by unit, status and day (the charts' today)."""
         now = self._clock.now()
         today = now.astimezone(LOCAL_TZ).date()
-        start = dt.datetime.combine(today, dt.time(), tzinfo=LOCAL_TZ).astimezone(dt.UTC)
-        end = start + dt.timedelta(days=1)
+        start, end = local_midnight(today), local_midnight(today + dt.timedelta(days=1))
         node = self._nodes.get(org_id)
         # A new day, or a clock set back (a test's): read whole.
         if node is None or node.day != today or now < node.read_at:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from typing import Any
 
 from models.identity_numbers import gb11643_check_digit
 
@@ -39,3 +40,27 @@ def subject_body(
         "address": address,
         "org_id": org_id,
     }
+
+
+# Probation from 1 October 2026 for a year: the community-corrections program the dashboard
+# and window tests open.
+PROBATION = {
+    "type": "community_corrections",
+    "start_date": "2026-10-01",
+    "end_date": "2027-09-30",
+    "sentence_type": "probation",
+}
+
+
+async def open_probation(fetch: Any, token: str, station_id: str, name: str) -> tuple[str, str]:
+    """A case file at the station and its probation, opened through the API by the officer
+    whose token is given: (subject id, program id)."""
+    created = await fetch(
+        "/api/v1/subjects", "POST", token=token, json_body=subject_body(station_id, name=name)
+    )
+    assert created.status == 201, created.body
+    program = await fetch(
+        f"/api/v1/subjects/{created.json['id']}/programs", "POST", token=token, json_body=PROBATION
+    )
+    assert program.status == 201, program.body
+    return created.json["id"], program.json["id"]

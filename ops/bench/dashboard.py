@@ -476,11 +476,11 @@ async def _breakdown(services: Any, county: Any, stations: list[Any], now: dt.da
     """Each of the dashboard's reads for the county once, in milliseconds: the kept ones twice,
     first as a process meets them (counting and keeping), then as every later request does."""
     from models.clock import LOCAL_TZ
-    from models.dashboard import _months, _weeks
+    from models.dashboard import chart_since
 
     today = now.astimezone(LOCAL_TZ).date()
     depth = len(county.path)
-    since = min(_months(today)[0].first, _weeks(today)[0])
+    since = chart_since(today)
     paths = [list(s.path) for s in stations]
     ended_since = today - dt.timedelta(days=365)
     calls: dict[str, Any] = {

@@ -12,16 +12,10 @@ import pytest
 from models.clock import LOCAL_TZ
 from models.policy import Role
 from server.app import SYSTEM
-from tests.subject_factories import subject_body
+from tests.subject_factories import open_probation
 
 pytestmark = pytest.mark.asyncio
 
-CORRECTIONS = {
-    "type": "community_corrections",
-    "start_date": "2026-10-01",
-    "end_date": "2027-09-30",
-    "sentence_type": "probation",
-}
 ENDED_SINCE = dt.date(2025, 11, 2)
 
 
@@ -70,21 +64,7 @@ async def test_kept_program_figures_follow_every_writer(fetch, tree, make_staff,
 
     ids = []
     for name in ("张三", "李四"):
-        created = await fetch(
-            "/api/v1/subjects",
-            "POST",
-            token=token,
-            json_body=subject_body(tree.station.id, name=name),
-        )
-        assert created.status == 201
-        opened = await fetch(
-            f"/api/v1/subjects/{created.json['id']}/programs",
-            "POST",
-            token=token,
-            json_body=CORRECTIONS,
-        )
-        assert opened.status == 201
-        ids.append((created.json["id"], opened.json["id"]))
+        ids.append(await open_probation(fetch, token, tree.station.id, name))
         assert (await agree(services, tree, today))[tree.station.id] == len(ids)
 
     (first, first_program), (_, second_program) = ids

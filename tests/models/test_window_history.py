@@ -15,17 +15,11 @@ from models.obligations import OccurrenceStatus
 from models.policy import Role
 from models.window_history import CHECKIN_KIND, DAYS, local_day
 from server.app import SYSTEM
-from tests.subject_factories import subject_body
+from tests.subject_factories import open_probation
 
 pytestmark = pytest.mark.asyncio
 
 SINCE = dt.date(2026, 9, 1)
-CORRECTIONS = {
-    "type": "community_corrections",
-    "start_date": "2026-10-01",
-    "end_date": "2027-09-30",
-    "sentence_type": "probation",
-}
 
 
 def local(*args: int) -> dt.datetime:
@@ -39,18 +33,7 @@ async def month_of_windows(fetch, tree, make_staff, clock, services):
     clock.set(local(2026, 10, 1, 9, 0))
     for station, name in ((tree.station, "张三"), (tree.station2, "李四")):
         officer = await make_staff(Role.STATION_OFFICER, station)
-        token = await make_staff.token_for(officer)
-        created = await fetch(
-            "/api/v1/subjects", "POST", token=token, json_body=subject_body(station.id, name=name)
-        )
-        assert created.status == 201
-        program = await fetch(
-            f"/api/v1/subjects/{created.json['id']}/programs",
-            "POST",
-            token=token,
-            json_body=CORRECTIONS,
-        )
-        assert program.status == 201
+        await open_probation(fetch, await make_staff.token_for(officer), station.id, name)
     clock.set(local(2026, 11, 2, 9, 0))
     await services.obligations.close_windows(clock.now())
 
