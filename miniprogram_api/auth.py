@@ -67,6 +67,7 @@ class LoginHandler(MpHandler):
     retried login simply opens another session."""
 
     access = PUBLIC
+    ignores_caller = True
 
     @endpoint(
         "Sign in with a `wx.login` code; never answers WeChat's session key",

@@ -348,14 +348,17 @@ class AuditService:
         resource_id: str | None = None,
         subject_id: str | None = None,
         details: dict[str, Any] | None = None,
+        outcome: str = "pending",
     ) -> str:
         """The entry for a change, and the change's own writes (`writes(entry id)`), in one
         ordered batch with the entry first: the change never lands without it. Success writes
         no outcome entry (the changed record names the entry, as `change(confirm=False)`); a
         write after the entry refused raises OrderedWriteError, its outcome recorded as
-        refused. An outage leaves the batch's fate unknown: the retry settles it."""
+        refused. An outage leaves the batch's fate unknown: the retry settles it. `outcome`
+        "ok" is for writes nothing but an outage can refuse (a new session under a random id):
+        the audit administrator reads a login as done, and a failure still adds its outcome."""
         fields = self._fields(
-            ctx, action, resource, resource_id, subject_id, "pending", None, details, None
+            ctx, action, resource, resource_id, subject_id, outcome, None, details, None
         )
         try:
             async with self._lock:

@@ -20,8 +20,6 @@ import datetime as dt
 import enum
 import json
 import re
-import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,7 +30,8 @@ from pymongo.errors import DuplicateKeyError
 
 from models.attachments import AttachmentInfo
 from models.audit import AuditContext, AuditService
-from models.clock import LOCAL_TZ, Clock, stored_precision
+from models.checkin_state import AHEAD_DAYS, CheckinStates
+from models.clock import LOCAL_TZ, Clock, local_midnight, stored_precision
 from models.codec import FieldCodec
 from models.decision_notices import DecisionNoticeService, NoticeKind, moment_text, reason_text
 from models.elocation import ElocationService
@@ -67,7 +66,10 @@ CHECKINS = CollectionSpec(
         IndexModel([("review.at", DESCENDING)], sparse=True),
     ),
 )
-RECENT = 30
+# A person's check-ins the state keeps whole (replays of a retry, the last place and device),
+# and how many of their photos' digests it keeps to tell a photo used again.
+RECENT = 5
+PHOTOS_KEPT = 30
 RECENT_FIELDS = {
     "idem": 1,
     "fingerprint": 1,
@@ -80,11 +82,6 @@ RECENT_FIELDS = {
     "photo_digest": 1,
     "audit_entry": 1,
 }
-# How long a process trusts what it read of a person's file, windows, leave and e-location for
-# check-ins: a leave granted (or returned from) reaches a check-in at most this late, and a
-# check-in judged on the old area goes to review, never silently.
-CONTEXT_SECONDS = 30.0
-CONTEXT_ENTRIES = 50_000
 MAX_GRACE_HOURS = 168  # the upper bound of `checkin.offline_grace_hours`
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 # The person's earlier check-ins drawn beside one under review.
@@ -216,6 +213,7 @@ class _Context:
 
     subject: dict[str, Any] | None = None
     recent: list[dict[str, Any]] = field(default_factory=list)
+    photos: set[str] = field(default_factory=set)
     windows: list[dict[str, Any]] = field(default_factory=list)
     leave: list[dict[str, Any]] = field(default_factory=list)
     elocation: list[dict[str, Any]] = field(default_factory=list)
@@ -267,8 +265,10 @@ class CheckinService:
         staff: StaffService | None = None,
         *,
         notices: DecisionNoticeService,
+        states: CheckinStates,
     ):
         self._checkins = store.collection(CHECKINS)
+        self._states = states
         self._notices = notices
         self._clock = clock
         self._audit = audit
@@ -284,7 +284,6 @@ class CheckinService:
         self._policy = policy
         # Reviewers are named by the console's decided list; None (tools): no names.
         self._staff = staff
-        self._contexts: OrderedDict[str, tuple[float, _Context]] = OrderedDict()
 
     async def evidence_for(self, occurrence_ids: list[str]) -> dict[str, Evidence]:
         """Check-ins stored for windows the sweep is about to mark missed (their request died
@@ -393,7 +392,7 @@ class CheckinService:
                     message_zh="照片不存在或不属于您，请重新上传。",
                 )
             photo_attachment, photo_digest = ref.attachment_id, ref.digest
-            if any(r.get("photo_digest") == photo_digest for r in context.recent):
+            if photo_digest in context.photos:
                 flags.append(Flag.PHOTO_REUSED)
             verdict = await self._face.verify(subject_id, photo_attachment)
             if verdict is FaceVerdict.MANUAL_REVIEW:
@@ -469,14 +468,20 @@ class CheckinService:
 
         def writes(entry: str) -> list[Write]:
             # The audit entry goes first (record_with), then the check-in naming it, then its
-            # window: a duplicate key stops the batch before the window is touched.
-            batch = [Write(CHECKINS.name, {**document, "audit_entry": entry})]
+            # window, then the person's state: a duplicate key stops the batch before the
+            # window or the state is touched.
+            stored = {**document, "audit_entry": entry}
+            batch = [Write(CHECKINS.name, stored)]
             if occurrence_status is not None:
                 batch.append(
                     self._obligations.checkin_write(
                         str(window["_id"]), checkin_id, occurrence_status, needs_review
                     )
                 )
+            recent = {k: stored[k] for k in ("_id", *RECENT_FIELDS)}
+            batch.append(
+                self._states.checkin_write(subject_id, recent, RECENT, photo_digest, PHOTOS_KEPT)
+            )
             return batch
 
         try:
@@ -529,74 +534,85 @@ class CheckinService:
         return answer
 
     async def prefetch(self, identity: Identity) -> None:
-        """At login: load what this person's check-in will need (and unwrap their key), so the
-        check-in that follows costs its two round trips and no more."""
+        """At login: make sure this person's check-in state is built (and their key unwrapped),
+        so the check-in that follows reads one document and writes one batch."""
         if identity.subject_id is None or identity.role != "subject":
             return
-        context = await self._load_context(identity.subject_id, self._clock.now())
-        if context.subject is not None:
-            await self._codec.warm(identity.subject_id, context.subject.get("dek_id"))
+        await self._context(identity.subject_id, self._clock.now(), dt.timedelta(0))
 
     async def _context(self, subject_id: str, now: dt.datetime, grace: dt.timedelta) -> _Context:
-        """The person's recent check-ins (read fresh: idempotency, jumps, devices, photos) and
-        what changes rarely (the file's key and place, windows, leave, e-location, areas),
-        cached for `CONTEXT_SECONDS` per process."""
-        cached = self._contexts.get(subject_id)
-        stable = None
-        if cached is not None and time.monotonic() - cached[0] < CONTEXT_SECONDS:
-            stable = cached[1]
-        recent_cursor = (
-            self._checkins.find({"subject_id": subject_id}, RECENT_FIELDS)
-            .sort("arrived_at", DESCENDING)
-            .limit(RECENT)
-        )
-        if stable is None:
-            recent, stable = await asyncio.gather(
-                recent_cursor.to_list(), self._load_context(subject_id, now)
-            )
+        """The person's check-in state (`models.checkin_state`), built from its sources when
+        there is none, it was marked stale, or it is too old to hold tomorrow's windows."""
+        today = now.astimezone(LOCAL_TZ).date()
+        stored = await self._states.read(subject_id)
+        if stored is not None and self._states.usable(stored, today):
+            state = stored
         else:
-            recent = await recent_cursor.to_list()
-        windows = [w for w in stable.windows if w["window_end"] > now - grace]
+            built = await self._build_state(subject_id, now)
+            if built is None:
+                return _Context()
+            await self._states.keep(subject_id, stored, built)
+            state = built
+        self._codec.adopt_key(state.get("key"))
+        subject = state["subject"]
+        org_areas = await self._orgs.areas_on(subject["org_path"])
         return _Context(
-            subject=stable.subject,
-            recent=recent,
-            windows=windows,
-            leave=stable.leave,
-            elocation=stable.elocation,
-            org_areas=stable.org_areas,
+            subject=subject,
+            recent=list(state.get("recent") or []),
+            photos=set(state.get("photos") or []),
+            windows=[w for w in state["windows"] if w["window_end"] > now - grace],
+            leave=state["leave"],
+            elocation=state["elocation"],
+            org_areas=org_areas,
         )
 
-    async def _load_context(self, subject_id: str, now: dt.datetime) -> _Context:
-        """What a check-in needs that changes rarely, read with concurrent indexed finds (each
-        owning service answers for its own collection)."""
+    async def _build_state(self, subject_id: str, now: dt.datetime) -> dict[str, Any] | None:
+        """A person's check-in state read from its sources, with concurrent indexed finds (each
+        owning service answers for its own collection); None if there is no such file."""
         subject = await self._subjects.document(subject_id)
         if subject is None:
-            return _Context()
+            return None
         today = now.astimezone(LOCAL_TZ).date()
-        # Enough to serve every check-in of the next `CONTEXT_SECONDS`, offline ones included.
+        ahead = today + dt.timedelta(days=AHEAD_DAYS)
+        # Enough for every check-in while the state serves, offline ones included.
         since = now - dt.timedelta(hours=MAX_GRACE_HOURS)
-        windows, leave, elocation, areas = await asyncio.gather(
-            self._obligations.checkin_windows(subject_id, since, now + dt.timedelta(days=1)),
-            self._leave.in_force(subject_id, today, today + dt.timedelta(days=1)),
-            self._elocation.in_force(subject_id, today, today + dt.timedelta(days=1)),
-            self._orgs.areas_on(subject["org_path"]),
+        windows, leave, elocation, recent, key = await asyncio.gather(
+            self._obligations.checkin_windows(subject_id, since, local_midnight(ahead)),
+            self._leave.in_force(subject_id, today, ahead),
+            self._elocation.in_force(subject_id, today, ahead),
+            self._checkins.find({"subject_id": subject_id}, RECENT_FIELDS)
+            .sort("arrived_at", DESCENDING)
+            .limit(PHOTOS_KEPT)
+            .to_list(),
+            self._codec.carried_key(subject_id, subject.get("dek_id")),
         )
-        context = _Context(
-            subject={k: subject.get(k) for k in ("_id", "dek_id", "org_id", "org_path", "status")},
-            windows=windows,
-            leave=leave,
-            elocation=elocation,
-            org_areas=areas,
-        )
-        self._contexts[subject_id] = (time.monotonic(), context)
-        self._contexts.move_to_end(subject_id)
-        while len(self._contexts) > CONTEXT_ENTRIES:
-            self._contexts.popitem(last=False)
-        return context
+        return {
+            "built_on": today.isoformat(),
+            "subject": {
+                k: subject.get(k) for k in ("_id", "dek_id", "org_id", "org_path", "status")
+            },
+            "key": key,
+            "windows": windows,
+            "leave": leave,
+            "elocation": elocation,
+            "recent": recent[:RECENT],
+            # Oldest first, as each check-in's own write appends its photo's.
+            "photos": [r["photo_digest"] for r in reversed(recent) if r.get("photo_digest")],
+        }
 
-    def forget(self, subject_id: str) -> None:
-        """Drop a person's cached context (a window changed under a check-in)."""
-        self._contexts.pop(subject_id, None)
+    async def state_in_use(self, subject_id: str) -> dict[str, Any] | None:
+        """The check-in state a check-in of this person would decide on now (stored, or built
+        and stored): what `state_from_sources` must equal after every writer."""
+        await self._context(subject_id, self._clock.now(), dt.timedelta(0))
+        return await self._states.read(subject_id)
+
+    async def state_from_sources(self, subject_id: str) -> dict[str, Any] | None:
+        """The person's check-in state read afresh from its sources, stored nowhere."""
+        return await self._build_state(subject_id, self._clock.now())
+
+    async def forget(self, subject_id: str) -> None:
+        """A window changed under a check-in: the person's state is built again."""
+        await self._states.stale([subject_id])
 
     async def _window_for(
         self,
@@ -610,45 +626,44 @@ class CheckinService:
         (an offline upload) the recently closed one its capture time falls in."""
         if data.obligation_id is not None:
             named = next((w for w in windows if w["_id"] == data.obligation_id), None)
-            if named is None:
-                found = await self._obligations.checkin_occurrence(data.obligation_id)
-                if found is None or found.get("subject_id") != subject_id:
-                    raise NotFound(
-                        "No such check-in obligation.",
-                        code="unknown_obligation",
-                        message_zh="未找到该签到任务。",
-                    )
-                if found["kind"] != "remote_checkin":
-                    raise InvalidInput(
-                        "This obligation is not a location check-in.",
-                        code="not_a_checkin",
-                        details=[{"field": "obligation_id"}],
-                        message_zh="该任务不是定位签到。",
-                    )
-                if found["window_start"] > now:
-                    raise Conflict(
-                        "This check-in window has not opened yet.",
-                        code="not_open",
-                        message_zh="该签到时段尚未开始，请在时段开始后再签到。",
-                    )
-                if found["window_end"] > now - grace:
-                    # Open (or recently closed) but newer than this process's cached windows.
-                    self.forget(subject_id)
-                    return found
+            found = named or await self._obligations.checkin_occurrence(data.obligation_id)
+            if found is None or found.get("subject_id", subject_id) != subject_id:
+                raise NotFound(
+                    "No such check-in obligation.",
+                    code="unknown_obligation",
+                    message_zh="未找到该签到任务。",
+                )
+            if found["kind"] != "remote_checkin":
+                raise InvalidInput(
+                    "This obligation is not a location check-in.",
+                    code="not_a_checkin",
+                    details=[{"field": "obligation_id"}],
+                    message_zh="该任务不是定位签到。",
+                )
+            if found["window_start"] > now:
+                raise Conflict(
+                    "This check-in window has not opened yet.",
+                    code="not_open",
+                    message_zh="该签到时段尚未开始，请在时段开始后再签到。",
+                )
+            if found["window_end"] <= now - grace:
                 raise InvalidInput(
                     "This check-in window closed too long ago.",
                     code="window_closed",
                     details=[{"field": "obligation_id", "closed_at": found["window_end"]}],
                     message_zh="该签到时段已结束太久，无法补签，请联系您的工作人员。",
                 )
-            return named
+            if named is None:
+                # Open (or recently closed) but not among the state's windows: build it again.
+                await self.forget(subject_id)
+            return found
         chosen = _choose(windows, data.captured_at.astimezone(dt.UTC), now)
         if chosen is None:
             # The cached windows may predate a replanning: look again before refusing.
             fresh = await self._obligations.checkin_windows(
                 subject_id, now - grace, now + dt.timedelta(days=1)
             )
-            self.forget(subject_id)
+            await self.forget(subject_id)
             chosen = _choose(fresh, data.captured_at.astimezone(dt.UTC), now)
         if chosen is not None:
             return chosen
@@ -1139,7 +1154,7 @@ class CheckinService:
 
     async def _area_in_force(self, subject: dict[str, Any]) -> Area | None:
         """The area a check-in of this person is judged against today (`_area`'s answer)."""
-        context = await self._load_context(str(subject["_id"]), self._clock.now())
+        context = await self._context(str(subject["_id"]), self._clock.now(), dt.timedelta(0))
         rules = await self._rules.for_org(str(subject["org_id"]))
         return await self._area(context, rules, subject["org_path"])
 

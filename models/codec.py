@@ -60,6 +60,15 @@ class FieldCodec:
         """Unwrap a person's data key ahead of a write that will need it."""
         await self._vault.data_key(subject_id, key_id)
 
+    async def carried_key(self, subject_id: str, key_id: str | None) -> dict[str, Any] | None:
+        """The person's data key as stored (still wrapped), to carry in a read model."""
+        return await self._vault.wrapped(key_id or f"dek:{subject_id}")
+
+    def adopt_key(self, carried: dict[str, Any] | None) -> None:
+        """Unwrap a carried data key ahead of the writes that need it (no read if it opens)."""
+        if carried is not None:
+            self._vault.adopt(carried)
+
     async def seal_secret(
         self, collection: str, document_id: str, field: str, value: Any
     ) -> Binary:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,15 +198,15 @@ class ElocationService:
         self._programs = programs
         self._rules = rules
         self._staff = staff
-        self._listeners: list[Callable[[str], None]] = []
+        self._listeners: list[Callable[[str], Awaitable[None]]] = []
 
-    def on_change(self, listener: Callable[[str], None]) -> None:
+    def on_change(self, listener: Callable[[str], Awaitable[None]]) -> None:
         """Tell `listener` (a person's id) when an order is decided (or ends)."""
         self._listeners.append(listener)
 
-    def _changed(self, subject_id: str) -> None:
+    async def _changed(self, subject_id: str) -> None:
         for listener in self._listeners:
-            listener(subject_id)
+            await listener(subject_id)
 
     def today(self) -> dt.date:
         return self._clock.now().astimezone(LOCAL_TZ).date()
@@ -481,7 +481,7 @@ class ElocationService:
             key_id=subject.get("dek_id"),
             when_final={"decided_at": step["at"]},
         )
-        self._changed(str(updated["subject_id"]))
+        await self._changed(str(updated["subject_id"]))
         view = await self._view(updated)
         if view.status == OrderStatus.APPROVED:
             # The person hears of an order once it is made (or renewed), not of a refusal to

@@ -323,6 +323,25 @@ class KeyVault:
             raise KeyUnknown(key_id)
         return self._unwrap_doc(doc)
 
+    async def wrapped(self, key_id: str) -> dict[str, Any] | None:
+        """A key as stored (wrapped under the master key), to carry where one read must bring
+        everything (a person's check-in state); None if there is none or it was destroyed."""
+        doc = await self._vault.find_one({"_id": key_id})
+        if doc is None or doc.get("destroyed_at") is not None or doc.get("wrapped") is None:
+            return None
+        return {k: doc[k] for k in ("_id", "purpose", "kek_id", "wrapped")}
+
+    def adopt(self, doc: dict[str, Any]) -> bool:
+        """Unwrap a carried copy of a key into the cache; False if it no longer opens (the
+        master key that wrapped it was retired): the key is then read from the vault."""
+        if self._cache.get(doc["_id"]) is not None:
+            return True
+        try:
+            self._unwrap_doc(doc)
+        except Exception:  # a stale copy costs one read, never the request
+            return False
+        return True
+
     def _unwrap_doc(self, doc: dict[str, Any]) -> bytes:
         if doc.get("destroyed_at") is not None or doc.get("wrapped") is None:
             raise KeyShredded(doc["_id"])

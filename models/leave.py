@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins  # `list` in a service class names its method; `builtins.list` the type
 import datetime as dt
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,15 +179,15 @@ class LeaveService:
         self._programs = programs
         self._rules = rules
         self._alerts = alerts
-        self._listeners: list[Callable[[str], None]] = []
+        self._listeners: list[Callable[[str], Awaitable[None]]] = []
 
-    def on_change(self, listener: Callable[[str], None]) -> None:
+    def on_change(self, listener: Callable[[str], Awaitable[None]]) -> None:
         """Tell `listener` (a person's id) when leave is granted, refused or returned from."""
         self._listeners.append(listener)
 
-    def _changed(self, subject_id: str) -> None:
+    async def _changed(self, subject_id: str) -> None:
         for listener in self._listeners:
-            listener(subject_id)
+            await listener(subject_id)
 
     def today(self) -> dt.date:
         return self._clock.now().astimezone(LOCAL_TZ).date()
@@ -518,7 +518,7 @@ class LeaveService:
             key_id=subject.get("dek_id"),
             when_final={"decided_at": step["at"]},
         )
-        self._changed(str(updated["subject_id"]))
+        await self._changed(str(updated["subject_id"]))
         view = await self._view(updated)
         await self._announce_step(view)
         return view
@@ -620,7 +620,7 @@ class LeaveService:
                     code="invalid_transition",
                     details={"status": "returned"},
                 )
-        self._changed(str(updated["subject_id"]))
+        await self._changed(str(updated["subject_id"]))
         await self._notices.notify(
             NoticeKind.LEAVE_RETURNED,
             str(updated["subject_id"]),

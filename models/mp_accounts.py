@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from models.audit import AuditContext, AuditService
 from models.bindings import BindingCodeService, IssuedCode
+from models.checkin_state import STATES, CheckinStates
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.errors import BadRequest, Conflict, Forbidden, Locked, RateLimited, Unavailable
@@ -21,7 +23,7 @@ from models.policy import MpRole
 from models.scope import ScopeService
 from models.sessions import SessionService
 from models.staff import StaffService
-from models.store import CollectionSpec, Store, upsert_one
+from models.store import CollectionSpec, OrderedWriteError, Store, Write
 from models.subjects import ADULT_AGE, SubjectService, SubjectStatus, minor_on
 from models.throttle import ThrottleService
 from models.wechat import (
@@ -73,8 +75,10 @@ class MpAccountService:
         throttle: ThrottleService,
         *,
         scope: ScopeService,
+        states: CheckinStates,
     ):
         self._users = store.collection(WECHAT_USERS)
+        self._states = states
         self._clock = clock
         self._audit = audit
         self._codec = codec
@@ -117,10 +121,30 @@ class MpAccountService:
             ) from None
         user_id = await self.user_id_for(session.openid)
         now = self._clock.now()
-        doc = await upsert_one(
-            self._users,
-            {"_id": user_id},
-            {
+        # One read brings the WeChat user's binding and, for a person, their check-in state.
+        found = await (
+            await self._users.aggregate(
+                [
+                    {"$match": {"_id": user_id}},
+                    {
+                        "$lookup": {
+                            "from": STATES.name,
+                            "localField": "binding.target_id",
+                            "foreignField": "_id",
+                            "as": "state",
+                        }
+                    },
+                ]
+            )
+        ).to_list()
+        doc: dict[str, Any] = found[0] if found else {"_id": user_id}
+        joined: list[dict[str, Any]] = doc.pop("state", None) or []
+        identity, current = await self._identity_now(doc, joined[0] if joined else None)
+        issued, ours = self._sessions.prepare(identity)
+        user_write = Write(
+            WECHAT_USERS.name,
+            filter={"_id": user_id},
+            update={
                 "$set": {
                     "session_key": await self._codec.seal_secret(
                         "wechat_users", user_id, "session_key", session.session_key
@@ -134,18 +158,39 @@ class MpAccountService:
                     "created_at": now,
                 },
             },
+            upsert=True,
         )
-        identity = await self._identity(doc)
-        issued = await self._sessions.issue(identity)
-        await self._signed_in(identity)
-        await self._audit.record(
-            AuditContext(identity, ctx.request_id, ctx.remote_ip, ctx.client_request_id),
-            "mp.login",
-            resource="wechat_user",
-            resource_id=user_id,
-            subject_id=identity.subject_id,
-            details={"bound": identity.role is not None, "role": identity.role},
-        )
+
+        def writes(entry: str) -> list[Write]:
+            # The entry first, the WeChat user's new session key, then the session naming the
+            # entry: no session without its entry.
+            assert ours.document is not None
+            ours.document["audit_entry"] = entry
+            return [user_write, ours]
+
+        for attempt in range(2):
+            try:
+                await self._audit.record_with(
+                    AuditContext(identity, ctx.request_id, ctx.remote_ip, ctx.client_request_id),
+                    "mp.login",
+                    writes,
+                    resource="wechat_user",
+                    resource_id=user_id,
+                    subject_id=identity.subject_id,
+                    details={"bound": identity.role is not None, "role": identity.role},
+                    outcome="ok",
+                )
+                break
+            except OrderedWriteError as exc:
+                # A first login tapped twice, on a server that does not retry such an upsert
+                # itself: the other created the user first and nothing after it ran (the
+                # outcome entry says so). Once more, as an update of the user now there.
+                if attempt or not (exc.index == 1 and isinstance(exc.cause, DuplicateKeyError)):
+                    raise exc.cause from None
+        self._sessions.issued(issued, ours)
+        if not current:
+            # The person's check-in state was missing or old: built now, not at the check-in.
+            await self._signed_in(identity)
         return MpLogin(issued.token, issued.expires_at, identity.role is not None, identity.role)
 
     async def _signed_in(self, identity: Identity) -> None:
@@ -158,18 +203,27 @@ class MpAccountService:
                 )
 
     async def _identity(self, doc: dict[str, Any]) -> Identity:
+        binding = doc.get("binding") or {}
+        person = binding and binding["kind"] != "staff"
+        state = await self._states.read(str(binding["target_id"])) if person else None
+        return (await self._identity_now(doc, state))[0]
+
+    async def _identity_now(
+        self, doc: dict[str, Any], state: dict[str, Any] | None
+    ) -> tuple[Identity, bool]:
         """Who a WeChat user acts as now: its binding, re-read so a disabled account, a moved
-        file or a closed one is never acted for on an old snapshot."""
+        file or a closed one is never acted for on an old snapshot; and whether the person's
+        check-in state is current (it was read for this, and its key unwrapped)."""
         user_id = str(doc["_id"])
         unbound = Identity(user_id=user_id, channel="mp", wechat_user_id=user_id)
         binding = doc.get("binding")
         if not binding:
-            return unbound
+            return unbound, True
         if binding["kind"] == "staff":
             staff = await self._staff.lookup(binding["target_id"])
             if staff is None or staff.get("disabled"):
-                return unbound
-            return Identity(
+                return unbound, True
+            identity = Identity(
                 user_id=str(staff["_id"]),
                 role=staff["role"],
                 org_id=str(staff["org_id"]),
@@ -177,10 +231,22 @@ class MpAccountService:
                 channel="mp",
                 wechat_user_id=user_id,
             )
-        subject = await self._subjects.document(binding["target_id"])
+            return identity, True
+        subject_id = str(binding["target_id"])
+        # The check-in state carries the file's place and status, kept in step by every writer
+        # of them: read instead of the file, it also readies the check-in that follows.
+        current = state is not None and self._states.usable(
+            state, self._clock.now().astimezone(LOCAL_TZ).date()
+        )
+        if current:
+            assert state is not None
+            subject: dict[str, Any] | None = state["subject"]
+            self._codec.adopt_key(state.get("key"))
+        else:
+            subject = await self._subjects.document(subject_id)
         if subject is None or subject.get("status") == SubjectStatus.SHREDDED:
-            return unbound
-        return Identity(
+            return unbound, True
+        identity = Identity(
             user_id=user_id,
             role=binding["kind"],
             org_id=str(subject["org_id"]),
@@ -189,6 +255,7 @@ class MpAccountService:
             subject_id=str(subject["_id"]),
             wechat_user_id=user_id,
         )
+        return identity, current
 
     async def bind(self, ctx: AuditContext, code: str) -> MpBinding:
         """Redeem a binding code for the calling WeChat user. Attempts are limited per WeChat

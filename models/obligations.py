@@ -20,6 +20,7 @@ from pymongo.errors import BulkWriteError
 
 from models.alerts import AlertService
 from models.audit import AuditContext, AuditService
+from models.checkin_state import AHEAD_DAYS, CheckinStates
 from models.clock import LOCAL_TZ, Clock, local_midnight
 from models.codec import FieldCodec
 from models.errors import Conflict, InvalidInput, NotFound
@@ -29,7 +30,7 @@ from models.programs import OPEN_STATUSES, ObligationRule, ProgramService
 from models.scope import ScopeService
 from models.store import CollectionSpec, Store, Write, still_there
 from models.subjects import SubjectService
-from models.window_history import DayCount, WindowHistory
+from models.window_history import CHECKIN_KIND, DayCount, WindowHistory
 from models.windows_today import TodayWindows
 
 log = logging.getLogger("anbang.obligations")
@@ -235,9 +236,11 @@ class ObligationService:
         *,
         scope: ScopeService,
         history: WindowHistory,
+        states: CheckinStates,
     ):
         self._notifications = notifications
         self._history = history
+        self._states = states
         self._codec = codec
         self.reminder_lead = reminder_lead
         self._occurrences = store.collection(OCCURRENCES)
@@ -322,6 +325,14 @@ class ObligationService:
             inserted = int(exc.details.get("nInserted", 0))
         # A case recorded late owes windows of past days from its recording on.
         await self._history.touched(docs)
+        # A check-in window within the days a person's check-in state holds changes what it
+        # decides; the nightly run adds windows far beyond them and leaves the states alone.
+        near = self._clock.now() + dt.timedelta(days=AHEAD_DAYS + 1)
+        await self._states.stale(
+            doc["subject_id"]
+            for doc in docs
+            if doc["kind"] == CHECKIN_KIND and doc["window_start"] < near
+        )
         return inserted
 
     async def reschedule(self, program: dict[str, Any]) -> int:
@@ -337,7 +348,10 @@ class ObligationService:
             }
         )
         await self._reshape_running(program, now)
-        return await self.materialise_program(program, now)
+        created = await self.materialise_program(program, now)
+        # Windows ahead were removed (a closed program) or moved (a relocation, new rules).
+        await self._states.stale([program["subject_id"]])
+        return created
 
     async def _reshape_running(self, program: dict[str, Any], now: dt.datetime) -> None:
         """A window running when the rules changed ends where the new plan ends it; one the

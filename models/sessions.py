@@ -10,11 +10,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, ReturnDocument
 
 from models.clock import Clock
 from models.identity import Identity
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, Write
 
 SESSIONS = CollectionSpec(
     "sessions",
@@ -82,6 +82,15 @@ class SessionService:
         return self.mp_limits if channel == "mp" else self.limits
 
     async def issue(self, identity: Identity) -> IssuedSession:
+        issued, write = self.prepare(identity)
+        assert write.document is not None
+        await self._sessions.insert_one(write.document)
+        self.issued(issued, write)
+        return issued
+
+    def prepare(self, identity: Identity) -> tuple[IssuedSession, Write]:
+        """A new session as the write that stores it, for a caller's ordered batch (a login
+        stores it with its audit entry); `issued` once the batch has landed."""
         token = secrets.token_urlsafe(32)
         session_id = token_hash(token)
         now = self._clock.now()
@@ -101,10 +110,14 @@ class SessionService:
             "last_seen_at": now,
             "expires_at": expires_at,
         }
-        await self._sessions.insert_one(doc)
-        # A client signs in and calls at once: its first request needs no lookup.
-        self._remember(session_id, doc)
-        return IssuedSession(token=token, session_id=session_id, expires_at=expires_at)
+        issued = IssuedSession(token=token, session_id=session_id, expires_at=expires_at)
+        return issued, Write(SESSIONS.name, doc)
+
+    def issued(self, issued: IssuedSession, write: Write) -> None:
+        """A prepared session was stored: a client signs in and calls at once, and its first
+        request needs no lookup."""
+        assert write.document is not None
+        self._remember(issued.session_id, write.document)
 
     async def resolve(self, token: str, *, fresh: bool = False) -> Identity | None:
         """The identity behind a live token; None for an unknown, revoked or expired one."""
@@ -119,19 +132,30 @@ class SessionService:
             and time.monotonic() - cached[0] < self.limits.cache_seconds
         ):
             doc = cached[1]
+            fetched = False
         else:
-            found = await self._sessions.find_one({"_id": session_id})
+            # Read and marked seen in one command (the morning's first request of a session
+            # seen yesterday would otherwise read, then write); the checks below use what it
+            # was before, so an idle or expired session is still refused and deleted.
+            found = await self._sessions.find_one_and_update(
+                {"_id": session_id},
+                {"$max": {"last_seen_at": now}},
+                return_document=ReturnDocument.BEFORE,
+            )
             if found is None:
                 self._cache.pop(session_id, None)
                 return None
             doc = found
+            fetched = True
             self._remember(session_id, doc)
         limits = self._limits_for(doc.get("channel", "staff"))
         if doc["expires_at"] <= now or doc["last_seen_at"] + limits.idle <= now:
             self._cache.pop(session_id, None)
             await self._sessions.delete_one({"_id": session_id})
             return None
-        if now - doc["last_seen_at"] >= limits.touch_every:
+        if fetched:
+            doc["last_seen_at"] = max(doc["last_seen_at"], now)
+        elif now - doc["last_seen_at"] >= limits.touch_every:
             await self._sessions.update_one({"_id": session_id}, {"$set": {"last_seen_at": now}})
             doc["last_seen_at"] = now
         return _identity(doc)

@@ -88,12 +88,14 @@ def as_unavailable(exc: BaseException) -> Unavailable | None:
 @dataclass(frozen=True)
 class Write:
     """One write of an ordered batch (`Store.write_ordered`): insert `document` into
-    `collection`, or apply `update` to the one document matching `filter`."""
+    `collection`, or apply `update` to the one document matching `filter` (creating it if
+    `upsert`)."""
 
     collection: str
     document: dict[str, Any] | None = None
     filter: dict[str, Any] | None = None
     update: dict[str, Any] | None = None
+    upsert: bool = False
 
 
 class OrderedWriteError(Exception):
@@ -230,7 +232,10 @@ class Store:
                 InsertOne(w.document, namespace=f"{self._db.name}.{w.collection}")
                 if w.document is not None
                 else UpdateOne(
-                    w.filter or {}, w.update or {}, namespace=f"{self._db.name}.{w.collection}"
+                    w.filter or {},
+                    w.update or {},
+                    upsert=w.upsert,
+                    namespace=f"{self._db.name}.{w.collection}",
                 )
                 for w in writes
             ]
@@ -256,7 +261,7 @@ class Store:
                 if w.document is not None:
                     await collection.insert_one(w.document)
                 else:
-                    await collection.update_one(w.filter or {}, w.update or {})
+                    await collection.update_one(w.filter or {}, w.update or {}, upsert=w.upsert)
             except OperationFailure as exc:
                 if isinstance(exc, _UNAVAILABLE_ERRORS):
                     raise

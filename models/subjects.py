@@ -17,6 +17,7 @@ from models.alerts import AlertService, FileAccess
 from models.attachments import AttachmentInfo, AttachmentService, AttachmentWriter
 from models.audit import AuditContext, AuditService
 from models.case_roster import LIST_PROJECTION, SORTABLE, CaseRoster
+from models.checkin_state import CheckinStates
 from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec, IntegrityError, Shredded
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -136,11 +137,13 @@ class SubjectService:
         *,
         roster: CaseRoster,
         scope: ScopeService,
+        states: CheckinStates,
         resealer: Resealer,
     ):
         self._rules = rules
         self._roster = roster
         self._scope = scope
+        self._states = states
         self._subjects = store.collection(SUBJECTS)
         self._notes = store.collection(NOTES)
         self._store = store
@@ -702,6 +705,7 @@ class SubjectService:
                 return_document=ReturnDocument.AFTER,
             )
             updated = still_there(updated)
+        await self._states.stale([subject_id])
         await self._roster.refresh([updated], left=doc["org_id"])
         return await self._view(ctx.identity, updated)
 
@@ -1122,6 +1126,8 @@ class SubjectService:
         async with self._audit.change(
             ctx, "subjects.shred", resource="subject", resource_id=subject_id, subject_id=subject_id
         ):
+            # Marked first, so no build that read the key before it is destroyed is kept.
+            await self._states.stale([subject_id])
             await self._vault.destroy_subject_keys(subject_id)
             await self._subjects.update_one(
                 {"_id": oid},
@@ -1136,6 +1142,7 @@ class SubjectService:
                     "$inc": {"version": 1},
                 },
             )
+            await self._states.forget(subject_id)
         await self._list_again([oid])
 
     def add_sealed_locations(self, locations: Iterable[tuple[str, str | None]]) -> None:
@@ -1184,6 +1191,7 @@ class SubjectService:
                     subject_id, doc["photo_id"], new_key.key_id
                 )
             await self._subjects.update_one({"_id": oid}, {"$set": update})
+            await self._states.stale([subject_id])
             # Check-in photos are referenced by id from records that cannot move with a copy:
             # while any remain, the old key stays (unused for new data) rather than make them
             # unreadable; retention shreds both keys at the end.

@@ -13,12 +13,15 @@ import struct
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from models.attachments import AttachmentInfo, AttachmentService
 from models.audit import AuditContext, AuditService
+from models.checkin_state import CheckinStates
+from models.clock import LOCAL_TZ, Clock
 from models.codec import FieldCodec
 from models.errors import Forbidden, InvalidInput, UnsupportedMedia
-from models.store import CollectionSpec, Store
+from models.store import CollectionSpec, Store, Write
 from models.subjects import SubjectService, SubjectStatus
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -114,8 +117,13 @@ class UploadService:
         codec: FieldCodec,
         attachments: AttachmentService,
         subjects: SubjectService,
+        *,
+        clock: Clock,
+        states: CheckinStates,
     ):
         self._uploads = store.collection(UPLOADS)
+        self._clock = clock
+        self._states = states
         self._audit = audit
         self._codec = codec
         self._attachments = attachments
@@ -130,40 +138,51 @@ class UploadService:
         if len(data) > MAX_UPLOAD_BYTES:
             raise InvalidInput("The file is too large.", code="body_too_large")
         info = sniff_image(data)
-        subject = await self._subjects.document(subject_id)
+        subject = await self._person(subject_id)
         if subject is None or subject.get("status") == SubjectStatus.SHREDDED:
             raise Forbidden("This case file is closed.", code="not_a_subject")
-        key_id = subject.get("dek_id")
         digest = (await self._codec.blind_index("photo", hashlib.sha256(data).hexdigest()))[:32]
-        writer = self._attachments.writer(subject_id, key_id, info.content_type, len(data))
-        async with self._audit.change(
+        stored, files = await self._attachments.sealed_whole(
+            subject_id, subject.get("dek_id"), info.content_type, data, self._clock.now()
+        )
+
+        def writes(entry: str) -> list[Write]:
+            # The entry first (record_with), the file's chunks, the file, then the upload that
+            # names the entry: a file without its entry cannot be stored.
+            upload = {
+                "_id": stored.id,
+                "subject_id": subject_id,
+                "uploaded_by": ctx.identity.user_id,
+                "digest": digest,
+                "content_type": info.content_type,
+                "width": info.width,
+                "height": info.height,
+                "bytes": len(data),
+                "audit_entry": entry,
+            }
+            return [*files, Write(UPLOADS.name, upload)]
+
+        await self._audit.record_with(
             ctx,
             "uploads.create",
+            writes,
             resource="attachment",
-            resource_id=writer.id,
+            resource_id=stored.id,
             subject_id=subject_id,
             details={"bytes": len(data), "type": info.content_type},
-        ):
-            try:
-                for start in range(0, len(data), 64 * 1024):
-                    await writer.write(data[start : start + 64 * 1024])
-                stored = await writer.finish()
-            except BaseException:
-                await writer.abort()
-                raise
-            await self._uploads.insert_one(
-                {
-                    "_id": stored.id,
-                    "subject_id": subject_id,
-                    "uploaded_by": ctx.identity.user_id,
-                    "digest": digest,
-                    "content_type": info.content_type,
-                    "width": info.width,
-                    "height": info.height,
-                    "bytes": len(data),
-                }
-            )
+        )
         return await self._upload_id(subject_id, stored.id, digest)
+
+    async def _person(self, subject_id: str) -> dict[str, Any] | None:
+        """The file's status and key, from the person's check-in state when it is current
+        (read at login: no further read, the key carried with it), else from the file."""
+        state = await self._states.read(subject_id)
+        if state is not None and self._states.usable(
+            state, self._clock.now().astimezone(LOCAL_TZ).date()
+        ):
+            self._codec.adopt_key(state.get("key"))
+            return dict(state["subject"])
+        return await self._subjects.document(subject_id)
 
     async def _mac(self, subject_id: str, attachment_id: str, digest: str) -> str:
         return (await self._codec.blind_index("upload", f"{subject_id}:{attachment_id}:{digest}"))[

@@ -70,6 +70,7 @@ from models.auth import AuthService
 from models.bindings import BindingCodeService
 from models.case_roster import CaseRoster
 from models.caseload import CaseloadService
+from models.checkin_state import CheckinStates
 from models.checkins import CheckinService, FaceVerificationPort, LocalFaceVerifier
 from models.clock import Clock, SystemClock
 from models.codec import FieldCodec
@@ -168,7 +169,7 @@ def all_routes() -> list[tuple[Any, ...]]:
 def collection_specs() -> list[CollectionSpec]:
     """Every collection the services declare, for index creation at start."""
     return declared_collections(
-        LeaseService, ThrottleService, AttachmentService, CaseRoster, WindowHistory
+        LeaseService, ThrottleService, AttachmentService, CaseRoster, WindowHistory, CheckinStates
     )
 
 
@@ -436,6 +437,7 @@ def build_services(
         orgs=orgs,
         alerts=alerts_service,
     )
+    checkin_states = CheckinStates(store=store)
     subjects_service = SubjectService(
         store=store,
         clock=clock,
@@ -450,6 +452,7 @@ def build_services(
         roster=CaseRoster(store=store),
         resealer=Resealer(store=store, codec=codec, attachments=attachments),
         scope=scope,
+        states=checkin_states,
     )
     calendar = WorkdayCalendar.load()
     investigations = InvestigationService(
@@ -480,6 +483,7 @@ def build_services(
         staff=staff,
         throttle=throttle,
         scope=scope,
+        states=checkin_states,
     )
     consents = ConsentService(store=store, clock=clock, audit=audit)
     deliveries = DeliveryLog(store=store, clock=clock)
@@ -525,6 +529,7 @@ def build_services(
         codec=codec,
         scope=scope,
         history=WindowHistory(store=store, clock=clock, source=OCCURRENCES),
+        states=checkin_states,
     )
     # A change to a program replans what lies ahead.
     program_service.subscribe(obligation_service.reschedule)
@@ -619,7 +624,13 @@ def build_services(
         scope=scope,
     )
     uploads = UploadService(
-        store=store, audit=audit, codec=codec, attachments=attachments, subjects=subjects_service
+        store=store,
+        audit=audit,
+        codec=codec,
+        attachments=attachments,
+        subjects=subjects_service,
+        clock=clock,
+        states=checkin_states,
     )
     checkin_service = CheckinService(
         store=store,
@@ -637,6 +648,7 @@ def build_services(
         policy=policy,
         staff=staff,
         notices=notices,
+        states=checkin_states,
     )
     assistance_service = AssistanceService(
         store=store,
