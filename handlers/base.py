@@ -410,6 +410,9 @@ class BaseHandler(tornado.web.RequestHandler):
     # A public route that acts for nobody in particular (a login opens a new session): a
     # token sent along is not looked up, which would cost a read and change nothing.
     ignores_caller: ClassVar[bool] = False
+    # Methods whose service writes the session's "seen" mark in its own ordered batch
+    # (`SessionService.seen_write`) instead of the lookup writing it separately.
+    seen_in_batch: ClassVar[frozenset[str]] = frozenset()
 
     identity: Identity = ANONYMOUS
     request_id: str = ""
@@ -522,7 +525,9 @@ class BaseHandler(tornado.web.RequestHandler):
         scheme, _, token = header.partition(" ")
         identity = None
         if scheme.lower() == "bearer" and token.strip():
-            identity = await self.ctx.auth.resolve(token.strip())
+            identity = await self.ctx.auth.resolve(
+                token.strip(), batched_seen=self.request.method in self.seen_in_batch
+            )
         if identity is None:
             if self.required_action() == PUBLIC:
                 return ANONYMOUS

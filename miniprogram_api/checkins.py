@@ -168,6 +168,7 @@ def checkin_message(answer: CheckinAnswer) -> str:
 class CheckinsHandler(MpHandler):
     # Only the person checks in; a guardian may read the person's check-ins.
     access = {"POST": "checkins.create", "GET": "mp.self"}
+    seen_in_batch = frozenset({"POST"})
     max_body_bytes = 8 * 1024
 
     @endpoint(

@@ -125,8 +125,10 @@ class AuthService:
                 ctx, "auth.logout", resource="staff", resource_id=ctx.identity.user_id
             )
 
-    async def resolve(self, token: str, *, fresh: bool = False) -> Identity | None:
-        return await self._sessions.resolve(token, fresh=fresh)
+    async def resolve(
+        self, token: str, *, fresh: bool = False, batched_seen: bool = False
+    ) -> Identity | None:
+        return await self._sessions.resolve(token, fresh=fresh, batched_seen=batched_seen)
 
     async def second_factor_enrolled(self, session_id: str) -> None:
         """The session that just enrolled TOTP proved the factor: lift its restriction."""

@@ -44,6 +44,7 @@ from models.orgs import OrgKind, OrgService
 from models.policy import Policy as AccessPolicy
 from models.policy import Scope
 from models.rules import EffectiveRules, RulesService
+from models.sessions import SessionService
 from models.staff import StaffService
 from models.store import CollectionSpec, OrderedWriteError, Store, Write
 from models.subjects import SubjectService, SubjectStatus
@@ -266,9 +267,11 @@ class CheckinService:
         *,
         notices: DecisionNoticeService,
         states: CheckinStates,
+        sessions: SessionService,
     ):
         self._checkins = store.collection(CHECKINS)
         self._states = states
+        self._sessions = sessions
         self._notices = notices
         self._clock = clock
         self._audit = audit
@@ -478,6 +481,9 @@ class CheckinService:
                         str(window["_id"]), checkin_id, occurrence_status, needs_review
                     )
                 )
+            seen = self._sessions.seen_write(ctx.identity, now)
+            if seen is not None:
+                batch.append(seen)
             recent = {k: stored[k] for k in ("_id", *RECENT_FIELDS)}
             batch.append(
                 self._states.checkin_write(subject_id, recent, RECENT, photo_digest, PHOTOS_KEPT)

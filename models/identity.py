@@ -29,6 +29,9 @@ class Identity:
     # The operator at the command line and the start-up bootstrap: no place in the tree, no
     # limit to it. Never set for a request.
     unscoped: bool = False
+    # The session is due to be marked seen, and the request's own ordered batch will do it
+    # (`SessionService.seen_write`): the check-in, whose batch is written anyway.
+    seen_due: bool = False
 
     @property
     def authenticated(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import secrets
@@ -10,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 
 from models.clock import Clock
 from models.identity import Identity
@@ -119,8 +120,11 @@ class SessionService:
         assert write.document is not None
         self._remember(issued.session_id, write.document)
 
-    async def resolve(self, token: str, *, fresh: bool = False) -> Identity | None:
-        """The identity behind a live token; None for an unknown, revoked or expired one."""
+    async def resolve(
+        self, token: str, *, fresh: bool = False, batched_seen: bool = False
+    ) -> Identity | None:
+        """The identity behind a live token; None for an unknown, revoked or expired one.
+        `batched_seen`: the caller writes `seen_write` in its own batch when `seen_due`."""
         if not token or len(token) > 200:
             return None
         session_id = token_hash(token)
@@ -132,33 +136,36 @@ class SessionService:
             and time.monotonic() - cached[0] < self.limits.cache_seconds
         ):
             doc = cached[1]
-            fetched = False
         else:
-            # Read and marked seen in one command (the morning's first request of a session
-            # seen yesterday would otherwise read, then write); the checks below use what it
-            # was before, so an idle or expired session is still refused and deleted.
-            found = await self._sessions.find_one_and_update(
-                {"_id": session_id},
-                {"$max": {"last_seen_at": now}},
-                return_document=ReturnDocument.BEFORE,
-            )
+            found = await self._sessions.find_one({"_id": session_id})
             if found is None:
                 self._cache.pop(session_id, None)
                 return None
             doc = found
-            fetched = True
             self._remember(session_id, doc)
         limits = self._limits_for(doc.get("channel", "staff"))
         if doc["expires_at"] <= now or doc["last_seen_at"] + limits.idle <= now:
             self._cache.pop(session_id, None)
             await self._sessions.delete_one({"_id": session_id})
             return None
-        if fetched:
-            doc["last_seen_at"] = max(doc["last_seen_at"], now)
-        elif now - doc["last_seen_at"] >= limits.touch_every:
-            await self._sessions.update_one({"_id": session_id}, {"$set": {"last_seen_at": now}})
+        if now - doc["last_seen_at"] >= limits.touch_every:
             doc["last_seen_at"] = now
+            if batched_seen:
+                # The morning's first request of a session seen yesterday: marked seen by the
+                # request's own batch rather than a write of its own.
+                return dataclasses.replace(_identity(doc), seen_due=True)
+            await self._sessions.update_one({"_id": session_id}, {"$set": {"last_seen_at": now}})
         return _identity(doc)
+
+    def seen_write(self, identity: Identity, now: dt.datetime) -> Write | None:
+        """Marks the caller's session seen, for its request's ordered batch (see `resolve`)."""
+        if not identity.seen_due or identity.session_id is None:
+            return None
+        return Write(
+            SESSIONS.name,
+            filter={"_id": identity.session_id},
+            update={"$max": {"last_seen_at": now}},
+        )
 
     def _remember(self, session_id: str, doc: dict[str, Any]) -> None:
         self._cache[session_id] = (time.monotonic(), doc)

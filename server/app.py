@@ -649,6 +649,7 @@ def build_services(
         staff=staff,
         notices=notices,
         states=checkin_states,
+        sessions=sessions,
     )
     assistance_service = AssistanceService(
         store=store,

@@ -15,6 +15,7 @@ from pymongo.monitoring import (
 )
 
 from models.passwords import TEST_COST
+from models.sessions import token_hash
 from models.store import DatabaseSettings, Store
 from server.app import assemble_api, open_vault
 from tests.conftest import serve_runtime
@@ -209,11 +210,13 @@ async def test_a_fresh_process_serves_the_morning_in_three_commands_each(
         )
         assert cold.json["status"] == "on_time", cold.body
         assert per_person(log.commands) == [
-            # Read and marked seen today in one.
-            "findAndModify sessions",
+            # Seen yesterday: marked seen today by the check-in's own batch.
+            "find sessions",
             "find checkin_state",
             "bulkWrite 1",
         ], log.commands
+        session = await store.collection("sessions").find_one({"_id": token_hash(client.token)})
+        assert session is not None and session["last_seen_at"] == clock.now()
         clock.set(local(2026, 11, 4, 9, 0))
         log.commands.clear()
         assert (await client.login("probationer")).status == 200
