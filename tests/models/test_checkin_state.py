@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from models.audit import AuditContext
-from models.checkin_state import STATES
+from models.checkin_state import STATES, CheckinStates
+from models.clock import LOCAL_TZ
 from models.policy import Role
 from server.app import SYSTEM
 from tests.mp_support import STATION_CENTRE, Supervised, local
@@ -165,3 +166,28 @@ async def test_a_move_and_a_key_rotation_reach_the_state_and_shredding_removes_i
     assert rotated["key"]["_id"] == new_key
     await services.subjects.shred(SYSTEM, sid)
     assert await store.database[STATES.name].find_one({"_id": sid}) is None
+
+
+async def test_a_state_built_while_a_source_changed_is_not_kept(supervised, services, clock, store):
+    """A build that read its sources before a writer's mark is refused, whether or not a state
+    was stored when it began; the next check-in builds it again."""
+    sid = supervised.subject_id
+    clock.set(local(2026, 11, 2, 9, 0))
+    today = clock.now().astimezone(LOCAL_TZ).date()
+    states = CheckinStates(store)
+    await assert_in_step(services, sid)
+    for stored_first in (True, False):
+        if not stored_first:
+            await states.forget(sid)
+        read = await states.read(sid)
+        assert (read is not None) is stored_first
+        built = await services.checkins.state_from_sources(sid)
+        assert built is not None
+        await states.stale([sid])  # a writer changed a source meanwhile
+        assert not await states.keep(sid, read, built)
+        assert not states.usable(await states.read(sid), today)
+    # Nothing in between: kept.
+    read = await states.read(sid)
+    built = await services.checkins.state_from_sources(sid)
+    assert built is not None and await states.keep(sid, read, built)
+    assert states.usable(await states.read(sid), today)
