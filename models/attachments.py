@@ -20,7 +20,7 @@ from pymongo import ASCENDING, IndexModel
 
 from models.codec import IntegrityError, Shredded
 from models.crypto import CryptoError, Sealed, open_bytes, seal_bytes
-from models.keys import KeyShredded, KeyUnknown, KeyVault
+from models.keys import DataKey, KeyShredded, KeyUnknown, KeyVault
 from models.store import CollectionSpec, Store, Write
 
 # GridFS's own indexes, made with the others at start-up rather than checked at every upload.
@@ -46,6 +46,13 @@ class AttachmentInfo:
     subject_id: str
     content_type: str
     size: int
+
+
+def _record(key: DataKey, attachment_id: str, index: int, plaintext: bytes, final: bool) -> bytes:
+    """One stored record: its length, then the plaintext sealed and bound to its place."""
+    aad = _aad(attachment_id, index, final)
+    sealed = seal_bytes(key.suite, key.key_id, key.key, plaintext, aad)
+    return _LENGTH.pack(len(sealed)) + sealed
 
 
 class AttachmentWriter:
@@ -102,11 +109,8 @@ class AttachmentWriter:
     async def _seal(self, plaintext: bytes, final: bool) -> None:
         await self._start()
         key = await self._vault.data_key(self.subject_id, self._key_id)
-        sealed = seal_bytes(
-            key.suite, key.key_id, key.key, plaintext, _aad(self.id, self._index, final)
-        )
         assert self._stream is not None
-        await self._stream.write(_LENGTH.pack(len(sealed)) + sealed)
+        await self._stream.write(_record(key, self.id, self._index, plaintext, final))
         self._index += 1
 
     async def finish(self) -> AttachmentInfo:
@@ -139,11 +143,10 @@ class AttachmentService:
         key = await self._vault.data_key(subject_id, key_id)
         pieces = [data[i : i + RECORD_PLAINTEXT] for i in range(0, len(data), RECORD_PLAINTEXT)]
         pieces = pieces or [b""]
-        stream = bytearray()
-        for index, piece in enumerate(pieces):
-            aad = _aad(str(attachment_id), index, index == len(pieces) - 1)
-            sealed = seal_bytes(key.suite, key.key_id, key.key, piece, aad)
-            stream += _LENGTH.pack(len(sealed)) + sealed
+        stream = b"".join(
+            _record(key, str(attachment_id), index, piece, index == len(pieces) - 1)
+            for index, piece in enumerate(pieces)
+        )
         writes = [
             Write(
                 ATTACHMENT_CHUNKS.name,
@@ -151,7 +154,7 @@ class AttachmentService:
                     "_id": ObjectId(),
                     "files_id": attachment_id,
                     "n": n,
-                    "data": Binary(bytes(stream[start : start + DEFAULT_CHUNK_SIZE])),
+                    "data": Binary(stream[start : start + DEFAULT_CHUNK_SIZE]),
                 },
             )
             for n, start in enumerate(range(0, len(stream), DEFAULT_CHUNK_SIZE))

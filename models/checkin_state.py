@@ -8,10 +8,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from pymongo.errors import DuplicateKeyError
 
+from models.clock import LOCAL_TZ
 from models.store import CollectionSpec, Store, Write
 
 STATES = CollectionSpec("checkin_state", ())
@@ -38,12 +39,13 @@ class CheckinStates:
         return await self._states.find_one({"_id": subject_id})
 
     @staticmethod
-    def usable(doc: Mapping[str, Any] | None, today: dt.date) -> bool:
-        """Whether a stored state can decide a check-in today (built, not marked stale, and
+    def usable(doc: dict[str, Any] | None, now: dt.datetime) -> TypeGuard[dict[str, Any]]:
+        """Whether a stored state can decide a check-in now (built, not marked stale, and
         still holding tomorrow's windows)."""
         if doc is None or doc.get("stale") or "built_on" not in doc:
             return False
         built = dt.date.fromisoformat(doc["built_on"])
+        today = now.astimezone(LOCAL_TZ).date()
         return built <= today <= built + dt.timedelta(days=SERVES_DAYS)
 
     async def keep(
@@ -73,12 +75,6 @@ class CheckinStates:
                     {"$inc": {"version": 1}, "$set": {"stale": True}, "$unset": {"key": ""}},
                     upsert=True,
                 )
-
-    async def stale_all(self) -> None:
-        """Every state is built again on its next read (a master key rotation, a restore)."""
-        await self._states.update_many(
-            {}, {"$inc": {"version": 1}, "$set": {"stale": True}, "$unset": {"key": ""}}
-        )
 
     async def forget(self, subject_id: str) -> None:
         """The person's file is shredded: no copy of their key or whereabouts may remain."""

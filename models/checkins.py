@@ -549,9 +549,8 @@ class CheckinService:
     async def _context(self, subject_id: str, now: dt.datetime, grace: dt.timedelta) -> _Context:
         """The person's check-in state (`models.checkin_state`), built from its sources when
         there is none, it was marked stale, or it is too old to hold tomorrow's windows."""
-        today = now.astimezone(LOCAL_TZ).date()
         stored = await self._states.read(subject_id)
-        if stored is not None and self._states.usable(stored, today):
+        if self._states.usable(stored, now):
             state = stored
         else:
             built = await self._build_state(subject_id, now)
@@ -669,8 +668,11 @@ class CheckinService:
             fresh = await self._obligations.checkin_windows(
                 subject_id, now - grace, now + dt.timedelta(days=1)
             )
-            await self.forget(subject_id)
             chosen = _choose(fresh, data.captured_at.astimezone(dt.UTC), now)
+            if chosen is not None:
+                # The state missed a window: built again (a person with no window now, trying
+                # again and again, does not rebuild it each time).
+                await self.forget(subject_id)
         if chosen is not None:
             return chosen
         if not await self._obligations.has_checkin_obligations(subject_id):

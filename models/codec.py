@@ -56,10 +56,6 @@ class FieldCodec:
         aad = field_aad(collection, document_id, field)
         return Binary(seal_value(key.suite, key.key_id, key.key, value, aad))
 
-    async def warm(self, subject_id: str, key_id: str | None) -> None:
-        """Unwrap a person's data key ahead of a write that will need it."""
-        await self._vault.data_key(subject_id, key_id)
-
     async def carried_key(self, subject_id: str, key_id: str | None) -> dict[str, Any] | None:
         """The person's data key as stored (still wrapped), to carry in a read model."""
         return await self._vault.wrapped(key_id or f"dek:{subject_id}")

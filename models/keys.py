@@ -331,16 +331,13 @@ class KeyVault:
             return None
         return {k: doc[k] for k in ("_id", "purpose", "kek_id", "wrapped")}
 
-    def adopt(self, doc: dict[str, Any]) -> bool:
-        """Unwrap a carried copy of a key into the cache; False if it no longer opens (the
-        master key that wrapped it was retired): the key is then read from the vault."""
+    def adopt(self, doc: dict[str, Any]) -> None:
+        """Unwrap a carried copy of a key into the cache. One that no longer opens (the master
+        key that wrapped it was retired) is left out: the key is then read from the vault."""
         if self._cache.get(doc["_id"]) is not None:
-            return True
-        try:
+            return
+        with contextlib.suppress(Exception):  # a stale copy costs one read, never the request
             self._unwrap_doc(doc)
-        except Exception:  # a stale copy costs one read, never the request
-            return False
-        return True
 
     def _unwrap_doc(self, doc: dict[str, Any]) -> bytes:
         if doc.get("destroyed_at") is not None or doc.get("wrapped") is None:

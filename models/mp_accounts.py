@@ -235,12 +235,11 @@ class MpAccountService:
         subject_id = str(binding["target_id"])
         # The check-in state carries the file's place and status, kept in step by every writer
         # of them: read instead of the file, it also readies the check-in that follows.
-        current = state is not None and self._states.usable(
-            state, self._clock.now().astimezone(LOCAL_TZ).date()
-        )
+        subject: dict[str, Any] | None
+        current = self._states.usable(state, self._clock.now())
         if current:
             assert state is not None
-            subject: dict[str, Any] | None = state["subject"]
+            subject = state["subject"]
             self._codec.adopt_key(state.get("key"))
         else:
             subject = await self._subjects.document(subject_id)

@@ -18,7 +18,7 @@ from typing import Any
 from models.attachments import AttachmentInfo, AttachmentService
 from models.audit import AuditContext, AuditService
 from models.checkin_state import CheckinStates
-from models.clock import LOCAL_TZ, Clock
+from models.clock import Clock
 from models.codec import FieldCodec
 from models.errors import Forbidden, InvalidInput, UnsupportedMedia
 from models.store import CollectionSpec, Store, Write
@@ -177,9 +177,7 @@ class UploadService:
         """The file's status and key, from the person's check-in state when it is current
         (read at login: no further read, the key carried with it), else from the file."""
         state = await self._states.read(subject_id)
-        if state is not None and self._states.usable(
-            state, self._clock.now().astimezone(LOCAL_TZ).date()
-        ):
+        if self._states.usable(state, self._clock.now()):
             self._codec.adopt_key(state.get("key"))
             return dict(state["subject"])
         return await self._subjects.document(subject_id)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import struct
 import zlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pymongo.monitoring import (
@@ -18,7 +21,7 @@ from models.passwords import TEST_COST
 from models.sessions import token_hash
 from models.store import DatabaseSettings, Store
 from server.app import assemble_api, open_vault
-from tests.conftest import serve_runtime
+from tests.conftest import ServedApp, serve_runtime
 from tests.mp_support import STATION_CENTRE, local
 
 # A check-in: the person's check-in state, then one ordered batch of the audit entry, the
@@ -48,24 +51,38 @@ class CommandLog(CommandListener):
         pass
 
 
-@pytest.mark.parametrize("mode", ["bulk", "separate"])
-async def test_a_check_in_costs_two_round_trips_or_five_without_bulk_write(
-    supervised, config, clock, mode
-):
-    log = CommandLog()
+@contextlib.asynccontextmanager
+async def fresh_process(
+    config: Any, clock: Any, log: CommandLog, *, bulk: bool = True
+) -> AsyncIterator[tuple[Store, ServedApp]]:
+    """A second API process over the test's database, nothing cached, its commands in `log`."""
     settings = DatabaseSettings(
         uri=config.database_uri,
         name=config.db_name,
         production=False,
         event_listeners=(log,),
-        client_bulk_write=mode == "bulk",
+        client_bulk_write=bulk,
     )
     store = Store.connect(settings)
     vault = await open_vault(dataclasses.replace(config), store, clock)
     served = await serve_runtime(assemble_api(store, config, vault, clock, hash_cost=TEST_COST))
-    client = supervised.client
-    client.base_url = served.base_url
     try:
+        yield store, served
+    finally:
+        served.server.stop()
+        await served.server.close_all_connections()
+        await served.runtime.services.close()
+        await store.close()
+
+
+@pytest.mark.parametrize("mode", ["bulk", "separate"])
+async def test_a_check_in_costs_two_round_trips_or_five_without_bulk_write(
+    supervised, config, clock, mode
+):
+    log = CommandLog()
+    async with fresh_process(config, clock, log, bulk=mode == "bulk") as (_store, served):
+        client = supervised.client
+        client.base_url = served.base_url
         clock.set(local(2026, 11, 2, 9, 0))
         assert (await client.login("probationer")).status == 200
         # The process's first check-in for this person unwraps keys and loads the rules.
@@ -109,11 +126,6 @@ async def test_a_check_in_costs_two_round_trips_or_five_without_bulk_write(
         )
         assert again.status == 201
         assert len(log.commands) <= 3, log.commands
-    finally:
-        served.server.stop()
-        await served.server.close_all_connections()
-        await served.runtime.services.close()
-        await store.close()
 
 
 def grey_png(width: int, height: int) -> bytes:
@@ -137,15 +149,9 @@ async def test_a_photo_upload_never_reads_the_stored_photos(supervised, config, 
     """GridFS would read the first stored file and chunk at every upload to decide on its
     indexes (on the embedded database, a read of every stored photo); they are made at start."""
     log = CommandLog()
-    settings = DatabaseSettings(
-        uri=config.database_uri, name=config.db_name, production=False, event_listeners=(log,)
-    )
-    store = Store.connect(settings)
-    vault = await open_vault(dataclasses.replace(config), store, clock)
-    served = await serve_runtime(assemble_api(store, config, vault, clock, hash_cost=TEST_COST))
-    client = supervised.client
-    client.base_url = served.base_url
-    try:
+    async with fresh_process(config, clock, log) as (store, served):
+        client = supervised.client
+        client.base_url = served.base_url
         assert (await client.login("probationer")).status == 200
         for shade in range(2):
             log.commands.clear()
@@ -155,11 +161,6 @@ async def test_a_photo_upload_never_reads_the_stored_photos(supervised, config, 
             assert reads == [], log.commands
         indexes = await store.collection("attachments.chunks").index_information()
         assert indexes["files_id_1_n_1"]["unique"] is True
-    finally:
-        served.server.stop()
-        await served.server.close_all_connections()
-        await served.runtime.services.close()
-        await store.close()
 
 
 # What a fresh process loads once for everyone it serves, whoever comes first (single-flight,
@@ -188,14 +189,8 @@ async def test_a_fresh_process_serves_the_morning_in_three_commands_each(
     )
     assert answer.status == 201, answer.body
     log = CommandLog()
-    settings = DatabaseSettings(
-        uri=config.database_uri, name=config.db_name, production=False, event_listeners=(log,)
-    )
-    store = Store.connect(settings)
-    vault = await open_vault(dataclasses.replace(config), store, clock)
-    served = await serve_runtime(assemble_api(store, config, vault, clock, hash_cost=TEST_COST))
-    client.base_url = served.base_url
-    try:
+    async with fresh_process(config, clock, log) as (store, served):
+        client.base_url = served.base_url
         clock.set(local(2026, 11, 3, 9, 0))
         # Someone else comes first and opens the process's audit chain.
         passer_by = mp_clients()
@@ -239,8 +234,3 @@ async def test_a_fresh_process_serves_the_morning_in_three_commands_each(
         )
         assert with_photo.status == 201, with_photo.body
         assert per_person(log.commands) == ["find checkin_state", "bulkWrite 1"], log.commands
-    finally:
-        served.server.stop()
-        await served.server.close_all_connections()
-        await served.runtime.services.close()
-        await store.close()

@@ -11,7 +11,6 @@ import pytest
 
 from models.audit import AuditContext
 from models.checkin_state import STATES, CheckinStates
-from models.clock import LOCAL_TZ
 from models.policy import Role
 from server.app import SYSTEM
 from tests.mp_support import STATION_CENTRE, Supervised, local
@@ -173,7 +172,6 @@ async def test_a_state_built_while_a_source_changed_is_not_kept(supervised, serv
     was stored when it began; the next check-in builds it again."""
     sid = supervised.subject_id
     clock.set(local(2026, 11, 2, 9, 0))
-    today = clock.now().astimezone(LOCAL_TZ).date()
     states = CheckinStates(store)
     await assert_in_step(services, sid)
     for stored_first in (True, False):
@@ -185,9 +183,9 @@ async def test_a_state_built_while_a_source_changed_is_not_kept(supervised, serv
         assert built is not None
         await states.stale([sid])  # a writer changed a source meanwhile
         assert not await states.keep(sid, read, built)
-        assert not states.usable(await states.read(sid), today)
+        assert not states.usable(await states.read(sid), clock.now())
     # Nothing in between: kept.
     read = await states.read(sid)
     built = await services.checkins.state_from_sources(sid)
     assert built is not None and await states.keep(sid, read, built)
-    assert states.usable(await states.read(sid), today)
+    assert states.usable(await states.read(sid), clock.now())
