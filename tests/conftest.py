@@ -100,13 +100,17 @@ def _in_suite(value: Any) -> bool:
 
 @pytest.fixture(scope="session")
 def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecantusDBServer]:
-    """The embedded database, in this process, on a free loopback port, for the whole session."""
+    """The embedded database, in this process, on a free loopback port, for the whole session.
+
+    Its databases live in memory: every test's is dropped at its end, and a journal on disk
+    made each journaled write wait on an fsync (a fifth of the suite's time). The tests of
+    what the journal keeps across a kill start servers of their own on disk."""
     plan_id_filters_by_id()
     journal_bulk_writes()
     server = SecantusDBServer(
         host="127.0.0.1",
         port=0,
-        storage_path=str(tmp_path_factory.mktemp("secantus")),
+        storage_path=":memory:",
         enable_test_commands=False,
         # No TTL sweeper: tests run the application on a fixed clock, often weeks behind the
         # wall clock the database's sweeper reads, so it would delete a binding code or an

@@ -3,11 +3,34 @@ does: an acknowledged check-in batch survives a kill -9 of the database."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
 from pymongo import InsertOne, UpdateOne
-from secantus import storage
+from secantus import SecantusDBServer, storage
 
+from models.store import DatabaseSettings, Store
 from server.embedded_tuning import journal_bulk_writes
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A database on a server of its own that keeps a journal on disk (the suite's shared
+    server keeps its databases in memory, with no journal to write)."""
+    server = SecantusDBServer(
+        port=0, storage_path=str(tmp_path / "db"), enable_test_commands=False, ttl_sweep_seconds=0
+    )
+    server.start()
+    host, port = server.address
+    store = Store.connect(
+        DatabaseSettings(
+            uri=f"mongodb://{host}:{port}/?retryWrites=false", name="journal", production=False
+        )
+    )
+    yield store
+    await store.close()
+    server.stop()
 
 
 @pytest.fixture
