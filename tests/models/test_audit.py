@@ -25,6 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.audit import (
+    AUDIT,
+    AUDIT_CHAINS,
+    AUDIT_CHECKPOINTS,
     GENESIS,
     MAC_KEY_ID,
     AuditCheckpointer,
@@ -43,9 +46,8 @@ from models.clock import FixedClock
 from models.crypto import Suite, new_signing_key, public_key, sign
 from models.errors import Conflict, NotFound
 from models.identity import Identity
-from models.keys import KeyVault, LocalKeyFile
+from models.keys import KEY_VAULT, KeyVault, LocalKeyFile
 from models.store import DatabaseSettings, Store
-from server.app import collection_specs
 
 START = dt.datetime(2026, 11, 24, 0, 0, tzinfo=dt.UTC)
 SUITES = pytest.mark.parametrize("suite", list(Suite), ids=[str(s) for s in Suite])
@@ -80,11 +82,12 @@ def signing_key(suite: Suite, *, forger: bool = False) -> bytes:
 
 @contextlib.asynccontextmanager
 async def fresh_store(database_uri: str) -> AsyncIterator[Store]:
-    """A database of its own (for one hypothesis example), dropped afterwards."""
+    """A database of its own (for one hypothesis example) with the indexes of the collections
+    an audit log and its key vault keep, dropped afterwards."""
     name = f"audit_{uuid.uuid4().hex[:12]}"
     store = Store.connect(DatabaseSettings(uri=database_uri, name=name, production=False))
     try:
-        await store.ensure_indexes(collection_specs())
+        await store.ensure_indexes([AUDIT, AUDIT_CHAINS, AUDIT_CHECKPOINTS, KEY_VAULT])
         yield store
     finally:
         await store.database.client.drop_database(name)
