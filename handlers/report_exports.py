@@ -1,10 +1,11 @@
 """Printable exports of a compliance report (XLSX and PDF), rendered from the same stored data
-as its JSON into a spooled temporary file that the handler streams out in chunks."""
+as its JSON into a spooled temporary file that the handler streams out in chunks (the handler
+imports this module at the first export: openpyxl and reportlab are slow to load)."""
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any, cast
 
 from openpyxl import Workbook
@@ -33,7 +34,6 @@ from models.reports import (
 )
 
 SPOOL_BYTES = 1 << 20
-CHUNK_BYTES = 64 * 1024
 KIND_LABELS = {"station": "司法所", "county": "县(区)司法局", "city": "市司法局"}
 # The per-person columns of the PDF (a landscape page holds about a dozen).
 PDF_PERSON_FIGURES = (
@@ -93,13 +93,6 @@ def _programs(row: Mapping[str, Any]) -> str:
 
 def _spool() -> IO[bytes]:
     return tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
-
-
-def chunks(file: IO[bytes]) -> Iterator[bytes]:
-    """The rendered file, from its start, in chunks."""
-    file.seek(0)
-    while chunk := file.read(CHUNK_BYTES):
-        yield chunk
 
 
 # --- XLSX -----------------------------------------------------------------------------------------

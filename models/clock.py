@@ -50,3 +50,9 @@ class FixedClock:
         if at.tzinfo is None:
             raise ValueError("FixedClock needs a timezone-aware time")
         self._at = at.astimezone(dt.UTC)
+
+
+def date_zh(iso: str) -> str:
+    """2026-12-07 as 2026年12月7日 (as an official document writes a date)."""
+    year, month, day = (int(part) for part in iso.split("-"))
+    return f"{year}年{month}月{day}日"

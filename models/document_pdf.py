@@ -26,6 +26,7 @@ from reportlab.platypus import (
 )
 from reportlab.platypus.flowables import Flowable
 
+from models.clock import date_zh
 from models.errors import Unavailable
 
 # AR PL UMing (Debian fonts-arphic-uming, `make fonts`): a Song (Ming) face, as official documents
@@ -91,12 +92,6 @@ class SealBlock(Flowable):
         canvas.drawRightString(right, 22 * mm, self.issuer)
         canvas.drawRightString(right, 14 * mm, self.date_text)
         canvas.restoreState()
-
-
-def date_zh(iso: str) -> str:
-    """2026-12-07 as 2026年12月7日."""
-    year, month, day = (int(part) for part in iso.split("-"))
-    return f"{year}年{month}月{day}日"
 
 
 def _escape(text: str) -> str:

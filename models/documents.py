@@ -24,10 +24,9 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from models.audit import AuditContext, AuditService
-from models.clock import LOCAL_TZ, Clock
+from models.clock import LOCAL_TZ, Clock, date_zh
 from models.codec import FieldCodec
 from models.decision_notices import DecisionNoticeService
-from models.document_pdf import date_zh, render_document
 from models.elocation import ElocationService
 from models.errors import Conflict, InvalidInput, NotFound, Unavailable
 from models.ids import parse_id
@@ -690,6 +689,9 @@ class DocumentService:
     async def _render(self, view: DocumentView) -> bytes:
         # Rendering is CPU work: off the event loop.
         assert view.content is not None
+        # reportlab loads at the first document rendered, not at every process start.
+        from models.document_pdf import render_document
+
         return await asyncio.to_thread(render_document, view.content, view.status)
 
     async def void(self, ctx: AuditContext, document_id: str, reason: str) -> DocumentView:
