@@ -19,7 +19,7 @@ from server.config import Config
 from tests.process_support import Launched, cli_environment, eventually, launched
 from tests.subject_factories import resident_id
 
-OCCURRENCES = 1000
+OCCURRENCES = 3000
 
 
 def run_once(config: Config, now: str, log: Path) -> contextlib.AbstractContextManager[Launched]:
