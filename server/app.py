@@ -255,22 +255,15 @@ class ApiRuntime:
         await self.store.close()
 
 
-def make_app(
-    context: AppContext,
-    routes: Sequence[tuple[Any, ...]],
-    log_function: Callable[[tornado.web.RequestHandler], None] = log_request,
-) -> tornado.web.Application:
-    routes = list(routes)
-
-    @cache
-    def openapi() -> dict[str, Any]:
-        return build_openapi(routes, title=API_TITLE, version=API_VERSION)
-
-    context.openapi_factory = openapi
+def route_table(routes: Sequence[tuple[Any, ...]]) -> list[tornado.web.URLSpec]:
+    """The API's routes and the console's, their patterns compiled. An application holds its
+    table without changing it, so applications built over one process's databases (the test
+    suite's, one per test) can share one table rather than each compiling 216 patterns."""
     # The console (HTML pages over the API) is served beside the API, not described by it.
-    return tornado.web.Application(
-        # The casework pages first: `/console/subjects/new` is not a case file's id.
-        [
+    # The casework pages first: `/console/subjects/new` is not a case file's id.
+    return [
+        tornado.web.URLSpec(*route)
+        for route in [
             *routes,
             *console_casework.routes,
             *console_contact.routes,
@@ -281,7 +274,27 @@ def make_app(
             *console_oversight.routes,
             *console_operations.routes,
             *console_audit.routes,
-        ],
+        ]
+    ]
+
+
+def make_app(
+    context: AppContext,
+    routes: Sequence[tuple[Any, ...]],
+    log_function: Callable[[tornado.web.RequestHandler], None] = log_request,
+    table: Sequence[tornado.web.URLSpec] | None = None,
+) -> tornado.web.Application:
+    """The application serving `routes` (the API's, which its OpenAPI document describes) and
+    the console; `table`: `route_table(routes)` compiled already."""
+    routes = list(routes)
+
+    @cache
+    def openapi() -> dict[str, Any]:
+        return build_openapi(routes, title=API_TITLE, version=API_VERSION)
+
+    context.openapi_factory = openapi
+    return tornado.web.Application(
+        list(table if table is not None else route_table(routes)),
         anbang=context,
         template_path=str(CONSOLE_TEMPLATES),
         default_handler_class=NotFoundHandler,
@@ -802,8 +815,10 @@ def assemble_api(
     *,
     hash_cost: HashCost | None = None,
     metrics: Metrics | None = None,
+    table: Sequence[tornado.web.URLSpec] | None = None,
 ) -> ApiRuntime:
-    """Build the services and the application around an open store and vault (tests too)."""
+    """Build the services and the application around an open store and vault (tests too);
+    `table`: `route_table(all_routes())`, when the caller has it compiled already."""
     clock = clock or SystemClock()
     metrics = metrics or Metrics("api", API_VERSION)
     services = build_services(store, config, clock, vault, hash_cost, telemetry=metrics)
@@ -826,7 +841,7 @@ def assemble_api(
     return ApiRuntime(
         store=store,
         context=context,
-        app=make_app(context, all_routes(), request_logger(metrics)),
+        app=make_app(context, all_routes(), request_logger(metrics), table),
         services=services,
         metrics=metrics,
     )

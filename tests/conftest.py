@@ -22,6 +22,7 @@ from secantus import SecantusDBServer
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
+from tornado.web import URLSpec
 
 from models.clock import FixedClock
 from models.identity import Identity
@@ -30,7 +31,16 @@ from models.orgs import Org, OrgKind
 from models.passwords import TEST_COST
 from models.policy import Role
 from models.store import DatabaseSettings, Store
-from server.app import SYSTEM, ApiRuntime, Services, assemble_api, collection_specs, open_vault
+from server.app import (
+    SYSTEM,
+    ApiRuntime,
+    Services,
+    all_routes,
+    assemble_api,
+    collection_specs,
+    open_vault,
+    route_table,
+)
 from server.config import Config
 from server.embedded_tuning import journal_bulk_writes, plan_id_filters_by_id
 from server.wechat_standin import StandinState, make_standin_app
@@ -300,13 +310,25 @@ async def vault(store: Store, config: Config, clock: FixedClock) -> KeyVault:
     return await open_vault(config, store, clock)
 
 
+@pytest.fixture(scope="session")
+def compiled_routes() -> list[URLSpec]:
+    """The application's route table, compiled once for every test's application."""
+    return route_table(all_routes())
+
+
 @pytest_asyncio.fixture
 async def runtime(
-    store: Store, config: Config, clock: FixedClock, vault: KeyVault
+    store: Store,
+    config: Config,
+    clock: FixedClock,
+    vault: KeyVault,
+    compiled_routes: list[URLSpec],
 ) -> AsyncIterator[ApiRuntime]:
     """The real application over this test's fresh database, not served: what `services`
     needs (a test that only calls services stays in the fast tier)."""
-    assembled = assemble_api(store, config, vault, clock, hash_cost=TEST_COST)
+    assembled = assemble_api(
+        store, config, vault, clock, hash_cost=TEST_COST, table=compiled_routes
+    )
     yield assembled
     await assembled.services.close()
 
