@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The suite on every core (at most four): each worker is a pytest session with its own embedded
-# database; a file's tests stay together on one worker. `PYTEST_ARGS=` runs it in one process.
-# The 15 slowest tests are listed at the end.
-PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile --durations=15
+# database; a file's tests stay together on one worker, the longest files first in the order
+# tests/conftest.py gives (not xdist's, by number of tests, which left a file of one long test
+# for last). `PYTEST_ARGS=` runs it in one process. The 15 slowest tests are listed at the end.
+PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder --durations=15
 
 # The console's browser tests drive Debian's Chromium (and its CJK fonts, so Chinese renders as
 # text in screenshots); installed here when missing, as root or through sudo.
